@@ -1,0 +1,48 @@
+// Command bosun is a Kubernetes node agent: a drop-in for the kubelet, started
+// with the kubelet's flags and KubeletConfiguration file.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/app"
+	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/version"
+)
+
+func main() {
+	cfg, err := config.Load(os.Args[1:])
+	switch {
+	case errors.Is(err, config.ErrHelp):
+		fmt.Print(config.Usage())
+		return
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "bosun: %v\n", err)
+		os.Exit(1)
+	case cfg.ShowVersion:
+		fmt.Printf("Kubernetes %s (Bosun %s)\n", version.Kubernetes, version.Bosun)
+		return
+	}
+	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(klogFlags)
+	_ = klogFlags.Set("v", strconv.Itoa(cfg.Verbosity))
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	logger := klog.Background()
+	for _, w := range cfg.Warnings {
+		logger.Info("WARNING: " + w)
+	}
+	if err := app.Run(klog.NewContext(ctx, logger), cfg); err != nil {
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	klog.Flush()
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds the pinned upstream test equipment from the tools/ module into
+# _output/bin. A binary already built for the pinned version is kept: each
+# build leaves a stamp _output/bin/.stamp-<name> holding the version key.
+# Usage: hack/build-tools.sh [name...]   (default: the control plane + kubelet + kubectl + etcd)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="$root/_output/bin"
+mkdir -p "$out"
+cd "$root/tools"
+# The version key: the pinned module versions (go.sum) and the Go toolchain.
+key="$(go env GOVERSION)-$(sha256sum go.mod go.sum | sha256sum | cut -c1-16)"
+ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.36.3 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=v1.36.3"
+
+build_one() {
+  local name=$1 stamp="$out/.stamp-$1"
+  if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
+    return 0
+  fi
+  echo ">>> building $name (upstream, pinned)"
+  local start=$SECONDS
+  case $name in
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet)
+      go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "k8s.io/kubernetes/cmd/$name" ;;
+    etcd)
+      go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" ./etcd ;;
+    e2e.test)
+      go test -c -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" k8s.io/kubernetes/test/e2e ;;
+    agnhost)
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/agnhost ;;
+    ginkgo)
+      go build -trimpath -o "$out/$name.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
+    *) echo "unknown tool $name" >&2; return 2 ;;
+  esac
+  mv -f "$out/$name.tmp" "$out/$name"
+  echo "$key" > "$stamp"
+  echo ">>> built $name in $((SECONDS-start))s"
+}
+
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+for n in "${names[@]}"; do build_one "$n"; done

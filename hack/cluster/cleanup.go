@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// controlPlaneOrder is the stop order: the agent first, etcd last.
+var controlPlaneOrder = []string{"agent", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
+
+// teardown stops everything a cluster (this one, or one an earlier session or
+// another clone left behind) runs, and removes its state. With keepContainerd,
+// our containerd stays up for the next start.
+func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
+	l.stopDaemon("agent", 30*time.Second)
+	for _, p := range strayClusterProcs() {
+		if filepath.Base(p.exe) == "kubelet" || filepath.Base(p.exe) == "bosun" {
+			fmt.Printf("stopping a stray node agent (pid %d: %s)\n", p.pid, p.exe)
+			stopPid(p.pid, 10*time.Second)
+		}
+	}
+	// Pods go while containerd can still run CNI DEL for them.
+	if _, err := l.criRuntime(ctx); err == nil {
+		if err := l.removeAllPods(ctx); err != nil {
+			fmt.Printf("warning: removing pods: %v\n", err)
+		}
+	}
+	for _, name := range controlPlaneOrder[1:] {
+		l.stopDaemon(name, 15*time.Second)
+	}
+	for _, p := range strayClusterProcs() {
+		fmt.Printf("stopping a stray cluster process (pid %d: %s)\n", p.pid, p.exe)
+		stopPid(p.pid, 10*time.Second)
+	}
+	if !keepContainerd {
+		l.stopDaemon("containerd", 20*time.Second)
+	}
+	unmountUnder(nodeDir)
+	cleanCNIState()
+	for _, d := range []string{nodeDir, l.etcdData, "/var/log/pods", "/var/log/containers"} {
+		if err := os.RemoveAll(d); err != nil {
+			fmt.Printf("warning: remove %s: %v\n", d, err)
+		}
+	}
+	_ = os.Remove(filepath.Join(l.out, "bootstrap-token"))
+	_ = os.Remove(l.envFile())
+	if !keepContainerd {
+		_ = exec.Command("ip", "link", "del", dummyLink).Run()
+	}
+	return nil
+}
+
+// mountPoints lists the machine's mount points, from /proc/self/mountinfo.
+func mountPoints() []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 {
+			// Octal escapes (\040 for a space) as the kernel writes them.
+			out = append(out, strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(f[4]))
+		}
+	}
+	return out
+}
+
+// unmountUnder lazily unmounts every mount at or below dir, deepest first.
+func unmountUnder(dir string) {
+	var mine []string
+	for _, m := range mountPoints() {
+		if m == dir || strings.HasPrefix(m, dir+"/") {
+			mine = append(mine, m)
+		}
+	}
+	sort.Slice(mine, func(i, j int) bool { return len(mine[i]) > len(mine[j]) })
+	for _, m := range mine {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			fmt.Printf("warning: unmount %s: %v\n", m, err)
+		}
+	}
+}
+
+// cleanCNIState removes what CNI plugins keep for pods that no longer exist:
+// host-local IP allocations, cached results and pod network namespaces. It is
+// called once every sandbox is gone, so everything there is stale.
+func cleanCNIState() {
+	for _, d := range []string{filepath.Join("/var/lib/cni/networks", cniNetwork), "/var/lib/cni/results"} {
+		_ = os.RemoveAll(d)
+	}
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "cni-") {
+			p := filepath.Join("/run/netns", e.Name())
+			_ = syscall.Unmount(p, syscall.MNT_DETACH)
+			_ = os.Remove(p)
+		}
+	}
+}
+
+func (l *layout) envFile() string { return filepath.Join(l.out, "env") }
+
+// writeEnv writes _output/local/env, a file to source.
+func (l *layout) writeEnv() error {
+	pk := func(n string) string { return filepath.Join(l.pki, n) }
+	vars := [][2]string{
+		{"KUBELET", l.agent},
+		{"KUBECONFIG", l.adminKubeconfig()},
+		{"KUBECTL", l.binary("kubectl")},
+		{"NODE_NAME", l.nodeName},
+		{"NODE_IP", nodeIP},
+		{"CERT_DIR", l.certDir()},
+		{"ROOT_DIR", l.rootDir()},
+		{"CONFIG_FILE", l.configFile()},
+		{"BOOTSTRAP_KUBECONFIG", l.bootstrapKubeconfig()},
+		{"NODE_KUBECONFIG", l.nodeKubeconfig()},
+		{"CA_CERT", pk("ca.pem")},
+		{"CA_KEY", pk("ca-key.pem")},
+		{"ADMIN_CERT", pk("admin.pem")},
+		{"ADMIN_KEY", pk("admin-key.pem")},
+		{"KCM_CERT", pk("kube-controller-manager.pem")},
+		{"KCM_KEY", pk("kube-controller-manager-key.pem")},
+		{"APISERVER_CERT", pk("kubernetes.pem")},
+		{"APISERVER_KEY", pk("kubernetes-key.pem")},
+		{"AGENT_LOG", l.logFile("agent")},
+		{"AGENT_PID", l.pidFile("agent")},
+		{"AGENT_BIN", l.agentBinary()},
+		{"AGENT_ARGS", strings.Join(l.agentArgs(), " ")},
+		{"LOG_DIR", l.logs},
+		{"CRI_ENDPOINT", "unix://" + containerdSock},
+	}
+	var b strings.Builder
+	b.WriteString("# Written by make up: source it to use the local cluster.\n")
+	for _, v := range vars {
+		fmt.Fprintf(&b, "export %s=%q\n", v[0], v[1])
+	}
+	return writeFileAtomic(l.envFile(), []byte(b.String()), 0o644)
+}

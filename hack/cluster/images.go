@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// imageSpec is one offline image: how to fill its rootfs and its config.
+type imageSpec struct {
+	ref    string                           // the name pods use
+	fill   func(l *layout, r *rootfs) error // adds the image's files
+	config imageConfig                      // entrypoint, cmd, env, user
+}
+
+// offlineImages is the one list of images the local cluster provides without a
+// registry. Add an image with one line here (and a fill function if new).
+var offlineImages = []imageSpec{
+	{ref: pauseImage, fill: fillPause, config: imageConfig{Entrypoint: []string{"/pause"}, User: "65535:65535"}},
+	{ref: "registry.k8s.io/e2e-test-images/busybox:1.37.0-1", fill: fillBusybox, config: busyboxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", fill: fillBusybox, config: busyboxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/agnhost:2.63.0", fill: fillAgnhost, config: imageConfig{
+		Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{defaultPath},
+		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}},
+	}},
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+var busyboxConfig = imageConfig{Cmd: []string{"sh"}, Env: []string{defaultPath}}
+
+const busyboxBinary = "/bin/busybox" // from Debian's busybox-static
+
+func fillPause(l *layout, r *rootfs) error {
+	bin := filepath.Join(l.root, "_output", "images", "pause")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./hack/images/pause")
+	cmd.Dir, cmd.Env = l.root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build pause: %v: %s", err, out)
+	}
+	return r.hostFile("/pause", bin, 0o755)
+}
+
+const passwd = `root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/bin/false
+bin:x:2:2:bin:/bin:/bin/false
+sys:x:3:3:sys:/dev:/bin/false
+sync:x:4:100:sync:/bin:/bin/sync
+mail:x:8:8:mail:/var/spool/mail:/bin/false
+www-data:x:33:33:www-data:/var/www:/bin/false
+operator:x:37:37:Operator:/var:/bin/false
+nobody:x:65534:65534:nobody:/home:/bin/false
+`
+
+const group = `root:x:0:
+daemon:x:1:
+bin:x:2:
+sys:x:3:
+adm:x:4:
+tty:x:5:
+disk:x:6:
+wheel:x:10:root
+mail:x:12:
+www-data:x:33:
+operator:x:37:
+staff:x:50:
+users:x:100:
+nogroup:x:65534:
+`
+
+// fillBusybox lays out busybox-static with a link per applet.
+func fillBusybox(_ *layout, r *rootfs) error {
+	if err := r.hostFile("/bin/busybox", busyboxBinary, 0o755); err != nil {
+		return fmt.Errorf("%w (install Debian's busybox-static)", err)
+	}
+	out, err := exec.Command(busyboxBinary, "--list-full").Output()
+	if err != nil {
+		return fmt.Errorf("busybox --list-full: %w", err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet != "bin/busybox" {
+			r.symlink(applet, "/bin/busybox")
+		}
+	}
+	for _, d := range []string{"/root", "/home", "/var", "/var/spool/mail", "/var/www", "/etc", "/proc", "/sys", "/dev", "/usr/sbin"} {
+		r.dir(d, 0o755)
+	}
+	r.dir("/tmp", 0o1777)
+	r.file("/etc/passwd", []byte(passwd), 0o644)
+	r.file("/etc/group", []byte(group), 0o644)
+	return nil
+}
+
+// fillAgnhost is the busybox rootfs plus the agnhost test binary, as upstream's
+// agnhost Dockerfile lays it out.
+func fillAgnhost(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	if err := r.hostFile("/agnhost", l.binary("agnhost"), 0o755); err != nil {
+		return fmt.Errorf("%w (hack/build-tools.sh agnhost builds it)", err)
+	}
+	r.symlink("/agnhost-2", "agnhost")
+	porter, err := upstreamSourceDir("test/images/agnhost/porter")
+	if err != nil {
+		return err
+	}
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if err := r.hostFile("/"+f, filepath.Join(porter, f), 0o644); err != nil {
+			return err
+		}
+	}
+	r.dir("/uploads", 0o755)
+	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
+	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
+	r.dir("/home/user-defined-in-image", 0o755)
+	return nil
+}
+
+// upstreamSourceDir finds a folder of the pinned k8s.io/kubernetes module.
+func upstreamSourceDir(rel string) (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	cmd.Dir = filepath.Join(repoRoot(), "tools")
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locate k8s.io/kubernetes source: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), rel), nil
+}
+
+// ensureImages builds each offline image and imports it into containerd's
+// k8s.io namespace unless the same manifest is there already.
+func (l *layout) ensureImages() error {
+	have, err := importedImages()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(l.root, "_output", "images")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, img := range offlineImages {
+		r := newRootfs()
+		if err := img.fill(l, r); err != nil {
+			return fmt.Errorf("image %s: %w", img.ref, err)
+		}
+		file := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(img.ref)+".tar")
+		digest, err := ociArchive(file, img.ref, r, img.config)
+		if err != nil {
+			return fmt.Errorf("image %s: %w", img.ref, err)
+		}
+		if have[img.ref] == digest {
+			continue
+		}
+		out, err := exec.Command("ctr", "-n", "k8s.io", "images", "import", file).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("import %s: %v: %s", img.ref, err, out)
+		}
+		fmt.Printf("imported %s (%s)\n", img.ref, digest[:19])
+	}
+	return nil
+}
+
+// importedImages maps each image name in containerd's k8s.io namespace to its digest.
+func importedImages() (map[string]string, error) {
+	out, err := exec.Command("ctr", "-n", "k8s.io", "images", "ls").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ctr images ls: %w", err)
+	}
+	have := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) >= 3 {
+			have[f[0]] = f[2]
+		}
+	}
+	return have, nil
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// ensureNodeIP gives the machine the node's InternalIP on an interface of its own,
+// so that every packet to the node stays on this machine.
+func ensureNodeIP() error {
+	if exec.Command("ip", "link", "show", dummyLink).Run() != nil {
+		// A dummy link where the kernel has the module; else a bridge with no
+		// ports, which holds a local address just as well.
+		if out, err := exec.Command("ip", "link", "add", dummyLink, "type", "dummy").CombinedOutput(); err != nil {
+			if out2, err2 := exec.Command("ip", "link", "add", dummyLink, "type", "bridge").CombinedOutput(); err2 != nil {
+				return fmt.Errorf("ip link add %s: dummy: %v: %s; bridge: %v: %s", dummyLink, err, out, err2, out2)
+			}
+		}
+	}
+	out, _ := exec.Command("ip", "-4", "addr", "show", "dev", dummyLink).Output()
+	if !strings.Contains(string(out), " "+nodeIP+"/") {
+		if out, err := exec.Command("ip", "addr", "add", nodeIP+"/32", "dev", dummyLink).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip addr add %s: %v: %s", nodeIP, err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "link", "set", dummyLink, "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link set %s up: %v: %s", dummyLink, err, out)
+	}
+	return nil
+}
+
+// kubeletConfigTemplate is the seed's kubelet-config.yaml.template with the
+// local cluster's values filled in.
+const kubeletConfigTemplate = `kind: KubeletConfiguration
+apiVersion: kubelet.config.k8s.io/v1beta1
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: "{{CA}}"
+authorization:
+  mode: Webhook
+clusterDomain: "cluster.local"
+clusterDNS:
+  - "{{DNS}}"
+podCIDR: "{{POD_CIDR}}"
+maxPods: 220
+serializeImagePulls: false
+hairpinMode: promiscuous-bridge
+cgroupDriver: cgroupfs
+runtimeRequestTimeout: "15m"
+rotateCertificates: true
+serverTLSBootstrap: true
+readOnlyPort: 0
+port: 10250
+address: "{{NODE_IP}}"
+# Not in the seed: this machine has cgroup v1, which kubelet v1.36 refuses
+# unless told otherwise.
+failCgroupV1: false
+`
+
+// writeNodeFiles writes the bootstrap kubeconfig and the KubeletConfiguration.
+func (l *layout) writeNodeFiles(token string) error {
+	for _, d := range []string{nodeDir, l.certDir(), l.rootDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	if err := l.writeKubeconfig(l.bootstrapKubeconfig(), "kubelet-bootstrap", "", "", token); err != nil {
+		return err
+	}
+	cfg := strings.NewReplacer("{{CA}}", filepath.Join(l.pki, "ca.pem"), "{{DNS}}", clusterDNSIP,
+		"{{POD_CIDR}}", podCIDR, "{{NODE_IP}}", nodeIP).Replace(kubeletConfigTemplate)
+	return writeFileAtomic(l.configFile(), []byte(cfg), 0o644)
+}
+
+// agentArgs is the seed unit's flag set with the local paths.
+func (l *layout) agentArgs() []string {
+	args := []string{
+		"--root-dir=" + l.rootDir(),
+		"--bootstrap-kubeconfig=" + l.bootstrapKubeconfig(),
+		"--cert-dir=" + l.certDir(),
+		"--kubeconfig=" + l.nodeKubeconfig(),
+		"--config=" + l.configFile(),
+		"--hostname-override=" + l.nodeName,
+		"--node-ip=" + nodeIP,
+	}
+	// kubelet v1.36 no longer has --pod-infra-container-image: the runtime's
+	// sandbox_image (set in our containerd config) decides.
+	if l.agent == "bosun" {
+		args = append(args, "--pod-infra-container-image="+pauseImage)
+	}
+	return append(args, "--v=2")
+}
+
+// startAgent starts the node agent (bosun or the upstream kubelet).
+func (l *layout) startAgent() error {
+	bin := l.agentBinary()
+	if !fileExists(bin) {
+		return fmt.Errorf("node agent %s is not built", bin)
+	}
+	_, err := l.startDaemon("agent", bin, l.agentArgs()...)
+	return err
+}
+
+// waitNodeReady waits for the node to be Ready, approving its kubelet-serving
+// CSR on the way as the seed's operator does by hand.
+func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) error {
+	approved := map[string]bool{}
+	return waitFor(ctx, timeout, "node "+l.nodeName, func() error {
+		if l.daemonPid("agent") == 0 {
+			return fmt.Errorf("the node agent exited")
+		}
+		if err := l.approveServingCSRs(ctx, cs, approved); err != nil {
+			return err
+		}
+		node, err := cs.CoreV1().Nodes().Get(ctx, l.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady {
+				if c.Status == corev1.ConditionTrue {
+					if len(approved) == 0 {
+						return fmt.Errorf("node is Ready but sent no kubelet-serving CSR yet")
+					}
+					return nil
+				}
+				return fmt.Errorf("Ready=%s: %s", c.Status, c.Message)
+			}
+		}
+		return fmt.Errorf("node has no Ready condition yet")
+	})
+}
+
+// approveServingCSRs approves the node's pending kubelet-serving CSRs: the
+// seed's "kubectl certificate approve" step.
+func (l *layout) approveServingCSRs(ctx context.Context, cs kubernetes.Interface, done map[string]bool) error {
+	list, err := cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range list.Items {
+		csr := &list.Items[i]
+		if csr.Spec.SignerName != certificatesv1.KubeletServingSignerName || csr.Spec.Username != "system:node:"+l.nodeName {
+			continue
+		}
+		if len(csr.Status.Conditions) > 0 {
+			done[csr.Name] = true
+			continue
+		}
+		csr.Status.Conditions = append(csr.Status.Conditions, certificatesv1.CertificateSigningRequestCondition{
+			Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue,
+			Reason: "LocalClusterApprove", Message: "approved by make up (the seed's manual approval step)",
+		})
+		if _, err := cs.CertificatesV1().CertificateSigningRequests().UpdateApproval(ctx, csr.Name, csr, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("approve %s: %w", csr.Name, err)
+		}
+		fmt.Printf("approved the node's serving certificate request %s (kubectl certificate approve %s)\n", csr.Name, csr.Name)
+		done[csr.Name] = true
+	}
+	return nil
+}

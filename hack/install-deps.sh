@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the node software the local cluster needs from Debian, when missing:
+# containerd, runc, the CNI plugins, iptables, busybox-static (for the offline
+# images) and iproute2.
+set -euo pipefail
+pkgs=(containerd runc containernetworking-plugins iptables busybox-static iproute2 ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo ">>> installing from Debian: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Debian's containerd package may try to start a service; the harness runs
+  # its own containerd with its own config, so a service start is not wanted.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

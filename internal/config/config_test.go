@@ -1,0 +1,203 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func seedArgs(configFile string, extra ...string) []string {
+	return append([]string{
+		"--root-dir=/var/lib/kubelet", "--bootstrap-kubeconfig=/etc/kubernetes/kubelet-bootstrap.kubeconfig",
+		"--cert-dir=/etc/kubernetes/cert", "--kubeconfig=/etc/kubernetes/kubelet.kubeconfig",
+		"--config=" + configFile, "--hostname-override=node-1",
+		"--pod-infra-container-image=registry.k8s.io/pause:3.10.2",
+	}, extra...)
+}
+
+// The seed's newer unit file, flags and all, with its YAML config.
+func TestLoadSeedYAMLWithSeedUnitFlags(t *testing.T) {
+	cfg, err := Load(seedArgs("testdata/seed-v1-kubelet-config.yaml",
+		"--allow-privileged=true", "--event-qps=0", "--kube-api-qps=1000", "--kube-api-burst=2000",
+		"--registry-qps=0", "--image-pull-progress-deadline=30m", "--logtostderr=true", "--v=2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if *kc.Authentication.Anonymous.Enabled || !*kc.Authentication.Webhook.Enabled || kc.Authorization.Mode != "Webhook" {
+		t.Errorf("auth from the file lost: %+v %+v", kc.Authentication, kc.Authorization)
+	}
+	if kc.Authentication.X509.ClientCAFile != "/etc/kubernetes/cert/ca.pem" || kc.MaxPods != 220 || kc.Address != "172.27.128.150" {
+		t.Errorf("file values lost: ca=%q maxPods=%d address=%q", kc.Authentication.X509.ClientCAFile, kc.MaxPods, kc.Address)
+	}
+	if kc.RuntimeRequestTimeout.Duration != 15*time.Minute || !kc.ServerTLSBootstrap || !kc.RotateCertificates {
+		t.Errorf("runtimeRequestTimeout=%v serverTLSBootstrap=%v rotate=%v", kc.RuntimeRequestTimeout, kc.ServerTLSBootstrap, kc.RotateCertificates)
+	}
+	// Flags win over the file and the defaults.
+	if *kc.KubeAPIQPS != 1000 || kc.KubeAPIBurst != 2000 || *kc.EventRecordQPS != 0 || *kc.RegistryPullQPS != 0 {
+		t.Errorf("flag overrides: kubeAPIQPS=%d burst=%d eventQPS=%d registryQPS=%d", *kc.KubeAPIQPS, kc.KubeAPIBurst, *kc.EventRecordQPS, *kc.RegistryPullQPS)
+	}
+	// Defaults for what neither set.
+	if *kc.HealthzPort != 10248 || kc.HealthzBindAddress != "127.0.0.1" || kc.NodeLeaseDurationSeconds != 40 || kc.ReadOnlyPort != 0 {
+		t.Errorf("defaults: healthz=%s:%d lease=%d readOnly=%d", kc.HealthzBindAddress, *kc.HealthzPort, kc.NodeLeaseDurationSeconds, kc.ReadOnlyPort)
+	}
+	if cfg.HostnameOverride != "node-1" || cfg.CertDir != "/etc/kubernetes/cert" || cfg.Verbosity != 2 {
+		t.Errorf("options: %+v", cfg.Options)
+	}
+	joined := strings.Join(cfg.Warnings, "\n")
+	for _, want := range []string{"--allow-privileged has been deprecated", "--image-pull-progress-deadline has been deprecated",
+		"--logtostderr has been deprecated", "--pod-infra-container-image has been deprecated", "--kube-api-qps has been deprecated, This parameter should be set via the config file"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("warnings lack %q:\n%s", want, joined)
+		}
+	}
+}
+
+// The older seed's JSON has a trailing comma: loaded, with a warning naming it.
+func TestLoadSeedJSONWithTrailingComma(t *testing.T) {
+	cfg, err := Load(seedArgs("testdata/seed-v0-kubelet.config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if kc.Authorization.Mode != "AlwaysAllow" || !*kc.Authentication.Anonymous.Enabled || kc.ReadOnlyPort != 10255 {
+		t.Errorf("file values lost: mode=%s anonymous=%v readOnly=%d", kc.Authorization.Mode, *kc.Authentication.Anonymous.Enabled, kc.ReadOnlyPort)
+	}
+	joined := strings.Join(cfg.Warnings, "\n")
+	if !strings.Contains(joined, "is not valid JSON") || !strings.Contains(joined, "line 11") || !strings.Contains(joined, "trailing comma") {
+		t.Errorf("no warning naming the trailing comma:\n%s", joined)
+	}
+	if !strings.Contains(joined, "RotateKubeletClientCertificate=true is ignored") {
+		t.Errorf("no warning for the removed feature gate:\n%s", joined)
+	}
+}
+
+// The configz dump the seed shows loads as a config file.
+func TestLoadSeedConfigzDump(t *testing.T) {
+	cfg, err := Load([]string{"--config=testdata/seed-configz.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if kc.MaxPods != 2000 || kc.EvictionHard["memory.available"] != "100Mi" || kc.StreamingConnectionIdleTimeout.Duration != 4*time.Hour {
+		t.Errorf("maxPods=%d evictionHard=%v idle=%v", kc.MaxPods, kc.EvictionHard, kc.StreamingConnectionIdleTimeout)
+	}
+	if *kc.OOMScoreAdj != -999 || kc.ContentType != "application/vnd.kubernetes.protobuf" {
+		t.Errorf("oomScoreAdj=%d contentType=%s", *kc.OOMScoreAdj, kc.ContentType)
+	}
+}
+
+// Without a config file the defaults are the secure ones.
+func TestDefaultsAreSecureWithoutConfigFile(t *testing.T) {
+	cfg, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if *kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "Webhook" || kc.ReadOnlyPort != 0 || !*kc.Authentication.Webhook.Enabled {
+		t.Errorf("insecure defaults: anonymous=%v mode=%s readOnly=%d", *kc.Authentication.Anonymous.Enabled, kc.Authorization.Mode, kc.ReadOnlyPort)
+	}
+	if kc.MaxPods != 110 || !*kc.FailSwapOn || kc.ContainerRuntimeEndpoint != "unix:///run/containerd/containerd.sock" {
+		t.Errorf("maxPods=%d failSwapOn=%v endpoint=%s", kc.MaxPods, *kc.FailSwapOn, kc.ContainerRuntimeEndpoint)
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+const header = "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n"
+
+func TestBadInputsNameTheProblem(t *testing.T) {
+	cases := []struct {
+		name string
+		args func(t *testing.T) []string
+		want string
+	}{
+		{"unknown flag", func(*testing.T) []string { return []string{"--no-such-flag"} }, "unknown flag: --no-such-flag"},
+		{"bad flag value", func(*testing.T) []string { return []string{"--max-pods=lots"} }, "max-pods"},
+		{"missing file", func(*testing.T) []string { return []string{"--config=/nonexistent/kubelet.yaml"} }, "/nonexistent/kubelet.yaml"},
+		{"empty file", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, "  \n")} }, "is empty"},
+		{"broken yaml", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, header+"maxPods: [\n")} }, "line"},
+		{"no kind", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, "maxPods: 3\n")} }, "'kind' is missing"},
+		{"wrong kind", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, "kind: Pod\napiVersion: v1\n")}
+		}, `kind "Pod" apiVersion "v1" is not supported`},
+		{"wrong type", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, header+"maxPods: many\n")} }, `field "maxPods"`},
+		{"port out of range", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, header+"port: 70000\n")} }, "port (--port) 70000 must be between 1 and 65535"},
+		{"bad auth mode", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"authorization:\n  mode: Sometimes\n")}
+		}, `authorization.mode (--authorization-mode) "Sometimes"`},
+		{"bad eviction signal", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  disk.free: 10%\n")}
+		}, `unknown signal "disk.free"`},
+		{"bad eviction value", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  memory.available: 150%\n")}
+		}, "memory.available"},
+		{"bad gc thresholds", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imageGCHighThresholdPercent: 50\nimageGCLowThresholdPercent: 60\n")}
+		}, "imageGCLowThresholdPercent (--image-gc-low-threshold) 60 must be less than"},
+		{"bad address", func(*testing.T) []string { return []string{"--address=not-an-ip"} }, `address (--address) "not-an-ip"`},
+		{"bad taint", func(*testing.T) []string { return []string{"--register-with-taints=a=b"} }, "lacks an effect"},
+		{"bad eviction flag", func(*testing.T) []string { return []string{"--eviction-hard=memory.available=1Gi"} }, "signal<threshold"},
+		{"stray argument", func(*testing.T) []string { return []string{"run"} }, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(tc.args(t))
+			if err == nil {
+				t.Fatalf("no error, want one containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnknownAndDuplicateFieldsWarn(t *testing.T) {
+	f := writeConfig(t, header+"maxPods: 5\nmaxPods: 7\nnoSuchField: 1\n")
+	cfg, err := Load([]string{"--config=" + f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kubelet.MaxPods != 7 {
+		t.Errorf("maxPods = %d, want the last value 7", cfg.Kubelet.MaxPods)
+	}
+	joined := strings.Join(cfg.Warnings, "\n")
+	if !strings.Contains(joined, `unknown field "noSuchField"`) || !strings.Contains(joined, "maxPods") {
+		t.Errorf("warnings lack the unknown and duplicate fields:\n%s", joined)
+	}
+}
+
+func TestHelpAndFlagValues(t *testing.T) {
+	if _, err := Load([]string{"--help"}); !errors.Is(err, ErrHelp) {
+		t.Fatalf("--help gave %v", err)
+	}
+	if u := Usage(); !strings.Contains(u, "--bootstrap-kubeconfig") || !strings.Contains(u, "--kube-api-qps") {
+		t.Errorf("usage lacks flags:\n%s", u)
+	}
+	cfg, err := Load([]string{"--node-labels=a=b,c=d", "--register-with-taints=k=v:NoSchedule,x:NoExecute",
+		"--eviction-hard=memory.available<1Gi,nodefs.available<5%", "--feature-gates=Foo=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.NodeLabels["a"] != "b" || cfg.NodeLabels["c"] != "d" {
+		t.Errorf("node labels %v", cfg.NodeLabels)
+	}
+	taints := cfg.Kubelet.RegisterWithTaints
+	if len(taints) != 2 || taints[0].Key != "k" || taints[0].Value != "v" || taints[0].Effect != "NoSchedule" || taints[1].Key != "x" {
+		t.Errorf("taints %+v", taints)
+	}
+	if cfg.Kubelet.EvictionHard["memory.available"] != "1Gi" || cfg.Kubelet.EvictionHard["nodefs.available"] != "5%" {
+		t.Errorf("evictionHard %v", cfg.Kubelet.EvictionHard)
+	}
+}

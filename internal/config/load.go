@@ -1,0 +1,108 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/pflag"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+)
+
+// Config is everything the command line and the config file say.
+type Config struct {
+	Options                                       // node-level flags
+	Kubelet  *kubeletv1beta1.KubeletConfiguration // defaulted and validated
+	Warnings []string                             // to log once logging is set up
+}
+
+// ErrHelp is returned by Load for --help; Usage holds the text to print.
+var ErrHelp = pflag.ErrHelp
+
+// removedFeatureGates are gates the seed's files set that upstream has since
+// made permanent and removed; naming them is harmless and only warned about.
+var removedFeatureGates = map[string]string{
+	"RotateKubeletClientCertificate": "GA since v1.19 and removed; rotateCertificates controls it",
+	"RotateKubeletServerCertificate": "GA since v1.27 and removed; serverTLSBootstrap controls it",
+}
+
+// Load parses args (without the program name) and the --config file they
+// name. Flags override the file, as upstream's kubelet does.
+func Load(args []string) (*Config, error) {
+	// First pass: find --config and reject unknown or malformed flags.
+	var probe Options
+	var scratch kubeletv1beta1.KubeletConfiguration
+	fs := newFlagSet(&probe, &scratch)
+	var notices bytes.Buffer
+	fs.SetOutput(&notices)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (see --help)", err)
+	}
+	if probe.ShowHelp {
+		return nil, ErrHelp
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: bosun takes only flags (see --help)", fs.Args())
+	}
+	cfg := &Config{Kubelet: &kubeletv1beta1.KubeletConfiguration{}}
+	for _, line := range strings.Split(strings.TrimSpace(notices.String()), "\n") {
+		if line != "" {
+			cfg.Warnings = append(cfg.Warnings, line)
+		}
+	}
+	if probe.ConfigFile != "" {
+		data, err := os.ReadFile(probe.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("failed to load kubelet config file %s: %w", probe.ConfigFile, err)
+		}
+		kc, warnings, err := Decode(probe.ConfigFile, data)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Kubelet = kc
+		cfg.Warnings = append(cfg.Warnings, warnings...)
+	}
+	// Second pass: the flags that were given win over the file.
+	fs = newFlagSet(&cfg.Options, cfg.Kubelet)
+	fs.SetOutput(&bytes.Buffer{})
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	SetDefaults(cfg.Kubelet)
+	cfg.Warnings = append(cfg.Warnings, featureGateWarnings(cfg.Kubelet.FeatureGates)...)
+	if err := Validate(cfg.Kubelet); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func featureGateWarnings(gates map[string]bool) []string {
+	names := make([]string, 0, len(gates))
+	for n := range gates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []string
+	for _, n := range names {
+		if why, ok := removedFeatureGates[n]; ok {
+			out = append(out, fmt.Sprintf("feature gate %s=%t is ignored: %s", n, gates[n], why))
+		} else {
+			out = append(out, fmt.Sprintf("feature gate %s=%t has no effect in Bosun", n, gates[n]))
+		}
+	}
+	return out
+}
+
+// Usage returns the --help text.
+func Usage() string {
+	var o Options
+	var kc kubeletv1beta1.KubeletConfiguration
+	fs := newFlagSet(&o, &kc)
+	return "bosun: a Kubernetes node agent, a drop-in for the kubelet.\n\nUsage:\n  bosun [flags]\n\nFlags:\n" + fs.FlagUsages()
+}

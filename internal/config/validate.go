@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+)
+
+// Validate checks a defaulted configuration. Each error names the field (and
+// the flag that sets it) and the bad value.
+func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("invalid configuration: "+format, args...))
+	}
+	between := func(field string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			bad("%s %d must be between %d and %d, inclusive", field, v, lo, hi)
+		}
+	}
+	nonNegative := func(field string, v int64) {
+		if v < 0 {
+			bad("%s %d must not be a negative number", field, v)
+		}
+	}
+	between("port (--port)", int64(kc.Port), 1, 65535)
+	between("readOnlyPort (--read-only-port)", int64(kc.ReadOnlyPort), 0, 65535)
+	if *kc.HealthzPort != 0 {
+		between("healthzPort (--healthz-port)", int64(*kc.HealthzPort), 1, 65535)
+	}
+	between("oomScoreAdj (--oom-score-adj)", int64(*kc.OOMScoreAdj), -1000, 1000)
+	between("imageGCHighThresholdPercent (--image-gc-high-threshold)", int64(*kc.ImageGCHighThresholdPercent), 0, 100)
+	between("imageGCLowThresholdPercent (--image-gc-low-threshold)", int64(*kc.ImageGCLowThresholdPercent), 0, 100)
+	if *kc.ImageGCLowThresholdPercent >= *kc.ImageGCHighThresholdPercent {
+		bad("imageGCLowThresholdPercent (--image-gc-low-threshold) %d must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) %d",
+			*kc.ImageGCLowThresholdPercent, *kc.ImageGCHighThresholdPercent)
+	}
+	between("iptablesMasqueradeBit (--iptables-masquerade-bit)", int64(*kc.IPTablesMasqueradeBit), 0, 31)
+	between("iptablesDropBit (--iptables-drop-bit)", int64(*kc.IPTablesDropBit), 0, 31)
+	nonNegative("maxPods (--max-pods)", int64(kc.MaxPods))
+	nonNegative("podsPerCore (--pods-per-core)", int64(kc.PodsPerCore))
+	nonNegative("kubeAPIQPS (--kube-api-qps)", int64(*kc.KubeAPIQPS))
+	nonNegative("kubeAPIBurst (--kube-api-burst)", int64(kc.KubeAPIBurst))
+	nonNegative("eventRecordQPS (--event-qps)", int64(*kc.EventRecordQPS))
+	nonNegative("eventBurst (--event-burst)", int64(kc.EventBurst))
+	nonNegative("registryPullQPS (--registry-qps)", int64(*kc.RegistryPullQPS))
+	nonNegative("registryBurst (--registry-burst)", int64(kc.RegistryBurst))
+	nonNegative("maxOpenFiles (--max-open-files)", kc.MaxOpenFiles)
+	if kc.NodeLeaseDurationSeconds <= 0 {
+		bad("nodeLeaseDurationSeconds %d must be greater than 0", kc.NodeLeaseDurationSeconds)
+	}
+	if kc.MaxParallelImagePulls != nil {
+		if *kc.MaxParallelImagePulls < 1 {
+			bad("maxParallelImagePulls %d must be a positive number", *kc.MaxParallelImagePulls)
+		} else if *kc.MaxParallelImagePulls > 1 && *kc.SerializeImagePulls {
+			bad("maxParallelImagePulls cannot be larger than 1 unless serializeImagePulls (--serialize-image-pulls) is set to false")
+		}
+	}
+	if *kc.ContainerLogMaxFiles < 2 {
+		bad("containerLogMaxFiles %d must be greater than 1", *kc.ContainerLogMaxFiles)
+	}
+	if q, err := resource.ParseQuantity(kc.ContainerLogMaxSize); err != nil || q.Sign() <= 0 {
+		bad("containerLogMaxSize %q must be a positive quantity such as 10Mi", kc.ContainerLogMaxSize)
+	}
+	if kc.ContainerRuntimeEndpoint == "" {
+		bad("the containerRuntimeEndpoint (--container-runtime-endpoint) was not specified or empty")
+	}
+	errs = append(errs, validateEnums(kc)...)
+	errs = append(errs, validateAddresses(kc)...)
+	errs = append(errs, validateEviction(kc)...)
+	errs = append(errs, validateTaints(kc)...)
+	return errors.Join(errs...)
+}
+
+func validateEnums(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	oneOf := func(field, v string, allowed ...string) {
+		if !slices.Contains(allowed, v) {
+			errs = append(errs, fmt.Errorf("invalid configuration: %s %q must be one of %q", field, v, allowed))
+		}
+	}
+	oneOf("authorization.mode (--authorization-mode)", string(kc.Authorization.Mode), "AlwaysAllow", "Webhook")
+	oneOf("cgroupDriver (--cgroup-driver)", kc.CgroupDriver, "cgroupfs", "systemd")
+	oneOf("hairpinMode (--hairpin-mode)", kc.HairpinMode, "promiscuous-bridge", "hairpin-veth", "none")
+	oneOf("cpuManagerPolicy (--cpu-manager-policy)", kc.CPUManagerPolicy, "none", "static")
+	oneOf("topologyManagerPolicy (--topology-manager-policy)", kc.TopologyManagerPolicy, "none", "best-effort", "restricted", "single-numa-node")
+	oneOf("topologyManagerScope (--topology-manager-scope)", kc.TopologyManagerScope, "container", "pod")
+	oneOf("configMapAndSecretChangeDetectionStrategy", string(kc.ConfigMapAndSecretChangeDetectionStrategy), "Get", "Cache", "Watch")
+	oneOf("memorySwap.swapBehavior", kc.MemorySwap.SwapBehavior, "", "NoSwap", "LimitedSwap")
+	for _, e := range kc.EnforceNodeAllocatable {
+		oneOf("enforceNodeAllocatable (--enforce-node-allocatable)", e, "pods", "system-reserved", "kube-reserved",
+			"system-reserved-compressible", "kube-reserved-compressible", "none")
+	}
+	if kc.TLSMinVersion != "" {
+		oneOf("tlsMinVersion (--tls-min-version)", kc.TLSMinVersion, "VersionTLS10", "VersionTLS11", "VersionTLS12", "VersionTLS13")
+	}
+	return errs
+}
+
+func validateAddresses(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	for field, v := range map[string]string{"address (--address)": kc.Address, "healthzBindAddress (--healthz-bind-address)": kc.HealthzBindAddress} {
+		if net.ParseIP(v) == nil {
+			errs = append(errs, fmt.Errorf("invalid configuration: %s %q is not an IP address", field, v))
+		}
+	}
+	for _, ip := range kc.ClusterDNS {
+		if net.ParseIP(ip) == nil {
+			errs = append(errs, fmt.Errorf("invalid configuration: clusterDNS (--cluster-dns) entry %q is not an IP address", ip))
+		}
+	}
+	if (kc.TLSCertFile == "") != (kc.TLSPrivateKeyFile == "") {
+		errs = append(errs, fmt.Errorf("invalid configuration: tlsCertFile (--tls-cert-file) and tlsPrivateKeyFile (--tls-private-key-file) must be set together"))
+	}
+	return errs
+}
+
+// evictionSignals are the signals evictionHard/Soft may name.
+var evictionSignals = []string{"memory.available", "nodefs.available", "nodefs.inodesFree", "imagefs.available",
+	"imagefs.inodesFree", "containerfs.available", "containerfs.inodesFree", "pid.available", "allocatableMemory.available"}
+
+func validateEviction(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	for field, m := range map[string]map[string]string{"evictionHard (--eviction-hard)": kc.EvictionHard, "evictionSoft (--eviction-soft)": kc.EvictionSoft} {
+		for signal, v := range m {
+			if !slices.Contains(evictionSignals, signal) {
+				errs = append(errs, fmt.Errorf("invalid configuration: %s: unknown signal %q (one of %q)", field, signal, evictionSignals))
+				continue
+			}
+			if _, err := ParseThreshold(v); err != nil {
+				errs = append(errs, fmt.Errorf("invalid configuration: %s[%s] %q: %w", field, signal, v, err))
+			}
+		}
+	}
+	return errs
+}
+
+// ParseThreshold reads an eviction threshold: a percentage ("10%") or a
+// quantity ("100Mi"). It returns the percentage (0..100) or the quantity.
+func ParseThreshold(v string) (any, error) {
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		var f float64
+		if _, err := fmt.Sscanf(p, "%g", &f); err != nil || f < 0 || f > 100 {
+			return nil, fmt.Errorf("percentage must be between 0%% and 100%%")
+		}
+		return f, nil
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return nil, fmt.Errorf("not a percentage or a quantity: %w", err)
+	}
+	if q.Sign() < 0 {
+		return nil, fmt.Errorf("must not be negative")
+	}
+	return q, nil
+}
+
+func validateTaints(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	for _, t := range kc.RegisterWithTaints {
+		switch t.Effect {
+		case "NoSchedule", "PreferNoSchedule", "NoExecute":
+		default:
+			errs = append(errs, fmt.Errorf("invalid configuration: registerWithTaints (--register-with-taints): taint %s has effect %q (want NoSchedule, PreferNoSchedule or NoExecute)", t.Key, t.Effect))
+		}
+		if t.Key == "" {
+			errs = append(errs, fmt.Errorf("invalid configuration: registerWithTaints (--register-with-taints): a taint has an empty key"))
+		}
+	}
+	return errs
+}
