@@ -1,17 +1,286 @@
 // Package app is Bosun's composition root: it builds every part from the
-// configuration, starts them in order and stops them in reverse.
+// configuration, starts them in order and stops them in reverse. It is the
+// only package that imports all the others.
 package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/certificate"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/certs"
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/nodestatus"
+	"github.com/bosun-dev/bosun/internal/runtime"
+	"github.com/bosun-dev/bosun/internal/version"
 )
 
-// Run runs the node agent until ctx ends.
+// Run runs the node agent until ctx ends. Start-up errors are returned and
+// logged; once running, parts retry on their own and Run returns nil when ctx
+// ends.
 func Run(ctx context.Context, cfg *config.Config) error {
-	_ = ctx
-	_ = cfg
-	return errors.New("not implemented yet")
+	logger := klog.FromContext(ctx)
+	err := run(ctx, cfg)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		logger.Error(err, "Bosun failed to run")
+		return err
+	}
+	logger.Info("Bosun stopped")
+	return nil
+}
+
+func run(ctx context.Context, cfg *config.Config) error {
+	logger := klog.FromContext(ctx)
+	kc := cfg.Kubelet
+	nodeName, err := nodeNameOf(cfg)
+	if err != nil {
+		return err
+	}
+	logger.Info("Starting Bosun", "version", version.Bosun, "kubernetesVersion", version.Kubernetes, "node", nodeName)
+	machine, err := nodestatus.ReadMachine(cfg.RootDir)
+	if err != nil {
+		return err
+	}
+	if *kc.FailSwapOn && machine.SwapOn {
+		return fmt.Errorf("running with swap on is not supported, please disable swap (swapoff -a) or set failSwapOn: false "+
+			"(--fail-swap-on=false); /proc/swaps contains: %s", machine.SwapDescription)
+	}
+	nodeIPs, err := nodeIPsOf(cfg.NodeIP)
+	if err != nil {
+		return err
+	}
+	if err := certs.Bootstrap(ctx, certs.BootstrapConfig{
+		Kubeconfig: cfg.Kubeconfig, BootstrapKubeconfig: cfg.BootstrapKubeconfig, CertDir: cfg.CertDir,
+		NodeName: nodeName, NoticeEvery: 10 * time.Second, RetryAfter: 5 * time.Second,
+	}); err != nil {
+		return err
+	}
+	restCfg, err := restConfig(cfg)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return err
+	}
+	clientFn := func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil }
+	if kc.RotateCertificates {
+		m, err := certs.NewClientManager(ctx, cfg.CertDir, nodeName, clientFn)
+		if err != nil {
+			return fmt.Errorf("failed to set up client certificate rotation: %w", err)
+		}
+		m.Start()
+		defer m.Stop()
+	}
+	rt, err := connectRuntime(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	getCert, stopServing, err := servingCertificate(ctx, cfg, nodeName, nodeIPs, clientFn)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
+	_ = getCert // the node API server (10250) takes it
+	params := nodestatus.Params{
+		NodeName: nodeName, Hostname: nodeName, NodeIPs: nodeIPs, Labels: cfg.NodeLabels,
+		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, Port: kc.Port,
+		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard,
+		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
+	}
+	statusCtl, err := nodestatus.New(nodestatus.Config{
+		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages)),
+		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
+		LeaseDuration: kc.NodeLeaseDurationSeconds,
+	})
+	if err != nil {
+		return err
+	}
+	go statusCtl.Run(ctx)
+	if *kc.HealthzPort > 0 {
+		go serveHealthz(ctx, net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort)))
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// nodeNameOf is --hostname-override, else the machine's hostname, lower-cased.
+func nodeNameOf(cfg *config.Config) (string, error) {
+	name := cfg.HostnameOverride
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return "", fmt.Errorf("could not determine the node name: %w", err)
+		}
+		name = h
+	}
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name == "" {
+		return "", fmt.Errorf("the node name is empty: set --hostname-override")
+	}
+	return name, nil
+}
+
+// nodeIPsOf parses --node-ip, or picks the first global address of an
+// interface that is up.
+func nodeIPsOf(flag string) ([]net.IP, error) {
+	var ips []net.IP
+	if flag != "" {
+		for _, s := range strings.Split(flag, ",") {
+			ip := net.ParseIP(strings.TrimSpace(s))
+			if ip == nil {
+				return nil, fmt.Errorf("--node-ip: %q is not an IP address", s)
+			}
+			ips = append(ips, ip)
+		}
+		return ips, nil
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, iface := range ifaces {
+		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := iface.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() {
+				return []net.IP{n.IP}, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("could not pick the node's IP address: set --node-ip")
+}
+
+// restConfig is the node's client configuration from --kubeconfig. The
+// client certificate is a file that client-go reloads, closing connections,
+// when rotation replaces it.
+func restConfig(cfg *config.Config) (*rest.Config, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("invalid kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	kc := cfg.Kubelet
+	rc.QPS = float32(*kc.KubeAPIQPS)
+	rc.Burst = int(kc.KubeAPIBurst)
+	rc.ContentType = kc.ContentType
+	rc.AcceptContentTypes = kc.ContentType + ",application/json"
+	rc.UserAgent = "bosun/" + version.Bosun + " (kubelet " + version.Kubernetes + ")"
+	return rc, nil
+}
+
+// connectRuntime dials the CRI runtime, waiting for it to answer.
+func connectRuntime(ctx context.Context, cfg *config.Config) (*runtime.Runtime, error) {
+	kc := cfg.Kubelet
+	rt, err := runtime.Connect(ctx, kc.ContainerRuntimeEndpoint, kc.ImageServiceEndpoint, kc.RuntimeRequestTimeout.Duration)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		v, err := rt.VersionString(ctx)
+		if err == nil {
+			klog.FromContext(ctx).Info("Connected to the container runtime", "endpoint", rt.Endpoint, "runtime", v)
+			return rt, nil
+		}
+		klog.FromContext(ctx).Error(err, "Container runtime is not answering yet; retrying", "endpoint", rt.Endpoint)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// servingCertificate returns the GetCertificate function of the node API:
+// tlsCertFile/tlsPrivateKeyFile when set; with serverTLSBootstrap the
+// cluster-signed certificate, once issued, else the self-signed one.
+func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string, ips []net.IP,
+	clientFn certificate.ClientsetFunc) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), func(), error) {
+	kc := cfg.Kubelet
+	if kc.TLSCertFile != "" {
+		pair, err := tls.LoadX509KeyPair(kc.TLSCertFile, kc.TLSPrivateKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to load tlsCertFile/tlsPrivateKeyFile: %w", err)
+		}
+		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, func() {}, nil
+	}
+	self, err := certs.SelfSignedServing(cfg.CertDir, nodeName, ips)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !kc.ServerTLSBootstrap {
+		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return self, nil }, func() {}, nil
+	}
+	m, err := certs.NewServingManager(ctx, cfg.CertDir, nodeName, func() ([]string, []net.IP) {
+		return []string{nodeName}, ips
+	}, clientFn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to set up the serving certificate: %w", err)
+	}
+	m.Start()
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if c := m.Current(); c != nil {
+			return c, nil
+		}
+		return self, nil
+	}, m.Stop, nil
+}
+
+// observer reads what node status reports from the runtime.
+func observer(rt *runtime.Runtime, maxImages int) func(ctx context.Context) nodestatus.Observed {
+	return func(ctx context.Context) nodestatus.Observed {
+		o := nodestatus.Observed{}
+		o.RuntimeVersion, _ = rt.VersionString(ctx)
+		h := rt.CheckHealth(ctx)
+		o.RuntimeReady, o.NotReadyReason = h.RuntimeReady && h.NetworkReady, h.Message
+		if imgs, err := rt.Images.ListImages(ctx, &runtimeapi.ImageFilter{}); err == nil {
+			o.Images = nodeImages(imgs, maxImages)
+		}
+		return o
+	}
+}
+
+// nodeImages lists images largest first, at most max (-1: all).
+func nodeImages(imgs []*runtimeapi.Image, max int) []corev1.ContainerImage {
+	sort.SliceStable(imgs, func(i, j int) bool { return imgs[i].Size > imgs[j].Size })
+	var out []corev1.ContainerImage
+	for _, img := range imgs {
+		if max >= 0 && len(out) >= max {
+			break
+		}
+		names := append(append([]string{}, img.RepoDigests...), img.RepoTags...)
+		if len(names) == 0 {
+			continue
+		}
+		out = append(out, corev1.ContainerImage{Names: names, SizeBytes: int64(img.Size)})
+	}
+	return out
+}
+
+// serveHealthz serves only /healthz on the healthz address (upstream
+// CVE-2019-11248: no other handler there).
+func serveHealthz(ctx context.Context, addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		klog.FromContext(ctx).Error(err, "Healthz server failed", "address", addr)
+	}
 }

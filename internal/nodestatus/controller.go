@@ -1,0 +1,193 @@
+package nodestatus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-helpers/apimachinery/lease"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// Config wires a Controller.
+type Config struct {
+	Client          kubernetes.Interface               // the node's own client
+	Params          Params                             // fixed facts
+	Observe         func(ctx context.Context) Observed // the latest runtime/pressure observation
+	UpdateFrequency time.Duration                      // nodeStatusUpdateFrequency: how often status is computed
+	ReportFrequency time.Duration                      // nodeStatusReportFrequency: patch at least this often
+	LeaseDuration   int32                              // nodeLeaseDurationSeconds
+	Clock           clock.WithTicker                   // injectable for tests
+}
+
+// Controller registers the Node, keeps its status and renews its Lease.
+type Controller struct {
+	cfg        Config
+	nodes      corelisters.NodeLister // this node, from a watch
+	synced     cache.InformerSynced
+	informers  informers.SharedInformerFactory
+	lastReport time.Time // when status was last patched
+	registered chan struct{}
+}
+
+// New checks cfg and builds the controller; Run starts it.
+func New(cfg Config) (*Controller, error) {
+	switch {
+	case cfg.Client == nil || cfg.Observe == nil || cfg.Params.Machine == nil:
+		return nil, fmt.Errorf("nodestatus: Client, Observe and Params.Machine are required")
+	case cfg.Params.NodeName == "":
+		return nil, fmt.Errorf("nodestatus: the node name is empty")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	f := informers.NewSharedInformerFactoryWithOptions(cfg.Client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.Params.NodeName).String()
+	}))
+	inf := f.Core().V1().Nodes()
+	return &Controller{cfg: cfg, nodes: inf.Lister(), synced: inf.Informer().HasSynced, informers: f, registered: make(chan struct{})}, nil
+}
+
+// Registered is closed once the Node exists in the apiserver.
+func (c *Controller) Registered() <-chan struct{} { return c.registered }
+
+// NodeLister lists this node as the apiserver last reported it.
+func (c *Controller) NodeLister() corelisters.NodeLister { return c.nodes }
+
+// Run registers the node (retrying until it succeeds), then keeps its status
+// and Lease current until ctx ends.
+func (c *Controller) Run(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	c.informers.Start(ctx.Done())
+	c.register(ctx)
+	close(c.registered)
+	leaseCtl := lease.NewController(c.cfg.Clock, c.cfg.Client, c.cfg.Params.NodeName, c.cfg.LeaseDuration, nil,
+		time.Duration(float64(c.cfg.LeaseDuration)*0.25*float64(time.Second)), c.cfg.Params.NodeName,
+		corev1.NamespaceNodeLease, c.setLeaseOwner(ctx))
+	go leaseCtl.Run(ctx)
+	cache.WaitForCacheSync(ctx.Done(), c.synced)
+	ticker := c.cfg.Clock.NewTicker(c.cfg.UpdateFrequency)
+	defer ticker.Stop()
+	for {
+		if err := c.updateStatus(ctx); err != nil {
+			logger.Error(err, "Error updating node status, will retry", "node", c.cfg.Params.NodeName)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C():
+		}
+	}
+}
+
+// register creates the Node, or takes over an existing one of that name.
+func (c *Controller) register(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.tryRegister(ctx)
+		if err == nil {
+			logger.Info("Successfully registered node", "node", c.cfg.Params.NodeName)
+			return
+		}
+		logger.Error(err, "Unable to register node with API server", "node", c.cfg.Params.NodeName)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.cfg.Clock.After(backoff):
+		}
+		backoff = min(backoff*2, 7*time.Second)
+	}
+}
+
+func (c *Controller) tryRegister(ctx context.Context) error {
+	node := NewNode(c.cfg.Params)
+	SetStatus(node, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(c.cfg.Clock.Now()))
+	_, err := c.cfg.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	// The node exists (a restart, or a re-installed machine): take it over
+	// with our labels; status follows in the first update.
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": node.Labels, "annotations": node.Annotations}})
+	_, err = c.cfg.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// updateStatus computes the status and patches it when it changed or the
+// report interval has passed.
+func (c *Controller) updateStatus(ctx context.Context) error {
+	current, err := c.nodes.Get(c.cfg.Params.NodeName)
+	if err != nil {
+		current, err = c.cfg.Client.CoreV1().Nodes().Get(ctx, c.cfg.Params.NodeName, metav1.GetOptions{ResourceVersion: "0"})
+		if err != nil {
+			return fmt.Errorf("failed to get node: %w", err)
+		}
+	}
+	now := c.cfg.Clock.Now()
+	updated := current.DeepCopy()
+	SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))
+	if !statusChanged(&current.Status, &updated.Status) && now.Sub(c.lastReport) < c.cfg.ReportFrequency {
+		return nil
+	}
+	oldJSON, err := json.Marshal(current)
+	if err != nil {
+		return err
+	}
+	newJSON, err := json.Marshal(updated)
+	if err != nil {
+		return err
+	}
+	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Node{})
+	if err != nil {
+		return err
+	}
+	if _, err := c.cfg.Client.CoreV1().Nodes().PatchStatus(ctx, current.Name, patch); err != nil {
+		return err
+	}
+	c.lastReport = now
+	return nil
+}
+
+// statusChanged compares two statuses, ignoring condition heartbeats.
+func statusChanged(a, b *corev1.NodeStatus) bool {
+	strip := func(s *corev1.NodeStatus) *corev1.NodeStatus {
+		c := s.DeepCopy()
+		for i := range c.Conditions {
+			c.Conditions[i].LastHeartbeatTime = metav1.Time{}
+		}
+		return c
+	}
+	return !apiequality.Semantic.DeepEqual(strip(a), strip(b))
+}
+
+// setLeaseOwner makes the Node own its Lease, so deleting the Node deletes it.
+func (c *Controller) setLeaseOwner(ctx context.Context) func(*coordinationv1.Lease) error {
+	return func(l *coordinationv1.Lease) error {
+		if len(l.OwnerReferences) > 0 {
+			return nil
+		}
+		node, err := c.nodes.Get(c.cfg.Params.NodeName)
+		if err != nil {
+			if node, err = c.cfg.Client.CoreV1().Nodes().Get(ctx, c.cfg.Params.NodeName, metav1.GetOptions{}); err != nil {
+				return err
+			}
+		}
+		l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+		return nil
+	}
+}

@@ -1,0 +1,188 @@
+package nodestatus
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/bosun-dev/bosun/internal/version"
+)
+
+// Params are the node's fixed facts, from the configuration and the machine.
+type Params struct {
+	NodeName       string            // the Node's name
+	Hostname       string            // the Hostname address
+	NodeIPs        []net.IP          // InternalIP addresses
+	Labels         map[string]string // --node-labels
+	Taints         []corev1.Taint    // registerWithTaints
+	MaxPods        int32             // maxPods
+	Port           int32             // the kubelet API port
+	SystemReserved map[string]string // systemReserved
+	KubeReserved   map[string]string // kubeReserved
+	EvictionHard   map[string]string // evictionHard thresholds
+	AttachDetach   bool              // enableControllerAttachDetach
+	Machine        *Machine          // hardware and OS
+}
+
+// Observed is what changes between status updates.
+type Observed struct {
+	RuntimeVersion string                  // "containerd://1.6.20"
+	RuntimeReady   bool                    // the runtime and its network are ready
+	NotReadyReason string                  // why not, when not
+	Images         []corev1.ContainerImage // images on the node, largest first
+	MemoryPressure bool                    // eviction signals
+	DiskPressure   bool
+	PIDPressure    bool
+}
+
+// NewNode is the Node object the agent registers.
+func NewNode(p Params) *corev1.Node {
+	labels := map[string]string{
+		corev1.LabelHostname:      p.NodeName,
+		corev1.LabelOSStable:      p.Machine.OperatingSystem,
+		corev1.LabelArchStable:    p.Machine.Architecture,
+		"beta.kubernetes.io/os":   p.Machine.OperatingSystem,
+		"beta.kubernetes.io/arch": p.Machine.Architecture,
+	}
+	for k, v := range p.Labels {
+		labels[k] = v
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: p.NodeName, Labels: labels, Annotations: map[string]string{}},
+		Spec:       corev1.NodeSpec{Taints: append([]corev1.Taint(nil), p.Taints...)},
+	}
+	if p.AttachDetach {
+		node.Annotations["volumes.kubernetes.io/controller-managed-attach-detach"] = "true"
+	}
+	return node
+}
+
+// Capacity is the node's total resources.
+func Capacity(p Params) corev1.ResourceList {
+	m := p.Machine
+	c := corev1.ResourceList{
+		corev1.ResourceCPU:              *resource.NewQuantity(int64(m.Cores), resource.DecimalSI),
+		corev1.ResourceMemory:           *resource.NewQuantity(m.MemoryBytes, resource.BinarySI),
+		corev1.ResourcePods:             *resource.NewQuantity(int64(p.MaxPods), resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: *resource.NewQuantity(m.RootFSBytes, resource.BinarySI),
+	}
+	for name, q := range m.HugePages {
+		c[corev1.ResourceName(name)] = q
+	}
+	return c
+}
+
+// Allocatable is capacity minus kube-reserved, system-reserved and the hard
+// eviction thresholds (memory.available from memory, nodefs.available from
+// ephemeral storage), never below zero.
+func Allocatable(p Params, capacity corev1.ResourceList) corev1.ResourceList {
+	alloc := capacity.DeepCopy()
+	subtract := func(name corev1.ResourceName, q resource.Quantity) {
+		v, ok := alloc[name]
+		if !ok {
+			return
+		}
+		v.Sub(q)
+		if v.Sign() < 0 {
+			v = *resource.NewQuantity(0, v.Format)
+		}
+		alloc[name] = v
+	}
+	for _, reserved := range []map[string]string{p.KubeReserved, p.SystemReserved} {
+		for name, v := range reserved {
+			if q, err := resource.ParseQuantity(v); err == nil {
+				subtract(corev1.ResourceName(name), q)
+			}
+		}
+	}
+	for signal, res := range map[string]corev1.ResourceName{"memory.available": corev1.ResourceMemory, "nodefs.available": corev1.ResourceEphemeralStorage} {
+		if v, ok := p.EvictionHard[signal]; ok {
+			subtract(res, thresholdQuantity(v, capacity[res]))
+		}
+	}
+	return alloc
+}
+
+// thresholdQuantity turns "10%" of total or "100Mi" into a quantity.
+func thresholdQuantity(v string, total resource.Quantity) resource.Quantity {
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		var f float64
+		if _, err := fmt.Sscanf(pct, "%g", &f); err == nil {
+			return *resource.NewQuantity(int64(float64(total.Value())*f/100), resource.BinarySI)
+		}
+		return resource.Quantity{}
+	}
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return resource.Quantity{}
+	}
+	return q
+}
+
+// SetStatus fills node.Status from the fixed facts and the latest
+// observation. Conditions keep their transition time unless they change;
+// their heartbeat is now.
+func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
+	st := &node.Status
+	st.Capacity = Capacity(p)
+	st.Allocatable = Allocatable(p, st.Capacity)
+	st.Addresses = nil
+	for _, ip := range p.NodeIPs {
+		st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})
+	}
+	st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: p.Hostname})
+	st.DaemonEndpoints.KubeletEndpoint.Port = p.Port
+	st.NodeInfo = corev1.NodeSystemInfo{
+		MachineID: p.Machine.MachineID, SystemUUID: p.Machine.SystemUUID, BootID: p.Machine.BootID,
+		KernelVersion: p.Machine.KernelVersion, OSImage: p.Machine.OSImage,
+		ContainerRuntimeVersion: o.RuntimeVersion, KubeletVersion: version.Kubernetes,
+		OperatingSystem: p.Machine.OperatingSystem, Architecture: p.Machine.Architecture,
+	}
+	st.Images = o.Images
+	for _, c := range conditions(o) {
+		setCondition(st, c, now)
+	}
+}
+
+func conditions(o Observed) []corev1.NodeCondition {
+	cond := func(t corev1.NodeConditionType, on bool, yesReason, yesMsg, noReason, noMsg string) corev1.NodeCondition {
+		if on {
+			return corev1.NodeCondition{Type: t, Status: corev1.ConditionTrue, Reason: yesReason, Message: yesMsg}
+		}
+		return corev1.NodeCondition{Type: t, Status: corev1.ConditionFalse, Reason: noReason, Message: noMsg}
+	}
+	return []corev1.NodeCondition{
+		cond(corev1.NodeMemoryPressure, o.MemoryPressure, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available",
+			"KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+		cond(corev1.NodeDiskPressure, o.DiskPressure, "KubeletHasDiskPressure", "kubelet has disk pressure",
+			"KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+		cond(corev1.NodePIDPressure, o.PIDPressure, "KubeletHasInsufficientPID", "kubelet has insufficient PID available",
+			"KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+		cond(corev1.NodeReady, o.RuntimeReady, "KubeletReady", "kubelet is posting ready status",
+			"KubeletNotReady", o.NotReadyReason),
+	}
+}
+
+// setCondition updates or adds c, keeping the transition time when only the
+// heartbeat changes.
+func setCondition(st *corev1.NodeStatus, c corev1.NodeCondition, now metav1.Time) {
+	c.LastHeartbeatTime = now
+	for i := range st.Conditions {
+		old := &st.Conditions[i]
+		if old.Type != c.Type {
+			continue
+		}
+		c.LastTransitionTime = old.LastTransitionTime
+		if old.Status != c.Status || c.LastTransitionTime.IsZero() {
+			c.LastTransitionTime = now
+		}
+		*old = c
+		return
+	}
+	c.LastTransitionTime = now
+	st.Conditions = append(st.Conditions, c)
+}
