@@ -29,12 +29,13 @@ import (
 
 // BootstrapConfig says where the node's credentials live.
 type BootstrapConfig struct {
-	Kubeconfig          string        // --kubeconfig: written once a client certificate is issued
-	BootstrapKubeconfig string        // --bootstrap-kubeconfig: the bootstrap token
-	CertDir             string        // --cert-dir
-	NodeName            string        // the node's name: CN=system:node:<name>
-	NoticeEvery         time.Duration // how often to repeat "still waiting" in the log
-	RetryAfter          time.Duration // wait before a new attempt after a failure
+	Kubeconfig          string               // --kubeconfig: written once a client certificate is issued
+	BootstrapKubeconfig string               // --bootstrap-kubeconfig: the bootstrap token
+	CertDir             string               // --cert-dir
+	NodeName            string               // the node's name: CN=system:node:<name>
+	NoticeEvery         time.Duration        // how often to repeat "still waiting" in the log
+	RetryAfter          time.Duration        // wait before a new attempt after a failure
+	Client              kubernetes.Interface // optional: the bootstrap client (built from BootstrapKubeconfig when nil)
 }
 
 // clientKeyFile holds the private key of a CSR in flight, so that a restart
@@ -64,13 +65,15 @@ func Bootstrap(ctx context.Context, cfg BootstrapConfig) error {
 		logger.Info("Reusing the valid client certificate in the cert dir", "path", store.CurrentPath())
 		return writeNodeKubeconfig(cfg, store.CurrentPath())
 	}
-	bootstrapRest, err := clientcmd.BuildConfigFromFlags("", cfg.BootstrapKubeconfig)
-	if err != nil {
-		return fmt.Errorf("failed to load bootstrap kubeconfig %s: %w", cfg.BootstrapKubeconfig, err)
-	}
-	client, err := kubernetes.NewForConfig(bootstrapRest)
-	if err != nil {
-		return err
+	client := cfg.Client
+	if client == nil {
+		bootstrapRest, err := clientcmd.BuildConfigFromFlags("", cfg.BootstrapKubeconfig)
+		if err != nil {
+			return fmt.Errorf("failed to load bootstrap kubeconfig %s: %w", cfg.BootstrapKubeconfig, err)
+		}
+		if client, err = kubernetes.NewForConfig(bootstrapRest); err != nil {
+			return err
+		}
 	}
 	for {
 		certPEM, keyPEM, err := requestClientCert(ctx, client, cfg)

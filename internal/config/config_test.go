@@ -100,6 +100,9 @@ func TestDefaultsAreSecureWithoutConfigFile(t *testing.T) {
 	if *kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "Webhook" || kc.ReadOnlyPort != 0 || !*kc.Authentication.Webhook.Enabled {
 		t.Errorf("insecure defaults: anonymous=%v mode=%s readOnly=%d", *kc.Authentication.Anonymous.Enabled, kc.Authorization.Mode, kc.ReadOnlyPort)
 	}
+	if kc.EvictionHard["memory.available"] != "100Mi" || kc.EvictionHard["nodefs.available"] != "10%" || len(kc.EvictionHard) != 5 {
+		t.Errorf("evictionHard defaults %v", kc.EvictionHard)
+	}
 	if kc.MaxPods != 110 || !*kc.FailSwapOn || kc.ContainerRuntimeEndpoint != "unix:///run/containerd/containerd.sock" {
 		t.Errorf("maxPods=%d failSwapOn=%v endpoint=%s", kc.MaxPods, *kc.FailSwapOn, kc.ContainerRuntimeEndpoint)
 	}
@@ -199,5 +202,22 @@ func TestHelpAndFlagValues(t *testing.T) {
 	}
 	if cfg.Kubelet.EvictionHard["memory.available"] != "1Gi" || cfg.Kubelet.EvictionHard["nodefs.available"] != "5%" {
 		t.Errorf("evictionHard %v", cfg.Kubelet.EvictionHard)
+	}
+}
+
+func TestEvictionHardSetReplacesOrMergesDefaults(t *testing.T) {
+	cfg, err := Load([]string{"--config=" + writeConfig(t, header+"evictionHard:\n  memory.available: 1Gi\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Kubelet.EvictionHard) != 1 || cfg.Kubelet.EvictionHard["memory.available"] != "1Gi" {
+		t.Errorf("a set evictionHard must replace the defaults: %v", cfg.Kubelet.EvictionHard)
+	}
+	cfg, err = Load([]string{"--config=" + writeConfig(t, header+"mergeDefaultEvictionSettings: true\nevictionHard:\n  memory.available: 1Gi\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Kubelet.EvictionHard) != 5 || cfg.Kubelet.EvictionHard["memory.available"] != "1Gi" || cfg.Kubelet.EvictionHard["nodefs.available"] != "10%" {
+		t.Errorf("merged evictionHard %v", cfg.Kubelet.EvictionHard)
 	}
 }

@@ -114,6 +114,7 @@ func defaultResources(kc *kubeletv1beta1.KubeletConfiguration) {
 	setZero(&kc.MaxOpenFiles, 1000000)
 	setDur(&kc.EvictionPressureTransitionPeriod, 5*time.Minute)
 	setPtr(&kc.MergeDefaultEvictionSettings, false)
+	defaultEvictionHard(kc)
 	if kc.EnforceNodeAllocatable == nil {
 		kc.EnforceNodeAllocatable = []string{"pods"}
 	}
@@ -147,4 +148,32 @@ func defaultLogging(kc *kubeletv1beta1.KubeletConfiguration) {
 	setZero(&kc.Logging.Format, "text")
 	setDur(&kc.Logging.FlushFrequency.Duration, 5*time.Second)
 	kc.Logging.FlushFrequency.SerializeAsString = true
+}
+
+// DefaultEvictionHard are upstream's hard eviction thresholds on Linux, used
+// when evictionHard is unset (and merged into it with
+// mergeDefaultEvictionSettings).
+var DefaultEvictionHard = map[string]string{
+	"memory.available":   "100Mi",
+	"nodefs.available":   "10%",
+	"nodefs.inodesFree":  "5%",
+	"imagefs.available":  "15%",
+	"imagefs.inodesFree": "5%",
+}
+
+func defaultEvictionHard(kc *kubeletv1beta1.KubeletConfiguration) {
+	if kc.EvictionHard == nil {
+		kc.EvictionHard = make(map[string]string, len(DefaultEvictionHard))
+		for k, v := range DefaultEvictionHard {
+			kc.EvictionHard[k] = v
+		}
+		return
+	}
+	if *kc.MergeDefaultEvictionSettings {
+		for k, v := range DefaultEvictionHard {
+			if _, set := kc.EvictionHard[k]; !set {
+				kc.EvictionHard[k] = v
+			}
+		}
+	}
 }

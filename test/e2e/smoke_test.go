@@ -24,6 +24,7 @@ func TestSmoke(t *testing.T) {
 	cs := env.client(t)
 	ctx := context.Background()
 	t.Logf("node agent under test: %s", env["KUBELET"])
+	requirePods(t, env)
 
 	node, err := cs.CoreV1().Nodes().Get(ctx, env["NODE_NAME"], metav1.GetOptions{})
 	if err != nil {

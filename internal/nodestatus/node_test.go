@@ -1,0 +1,157 @@
+package nodestatus
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	testingclock "k8s.io/utils/clock/testing"
+)
+
+func testParams() Params {
+	return Params{
+		NodeName: "node-1", Hostname: "node-1", NodeIPs: []net.IP{net.ParseIP("10.0.0.5")},
+		Labels: map[string]string{"role": "worker"}, MaxPods: 220, Port: 10250,
+		Taints:         []corev1.Taint{{Key: "dedicated", Value: "x", Effect: corev1.TaintEffectNoSchedule}},
+		SystemReserved: map[string]string{"cpu": "500m"}, KubeReserved: map[string]string{"memory": "1Gi"},
+		EvictionHard: map[string]string{"memory.available": "100Mi", "nodefs.available": "10%"},
+		AttachDetach: true,
+		Machine: &Machine{Cores: 4, MemoryBytes: 8 << 30, RootFSBytes: 100 << 30, OperatingSystem: "linux", Architecture: "amd64",
+			MachineID: "mid", SystemUUID: "uuid", BootID: "boot", KernelVersion: "6.1", OSImage: "Debian",
+			HugePages: map[string]resource.Quantity{"hugepages-2Mi": resource.MustParse("0")}},
+	}
+}
+
+func TestNewNodeLabelsAndTaints(t *testing.T) {
+	n := NewNode(testParams())
+	for k, v := range map[string]string{"kubernetes.io/hostname": "node-1", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "role": "worker"} {
+		if n.Labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, n.Labels[k], v)
+		}
+	}
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "dedicated" {
+		t.Errorf("taints %v", n.Spec.Taints)
+	}
+	if n.Annotations["volumes.kubernetes.io/controller-managed-attach-detach"] != "true" {
+		t.Errorf("annotations %v", n.Annotations)
+	}
+}
+
+func TestCapacityAndAllocatable(t *testing.T) {
+	p := testParams()
+	c := Capacity(p)
+	a := Allocatable(p, c)
+	check := func(list corev1.ResourceList, name corev1.ResourceName, want string) {
+		t.Helper()
+		q := list[name]
+		if q.Cmp(resource.MustParse(want)) != 0 {
+			t.Errorf("%s = %s, want %s", name, q.String(), want)
+		}
+	}
+	check(c, corev1.ResourceCPU, "4")
+	check(c, corev1.ResourcePods, "220")
+	check(c, corev1.ResourceMemory, "8Gi")
+	check(a, corev1.ResourceCPU, "3500m")
+	check(a, corev1.ResourceMemory, "7068Mi") // 8Gi - 1Gi - 100Mi
+	check(a, corev1.ResourceEphemeralStorage, "92160Mi")
+	check(a, "hugepages-2Mi", "0")
+	// Reservations above capacity floor at zero.
+	p.KubeReserved = map[string]string{"memory": "64Gi"}
+	a = Allocatable(p, c)
+	check(a, corev1.ResourceMemory, "0")
+}
+
+func TestSetStatusConditions(t *testing.T) {
+	p := testParams()
+	node := NewNode(p)
+	t0 := metav1.NewTime(time.Unix(1000, 0))
+	SetStatus(node, p, Observed{RuntimeVersion: "containerd://1.6.20", RuntimeReady: false, NotReadyReason: "container runtime network not ready"}, t0)
+	ready := findCondition(node, corev1.NodeReady)
+	if ready.Status != corev1.ConditionFalse || ready.Reason != "KubeletNotReady" || ready.Message != "container runtime network not ready" {
+		t.Fatalf("ready %+v", ready)
+	}
+	if node.Status.NodeInfo.KubeletVersion != "v1.36.3" || node.Status.NodeInfo.ContainerRuntimeVersion != "containerd://1.6.20" {
+		t.Errorf("nodeInfo %+v", node.Status.NodeInfo)
+	}
+	if len(node.Status.Addresses) != 2 || node.Status.Addresses[0].Type != corev1.NodeInternalIP || node.Status.Addresses[1].Type != corev1.NodeHostName {
+		t.Errorf("addresses %v", node.Status.Addresses)
+	}
+	if node.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 {
+		t.Errorf("port %d", node.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	}
+	t1 := metav1.NewTime(time.Unix(2000, 0))
+	SetStatus(node, p, Observed{RuntimeReady: true}, t1)
+	ready = findCondition(node, corev1.NodeReady)
+	if ready.Status != corev1.ConditionTrue || ready.Reason != "KubeletReady" || !ready.LastTransitionTime.Equal(&t1) {
+		t.Errorf("after ready: %+v", ready)
+	}
+	mem := findCondition(node, corev1.NodeMemoryPressure)
+	if !mem.LastTransitionTime.Equal(&t0) || !mem.LastHeartbeatTime.Equal(&t1) || mem.Reason != "KubeletHasSufficientMemory" {
+		t.Errorf("unchanged condition lost its transition time or missed its heartbeat: %+v", mem)
+	}
+}
+
+func findCondition(n *corev1.Node, typ corev1.NodeConditionType) corev1.NodeCondition {
+	for _, c := range n.Status.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return corev1.NodeCondition{}
+}
+
+func TestStatusChangedIgnoresHeartbeats(t *testing.T) {
+	p := testParams()
+	a := NewNode(p)
+	SetStatus(a, p, Observed{RuntimeReady: true}, metav1.NewTime(time.Unix(1, 0)))
+	b := a.DeepCopy()
+	SetStatus(b, p, Observed{RuntimeReady: true}, metav1.NewTime(time.Unix(99, 0)))
+	if statusChanged(&a.Status, &b.Status) {
+		t.Error("a heartbeat alone counted as a change")
+	}
+	SetStatus(b, p, Observed{RuntimeReady: false, NotReadyReason: "x"}, metav1.NewTime(time.Unix(100, 0)))
+	if !statusChanged(&a.Status, &b.Status) {
+		t.Error("Ready flipping was not a change")
+	}
+}
+
+func TestControllerRegistersAndTakesOver(t *testing.T) {
+	existing := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"old": "label"}}}
+	client := fake.NewClientset(existing)
+	clk := testingclock.NewFakeClock(time.Now())
+	ctl, err := New(Config{Client: client, Params: testParams(), Clock: clk, UpdateFrequency: 10 * time.Second,
+		ReportFrequency: time.Minute, LeaseDuration: 40,
+		Observe: func(context.Context) Observed { return Observed{RuntimeReady: true} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ctl.Run(ctx)
+	select {
+	case <-ctl.Registered():
+	case <-time.After(5 * time.Second):
+		t.Fatal("not registered")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		n, _ := client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+		if n != nil && n.Labels["kubernetes.io/hostname"] == "node-1" && n.Labels["old"] == "label" && findCondition(n, corev1.NodeReady).Status == corev1.ConditionTrue {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n, _ := client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	t.Fatalf("node not taken over with labels and a Ready status: %+v", n)
+}
+
+func TestNewRequiresFields(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("empty config accepted")
+	}
+}
