@@ -8,7 +8,10 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -73,6 +76,27 @@ func repoRoot() string {
 
 func (l *layout) agentFile() string { return filepath.Join(l.run, "agent.kind") }
 
+func (l *layout) stampFile() string { return filepath.Join(l.run, "agent.stamp") }
+
+// agentStamp identifies the agent binary's build by its content.
+func (l *layout) agentStamp() string {
+	f, err := os.Open(l.agentBinary())
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (l *layout) recordedStamp() string {
+	data, _ := os.ReadFile(l.stampFile())
+	return string(data)
+}
+
 func (l *layout) runningAgent() string {
 	data, _ := os.ReadFile(l.agentFile())
 	return strings.TrimSpace(string(data))
@@ -108,8 +132,12 @@ func (l *layout) healthy(ctx context.Context) error {
 func (l *layout) up(ctx context.Context) error {
 	start := time.Now()
 	if l.healthy(ctx) == nil && l.runningAgent() == l.agent {
-		fmt.Printf("local cluster already up (agent %s)\n", l.agent)
-		return l.printUsage()
+		if l.agentStamp() == l.recordedStamp() {
+			fmt.Printf("local cluster already up (agent %s)\n", l.agent)
+			return l.printUsage()
+		}
+		fmt.Printf(">>> %s was rebuilt: restarting the node agent only\n", l.agentBinary())
+		return l.restartAgent(ctx, start)
 	}
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
 		if !fileExists(l.binary(b)) {
@@ -163,9 +191,24 @@ func (l *layout) up(ctx context.Context) error {
 	if err := l.writeEnv(); err != nil {
 		return err
 	}
+	return l.startAgentAndWait(ctx, start)
+}
+
+// restartAgent stops the running agent and starts the rebuilt one.
+func (l *layout) restartAgent(ctx context.Context, start time.Time) error {
+	l.stopDaemon("agent", 30*time.Second)
+	return l.startAgentAndWait(ctx, start)
+}
+
+func (l *layout) startAgentAndWait(ctx context.Context, start time.Time) error {
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
 	if err := l.startAgent(); err != nil {
 		return err
 	}
+	_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
 	if err := l.waitNodeReady(ctx, cs, 90*time.Second); err != nil {
 		return fmt.Errorf("%w\nlast lines of %s:\n%s\n(the rest of the cluster is left running for inspection; make down stops it)",
 			err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))

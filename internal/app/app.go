@@ -97,6 +97,11 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}
 	defer stopServing()
 	_ = getCert // the node API server (10250) takes it
+	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine})
+	if err != nil {
+		return err
+	}
+	go pods.pleg.Run(ctx)
 	params := nodestatus.Params{
 		NodeName: nodeName, Hostname: nodeName, NodeIPs: nodeIPs, Labels: cfg.NodeLabels,
 		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, Port: kc.Port,
@@ -104,7 +109,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
-		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages)),
+		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds,
 	})
@@ -112,6 +117,14 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	go statusCtl.Run(ctx)
+	select {
+	case <-statusCtl.Registered():
+	case <-ctx.Done():
+		return nil
+	}
+	if err := pods.start(ctx, statusCtl.NodeLister()); err != nil {
+		return err
+	}
 	if *kc.HealthzPort > 0 {
 		go serveHealthz(ctx, net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort)))
 	}
@@ -242,13 +255,16 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 	}, m.Stop, nil
 }
 
-// observer reads what node status reports from the runtime.
-func observer(rt *runtime.Runtime, maxImages int) func(ctx context.Context) nodestatus.Observed {
+// observer reads what node status reports from the runtime and PLEG.
+func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error) func(ctx context.Context) nodestatus.Observed {
 	return func(ctx context.Context) nodestatus.Observed {
 		o := nodestatus.Observed{}
 		o.RuntimeVersion, _ = rt.VersionString(ctx)
 		h := rt.CheckHealth(ctx)
 		o.RuntimeReady, o.NotReadyReason = h.RuntimeReady && h.NetworkReady, h.Message
+		if err := plegHealthy(); o.RuntimeReady && err != nil {
+			o.RuntimeReady, o.NotReadyReason = false, err.Error()
+		}
 		if imgs, err := rt.Images.ListImages(ctx, &runtimeapi.ImageFilter{}); err == nil {
 			o.Images = nodeImages(imgs, maxImages)
 		}

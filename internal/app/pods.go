@@ -1,0 +1,182 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/record"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/nodestatus"
+	"github.com/bosun-dev/bosun/internal/pleg"
+	"github.com/bosun-dev/bosun/internal/podsource"
+	"github.com/bosun-dev/bosun/internal/podsync"
+	"github.com/bosun-dev/bosun/internal/podworkers"
+	"github.com/bosun-dev/bosun/internal/runtime"
+	"github.com/bosun-dev/bosun/internal/status"
+)
+
+// podsDeps are what the pod machinery is built from.
+type podsDeps struct {
+	cfg      *config.Config
+	client   kubernetes.Interface
+	rt       *runtime.Runtime
+	nodeName string
+	nodeIPs  []net.IP
+	machine  *nodestatus.Machine
+}
+
+// pods is the pod machinery: source -> workers -> syncer -> status.
+type pods struct {
+	deps     podsDeps
+	source   *podsource.API
+	services informers.SharedInformerFactory
+	status   *status.Manager
+	syncer   *podsync.Syncer
+	workers  *podworkers.Workers
+	pleg     *pleg.Relister
+	recorder record.EventRecorder
+}
+
+func newPods(ctx context.Context, d podsDeps) (*pods, error) {
+	kc := d.cfg.Kubelet
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: d.client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: d.nodeName})
+	p := &pods{deps: d, recorder: recorder, source: podsource.NewAPI(d.client, d.nodeName)}
+	p.services = informers.NewSharedInformerFactory(d.client, 0)
+	svcLister := p.services.Core().V1().Services().Lister()
+	p.status = status.New(d.client, p.source.Lister())
+	var hostIPs []string
+	for _, ip := range d.nodeIPs {
+		hostIPs = append(hostIPs, ip.String())
+	}
+	maxParallel := int32(0)
+	if kc.MaxParallelImagePulls != nil {
+		maxParallel = *kc.MaxParallelImagePulls
+	}
+	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
+		Runtime: d.rt.RuntimeService,
+		Images:  podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel),
+		Node: podsync.NodeSettings{
+			ClusterDNS: kc.ClusterDNS, ClusterDomain: kc.ClusterDomain, ResolvConf: *kc.ResolverConfig, PodLogsDir: kc.PodLogsDir,
+			RootDir: d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
+			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName,
+		},
+		Objects:     &apiObjects{client: d.client, services: svcLister},
+		Recorder:    recorder,
+		HostIPs:     hostIPs,
+		MemCapacity: d.machine.MemoryBytes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.syncer = syncer
+	p.workers = podworkers.New(ctx, podworkers.Config{
+		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration,
+		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
+			return podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
+				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg})
+		},
+	})
+	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
+	return p, nil
+}
+
+// start runs the pod machinery once the Node exists.
+func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
+	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
+		node, err := nodes.Get(p.deps.nodeName)
+		if err != nil {
+			return true, "", ""
+		}
+		return podworkers.Admit(pod, active, node)
+	})
+	p.services.Start(ctx.Done())
+	go p.status.Run(ctx, 2)
+	if err := p.source.Run(ctx, p.workers); err != nil {
+		return err
+	}
+	go p.housekeeping(ctx)
+	return nil
+}
+
+// housekeeping removes sandboxes of pods this agent no longer knows: pods
+// deleted while it was down, or left by an earlier installation.
+func (p *pods) housekeeping(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sandboxes, err := p.deps.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
+		if err != nil {
+			continue
+		}
+		for _, sb := range sandboxes {
+			uid := types.UID(podsync.PodUIDOf(sb.Labels))
+			if uid == "" || p.workers.Known(uid) || p.podExists(uid) {
+				continue
+			}
+			orphan := &corev1.Pod{}
+			orphan.UID, orphan.Name, orphan.Namespace = uid, sb.Metadata.GetName(), sb.Metadata.GetNamespace()
+			if err := p.syncer.Remove(ctx, orphan); err != nil {
+				klog.FromContext(ctx).Error(err, "Failed to remove an orphaned pod sandbox", "podUID", uid)
+			}
+		}
+	}
+}
+
+func (p *pods) podExists(uid types.UID) bool {
+	all, _ := p.source.Lister().List(labels.Everything())
+	for _, pod := range all {
+		if pod.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// apiObjects reads ConfigMaps and Secrets from the apiserver (the node
+// authorizer lets a node read those its pods use) and Services from a watch.
+type apiObjects struct {
+	client   kubernetes.Interface
+	services corelisters.ServiceLister
+}
+
+func (o *apiObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	return o.client.CoreV1().ConfigMaps(ns).Get(ctx, name, getOpts)
+}
+
+func (o *apiObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+	return o.client.CoreV1().Secrets(ns).Get(ctx, name, getOpts)
+}
+
+func (o *apiObjects) Services(_ context.Context, ns string) ([]*corev1.Service, error) {
+	list, err := o.services.Services(ns).List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list services in %s: %w", ns, err)
+	}
+	return list, nil
+}
+
+var (
+	_       podsync.Objects = (*apiObjects)(nil)
+	getOpts                 = metav1.GetOptions{}
+)

@@ -1,0 +1,380 @@
+package podsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/tools/record"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+)
+
+// SyncerConfig wires a Syncer.
+type SyncerConfig struct {
+	Runtime     internalapi.RuntimeService // CRI runtime
+	Images      *ImagePuller               // image policy and pulls
+	Node        NodeSettings               // node-wide settings
+	Objects     Objects                    // ConfigMaps, Secrets, Services for env
+	Recorder    record.EventRecorder       // pod events
+	HostIPs     []string                   // the node's IPs
+	MemCapacity int64                      // node memory, for OOM scores
+	Allocatable func() corev1.ResourceList // node allocatable, for resourceFieldRef defaults
+}
+
+// Syncer carries out plans against the CRI runtime. It keeps no pod state of
+// its own beyond restart backoff: the runtime is the record of what runs.
+type Syncer struct {
+	cfg     SyncerConfig
+	backoff *Backoff
+}
+
+// NewSyncer checks cfg.
+func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
+	if cfg.Runtime == nil || cfg.Images == nil {
+		return nil, errors.New("podsync: Runtime and Images are required")
+	}
+	return &Syncer{cfg: cfg, backoff: NewBackoff()}, nil
+}
+
+// Inspect reads one pod's sandboxes and containers from the runtime.
+func (s *Syncer) Inspect(ctx context.Context, uid string) (*RuntimePod, error) {
+	sel := map[string]string{labelPodUID: uid}
+	sandboxes, err := s.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("failed to list sandboxes: %w", err)
+	}
+	rp := &RuntimePod{}
+	for _, sb := range sandboxes {
+		st, err := s.cfg.Runtime.PodSandboxStatus(ctx, sb.Id, false)
+		if err != nil || st.GetStatus() == nil {
+			continue // removed meanwhile
+		}
+		rp.Sandboxes = append(rp.Sandboxes, st.Status)
+	}
+	sort.Slice(rp.Sandboxes, func(i, j int) bool { return rp.Sandboxes[i].CreatedAt > rp.Sandboxes[j].CreatedAt })
+	ctrs, err := s.cfg.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel})
+	if err != nil {
+		return nil, fmt.Errorf("failed to list containers: %w", err)
+	}
+	for _, c := range ctrs {
+		st, err := s.cfg.Runtime.ContainerStatus(ctx, c.Id, false)
+		if err != nil || st.GetStatus() == nil {
+			continue
+		}
+		rp.Containers = append(rp.Containers, &Container{ContainerStatus: st.Status, SandboxID: c.PodSandboxId})
+	}
+	sort.Slice(rp.Containers, func(i, j int) bool { return rp.Containers[i].CreatedAt > rp.Containers[j].CreatedAt })
+	return rp, nil
+}
+
+// SyncResult is what a sync leaves behind for the status.
+type SyncResult struct {
+	Runtime    *RuntimePod        // the runtime's view after the sync
+	Waiting    map[string]Waiting // why containers are not running
+	InitFailed bool               // an init container failed for good
+	Requeue    time.Duration      // when to look again (backoff), 0: on the next event
+}
+
+// Sync makes the pod's containers match its spec, one step at a time: it
+// applies one plan and reports what it saw. Errors that the pod's author must
+// fix come back in Waiting, not as an error.
+func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error) {
+	if err := ensureDirs(s.cfg.Node, pod); err != nil {
+		return nil, err
+	}
+	rp, err := s.Inspect(ctx, string(pod.UID))
+	if err != nil {
+		return nil, err
+	}
+	hashes := map[string]string{}
+	for i := range pod.Spec.Containers {
+		hashes[pod.Spec.Containers[i].Name] = ContainerHash(&pod.Spec.Containers[i])
+	}
+	plan := ComputePlan(PlanInput{Pod: pod, Runtime: rp, Hashes: hashes, InBackOff: func(name string, finished time.Time) bool {
+		return s.backoff.InBackOffSince(backoffKey(pod, name), finished)
+	}})
+	res := &SyncResult{Waiting: map[string]Waiting{}, InitFailed: plan.InitFailed != ""}
+	for name, reason := range plan.Waiting {
+		delay := s.backoff.Delay(backoffKey(pod, name))
+		res.Waiting[name] = Waiting{Reason: reason, Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", delay, name, pod.Name, pod.Namespace, pod.UID)}
+		res.Requeue = time.Second
+	}
+	if err := s.apply(ctx, pod, rp, plan, res); err != nil {
+		return nil, err
+	}
+	if res.Runtime, err = s.Inspect(ctx, string(pod.UID)); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func backoffKey(pod *corev1.Pod, container string) string {
+	return string(pod.UID) + "/" + container
+}
+
+func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, res *SyncResult) error {
+	logger := klog.FromContext(ctx)
+	if plan.KillPod {
+		logger.V(2).Info("Sandbox is not ready; restarting the pod's sandbox", "pod", klog.KObj(pod))
+		if err := s.Kill(ctx, pod, rp, 2); err != nil {
+			return err
+		}
+	}
+	sb := rp.LatestSandbox()
+	var sbConfig *runtimeapi.PodSandboxConfig
+	var err error
+	if plan.CreateSandbox {
+		if sb, sbConfig, err = s.runSandbox(ctx, pod, plan.SandboxAttempt); err != nil {
+			s.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", fmt.Sprintf("Failed to create pod sandbox: %v", err))
+			return err
+		}
+	} else if sb != nil {
+		if sbConfig, err = SandboxConfig(s.cfg.Node, pod, sb.Metadata.GetAttempt()); err != nil {
+			return err
+		}
+	}
+	for _, id := range plan.Kill {
+		if err := s.cfg.Runtime.StopContainer(ctx, id, gracePeriod(pod)); err != nil {
+			return fmt.Errorf("failed to stop container %s: %w", id, err)
+		}
+	}
+	if sb == nil {
+		return nil
+	}
+	ips := sandboxIPs(pod, sb, s.cfg.HostIPs)
+	for _, name := range plan.Start {
+		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips); err != nil {
+			return err
+		} else if w != nil {
+			res.Waiting[name] = *w
+			res.Requeue = time.Second
+			if isInit(pod, name) {
+				break // later init containers wait for this one
+			}
+		}
+	}
+	return nil
+}
+
+func isInit(pod *corev1.Pod, name string) bool {
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Syncer) runSandbox(ctx context.Context, pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxStatus, *runtimeapi.PodSandboxConfig, error) {
+	cfg, err := SandboxConfig(s.cfg.Node, pod, attempt)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+		return nil, nil, err
+	}
+	handler := ""
+	if pod.Spec.RuntimeClassName != nil {
+		handler = *pod.Spec.RuntimeClassName
+	}
+	id, err := s.cfg.Runtime.RunPodSandbox(ctx, cfg, handler)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := s.cfg.Runtime.PodSandboxStatus(ctx, id, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.Status, cfg, nil
+}
+
+func sandboxIPs(pod *corev1.Pod, sb *runtimeapi.PodSandboxStatus, hostIPs []string) []string {
+	if pod.Spec.HostNetwork {
+		return hostIPs
+	}
+	var ips []string
+	if ip := sb.GetNetwork().GetIp(); ip != "" {
+		ips = append(ips, ip)
+	}
+	for _, extra := range sb.GetNetwork().GetAdditionalIps() {
+		ips = append(ips, extra.Ip)
+	}
+	return ips
+}
+
+// startContainer pulls, creates and starts one container. A problem the
+// pod's author must fix is returned as a Waiting reason.
+func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, name, sandboxID string,
+	sbConfig *runtimeapi.PodSandboxConfig, podIPs []string) (*Waiting, error) {
+	c := findContainer(pod, name)
+	if c == nil {
+		return nil, fmt.Errorf("container %q is not in the pod spec", name)
+	}
+	restarts := int32(0)
+	if prev := rp.Latest(name); prev != nil {
+		restarts = restartCountOf(prev.Annotations) + 1
+		if prev.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			s.backoff.Next(backoffKey(pod, name))
+		}
+	}
+	imageRef, image, err := s.cfg.Images.Ensure(ctx, pod, c, nil)
+	if err != nil {
+		var ie *ImageError
+		if errors.As(err, &ie) {
+			return &Waiting{Reason: ie.Reason, Message: ie.Msg}, nil
+		}
+		return nil, err
+	}
+	config, err := s.containerConfig(ctx, pod, c, restarts, imageRef, image, podIPs)
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+ce.Msg)
+			return &Waiting{Reason: "CreateContainerConfigError", Message: ce.Msg}, nil
+		}
+		return nil, err
+	}
+	id, err := s.cfg.Runtime.CreateContainer(ctx, sandboxID, config, sbConfig)
+	if err != nil {
+		s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return &Waiting{Reason: "CreateContainerError", Message: err.Error()}, nil
+	}
+	s.event(pod, corev1.EventTypeNormal, "Created", "Created container: "+name)
+	if err := s.cfg.Runtime.StartContainer(ctx, id); err != nil {
+		s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
+		return &Waiting{Reason: "RunContainerError", Message: err.Error()}, nil
+	}
+	s.event(pod, corev1.EventTypeNormal, "Started", "Started container "+name)
+	return nil, nil
+}
+
+func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, restarts int32, imageRef string,
+	image *runtimeapi.Image, podIPs []string) (*runtimeapi.ContainerConfig, error) {
+	var uid *int64
+	user := ""
+	if image != nil {
+		if image.Uid != nil {
+			uid = &image.Uid.Value
+		}
+		user = image.Username
+	}
+	if err := checkRunAsNonRoot(pod, c, uid, user); err != nil {
+		return nil, err
+	}
+	var alloc corev1.ResourceList
+	if s.cfg.Allocatable != nil {
+		alloc = s.cfg.Allocatable()
+	}
+	env, err := containerEnv(ctx, s.cfg.Objects, envInputs{pod: pod, podIPs: podIPs, hostIPs: s.cfg.HostIPs, allocatable: alloc}, c)
+	if err != nil {
+		return nil, err
+	}
+	var mounts []*runtimeapi.Mount
+	if m, err := terminationLogMount(s.cfg.Node, pod, c); err != nil {
+		return nil, err
+	} else {
+		mounts = append(mounts, m)
+	}
+	if m, err := etcHostsMount(s.cfg.Node, pod, c, podIPs); err != nil {
+		return nil, err
+	} else if m != nil {
+		mounts = append(mounts, m)
+	}
+	return buildContainerConfig(s.cfg.Node, containerParams{
+		pod: pod, container: c, restartCount: restarts, imageRef: imageRef, env: env, mounts: mounts, memCapacity: s.cfg.MemCapacity,
+	}), nil
+}
+
+func findContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+// gracePeriod is the pod's deletion grace period, or its spec's.
+func gracePeriod(pod *corev1.Pod) int64 {
+	if pod.DeletionGracePeriodSeconds != nil {
+		return *pod.DeletionGracePeriodSeconds
+	}
+	if pod.Spec.TerminationGracePeriodSeconds != nil {
+		return *pod.Spec.TerminationGracePeriodSeconds
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds
+}
+
+// GracePeriod is exported for the pod workers.
+func GracePeriod(pod *corev1.Pod) int64 { return gracePeriod(pod) }
+
+// Kill stops every running container of the pod (in parallel, each with
+// grace seconds: SIGTERM, then SIGKILL) and then its sandboxes.
+func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grace int64) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(rp.Containers))
+	for _, c := range rp.Containers {
+		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			continue
+		}
+		wg.Add(1)
+		go func(c *Container) {
+			defer wg.Done()
+			s.event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+c.Metadata.GetName())
+			if err := s.cfg.Runtime.StopContainer(ctx, c.Id, grace); err != nil {
+				errs <- fmt.Errorf("failed to stop container %s: %w", c.Metadata.GetName(), err)
+			}
+		}(c)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	for _, sb := range rp.Sandboxes {
+		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			if err := s.cfg.Runtime.StopPodSandbox(ctx, sb.Id); err != nil {
+				return fmt.Errorf("failed to stop sandbox %s: %w", sb.Id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Remove deletes the pod's containers, sandboxes and state folder.
+func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
+	rp, err := s.Inspect(ctx, string(pod.UID))
+	if err != nil {
+		return err
+	}
+	for _, c := range rp.Containers {
+		if err := s.cfg.Runtime.RemoveContainer(ctx, c.Id); err != nil {
+			return fmt.Errorf("failed to remove container %s: %w", c.Id, err)
+		}
+	}
+	for _, sb := range rp.Sandboxes {
+		if err := s.cfg.Runtime.StopPodSandbox(ctx, sb.Id); err != nil {
+			return err
+		}
+		if err := s.cfg.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
+			return fmt.Errorf("failed to remove sandbox %s: %w", sb.Id, err)
+		}
+	}
+	s.backoff.Forget(string(pod.UID) + "/")
+	return os.RemoveAll(s.cfg.Node.PodDir(pod))
+}
+
+func (s *Syncer) event(pod *corev1.Pod, kind, reason, msg string) {
+	if s.cfg.Recorder != nil {
+		s.cfg.Recorder.Event(pod, kind, reason, msg)
+	}
+}

@@ -1,0 +1,156 @@
+package podsync
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PlanInput is everything a pod's plan depends on.
+type PlanInput struct {
+	Pod       *corev1.Pod                                     // desired
+	Runtime   *RuntimePod                                     // actual
+	Hashes    map[string]string                               // container name -> hash of its spec
+	InBackOff func(container string, finished time.Time) bool // whether a restart must wait
+}
+
+// Plan is what to do to bring a pod's containers to its spec.
+type Plan struct {
+	KillPod        bool              // stop every container and the sandbox first
+	CreateSandbox  bool              // run a new sandbox
+	SandboxAttempt uint32            // the new sandbox's attempt number
+	Kill           []string          // container IDs to stop (spec changed)
+	Start          []string          // container names to start, in order (init containers first)
+	Waiting        map[string]string // container name -> why it is not started now (CrashLoopBackOff)
+	InitFailed     string            // an init container failed and the pod will not restart it
+}
+
+// allRan: a Never pod whose containers all ran gets no new sandbox.
+func allRan(in PlanInput) bool {
+	for _, c := range in.Pod.Spec.Containers {
+		if in.Runtime.Latest(c.Name) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// ComputePlan decides the actions for one pod. It does no I/O.
+func ComputePlan(in PlanInput) Plan {
+	p := Plan{Waiting: map[string]string{}}
+	sb := in.Runtime.LatestSandbox()
+	current := in.Runtime
+	if sb == nil || sb.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+		if sb != nil && in.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever && allRan(in) {
+			return p // a finished Never pod stays as it is
+		}
+		p.KillPod = sb != nil || len(in.Runtime.Containers) > 0
+		p.CreateSandbox = true
+		if sb != nil {
+			p.SandboxAttempt = sb.Metadata.GetAttempt() + 1
+		}
+		current = &RuntimePod{} // every container starts over in the new sandbox
+	} else {
+		current = containersOf(in.Runtime, sb.Id)
+	}
+	if !planInit(in, current, &p) {
+		return p
+	}
+	for _, c := range in.Pod.Spec.Containers {
+		planContainer(in, current, c, in.Pod.Spec.RestartPolicy, &p)
+	}
+	return p
+}
+
+// containersOf keeps the containers of one sandbox.
+func containersOf(r *RuntimePod, sandboxID string) *RuntimePod {
+	out := &RuntimePod{Sandboxes: r.Sandboxes}
+	for _, c := range r.Containers {
+		if c.SandboxID == sandboxID {
+			out.Containers = append(out.Containers, c)
+		}
+	}
+	return out
+}
+
+// planInit walks the init containers in order. It returns true when every
+// regular init container has succeeded and every sidecar is running, so that
+// app containers may start.
+func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
+	for _, c := range in.Pod.Spec.InitContainers {
+		st := current.Latest(c.Name)
+		if isSidecar(c) {
+			planContainer(in, current, c, corev1.RestartPolicyAlways, p)
+			if st == nil || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				return false // the next init container waits for this sidecar to run
+			}
+			continue
+		}
+		switch {
+		case st == nil:
+			p.Start = append(p.Start, c.Name)
+			return false
+		case st.State == runtimeapi.ContainerState_CONTAINER_RUNNING:
+			return false
+		case st.State == runtimeapi.ContainerState_CONTAINER_EXITED && st.ExitCode == 0:
+			continue
+		case st.State == runtimeapi.ContainerState_CONTAINER_EXITED && in.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever:
+			p.InitFailed = c.Name
+			return false
+		default:
+			planRestart(in, c.Name, st, p)
+			return false
+		}
+	}
+	return true
+}
+
+// planContainer decides for one long-running container under policy.
+func planContainer(in PlanInput, current *RuntimePod, c corev1.Container, policy corev1.RestartPolicy, p *Plan) {
+	st := current.Latest(c.Name)
+	switch {
+	case st == nil:
+		// A container that ran in an earlier sandbox and must not restart
+		// stays down in the new one.
+		if prev := in.Runtime.Latest(c.Name); prev != nil && !shouldRestart(policy, prev) {
+			return
+		}
+		p.Start = append(p.Start, c.Name)
+	case st.State == runtimeapi.ContainerState_CONTAINER_RUNNING:
+		if h, ok := in.Hashes[c.Name]; ok && st.GetAnnotations()[annotationHash] != "" && st.GetAnnotations()[annotationHash] != h {
+			p.Kill = append(p.Kill, st.Id)
+			p.Start = append(p.Start, c.Name)
+		}
+	case shouldRestart(policy, st):
+		planRestart(in, c.Name, st, p)
+	}
+}
+
+func planRestart(in PlanInput, name string, st *Container, p *Plan) {
+	finished := time.Unix(0, st.FinishedAt)
+	if st.State == runtimeapi.ContainerState_CONTAINER_EXITED && in.InBackOff != nil && in.InBackOff(name, finished) {
+		p.Waiting[name] = "CrashLoopBackOff"
+		return
+	}
+	p.Start = append(p.Start, name)
+}
+
+// shouldRestart applies a restart policy to a container that is not running.
+func shouldRestart(policy corev1.RestartPolicy, st *Container) bool {
+	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		return true // created but never started, or unknown: start it
+	}
+	switch policy {
+	case corev1.RestartPolicyAlways:
+		return true
+	case corev1.RestartPolicyOnFailure:
+		return st.ExitCode != 0
+	default:
+		return false
+	}
+}
+
+func isSidecar(c corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+}

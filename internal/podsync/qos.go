@@ -1,0 +1,76 @@
+package podsync
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// QOSClass is the pod's quality-of-service class, from its containers'
+// cpu and memory requests and limits.
+func QOSClass(pod *corev1.Pod) corev1.PodQOSClass {
+	if pod.Status.QOSClass != "" {
+		return pod.Status.QOSClass // the apiserver computed it at creation
+	}
+	any, guaranteed := false, true
+	all := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for _, c := range all {
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			req, hasReq := c.Resources.Requests[r]
+			lim, hasLim := c.Resources.Limits[r]
+			if (hasReq && !req.IsZero()) || (hasLim && !lim.IsZero()) {
+				any = true
+			}
+			if !hasLim || lim.IsZero() || (hasReq && req.Cmp(lim) != 0) {
+				guaranteed = false
+			}
+		}
+	}
+	switch {
+	case !any:
+		return corev1.PodQOSBestEffort
+	case guaranteed:
+		return corev1.PodQOSGuaranteed
+	default:
+		return corev1.PodQOSBurstable
+	}
+}
+
+// Upstream's OOM score adjustments by class.
+const (
+	guaranteedOOMScoreAdj = -997
+	besteffortOOMScoreAdj = 1000
+)
+
+// containerResources maps requests and limits to CRI Linux resources: cpu
+// shares from the request, a CFS quota from the limit, the memory limit, and
+// the OOM score adjustment of the pod's class.
+func containerResources(n NodeSettings, pod *corev1.Pod, c *corev1.Container, memCapacity int64) *runtimeapi.LinuxContainerResources {
+	r := &runtimeapi.LinuxContainerResources{}
+	cpuReq, cpuLim := c.Resources.Requests.Cpu().MilliValue(), c.Resources.Limits.Cpu().MilliValue()
+	if cpuReq == 0 && cpuLim > 0 {
+		cpuReq = cpuLim
+	}
+	r.CpuShares = max(cpuReq*1024/1000, 2)
+	if cpuLim > 0 && n.CPUCFSQuota {
+		period := n.CFSPeriodUS
+		if period == 0 {
+			period = 100000
+		}
+		r.CpuPeriod = period
+		r.CpuQuota = max(cpuLim*period/1000, 1000)
+	}
+	r.MemoryLimitInBytes = c.Resources.Limits.Memory().Value()
+	switch QOSClass(pod) {
+	case corev1.PodQOSGuaranteed:
+		r.OomScoreAdj = guaranteedOOMScoreAdj
+	case corev1.PodQOSBestEffort:
+		r.OomScoreAdj = besteffortOOMScoreAdj
+	default:
+		adj := int64(1000)
+		if memCapacity > 0 {
+			adj = 1000 - (1000*c.Resources.Requests.Memory().Value())/memCapacity
+		}
+		r.OomScoreAdj = min(max(adj, 1000+guaranteedOOMScoreAdj), besteffortOOMScoreAdj-1)
+	}
+	return r
+}

@@ -1,0 +1,171 @@
+package podsync
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// NodeSettings are the node-wide inputs of sandbox and container configs.
+type NodeSettings struct {
+	ClusterDNS    []string // clusterDNS
+	ClusterDomain string   // clusterDomain
+	ResolvConf    string   // resolvConf: the host's resolver file ("" disables)
+	PodLogsDir    string   // podLogsDir: /var/log/pods
+	RootDir       string   // --root-dir
+	CgroupsPerQOS bool     // cgroupsPerQOS
+	CgroupDriver  string   // cgroupDriver
+	CPUCFSQuota   bool     // cpuCFSQuota
+	CFSPeriodUS   int64    // cpuCFSQuotaPeriod in microseconds
+	NodeName      string   // the node's name
+}
+
+// PodLogDir is /var/log/pods/<namespace>_<name>_<uid>.
+func (n NodeSettings) PodLogDir(pod *corev1.Pod) string {
+	return filepath.Join(n.PodLogsDir, fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID))
+}
+
+// PodDir is <root-dir>/pods/<uid>.
+func (n NodeSettings) PodDir(pod *corev1.Pod) string {
+	return filepath.Join(n.RootDir, "pods", string(pod.UID))
+}
+
+// SandboxConfig builds the CRI sandbox config of a pod.
+func SandboxConfig(n NodeSettings, pod *corev1.Pod, attempt uint32) (*runtimeapi.PodSandboxConfig, error) {
+	hostname, err := podHostname(pod)
+	if err != nil {
+		return nil, err
+	}
+	dns, err := DNSConfig(n, pod)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
+		Hostname:     hostname,
+		LogDirectory: n.PodLogDir(pod),
+		DnsConfig:    dns,
+		Labels:       podLabels(pod),
+		Annotations:  copyMap(pod.Annotations),
+		Linux:        sandboxLinux(n, pod),
+	}
+	if pod.Spec.HostNetwork {
+		cfg.Hostname = "" // the host's own hostname
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		for _, port := range c.Ports {
+			if port.HostPort <= 0 {
+				continue
+			}
+			cfg.PortMappings = append(cfg.PortMappings, &runtimeapi.PortMapping{
+				Protocol: protocol(port.Protocol), ContainerPort: port.ContainerPort, HostPort: port.HostPort, HostIp: port.HostIP,
+			})
+		}
+	}
+	return cfg, nil
+}
+
+func sandboxLinux(n NodeSettings, pod *corev1.Pod) *runtimeapi.LinuxPodSandboxConfig {
+	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
+	if pod.Spec.HostNetwork {
+		ns.Network = runtimeapi.NamespaceMode_NODE
+	}
+	if pod.Spec.HostPID {
+		ns.Pid = runtimeapi.NamespaceMode_NODE
+	} else if pod.Spec.ShareProcessNamespace != nil && *pod.Spec.ShareProcessNamespace {
+		ns.Pid = runtimeapi.NamespaceMode_POD
+	}
+	if pod.Spec.HostIPC {
+		ns.Ipc = runtimeapi.NamespaceMode_NODE
+	}
+	lx := &runtimeapi.LinuxPodSandboxConfig{
+		CgroupParent:    CgroupParent(n, pod),
+		SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: ns},
+		Sysctls:         map[string]string{},
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		for _, s := range sc.Sysctls {
+			lx.Sysctls[s.Name] = s.Value
+		}
+		if sc.RunAsUser != nil {
+			lx.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: *sc.RunAsUser}
+		}
+		if sc.RunAsGroup != nil {
+			lx.SecurityContext.RunAsGroup = &runtimeapi.Int64Value{Value: *sc.RunAsGroup}
+		}
+		lx.SecurityContext.SupplementalGroups = append(lx.SecurityContext.SupplementalGroups, sc.SupplementalGroups...)
+		if sc.FSGroup != nil {
+			lx.SecurityContext.SupplementalGroups = append(lx.SecurityContext.SupplementalGroups, *sc.FSGroup)
+		}
+	}
+	return lx
+}
+
+// CgroupParent is the pod's cgroup under the QoS cgroup of its class:
+// /kubepods/pod<uid> (Guaranteed), /kubepods/burstable/pod<uid>,
+// /kubepods/besteffort/pod<uid>; "" when cgroupsPerQOS is off.
+func CgroupParent(n NodeSettings, pod *corev1.Pod) string {
+	if !n.CgroupsPerQOS {
+		return ""
+	}
+	parts := []string{"kubepods"}
+	switch QOSClass(pod) {
+	case corev1.PodQOSBurstable:
+		parts = append(parts, "burstable")
+	case corev1.PodQOSBestEffort:
+		parts = append(parts, "besteffort")
+	}
+	if n.CgroupDriver == "systemd" {
+		// kubepods-burstable-pod<uid>.slice, with the UID's dashes escaped.
+		return strings.Join(parts, "-") + "-pod" + strings.ReplaceAll(string(pod.UID), "-", "_") + ".slice"
+	}
+	return "/" + strings.Join(append(parts, "pod"+string(pod.UID)), "/")
+}
+
+// podHostname is spec.hostname or the pod name, within 63 characters.
+func podHostname(pod *corev1.Pod) (string, error) {
+	h := pod.Spec.Hostname
+	if h == "" {
+		h = pod.Name
+	}
+	if len(h) > 63 {
+		h = strings.TrimRight(h[:63], "-.")
+	}
+	if h == "" {
+		return "", fmt.Errorf("pod %s/%s has no usable hostname", pod.Namespace, pod.Name)
+	}
+	return h, nil
+}
+
+func protocol(p corev1.Protocol) runtimeapi.Protocol {
+	switch p {
+	case corev1.ProtocolUDP:
+		return runtimeapi.Protocol_UDP
+	case corev1.ProtocolSCTP:
+		return runtimeapi.Protocol_SCTP
+	default:
+		return runtimeapi.Protocol_TCP
+	}
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// ensureDirs makes the pod's log and state folders.
+func ensureDirs(n NodeSettings, pod *corev1.Pod) error {
+	for _, d := range []string{n.PodLogDir(pod), n.PodDir(pod), filepath.Join(n.PodDir(pod), "containers")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("failed to create %s: %w", d, err)
+		}
+	}
+	return nil
+}

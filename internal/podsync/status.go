@@ -1,0 +1,379 @@
+package podsync
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Waiting is why a container is not running, as the last sync saw it.
+type Waiting struct {
+	Reason  string // ContainerCreating, CrashLoopBackOff, ErrImagePull, ...
+	Message string
+}
+
+// StatusInput is what a pod's status is computed from.
+type StatusInput struct {
+	Pod         *corev1.Pod        // the pod, with its previous status
+	Runtime     *RuntimePod        // what the runtime reports
+	Waiting     map[string]Waiting // container name -> reason it waits
+	RuntimeName string             // container ID prefix: "containerd"
+	HostIPs     []string           // the node's IPs
+	Now         time.Time
+	Terminal    bool   // the pod will run nothing more (deleted, deadline, or finished)
+	Reason      string // pod-level reason (DeadlineExceeded, ...) and message
+	Message     string
+}
+
+const maxTermMessage = 4096
+
+// PodStatus derives the pod's status from the runtime's view of it.
+func PodStatus(in StatusInput) corev1.PodStatus {
+	old := in.Pod.Status
+	st := corev1.PodStatus{
+		QOSClass: QOSClass(in.Pod), StartTime: old.StartTime, Reason: in.Reason, Message: in.Message,
+		NominatedNodeName: old.NominatedNodeName, Resize: old.Resize,
+	}
+	if st.StartTime == nil {
+		t := metav1.NewTime(in.Now)
+		st.StartTime = &t
+	}
+	for _, ip := range in.HostIPs {
+		st.HostIPs = append(st.HostIPs, corev1.HostIP{IP: ip})
+	}
+	st.HostIP = first(in.HostIPs)
+	st.PodIPs = podIPs(in)
+	if len(st.PodIPs) > 0 {
+		st.PodIP = st.PodIPs[0].IP
+	}
+	sb := in.Runtime.LatestSandbox()
+	for _, c := range in.Pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(in, c, isSidecar(c)))
+	}
+	for _, c := range in.Pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(in, c, true))
+	}
+	st.Phase = podPhase(in.Pod, &st, in.Terminal)
+	if old.Phase == corev1.PodSucceeded || old.Phase == corev1.PodFailed {
+		st.Phase = old.Phase // terminal phases never change back
+	}
+	st.Conditions = podConditions(in, &st, sb)
+	return st
+}
+
+func podIPs(in StatusInput) []corev1.PodIP {
+	if in.Pod.Spec.HostNetwork {
+		var out []corev1.PodIP
+		for _, ip := range in.HostIPs {
+			out = append(out, corev1.PodIP{IP: ip})
+		}
+		return out
+	}
+	sb := in.Runtime.LatestSandbox()
+	if sb == nil || sb.State != runtimeapi.PodSandboxState_SANDBOX_READY || sb.GetNetwork().GetIp() == "" {
+		return in.Pod.Status.PodIPs // keep what was reported while the sandbox changes
+	}
+	out := []corev1.PodIP{{IP: sb.Network.Ip}}
+	for _, extra := range sb.Network.AdditionalIps {
+		out = append(out, corev1.PodIP{IP: extra.Ip})
+	}
+	return out
+}
+
+func containerStatus(in StatusInput, c corev1.Container, longRunning bool) corev1.ContainerStatus {
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+	runs := in.Runtime.ContainersNamed(c.Name)
+	if prev := previousStatus(in.Pod, c.Name); prev != nil {
+		cs.RestartCount = prev.RestartCount
+		cs.LastTerminationState = prev.LastTerminationState
+	}
+	if len(runs) == 0 {
+		w, ok := in.Waiting[c.Name]
+		if !ok {
+			w = Waiting{Reason: "ContainerCreating"}
+			if in.Terminal {
+				w = Waiting{Reason: "PodInitializing"}
+			}
+		}
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+		cs.Started = ptrTo(false)
+		return cs
+	}
+	latest := runs[0]
+	cs.ContainerID = in.RuntimeName + "://" + latest.Id
+	cs.ImageID = latest.ImageRef
+	if latest.GetImage().GetImage() != "" {
+		cs.Image = c.Image
+	}
+	cs.RestartCount = restartCountOf(latest.Annotations)
+	switch latest.State {
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: nanoTime(latest.StartedAt)}
+		cs.Ready = longRunning
+		cs.Started = ptrTo(true)
+		if len(runs) > 1 {
+			cs.LastTerminationState = corev1.ContainerState{Terminated: terminated(in, c, runs[1])}
+		}
+	case runtimeapi.ContainerState_CONTAINER_EXITED:
+		cs.Started = ptrTo(false)
+		term := terminated(in, c, latest)
+		if w, ok := in.Waiting[c.Name]; ok && !in.Terminal {
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+			cs.LastTerminationState = corev1.ContainerState{Terminated: term}
+		} else {
+			cs.State.Terminated = term
+			if len(runs) > 1 {
+				cs.LastTerminationState = corev1.ContainerState{Terminated: terminated(in, c, runs[1])}
+			}
+		}
+	default:
+		cs.Started = ptrTo(false)
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
+		if w, ok := in.Waiting[c.Name]; ok {
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
+		}
+	}
+	return cs
+}
+
+func previousStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
+		}
+	}
+	return nil
+}
+
+func terminated(in StatusInput, c corev1.Container, r *Container) *corev1.ContainerStateTerminated {
+	t := &corev1.ContainerStateTerminated{
+		ExitCode: r.ExitCode, Reason: r.Reason, StartedAt: nanoTime(r.StartedAt), FinishedAt: nanoTime(r.FinishedAt),
+		ContainerID: in.RuntimeName + "://" + r.Id,
+	}
+	if t.Reason == "" || t.Reason == "Completed" || t.Reason == "Error" {
+		t.Reason = "Completed"
+		if r.ExitCode != 0 {
+			t.Reason = "Error"
+		}
+	}
+	t.Message = terminationMessage(c, r)
+	return t
+}
+
+// terminationMessage reads the container's termination message file, or the
+// tail of its log when the policy says FallbackToLogsOnError and it failed.
+func terminationMessage(c corev1.Container, r *Container) string {
+	path := r.Annotations[annotationTermMsgPath]
+	for _, m := range r.Mounts {
+		if m.ContainerPath == path && path != "" {
+			if data, err := readHead(m.HostPath, maxTermMessage); err == nil && len(data) > 0 {
+				return string(data)
+			}
+		}
+	}
+	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError && r.ExitCode != 0 && r.LogPath != "" {
+		return tailLogMessage(r.LogPath, 80, 2048)
+	}
+	return ""
+}
+
+func readHead(path string, n int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	k, _ := f.Read(buf)
+	return buf[:k], nil
+}
+
+// tailLogMessage returns the last lines of a CRI log file's content.
+func tailLogMessage(path string, lines, maxBytes int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+		// <time> <stream> <P|F> <content>
+		parts := strings.SplitN(line, " ", 4)
+		if len(parts) == 4 {
+			out = append(out, parts[3])
+		}
+	}
+	if len(out) > lines {
+		out = out[len(out)-lines:]
+	}
+	msg := strings.Join(out, "\n") + "\n"
+	if len(msg) > maxBytes {
+		msg = msg[len(msg)-maxBytes:]
+	}
+	return msg
+}
+
+// podPhase follows upstream: Pending until initialized and every container
+// has run; Running while one runs or will restart; Succeeded or Failed once
+// all have terminated for good.
+func podPhase(pod *corev1.Pod, st *corev1.PodStatus, terminal bool) corev1.PodPhase {
+	for i, c := range pod.Spec.InitContainers {
+		s := st.InitContainerStatuses[i]
+		if isSidecar(c) {
+			continue
+		}
+		if t := s.State.Terminated; t != nil && t.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return corev1.PodFailed
+		}
+		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
+			if terminal && s.LastTerminationState.Terminated != nil {
+				return corev1.PodFailed
+			}
+			return corev1.PodPending
+		}
+	}
+	running, waiting, stopped, succeeded := 0, 0, 0, 0
+	for _, s := range st.ContainerStatuses {
+		switch {
+		case s.State.Running != nil:
+			running++
+		case s.State.Terminated != nil:
+			stopped++
+			if s.State.Terminated.ExitCode == 0 {
+				succeeded++
+			}
+		case s.LastTerminationState.Terminated != nil:
+			stopped++
+			if s.LastTerminationState.Terminated.ExitCode == 0 {
+				succeeded++
+			}
+		default:
+			waiting++
+		}
+	}
+	switch {
+	case waiting > 0 && !terminal:
+		return corev1.PodPending
+	case running > 0 && !terminal:
+		return corev1.PodRunning
+	case stopped > 0 && running == 0 && waiting == 0:
+		if !terminal && pod.Spec.RestartPolicy == corev1.RestartPolicyAlways {
+			return corev1.PodRunning
+		}
+		if stopped == succeeded {
+			return corev1.PodSucceeded
+		}
+		if terminal || pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+			return corev1.PodFailed
+		}
+		return corev1.PodRunning
+	case terminal:
+		return corev1.PodFailed
+	}
+	return corev1.PodPending
+}
+
+func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandboxStatus) []corev1.PodCondition {
+	sandboxReady := sb != nil && sb.State == runtimeapi.PodSandboxState_SANDBOX_READY && (in.Pod.Spec.HostNetwork || sb.GetNetwork().GetIp() != "")
+	var notInit, notReady []string
+	for i, c := range in.Pod.Spec.InitContainers {
+		s := st.InitContainerStatuses[i]
+		switch {
+		case isSidecar(c):
+			if s.State.Running == nil {
+				notInit = append(notInit, c.Name)
+				notReady = append(notReady, c.Name)
+			}
+		case s.State.Terminated == nil || s.State.Terminated.ExitCode != 0:
+			notInit = append(notInit, c.Name)
+		}
+	}
+	for _, s := range st.ContainerStatuses {
+		if !s.Ready {
+			notReady = append(notReady, s.Name)
+		}
+	}
+	sort.Strings(notInit)
+	sort.Strings(notReady)
+	completed := st.Phase == corev1.PodSucceeded || st.Phase == corev1.PodFailed
+	conds := []corev1.PodCondition{
+		boolCondition(corev1.PodReadyToStartContainers, sandboxReady && !completed, "", ""),
+		boolCondition(corev1.PodInitialized, len(notInit) == 0, "ContainersNotInitialized", fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(notInit, " "))),
+	}
+	readyReason, readyMsg := "ContainersNotReady", fmt.Sprintf("containers with unready status: [%s]", strings.Join(notReady, " "))
+	if completed {
+		readyReason, readyMsg = "PodCompleted", ""
+	}
+	conds = append(conds,
+		boolCondition(corev1.ContainersReady, len(notReady) == 0 && !completed, readyReason, readyMsg),
+		boolCondition(corev1.PodReady, len(notReady) == 0 && !completed && readinessGatesPass(in.Pod), readyReason, readyMsg))
+	if completed && len(notInit) == 0 {
+		conds[1].Reason = "PodCompleted"
+	}
+	var out []corev1.PodCondition
+	for _, c := range in.Pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled || !ownCondition(c.Type) {
+			out = append(out, c) // kept: set by the scheduler or by readiness gates' owners
+		}
+	}
+	for _, c := range conds {
+		out = append(out, keepTransition(in.Pod.Status.Conditions, c, in.Now))
+	}
+	return out
+}
+
+func ownCondition(t corev1.PodConditionType) bool {
+	switch t {
+	case corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady:
+		return true
+	}
+	return false
+}
+
+func readinessGatesPass(pod *corev1.Pod) bool {
+	for _, g := range pod.Spec.ReadinessGates {
+		ok := false
+		for _, c := range pod.Status.Conditions {
+			if c.Type == g.ConditionType && c.Status == corev1.ConditionTrue {
+				ok = true
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func boolCondition(t corev1.PodConditionType, ok bool, reason, msg string) corev1.PodCondition {
+	if ok {
+		return corev1.PodCondition{Type: t, Status: corev1.ConditionTrue}
+	}
+	return corev1.PodCondition{Type: t, Status: corev1.ConditionFalse, Reason: reason, Message: msg}
+}
+
+func keepTransition(old []corev1.PodCondition, c corev1.PodCondition, now time.Time) corev1.PodCondition {
+	c.LastTransitionTime = metav1.NewTime(now)
+	for _, o := range old {
+		if o.Type == c.Type && o.Status == c.Status {
+			c.LastTransitionTime = o.LastTransitionTime
+		}
+	}
+	return c
+}
+
+func nanoTime(ns int64) metav1.Time {
+	if ns == 0 {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(time.Unix(0, ns))
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,0 +1,153 @@
+package podworkers
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/klog/v2"
+)
+
+// Admit decides whether a new pod may run beside the active ones on node,
+// with upstream's reasons: OutOfpods, OutOf<resource> (requests beyond
+// allocatable), NodeAffinity (selector or required affinity mismatch), Taint
+// (a NoExecute taint not tolerated).
+func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
+	if node == nil {
+		return true, "", ""
+	}
+	alloc := node.Status.Allocatable
+	if pods, ok := alloc[corev1.ResourcePods]; ok && int64(len(active)+1) > pods.Value() {
+		return false, "OutOfpods", fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", len(active), pods.Value())
+	}
+	used := corev1.ResourceList{}
+	for _, p := range active {
+		addRequests(used, podRequests(p))
+	}
+	for name, req := range podRequests(pod) {
+		capacity, ok := alloc[name]
+		if !ok || req.IsZero() {
+			continue
+		}
+		total := used[name].DeepCopy()
+		total.Add(req)
+		if total.Cmp(capacity) > 0 {
+			u := used[name]
+			return false, "OutOf" + string(name), fmt.Sprintf("Node didn't have enough resource: %s, requested: %d, used: %d, capacity: %d",
+				name, quantityValue(name, req), quantityValue(name, u), quantityValue(name, capacity))
+		}
+	}
+	if !matchesNode(pod, node) {
+		return false, "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+	}
+	for _, t := range node.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoExecute && !tolerates(pod.Spec.Tolerations, t) {
+			return false, "Taint", fmt.Sprintf("Predicate TaintToleration failed: node(s) had untolerated taint {%s: %s}", t.Key, t.Value)
+		}
+	}
+	return true, "", ""
+}
+
+func quantityValue(name corev1.ResourceName, q resource.Quantity) int64 {
+	if name == corev1.ResourceCPU {
+		return q.MilliValue()
+	}
+	return q.Value()
+}
+
+func addRequests(into, add corev1.ResourceList) {
+	for k, v := range add {
+		cur := into[k]
+		cur.Add(v)
+		into[k] = cur
+	}
+}
+
+// podRequests is the larger of the app containers' sum (plus sidecars) and
+// any one init container, as the scheduler counts it.
+func podRequests(pod *corev1.Pod) corev1.ResourceList {
+	sum := corev1.ResourceList{}
+	for _, c := range pod.Spec.Containers {
+		addRequests(sum, c.Resources.Requests)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			addRequests(sum, c.Resources.Requests)
+			continue
+		}
+		for k, v := range c.Resources.Requests {
+			if cur := sum[k]; v.Cmp(cur) > 0 {
+				sum[k] = v.DeepCopy()
+			}
+		}
+	}
+	addRequests(sum, pod.Spec.Overhead)
+	return sum
+}
+
+// matchesNode checks nodeSelector and required node affinity.
+func matchesNode(pod *corev1.Pod, node *corev1.Node) bool {
+	if len(pod.Spec.NodeSelector) > 0 && !labels.SelectorFromSet(pod.Spec.NodeSelector).Matches(labels.Set(node.Labels)) {
+		return false
+	}
+	aff := pod.Spec.Affinity
+	if aff == nil || aff.NodeAffinity == nil || aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return true
+	}
+	for _, term := range aff.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		if termMatches(term, node) {
+			return true
+		}
+	}
+	return false
+}
+
+var nodeSelectorOps = map[corev1.NodeSelectorOperator]selection.Operator{
+	corev1.NodeSelectorOpIn: selection.In, corev1.NodeSelectorOpNotIn: selection.NotIn,
+	corev1.NodeSelectorOpExists: selection.Exists, corev1.NodeSelectorOpDoesNotExist: selection.DoesNotExist,
+	corev1.NodeSelectorOpGt: selection.GreaterThan, corev1.NodeSelectorOpLt: selection.LessThan,
+}
+
+func termMatches(term corev1.NodeSelectorTerm, node *corev1.Node) bool {
+	if len(term.MatchExpressions) == 0 && len(term.MatchFields) == 0 {
+		return false
+	}
+	for _, e := range term.MatchExpressions {
+		op, ok := nodeSelectorOps[e.Operator]
+		if !ok {
+			return false
+		}
+		vals := e.Values
+		if op == selection.Exists || op == selection.DoesNotExist {
+			vals = nil
+		}
+		r, err := labels.NewRequirement(e.Key, op, vals)
+		if err != nil || !r.Matches(labels.Set(node.Labels)) {
+			return false
+		}
+	}
+	for _, f := range term.MatchFields {
+		if f.Key != "metadata.name" {
+			return false
+		}
+		in := false
+		for _, v := range f.Values {
+			in = in || v == node.Name
+		}
+		if (f.Operator == corev1.NodeSelectorOpIn) != in {
+			return false
+		}
+	}
+	return true
+}
+
+func tolerates(tolerations []corev1.Toleration, t corev1.Taint) bool {
+	for _, tol := range tolerations {
+		if tol.ToleratesTaint(klog.Background(), &t, false) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,111 @@
+package podworkers
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/podsync"
+)
+
+const retryAfterError = time.Second
+
+// stepSync brings the runtime one step closer to the spec and reports status.
+func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Duration {
+	logger := klog.FromContext(w.ctx)
+	if removed || pod.DeletionTimestamp != nil {
+		wk.setState(terminating)
+		return 0
+	}
+	if left, ok := deadlineLeft(pod, w.cfg.Clock()); ok && left <= 0 {
+		wk.mu.Lock()
+		wk.reason, wk.message = "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+		wk.mu.Unlock()
+		wk.setState(terminating)
+		return 0
+	}
+	res, err := w.cfg.Syncer.Sync(w.ctx, pod)
+	if err != nil {
+		logger.Error(err, "Error syncing pod, will retry", "pod", klog.KObj(pod), "podUID", pod.UID)
+		return retryAfterError
+	}
+	status := w.cfg.Build(pod, res.Runtime, res.Waiting, false, "", "")
+	w.cfg.Status.SetPodStatus(pod, status)
+	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
+		wk.setState(terminating)
+		return 0
+	}
+	next := w.cfg.Resync
+	if res.Requeue > 0 && res.Requeue < next {
+		next = res.Requeue
+	}
+	if left, ok := deadlineLeft(pod, w.cfg.Clock()); ok && left < next {
+		next = left
+	}
+	return next
+}
+
+// deadlineLeft is the time until activeDeadlineSeconds runs out.
+func deadlineLeft(pod *corev1.Pod, now time.Time) (time.Duration, bool) {
+	if pod.Spec.ActiveDeadlineSeconds == nil || pod.Status.StartTime == nil {
+		return 0, false
+	}
+	end := pod.Status.StartTime.Add(time.Duration(*pod.Spec.ActiveDeadlineSeconds) * time.Second)
+	return end.Sub(now), true
+}
+
+// stepTerminate stops the pod's containers within its grace period.
+func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.Duration {
+	logger := klog.FromContext(w.ctx)
+	rp, err := w.cfg.Syncer.Inspect(w.ctx, string(pod.UID))
+	if err != nil {
+		logger.Error(err, "Error inspecting pod to stop it, will retry", "pod", klog.KObj(pod))
+		return retryAfterError
+	}
+	grace := podsync.GracePeriod(pod)
+	if removed && pod.DeletionTimestamp == nil {
+		grace = 0 // deleted without a graceful phase we saw
+	}
+	if err := w.cfg.Syncer.Kill(w.ctx, pod, rp, grace); err != nil {
+		logger.Error(err, "Error stopping pod, will retry", "pod", klog.KObj(pod))
+		return retryAfterError
+	}
+	if rp, err = w.cfg.Syncer.Inspect(w.ctx, string(pod.UID)); err != nil {
+		return retryAfterError
+	}
+	wk.mu.Lock()
+	reason, message := wk.reason, wk.message
+	wk.mu.Unlock()
+	status := w.cfg.Build(pod, rp, nil, true, reason, message)
+	if !removed {
+		if pod.DeletionTimestamp != nil {
+			w.cfg.Status.Finalize(pod, status)
+		} else {
+			w.cfg.Status.SetPodStatus(pod, status)
+		}
+	}
+	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod), "phase", status.Phase)
+	wk.setState(terminated)
+	return 0
+}
+
+// stepTerminated waits for the pod object to go, then removes what is left.
+func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (time.Duration, bool) {
+	if !removed {
+		if pod.DeletionTimestamp != nil {
+			// Deleted after it finished: send the final status and delete it.
+			rp, err := w.cfg.Syncer.Inspect(w.ctx, string(pod.UID))
+			if err != nil {
+				return retryAfterError, false
+			}
+			w.cfg.Status.Finalize(pod, w.cfg.Build(pod, rp, nil, true, "", ""))
+		}
+		return time.Hour, false
+	}
+	if err := w.cfg.Syncer.Remove(w.ctx, pod); err != nil {
+		klog.FromContext(w.ctx).Error(err, "Error removing pod's containers, will retry", "pod", klog.KObj(pod))
+		return retryAfterError, false
+	}
+	return 0, true
+}

@@ -1,0 +1,261 @@
+// Package podworkers runs one worker per pod UID, the single owner of that
+// pod's actual state. A worker moves through syncing -> terminating ->
+// terminated: while syncing it asks the syncer to make the runtime match the
+// spec; once the pod is deleted, finished or past its deadline it stops the
+// pod's containers; once terminated it reports the final status and, when
+// the pod is gone from the apiserver, removes what is left in the runtime.
+package podworkers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/podsync"
+)
+
+// Syncer acts on the runtime for one pod. It may be called again for the
+// same pod at any time; each call does the next step.
+type Syncer interface {
+	Sync(ctx context.Context, pod *corev1.Pod) (*podsync.SyncResult, error)
+	Inspect(ctx context.Context, uid string) (*podsync.RuntimePod, error)
+	Kill(ctx context.Context, pod *corev1.Pod, rp *podsync.RuntimePod, grace int64) error
+	Remove(ctx context.Context, pod *corev1.Pod) error
+}
+
+// StatusSink receives pod statuses and the end of pods.
+type StatusSink interface {
+	// SetPodStatus records the pod's latest status, to be sent to the apiserver.
+	SetPodStatus(pod *corev1.Pod, status corev1.PodStatus)
+	// Finalize sends the final status of a deleted pod and then deletes the
+	// pod object with grace 0.
+	Finalize(pod *corev1.Pod, status corev1.PodStatus)
+	// Forget drops what is kept for a pod that is gone.
+	Forget(uid types.UID)
+}
+
+// StatusBuilder turns a sync result into a pod status.
+type StatusBuilder func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, message string) corev1.PodStatus
+
+// Config wires the workers.
+type Config struct {
+	Syncer Syncer
+	Status StatusSink
+	Build  StatusBuilder
+	Resync time.Duration // re-sync a running pod at least this often (syncFrequency)
+	Admit  func(pod *corev1.Pod, active []*corev1.Pod) (ok bool, reason, message string)
+	Clock  func() time.Time
+}
+
+type state int
+
+const (
+	syncing state = iota
+	terminating
+	terminated
+)
+
+// Workers holds one worker per pod UID.
+type Workers struct {
+	cfg  Config
+	ctx  context.Context
+	mu   sync.Mutex
+	pods map[types.UID]*worker
+	wg   sync.WaitGroup
+}
+
+// worker is one pod's goroutine and its mailbox.
+type worker struct {
+	mu      sync.Mutex
+	pod     *corev1.Pod   // latest desired pod
+	removed bool          // gone from the apiserver
+	wake    chan struct{} // a new event, buffered 1
+	state   state
+	// reason and message of a pod-level end (DeadlineExceeded)
+	reason, message string
+}
+
+// New returns workers that stop when ctx ends.
+func New(ctx context.Context, cfg Config) *Workers {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = time.Minute
+	}
+	return &Workers{cfg: cfg, ctx: ctx, pods: map[types.UID]*worker{}}
+}
+
+// SetAdmit sets the admission check for new pods (before any Update).
+func (w *Workers) SetAdmit(admit func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string)) {
+	w.mu.Lock()
+	w.cfg.Admit = admit
+	w.mu.Unlock()
+}
+
+// Update delivers the latest version of a pod bound to this node. A pod seen
+// for the first time is admitted or rejected first.
+func (w *Workers) Update(pod *corev1.Pod) {
+	w.mu.Lock()
+	wk, ok := w.pods[pod.UID]
+	if !ok {
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			if pod.DeletionTimestamp == nil {
+				w.mu.Unlock()
+				return // finished before this agent started: nothing to run
+			}
+		}
+		if reject, reason, msg := w.rejected(pod); reject {
+			w.mu.Unlock()
+			st := *pod.Status.DeepCopy()
+			st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
+			w.cfg.Status.SetPodStatus(pod, st)
+			return
+		}
+		wk = &worker{pod: pod, wake: make(chan struct{}, 1)}
+		w.pods[pod.UID] = wk
+		w.wg.Add(1)
+		go w.run(pod.UID, wk)
+	}
+	w.mu.Unlock()
+	wk.mu.Lock()
+	wk.pod = pod
+	wk.mu.Unlock()
+	wk.poke()
+}
+
+// rejected runs admission for a new pod against the active ones. Callers hold w.mu.
+func (w *Workers) rejected(pod *corev1.Pod) (bool, string, string) {
+	if w.cfg.Admit == nil || pod.DeletionTimestamp != nil {
+		return false, "", ""
+	}
+	var active []*corev1.Pod
+	for _, wk := range w.pods {
+		wk.mu.Lock()
+		if wk.state == syncing && !wk.removed {
+			active = append(active, wk.pod)
+		}
+		wk.mu.Unlock()
+	}
+	ok, reason, msg := w.cfg.Admit(pod, active)
+	return !ok, reason, msg
+}
+
+// Delete says the pod is gone from the apiserver.
+func (w *Workers) Delete(pod *corev1.Pod) {
+	w.mu.Lock()
+	wk, ok := w.pods[pod.UID]
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	wk.mu.Lock()
+	wk.removed = true
+	wk.mu.Unlock()
+	wk.poke()
+}
+
+// Wake asks a pod's worker to look at the runtime again (a PLEG event).
+func (w *Workers) Wake(uid types.UID) {
+	w.mu.Lock()
+	wk, ok := w.pods[uid]
+	w.mu.Unlock()
+	if ok {
+		wk.poke()
+	}
+}
+
+// Known reports whether a worker owns uid (for orphan cleanup).
+func (w *Workers) Known(uid types.UID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.pods[uid]
+	return ok
+}
+
+// Running lists the pods whose containers should be running.
+func (w *Workers) Running() []*corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*corev1.Pod
+	for _, wk := range w.pods {
+		wk.mu.Lock()
+		if wk.state == syncing {
+			out = append(out, wk.pod)
+		}
+		wk.mu.Unlock()
+	}
+	return out
+}
+
+// Wait blocks until every worker has exited (after ctx ends).
+func (w *Workers) Wait() { w.wg.Wait() }
+
+func (wk *worker) poke() {
+	select {
+	case wk.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (wk *worker) snapshot() (*corev1.Pod, bool, state) {
+	wk.mu.Lock()
+	defer wk.mu.Unlock()
+	return wk.pod, wk.removed, wk.state
+}
+
+func (wk *worker) setState(s state) {
+	wk.mu.Lock()
+	wk.state = s
+	wk.mu.Unlock()
+}
+
+// run is one pod's loop.
+func (w *Workers) run(uid types.UID, wk *worker) {
+	defer w.wg.Done()
+	logger := klog.FromContext(w.ctx)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-wk.wake:
+		case <-timer.C:
+		}
+		next, done := w.step(wk)
+		if done {
+			w.mu.Lock()
+			delete(w.pods, uid)
+			w.mu.Unlock()
+			w.cfg.Status.Forget(uid)
+			logger.V(2).Info("Pod worker finished", "podUID", uid)
+			return
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// step does one unit of work and says when to run again, or that the pod is
+// done and its worker may exit.
+func (w *Workers) step(wk *worker) (time.Duration, bool) {
+	pod, removed, st := wk.snapshot()
+	switch st {
+	case syncing:
+		return w.stepSync(wk, pod, removed), false
+	case terminating:
+		return w.stepTerminate(wk, pod, removed), false
+	default:
+		return w.stepTerminated(wk, pod, removed)
+	}
+}

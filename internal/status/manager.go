@@ -1,0 +1,189 @@
+// Package status sends pod statuses to the apiserver: the latest status per
+// pod, one patch in flight per pod, coalesced, never lost.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+)
+
+// entry is the latest status Bosun holds for one pod.
+type entry struct {
+	namespace, name string
+	uid             types.UID
+	status          corev1.PodStatus
+	finalize        bool // delete the pod object once the status is sent
+}
+
+// Manager keeps the latest status per pod and patches it to the apiserver.
+type Manager struct {
+	client  kubernetes.Interface
+	pods    corelisters.PodLister // the apiserver's view of this node's pods
+	queue   workqueue.TypedRateLimitingInterface[types.UID]
+	mu      sync.Mutex
+	entries map[types.UID]*entry
+}
+
+// New returns a manager; pods lists this node's pods as the apiserver has them.
+func New(client kubernetes.Interface, pods corelisters.PodLister) *Manager {
+	return &Manager{
+		client: client, pods: pods, entries: map[types.UID]*entry{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.UID](),
+			workqueue.TypedRateLimitingQueueConfig[types.UID]{Name: "pod_status"}),
+	}
+}
+
+// SetPodStatus records the pod's latest status.
+func (m *Manager) SetPodStatus(pod *corev1.Pod, st corev1.PodStatus) { m.set(pod, st, false) }
+
+// Finalize records the final status of a deleted pod; once it is sent the
+// pod object is deleted with grace 0.
+func (m *Manager) Finalize(pod *corev1.Pod, st corev1.PodStatus) { m.set(pod, st, true) }
+
+func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
+	m.mu.Lock()
+	e, ok := m.entries[pod.UID]
+	if !ok {
+		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID}
+		m.entries[pod.UID] = e
+	}
+	e.status = *st.DeepCopy()
+	e.finalize = e.finalize || finalize
+	m.mu.Unlock()
+	m.queue.Add(pod.UID)
+}
+
+// Forget drops a pod that is gone.
+func (m *Manager) Forget(uid types.UID) {
+	m.mu.Lock()
+	delete(m.entries, uid)
+	m.mu.Unlock()
+}
+
+// Status returns the latest status Bosun holds for a pod.
+func (m *Manager) Status(uid types.UID) (corev1.PodStatus, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[uid]
+	if !ok {
+		return corev1.PodStatus{}, false
+	}
+	return *e.status.DeepCopy(), true
+}
+
+// Run sends statuses with workers goroutines until ctx ends.
+func (m *Manager) Run(ctx context.Context, workers int) {
+	go func() { <-ctx.Done(); m.queue.ShutDown() }()
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m.processNext(ctx) {
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (m *Manager) processNext(ctx context.Context) bool {
+	uid, quit := m.queue.Get()
+	if quit {
+		return false
+	}
+	defer m.queue.Done(uid)
+	if err := m.sync(ctx, uid); err != nil {
+		klog.FromContext(ctx).Error(err, "Failed to update pod status, will retry", "podUID", uid)
+		m.queue.AddRateLimited(uid)
+		return true
+	}
+	m.queue.Forget(uid)
+	return true
+}
+
+// sync sends one pod's latest status, and deletes the pod when finalizing.
+func (m *Manager) sync(ctx context.Context, uid types.UID) error {
+	m.mu.Lock()
+	e, ok := m.entries[uid]
+	var want entry
+	if ok {
+		want = *e
+		want.status = *e.status.DeepCopy()
+	}
+	m.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	current, err := m.pods.Pods(want.namespace).Get(want.name)
+	if apierrors.IsNotFound(err) {
+		current, err = m.client.CoreV1().Pods(want.namespace).Get(ctx, want.name, metav1.GetOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return nil // gone: nothing to report to
+	}
+	if err != nil {
+		return err
+	}
+	if current.UID != uid {
+		return nil // a new pod took the name
+	}
+	if !apiequality.Semantic.DeepEqual(current.Status, want.status) {
+		if err := m.patch(ctx, current, want.status); err != nil {
+			return err
+		}
+	}
+	if want.finalize {
+		grace := int64(0)
+		err := m.client.CoreV1().Pods(want.namespace).Delete(ctx, want.name, metav1.DeleteOptions{
+			GracePeriodSeconds: &grace, Preconditions: &metav1.Preconditions{UID: &uid},
+		})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("failed to delete pod %s/%s: %w", want.namespace, want.name, err)
+		}
+	}
+	return nil
+}
+
+// patch sends a strategic merge patch from the apiserver's status to ours,
+// guarded by the pod's UID.
+func (m *Manager) patch(ctx context.Context, current *corev1.Pod, st corev1.PodStatus) error {
+	oldJSON, err := json.Marshal(corev1.Pod{Status: current.Status})
+	if err != nil {
+		return err
+	}
+	newJSON, err := json.Marshal(corev1.Pod{Status: st})
+	if err != nil {
+		return err
+	}
+	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Pod{})
+	if err != nil {
+		return err
+	}
+	var body map[string]any
+	if err := json.Unmarshal(patch, &body); err != nil {
+		return err
+	}
+	body["metadata"] = map[string]any{"uid": string(current.UID)}
+	patch, _ = json.Marshal(body)
+	start := time.Now()
+	_, err = m.client.CoreV1().Pods(current.Namespace).Patch(ctx, current.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return fmt.Errorf("failed to patch status of pod %s/%s: %w", current.Namespace, current.Name, err)
+	}
+	klog.FromContext(ctx).V(3).Info("Patched pod status", "pod", klog.KObj(current), "phase", st.Phase, "took", time.Since(start))
+	return nil
+}
