@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/runtime"
+	"github.com/bosun-dev/bosun/internal/server"
 	"github.com/bosun-dev/bosun/internal/version"
 )
 
@@ -96,7 +96,6 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer stopServing()
-	_ = getCert // the node API server (10250) takes it
 	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine})
 	if err != nil {
 		return err
@@ -125,11 +124,73 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err := pods.start(ctx, statusCtl.NodeLister()); err != nil {
 		return err
 	}
-	if *kc.HealthzPort > 0 {
-		go serveHealthz(ctx, net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort)))
+	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, nodeName)
+	if err != nil {
+		return err
 	}
-	<-ctx.Done()
-	return nil
+	return srv.Run(ctx)
+}
+
+// newServer builds the node API from the configuration.
+func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interface, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error),
+	h server.Host, nodeName string) (*server.Server, error) {
+	kc := cfg.Kubelet
+	auth, err := server.NewAuth(ctx, server.AuthConfig{
+		Anonymous: *kc.Authentication.Anonymous.Enabled, Webhook: *kc.Authentication.Webhook.Enabled,
+		CacheTTL: kc.Authentication.Webhook.CacheTTL.Duration, ClientCAFile: kc.Authentication.X509.ClientCAFile,
+		Mode: string(kc.Authorization.Mode), CacheAuthorizedTTL: kc.Authorization.Webhook.CacheAuthorizedTTL.Duration,
+		CacheUnauthorizedTTL: kc.Authorization.Webhook.CacheUnauthorizedTTL.Duration,
+		TokenReviews:         client.AuthenticationV1(), SubjectAccessReviews: client.AuthorizationV1(),
+	}, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	minTLS, ciphers, err := tlsSettings(kc.TLSMinVersion, kc.TLSCipherSuites)
+	if err != nil {
+		return nil, err
+	}
+	sc := server.Config{
+		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
+		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
+	}
+	if *kc.HealthzPort > 0 {
+		sc.HealthzAddress = net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort))
+	}
+	if kc.ReadOnlyPort > 0 {
+		sc.ReadOnlyAddr = net.JoinHostPort(kc.Address, fmt.Sprint(kc.ReadOnlyPort))
+	}
+	return server.New(sc, h, auth)
+}
+
+// tlsSettings reads tlsMinVersion and tlsCipherSuites.
+func tlsSettings(minVersion string, suites []string) (uint16, []uint16, error) {
+	versions := map[string]uint16{"": tls.VersionTLS12, "VersionTLS10": tls.VersionTLS10, "VersionTLS11": tls.VersionTLS11,
+		"VersionTLS12": tls.VersionTLS12, "VersionTLS13": tls.VersionTLS13}
+	v, ok := versions[minVersion]
+	if !ok {
+		return 0, nil, fmt.Errorf("tlsMinVersion %q is not one of VersionTLS10..VersionTLS13", minVersion)
+	}
+	byName := map[string]uint16{}
+	for _, c := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		byName[c.Name] = c.ID
+	}
+	var ids []uint16
+	for _, name := range suites {
+		id, ok := byName[name]
+		if !ok {
+			return 0, nil, fmt.Errorf("tlsCipherSuites: unknown cipher suite %q", name)
+		}
+		ids = append(ids, id)
+	}
+	return v, ids, nil
+}
+
+// machineSpec is /spec/: the machine in cAdvisor's MachineInfo field names.
+func machineSpec(m *nodestatus.Machine) map[string]any {
+	return map[string]any{
+		"num_cores": m.Cores, "memory_capacity": m.MemoryBytes, "machine_id": m.MachineID, "system_uuid": m.SystemUUID,
+		"boot_id": m.BootID, "filesystems": []map[string]any{{"device": "rootfs", "capacity": m.RootFSBytes, "inodes": m.RootFSInodes}},
+	}
 }
 
 // nodeNameOf is --hostname-override, else the machine's hostname, lower-cased.
@@ -287,16 +348,4 @@ func nodeImages(imgs []*runtimeapi.Image, max int) []corev1.ContainerImage {
 		out = append(out, corev1.ContainerImage{Names: names, SizeBytes: int64(img.Size)})
 	}
 	return out
-}
-
-// serveHealthz serves only /healthz on the healthz address (upstream
-// CVE-2019-11248: no other handler there).
-func serveHealthz(ctx context.Context, addr string) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); _ = srv.Close() }()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		klog.FromContext(ctx).Error(err, "Healthz server failed", "address", addr)
-	}
 }

@@ -146,7 +146,7 @@ func describePod(p *corev1.Pod) string {
 // runsPods says which agents run pods yet. Bosun's pod lifecycle is the pod
 // issue's work; until it lands, pod tests run against the reference kubelet
 // only, and say so when skipped.
-var runsPods = map[string]bool{"upstream": true, "bosun": false}
+var runsPods = map[string]bool{"upstream": true, "bosun": true}
 
 func requirePods(t *testing.T, env clusterEnv) {
 	t.Helper()

@@ -1,0 +1,114 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/bosun-dev/bosun/internal/podsync"
+	"github.com/bosun-dev/bosun/internal/server"
+)
+
+// host is the node API's read-only view of the agent.
+type host struct {
+	pods    *pods
+	configz any
+	spec    any
+}
+
+var _ server.Host = (*host)(nil)
+
+// withStatus returns the pod with the status the agent holds, when it has one.
+func (h *host) withStatus(p *corev1.Pod) *corev1.Pod {
+	if st, ok := h.pods.status.Status(p.UID); ok {
+		p = p.DeepCopy()
+		p.Status = st
+	}
+	return p
+}
+
+func (h *host) Pod(namespace, name string) (*corev1.Pod, bool) {
+	p, err := h.pods.source.Lister().Pods(namespace).Get(name)
+	if err != nil {
+		return nil, false
+	}
+	return h.withStatus(p), true
+}
+
+func (h *host) Pods() []*corev1.Pod {
+	all, _ := h.pods.source.Lister().List(labels.Everything())
+	out := make([]*corev1.Pod, 0, len(all))
+	for _, p := range all {
+		out = append(out, h.withStatus(p))
+	}
+	return out
+}
+
+// RunningPods groups the runtime's running containers by pod.
+func (h *host) RunningPods(ctx context.Context) ([]*corev1.Pod, error) {
+	rt := h.pods.deps.rt
+	sandboxes, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}})
+	if err != nil {
+		return nil, err
+	}
+	ctrs, err := rt.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
+	if err != nil {
+		return nil, err
+	}
+	byUID := map[string]*corev1.Pod{}
+	var out []*corev1.Pod
+	for _, sb := range sandboxes {
+		p := &corev1.Pod{}
+		p.Name, p.Namespace, p.UID = sb.Metadata.GetName(), sb.Metadata.GetNamespace(), types.UID(sb.Metadata.GetUid())
+		byUID[sb.Metadata.GetUid()] = p
+		out = append(out, p)
+	}
+	for _, c := range ctrs {
+		if p, ok := byUID[podsync.PodUIDOf(c.Labels)]; ok {
+			p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: c.Metadata.GetName(), Image: c.Image.GetImage()})
+		}
+	}
+	return out, nil
+}
+
+// Container finds the latest (or, with previous, the one before) instance of
+// a container, with upstream's messages when there is none.
+func (h *host) Container(ctx context.Context, pod *corev1.Pod, name string, previous bool) (string, string, error) {
+	rp, err := h.pods.syncer.Inspect(ctx, string(pod.UID))
+	if err != nil {
+		return "", "", err
+	}
+	runs := rp.ContainersNamed(name)
+	idx := 0
+	if previous {
+		idx = 1
+	}
+	if len(runs) <= idx {
+		if previous {
+			return "", "", fmt.Errorf("previous terminated container %q in pod %q not found", name, pod.Name)
+		}
+		return "", "", fmt.Errorf("container %q in pod %q is waiting to start: %s", name, pod.Name, waitingReason(pod, name))
+	}
+	return runs[idx].Id, runs[idx].LogPath, nil
+}
+
+func waitingReason(pod *corev1.Pod, name string) string {
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
+		for _, cs := range list {
+			if cs.Name == name && cs.State.Waiting != nil {
+				return cs.State.Waiting.Reason
+			}
+		}
+	}
+	return "ContainerCreating"
+}
+
+func (h *host) Runtime() internalapi.RuntimeService { return h.pods.deps.rt.RuntimeService }
+func (h *host) Healthy() error                      { return h.pods.pleg.Healthy() }
+func (h *host) Configz() any                        { return h.configz }
+func (h *host) Spec() any                           { return h.spec }

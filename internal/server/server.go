@@ -1,0 +1,244 @@
+// Package server is the node API: HTTPS on port 10250 behind authentication
+// and authorization, healthz on 127.0.0.1:10248, and the read-only port when
+// it is configured. It sees the rest of the agent through Host, read-only.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/component-base/metrics/legacyregistry"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	"k8s.io/klog/v2"
+)
+
+// Host is what the node API reads from the agent.
+type Host interface {
+	// Pod finds a pod this node runs by namespace and name.
+	Pod(namespace, name string) (*corev1.Pod, bool)
+	// Pods lists this node's pods with the statuses the agent holds.
+	Pods() []*corev1.Pod
+	// RunningPods lists the pods the runtime runs.
+	RunningPods(ctx context.Context) ([]*corev1.Pod, error)
+	// Container finds a container's runtime ID and log file; previous asks
+	// for the instance before the latest.
+	Container(ctx context.Context, pod *corev1.Pod, name string, previous bool) (id, logPath string, err error)
+	// Runtime is the CRI runtime, for streaming and logs.
+	Runtime() internalapi.RuntimeService
+	// Healthy reports the agent's health (sync loop, PLEG).
+	Healthy() error
+	// Configz is the running KubeletConfiguration.
+	Configz() any
+	// Spec is the machine's description.
+	Spec() any
+}
+
+// Config says where and how to serve.
+type Config struct {
+	Address        string                                               // address:port of the API
+	HealthzAddress string                                               // address:port of healthz ("" disables)
+	ReadOnlyAddr   string                                               // address:port of the read-only API ("" disables)
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error) // the serving certificate, re-read each handshake
+	MinTLSVersion  uint16                                               // tlsMinVersion
+	CipherSuites   []uint16                                             // tlsCipherSuites
+	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
+	LogDir         string                                               // the folder /logs/ serves (/var/log)
+	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
+}
+
+// Server is the node API.
+type Server struct {
+	cfg  Config
+	host Host
+	auth *Auth
+}
+
+// New checks cfg and builds the server.
+func New(cfg Config, host Host, auth *Auth) (*Server, error) {
+	if cfg.GetCertificate == nil || host == nil || auth == nil {
+		return nil, errors.New("server: a certificate, a host and auth are required")
+	}
+	return &Server{cfg: cfg, host: host, auth: auth}, nil
+}
+
+// Routes is every path of the secure API, unauthenticated. Handler wraps it.
+func (s *Server) Routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	s.addHealthz(mux)
+	mux.HandleFunc("GET /pods", s.pods)
+	mux.HandleFunc("GET /pods/", s.pods)
+	mux.HandleFunc("GET /runningpods/", s.runningPods)
+	mux.HandleFunc("GET /configz", s.jsonOf(func() any { return map[string]any{"kubeletconfig": s.host.Configz()} }))
+	mux.HandleFunc("GET /spec/", s.jsonOf(s.host.Spec))
+	mux.Handle("GET /metrics", legacyregistry.Handler())
+	if s.cfg.Debugging {
+		s.addDebugging(mux)
+	}
+	return mux
+}
+
+func (s *Server) addHealthz(mux *http.ServeMux) {
+	ok := func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") }
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.host.Healthy(); err != nil {
+			writeText(w, http.StatusInternalServerError, "[-]syncloop failed: "+err.Error()+"\nhealthz check failed")
+			return
+		}
+		ok(w, r)
+	})
+	mux.HandleFunc("GET /healthz/ping", ok)
+	mux.HandleFunc("GET /healthz/log", ok)
+	mux.HandleFunc("GET /healthz/syncloop", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.host.Healthy(); err != nil {
+			writeText(w, http.StatusInternalServerError, "internal server error: "+err.Error())
+			return
+		}
+		ok(w, r)
+	})
+}
+
+func (s *Server) addDebugging(mux *http.ServeMux) {
+	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", s.containerLogs)
+	mux.Handle("GET /logs/", http.StripPrefix("/logs", http.HandlerFunc(s.varLogs)))
+	for _, method := range []string{"GET", "POST"} {
+		mux.HandleFunc(method+" /exec/{namespace}/{pod}/{container}", s.exec)
+		mux.HandleFunc(method+" /exec/{namespace}/{pod}/{uid}/{container}", s.exec)
+		mux.HandleFunc(method+" /attach/{namespace}/{pod}/{container}", s.attach)
+		mux.HandleFunc(method+" /attach/{namespace}/{pod}/{uid}/{container}", s.attach)
+		mux.HandleFunc(method+" /portForward/{namespace}/{pod}", s.portForward)
+		mux.HandleFunc(method+" /portForward/{namespace}/{pod}/{uid}", s.portForward)
+	}
+	mux.HandleFunc("POST /run/{namespace}/{pod}/{container}", s.run)
+	mux.HandleFunc("POST /run/{namespace}/{pod}/{uid}/{container}", s.run)
+}
+
+// Handler is the secure API: every route behind authentication and
+// authorization.
+func (s *Server) Handler() http.Handler { return s.auth.Filter(s.Routes()) }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	tlsCfg := &tls.Config{
+		GetCertificate: s.cfg.GetCertificate, MinVersion: s.cfg.MinTLSVersion, CipherSuites: s.cfg.CipherSuites,
+		ClientAuth: tls.RequestClientCert, NextProtos: []string{"h2", "http/1.1"},
+	}
+	if tlsCfg.MinVersion == 0 {
+		tlsCfg.MinVersion = tls.VersionTLS12
+	}
+	secure := &http.Server{Addr: s.cfg.Address, Handler: withLogger(logger, s.Handler()), TLSConfig: tlsCfg,
+		ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 1 << 20}
+	servers := []*http.Server{secure}
+	errs := make(chan error, 3)
+	go func() { errs <- serveTLS(secure) }()
+	if s.cfg.HealthzAddress != "" {
+		hz := http.NewServeMux()
+		s.addHealthz(hz)
+		h := &http.Server{Addr: s.cfg.HealthzAddress, Handler: onlyPath(hz, "/healthz"), ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, h)
+		go func() { errs <- h.ListenAndServe() }()
+	}
+	if s.cfg.ReadOnlyAddr != "" {
+		ro := &http.Server{Addr: s.cfg.ReadOnlyAddr, Handler: withLogger(logger, s.readOnly()), ReadHeaderTimeout: 30 * time.Second}
+		servers = append(servers, ro)
+		go func() { errs <- ro.ListenAndServe() }()
+	}
+	logger.Info("Serving the node API", "address", s.cfg.Address, "healthz", s.cfg.HealthzAddress, "readOnly", s.cfg.ReadOnlyAddr)
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			for _, srv := range servers {
+				_ = srv.Close()
+			}
+			return fmt.Errorf("node API server failed: %w", err)
+		}
+	}
+	for _, srv := range servers {
+		_ = srv.Close()
+	}
+	return nil
+}
+
+func serveTLS(srv *http.Server) error {
+	ln, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(tls.NewListener(ln, srv.TLSConfig))
+}
+
+// onlyPath serves exactly one path of h (healthz: no other handler on that
+// port, upstream CVE-2019-11248).
+func onlyPath(h http.Handler, path string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readOnly serves the read-only paths without authentication, as the
+// read-only port does when an operator turns it on.
+func (s *Server) readOnly() http.Handler {
+	mux := http.NewServeMux()
+	s.addHealthz(mux)
+	mux.HandleFunc("GET /pods", s.pods)
+	mux.HandleFunc("GET /pods/", s.pods)
+	mux.HandleFunc("GET /spec/", s.jsonOf(s.host.Spec))
+	mux.Handle("GET /metrics", legacyregistry.Handler())
+	return mux
+}
+
+func withLogger(logger klog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(klog.NewContext(r.Context(), logger)))
+	})
+}
+
+func (s *Server) jsonOf(get func() any) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, get()) }
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		writeText(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(data)
+}
+
+// pods lists this node's pods as the agent sees them.
+func (s *Server) pods(w http.ResponseWriter, _ *http.Request) {
+	list := corev1.PodList{}
+	list.Kind, list.APIVersion = "PodList", "v1"
+	for _, p := range s.host.Pods() {
+		list.Items = append(list.Items, *p)
+	}
+	writeJSON(w, list)
+}
+
+func (s *Server) runningPods(w http.ResponseWriter, r *http.Request) {
+	pods, err := s.host.RunningPods(r.Context())
+	if err != nil {
+		writeText(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	list := corev1.PodList{}
+	list.Kind, list.APIVersion = "PodList", "v1"
+	for _, p := range pods {
+		list.Items = append(list.Items, *p)
+	}
+	writeJSON(w, list)
+}
