@@ -68,55 +68,66 @@ func New(cfg Config, host Host, auth *Auth) (*Server, error) {
 	return &Server{cfg: cfg, host: host, auth: auth}, nil
 }
 
+// route is one pattern of the secure API.
+type route struct {
+	pattern string       // ServeMux pattern, with its method
+	handler http.Handler // unauthenticated handler
+}
+
+// routeTable is every route of the secure API; Routes and the authorization
+// coverage test both read it.
+func (s *Server) routeTable() []route {
+	ok := func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") }
+	rs := []route{
+		{"GET /healthz", http.HandlerFunc(s.healthz)},
+		{"GET /healthz/ping", http.HandlerFunc(ok)},
+		{"GET /healthz/log", http.HandlerFunc(ok)},
+		{"GET /healthz/syncloop", http.HandlerFunc(s.healthz)},
+		{"GET /pods", http.HandlerFunc(s.pods)},
+		{"GET /pods/", http.HandlerFunc(s.pods)},
+		{"GET /runningpods/", http.HandlerFunc(s.runningPods)},
+		{"GET /configz", s.jsonOf(func() any { return map[string]any{"kubeletconfig": s.host.Configz()} })},
+		{"GET /spec/", s.jsonOf(s.host.Spec)},
+		{"GET /metrics", legacyregistry.Handler()},
+	}
+	if !s.cfg.Debugging {
+		return rs
+	}
+	rs = append(rs,
+		route{"GET /containerLogs/{namespace}/{pod}/{container}", http.HandlerFunc(s.containerLogs)},
+		route{"GET /logs/", http.StripPrefix("/logs", http.HandlerFunc(s.varLogs))},
+		route{"POST /run/{namespace}/{pod}/{container}", http.HandlerFunc(s.run)},
+		route{"POST /run/{namespace}/{pod}/{uid}/{container}", http.HandlerFunc(s.run)},
+	)
+	for _, method := range []string{"GET", "POST"} {
+		rs = append(rs,
+			route{method + " /exec/{namespace}/{pod}/{container}", http.HandlerFunc(s.exec)},
+			route{method + " /exec/{namespace}/{pod}/{uid}/{container}", http.HandlerFunc(s.exec)},
+			route{method + " /attach/{namespace}/{pod}/{container}", http.HandlerFunc(s.attach)},
+			route{method + " /attach/{namespace}/{pod}/{uid}/{container}", http.HandlerFunc(s.attach)},
+			route{method + " /portForward/{namespace}/{pod}", http.HandlerFunc(s.portForward)},
+			route{method + " /portForward/{namespace}/{pod}/{uid}", http.HandlerFunc(s.portForward)},
+		)
+	}
+	return rs
+}
+
 // Routes is every path of the secure API, unauthenticated. Handler wraps it.
 func (s *Server) Routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	s.addHealthz(mux)
-	mux.HandleFunc("GET /pods", s.pods)
-	mux.HandleFunc("GET /pods/", s.pods)
-	mux.HandleFunc("GET /runningpods/", s.runningPods)
-	mux.HandleFunc("GET /configz", s.jsonOf(func() any { return map[string]any{"kubeletconfig": s.host.Configz()} }))
-	mux.HandleFunc("GET /spec/", s.jsonOf(s.host.Spec))
-	mux.Handle("GET /metrics", legacyregistry.Handler())
-	if s.cfg.Debugging {
-		s.addDebugging(mux)
+	for _, r := range s.routeTable() {
+		mux.Handle(r.pattern, r.handler)
 	}
 	return mux
 }
 
-func (s *Server) addHealthz(mux *http.ServeMux) {
-	ok := func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") }
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.host.Healthy(); err != nil {
-			writeText(w, http.StatusInternalServerError, "[-]syncloop failed: "+err.Error()+"\nhealthz check failed")
-			return
-		}
-		ok(w, r)
-	})
-	mux.HandleFunc("GET /healthz/ping", ok)
-	mux.HandleFunc("GET /healthz/log", ok)
-	mux.HandleFunc("GET /healthz/syncloop", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.host.Healthy(); err != nil {
-			writeText(w, http.StatusInternalServerError, "internal server error: "+err.Error())
-			return
-		}
-		ok(w, r)
-	})
-}
-
-func (s *Server) addDebugging(mux *http.ServeMux) {
-	mux.HandleFunc("GET /containerLogs/{namespace}/{pod}/{container}", s.containerLogs)
-	mux.Handle("GET /logs/", http.StripPrefix("/logs", http.HandlerFunc(s.varLogs)))
-	for _, method := range []string{"GET", "POST"} {
-		mux.HandleFunc(method+" /exec/{namespace}/{pod}/{container}", s.exec)
-		mux.HandleFunc(method+" /exec/{namespace}/{pod}/{uid}/{container}", s.exec)
-		mux.HandleFunc(method+" /attach/{namespace}/{pod}/{container}", s.attach)
-		mux.HandleFunc(method+" /attach/{namespace}/{pod}/{uid}/{container}", s.attach)
-		mux.HandleFunc(method+" /portForward/{namespace}/{pod}", s.portForward)
-		mux.HandleFunc(method+" /portForward/{namespace}/{pod}/{uid}", s.portForward)
+// healthz answers ok while the agent is healthy.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := s.host.Healthy(); err != nil {
+		writeText(w, http.StatusInternalServerError, "[-]syncloop failed: "+err.Error()+"\nhealthz check failed")
+		return
 	}
-	mux.HandleFunc("POST /run/{namespace}/{pod}/{container}", s.run)
-	mux.HandleFunc("POST /run/{namespace}/{pod}/{uid}/{container}", s.run)
+	writeText(w, http.StatusOK, "ok")
 }
 
 // Handler is the secure API: every route behind authentication and
@@ -139,9 +150,7 @@ func (s *Server) Run(ctx context.Context) error {
 	errs := make(chan error, 3)
 	go func() { errs <- serveTLS(secure) }()
 	if s.cfg.HealthzAddress != "" {
-		hz := http.NewServeMux()
-		s.addHealthz(hz)
-		h := &http.Server{Addr: s.cfg.HealthzAddress, Handler: onlyPath(hz, "/healthz"), ReadHeaderTimeout: 5 * time.Second}
+		h := &http.Server{Addr: s.cfg.HealthzAddress, Handler: onlyPath(http.HandlerFunc(s.healthz), "/healthz"), ReadHeaderTimeout: 5 * time.Second}
 		servers = append(servers, h)
 		go func() { errs <- h.ListenAndServe() }()
 	}
@@ -191,11 +200,12 @@ func onlyPath(h http.Handler, path string) http.Handler {
 // read-only port does when an operator turns it on.
 func (s *Server) readOnly() http.Handler {
 	mux := http.NewServeMux()
-	s.addHealthz(mux)
-	mux.HandleFunc("GET /pods", s.pods)
-	mux.HandleFunc("GET /pods/", s.pods)
-	mux.HandleFunc("GET /spec/", s.jsonOf(s.host.Spec))
-	mux.Handle("GET /metrics", legacyregistry.Handler())
+	for _, r := range s.routeTable() {
+		switch r.pattern {
+		case "GET /healthz", "GET /pods", "GET /pods/", "GET /spec/", "GET /metrics":
+			mux.Handle(r.pattern, r.handler)
+		}
+	}
 	return mux
 }
 

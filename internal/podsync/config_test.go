@@ -1,0 +1,261 @@
+package podsync
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestExpand(t *testing.T) {
+	vars := map[string]string{"A": "alpha", "B": "beta"}
+	for in, want := range map[string]string{
+		"$(A)-$(B)":    "alpha-beta",
+		"$$(A)":        "$(A)",
+		"$(MISSING)":   "$(MISSING)",
+		"$(A":          "$(A",
+		"plain $ sign": "plain $ sign",
+		"$":            "$",
+		"$$":           "$",
+		"x$(A)y":       "xalphay",
+	} {
+		if got := Expand(in, vars); got != want {
+			t.Errorf("Expand(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// fakeObjects serves ConfigMaps, Secrets and Services from maps.
+type fakeObjects struct {
+	cms      map[string]*corev1.ConfigMap
+	secrets  map[string]*corev1.Secret
+	services map[string][]*corev1.Service
+}
+
+func (f *fakeObjects) ConfigMap(_ context.Context, ns, name string) (*corev1.ConfigMap, error) {
+	if cm, ok := f.cms[ns+"/"+name]; ok {
+		return cm, nil
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "configmaps"}, name)
+}
+
+func (f *fakeObjects) Secret(_ context.Context, ns, name string) (*corev1.Secret, error) {
+	if s, ok := f.secrets[ns+"/"+name]; ok {
+		return s, nil
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, name)
+}
+
+func (f *fakeObjects) Services(_ context.Context, ns string) ([]*corev1.Service, error) {
+	return f.services[ns], nil
+}
+
+var _ Objects = (*fakeObjects)(nil)
+
+func envPod() *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1", Labels: map[string]string{"app": "web"}},
+		Spec:       corev1.PodSpec{NodeName: "node-1", ServiceAccountName: "sa"},
+	}
+}
+
+func TestContainerEnv(t *testing.T) {
+	objs := &fakeObjects{
+		cms:     map[string]*corev1.ConfigMap{"ns/cm": {Data: map[string]string{"k": "from-cm", "other": "o"}}},
+		secrets: map[string]*corev1.Secret{"ns/s": {Data: map[string][]byte{"pw": []byte("hunter2")}}},
+		services: map[string][]*corev1.Service{"default": {{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"},
+			Spec: corev1.ServiceSpec{ClusterIP: "10.254.0.1", Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}}}}},
+	}
+	optional := true
+	c := &corev1.Container{
+		Name:      "c",
+		Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}},
+		EnvFrom:   []corev1.EnvFromSource{{Prefix: "CM_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}}}},
+		Env: []corev1.EnvVar{
+			{Name: "PLAIN", Value: "v"},
+			{Name: "EXPANDED", Value: "$(PLAIN)-$(CM_k)"},
+			{Name: "POD", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "LABEL", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels['app']"}}},
+			{Name: "IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+			{Name: "MEM", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.memory", Divisor: resource.MustParse("1Mi")}}},
+			{Name: "CPU", ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{Resource: "limits.cpu"}}},
+			{Name: "PW", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}, Key: "pw"}}},
+			{Name: "OPT", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "none"}, Key: "k", Optional: &optional}}},
+		},
+	}
+	in := envInputs{pod: envPod(), podIPs: []string{"10.88.0.9"}, hostIPs: []string{"10.0.0.1"},
+		allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}
+	kvs, err := containerEnv(context.Background(), objs, in, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range kvs {
+		got[kv.Key] = kv.Value
+	}
+	want := map[string]string{
+		"PLAIN": "v", "EXPANDED": "v-from-cm", "POD": "p", "LABEL": "web", "IP": "10.88.0.9", "MEM": "64", "CPU": "2",
+		"PW": "hunter2", "OPT": "", "CM_k": "from-cm", "CM_other": "o",
+		"KUBERNETES_SERVICE_HOST": "10.254.0.1", "KUBERNETES_SERVICE_PORT": "443", "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+		"KUBERNETES_PORT": "tcp://10.254.0.1:443", "KUBERNETES_PORT_443_TCP_ADDR": "10.254.0.1",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestContainerEnvMissingRefsAreConfigErrors(t *testing.T) {
+	objs := &fakeObjects{cms: map[string]*corev1.ConfigMap{"ns/cm": {Data: map[string]string{}}}}
+	cases := map[string]corev1.EnvVar{
+		"couldn't find key k in ConfigMap ns/cm": {Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k"}}},
+		`configmap "gone" not found`: {Name: "X", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Key: "k"}}},
+		`secret "gone" not found`: {Name: "X", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "gone"}, Key: "k"}}},
+	}
+	for want, e := range cases {
+		_, err := containerEnv(context.Background(), objs, envInputs{pod: envPod()}, &corev1.Container{Env: []corev1.EnvVar{e}})
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Msg != want {
+			t.Errorf("got %v, want ConfigError %q", err, want)
+		}
+	}
+}
+
+func TestDNSConfig(t *testing.T) {
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 1.1.1.1\nsearch host.example\noptions rotate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := NodeSettings{ClusterDNS: []string{"10.254.0.2"}, ClusterDomain: "cluster.local", ResolvConf: resolv}
+	two := "2"
+	cases := []struct {
+		name   string
+		mutate func(*corev1.Pod)
+		node   NodeSettings
+		want   *runtimeapi.DNSConfig
+	}{
+		{"ClusterFirst", func(*corev1.Pod) {}, n, &runtimeapi.DNSConfig{Servers: []string{"10.254.0.2"},
+			Searches: []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "host.example"}, Options: []string{"ndots:5"}}},
+		{"Default", func(p *corev1.Pod) { p.Spec.DNSPolicy = corev1.DNSDefault }, n,
+			&runtimeapi.DNSConfig{Servers: []string{"1.1.1.1"}, Searches: []string{"host.example"}, Options: []string{"rotate"}}},
+		{"ClusterFirst on the host network falls back to Default", func(p *corev1.Pod) { p.Spec.HostNetwork = true }, n,
+			&runtimeapi.DNSConfig{Servers: []string{"1.1.1.1"}, Searches: []string{"host.example"}, Options: []string{"rotate"}}},
+		{"ClusterFirstWithHostNet", func(p *corev1.Pod) { p.Spec.HostNetwork = true; p.Spec.DNSPolicy = corev1.DNSClusterFirstWithHostNet }, n,
+			&runtimeapi.DNSConfig{Servers: []string{"10.254.0.2"},
+				Searches: []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "host.example"}, Options: []string{"ndots:5"}}},
+		{"None with dnsConfig", func(p *corev1.Pod) {
+			p.Spec.DNSPolicy = corev1.DNSNone
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"9.9.9.9"}, Searches: []string{"a.b"}, Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &two}}}
+		}, n, &runtimeapi.DNSConfig{Servers: []string{"9.9.9.9"}, Searches: []string{"a.b"}, Options: []string{"ndots:2"}}},
+		{"dnsConfig options override", func(p *corev1.Pod) {
+			p.Spec.DNSConfig = &corev1.PodDNSConfig{Options: []corev1.PodDNSConfigOption{{Name: "ndots", Value: &two}, {Name: "edns0"}}}
+		}, n, &runtimeapi.DNSConfig{Servers: []string{"10.254.0.2"},
+			Searches: []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "host.example"}, Options: []string{"ndots:2", "edns0"}}},
+		{"no clusterDNS: Default", func(*corev1.Pod) {}, NodeSettings{ResolvConf: resolv},
+			&runtimeapi.DNSConfig{Servers: []string{"1.1.1.1"}, Searches: []string{"host.example"}, Options: []string{"rotate"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := envPod()
+			tc.mutate(pod)
+			got, err := DNSConfig(tc.node, pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Servers, tc.want.Servers) || !reflect.DeepEqual(got.Searches, tc.want.Searches) || !reflect.DeepEqual(got.Options, tc.want.Options) {
+				t.Fatalf("got %v / %v / %v\nwant %v / %v / %v", got.Servers, got.Searches, got.Options, tc.want.Servers, tc.want.Searches, tc.want.Options)
+			}
+		})
+	}
+}
+
+func TestQOSAndResources(t *testing.T) {
+	res := func(req, lim string) corev1.ResourceRequirements {
+		r := corev1.ResourceRequirements{}
+		if req != "" {
+			r.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(req), corev1.ResourceMemory: resource.MustParse("64Mi")}
+		}
+		if lim != "" {
+			r.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(lim), corev1.ResourceMemory: resource.MustParse("64Mi")}
+		}
+		return r
+	}
+	pod := func(r corev1.ResourceRequirements) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "u"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Resources: r}}}}
+	}
+	n := NodeSettings{CgroupsPerQOS: true, CgroupDriver: "cgroupfs", CPUCFSQuota: true}
+	cases := []struct {
+		r      corev1.ResourceRequirements
+		qos    corev1.PodQOSClass
+		parent string
+		shares int64
+		quota  int64
+		oom    int64
+	}{
+		{corev1.ResourceRequirements{}, corev1.PodQOSBestEffort, "/kubepods/besteffort/podu", 2, 0, 1000},
+		{res("500m", "500m"), corev1.PodQOSGuaranteed, "/kubepods/podu", 512, 50000, -997},
+		{res("250m", "1"), corev1.PodQOSBurstable, "/kubepods/burstable/podu", 256, 100000, 999},
+	}
+	for _, tc := range cases {
+		p := pod(tc.r)
+		if q := QOSClass(p); q != tc.qos {
+			t.Errorf("QOS %s, want %s", q, tc.qos)
+		}
+		if got := CgroupParent(n, p); got != tc.parent {
+			t.Errorf("parent %s, want %s", got, tc.parent)
+		}
+		r := containerResources(n, p, &p.Spec.Containers[0], 1<<40)
+		if r.CpuShares != tc.shares || r.CpuQuota != tc.quota || r.OomScoreAdj != tc.oom {
+			t.Errorf("%s: shares=%d quota=%d oom=%d, want %d %d %d", tc.qos, r.CpuShares, r.CpuQuota, r.OomScoreAdj, tc.shares, tc.quota, tc.oom)
+		}
+	}
+	sys := NodeSettings{CgroupsPerQOS: true, CgroupDriver: "systemd"}
+	if got := CgroupParent(sys, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "a-b"}}); got != "kubepods-besteffort-poda_b.slice" {
+		t.Errorf("systemd parent %s", got)
+	}
+}
+
+func TestManagedEtcHosts(t *testing.T) {
+	pod := envPod()
+	pod.Spec.Hostname, pod.Spec.Subdomain = "web-0", "web"
+	pod.Spec.HostAliases = []corev1.HostAlias{{IP: "1.2.3.4", Hostnames: []string{"foo", "bar"}}}
+	got := managedHosts(NodeSettings{ClusterDomain: "cluster.local"}, pod, []string{"10.88.0.5"})
+	for _, want := range []string{"# Kubernetes-managed hosts file.", "127.0.0.1\tlocalhost", "10.88.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0", "1.2.3.4\tfoo\tbar"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("hosts file lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestRunAsNonRoot(t *testing.T) {
+	yes, root, user := true, int64(0), int64(1000)
+	pod := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes}}}
+	c := &corev1.Container{Name: "c"}
+	if err := checkRunAsNonRoot(pod, c, &root, ""); err == nil || !strings.Contains(err.Error(), "image will run as root") {
+		t.Errorf("image uid 0: %v", err)
+	}
+	if err := checkRunAsNonRoot(pod, c, nil, "nobody"); err == nil || !strings.Contains(err.Error(), "non-numeric user (nobody)") {
+		t.Errorf("named user: %v", err)
+	}
+	if err := checkRunAsNonRoot(pod, c, &user, ""); err != nil {
+		t.Errorf("image uid 1000: %v", err)
+	}
+	c.SecurityContext = &corev1.SecurityContext{RunAsUser: &root}
+	if err := checkRunAsNonRoot(pod, c, &user, ""); err == nil {
+		t.Error("runAsUser 0 accepted")
+	}
+}

@@ -1,0 +1,166 @@
+package podsync
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func ready(id string, attempt uint32) *runtimeapi.PodSandboxStatus {
+	return &runtimeapi.PodSandboxStatus{Id: id, State: runtimeapi.PodSandboxState_SANDBOX_READY, Metadata: &runtimeapi.PodSandboxMetadata{Attempt: attempt}}
+}
+
+func notReady(id string, attempt uint32) *runtimeapi.PodSandboxStatus {
+	s := ready(id, attempt)
+	s.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	return s
+}
+
+func ctr(name, sandbox string, state runtimeapi.ContainerState, exit int32) *Container {
+	return &Container{SandboxID: sandbox, ContainerStatus: &runtimeapi.ContainerStatus{
+		Id: name + "-" + sandbox, Metadata: &runtimeapi.ContainerMetadata{Name: name}, State: state, ExitCode: exit, FinishedAt: 1,
+	}}
+}
+
+const (
+	running = runtimeapi.ContainerState_CONTAINER_RUNNING
+	exited  = runtimeapi.ContainerState_CONTAINER_EXITED
+	created = runtimeapi.ContainerState_CONTAINER_CREATED
+)
+
+func testPod(policy corev1.RestartPolicy, inits []corev1.Container, names ...string) *corev1.Pod {
+	p := &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: policy, InitContainers: inits}}
+	for _, n := range names {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: n})
+	}
+	return p
+}
+
+func sidecar(name string) corev1.Container {
+	always := corev1.ContainerRestartPolicyAlways
+	return corev1.Container{Name: name, RestartPolicy: &always}
+}
+
+func TestComputePlan(t *testing.T) {
+	never, always, onFailure := corev1.RestartPolicyNever, corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure
+	inits := []corev1.Container{{Name: "init1"}, {Name: "init2"}}
+	cases := []struct {
+		name    string
+		pod     *corev1.Pod
+		rt      *RuntimePod
+		backoff bool
+		want    Plan
+	}{
+		{"new pod: sandbox, then the first init container", testPod(always, inits, "app"), &RuntimePod{},
+			false, Plan{CreateSandbox: true, Start: []string{"init1"}}},
+		{"new pod without init: all app containers", testPod(always, nil, "a", "b"), &RuntimePod{},
+			false, Plan{CreateSandbox: true, Start: []string{"a", "b"}}},
+		{"init1 running: wait", testPod(always, inits, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("init1", "s1", running, 0)}},
+			false, Plan{}},
+		{"init1 done: init2", testPod(always, inits, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("init1", "s1", exited, 0)}},
+			false, Plan{Start: []string{"init2"}}},
+		{"init failed under Never: pod fails", testPod(never, inits, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("init1", "s1", exited, 1)}},
+			false, Plan{InitFailed: "init1"}},
+		{"init failed under Always: restart it", testPod(always, inits, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("init1", "s1", exited, 1)}},
+			false, Plan{Start: []string{"init1"}}},
+		{"inits done: apps", testPod(always, inits, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("init2", "s1", exited, 0), ctr("init1", "s1", exited, 0)}},
+			false, Plan{Start: []string{"app"}}},
+		{"sidecar starts before the next init", testPod(always, []corev1.Container{sidecar("side"), {Name: "init"}}, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}},
+			false, Plan{Start: []string{"side"}}},
+		{"sidecar running: next init", testPod(always, []corev1.Container{sidecar("side"), {Name: "init"}}, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("side", "s1", running, 0)}},
+			false, Plan{Start: []string{"init"}}},
+		{"sidecar exited in a Never pod: restarted anyway", testPod(never, []corev1.Container{sidecar("side")}, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("side", "s1", exited, 0), ctr("app", "s1", running, 0)}},
+			false, Plan{Start: []string{"side"}}},
+		{"crashed under Always, not in backoff: restart", testPod(always, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 2)}},
+			false, Plan{Start: []string{"app"}}},
+		{"crashed under Always, in backoff: wait", testPod(always, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 2)}},
+			true, Plan{Waiting: map[string]string{"app": "CrashLoopBackOff"}}},
+		{"succeeded under OnFailure: stays down", testPod(onFailure, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 0)}},
+			false, Plan{}},
+		{"failed under OnFailure: restart", testPod(onFailure, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 1)}},
+			false, Plan{Start: []string{"app"}}},
+		{"failed under Never: stays down", testPod(never, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 1)}},
+			false, Plan{}},
+		{"created but never started: start", testPod(never, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", created, 0)}},
+			false, Plan{Start: []string{"app"}}},
+		{"sandbox died: kill, new sandbox with the next attempt, containers again", testPod(always, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{notReady("s1", 2)}, Containers: []*Container{ctr("app", "s1", running, 0)}},
+			false, Plan{KillPod: true, CreateSandbox: true, SandboxAttempt: 3, Start: []string{"app"}}},
+		{"finished Never pod with a dead sandbox: nothing", testPod(never, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{notReady("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, 0)}},
+			false, Plan{}},
+		{"running: nothing", testPod(always, nil, "app"),
+			&RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", running, 0)}},
+			false, Plan{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ComputePlan(PlanInput{Pod: tc.pod, Runtime: tc.rt, InBackOff: func(string, time.Time) bool { return tc.backoff }})
+			if tc.want.Waiting == nil {
+				tc.want.Waiting = map[string]string{}
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestComputePlanRestartsOnSpecChange(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "app")
+	c := ctr("app", "s1", running, 0)
+	c.Annotations = map[string]string{annotationHash: "old"}
+	got := ComputePlan(PlanInput{Pod: pod, Runtime: &RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{c}},
+		Hashes: map[string]string{"app": "new"}})
+	if !reflect.DeepEqual(got.Kill, []string{c.Id}) || !reflect.DeepEqual(got.Start, []string{"app"}) {
+		t.Fatalf("plan %+v", got)
+	}
+}
+
+func TestBackoffDoublesToMaxAndForgets(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := NewBackoff()
+	b.Now = func() time.Time { return now }
+	if b.InBackOffSince("k", now) {
+		t.Fatal("first retry must be immediate")
+	}
+	var delays []time.Duration
+	for i := 0; i < 7; i++ {
+		b.Next("k")
+		delays = append(delays, b.Delay("k"))
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 300 * time.Second, 300 * time.Second}
+	if !reflect.DeepEqual(delays, want) {
+		t.Fatalf("delays %v, want %v", delays, want)
+	}
+	if !b.InBackOffSince("k", now.Add(-299*time.Second)) || b.InBackOffSince("k", now.Add(-301*time.Second)) {
+		t.Error("backoff window wrong")
+	}
+	now = now.Add(11 * time.Minute) // untouched for over twice the max
+	if b.Delay("k") != 0 {
+		t.Error("a stale entry should be forgotten")
+	}
+	b.Next("x/a")
+	b.Next("x/b")
+	b.Forget("x/")
+	if b.Delay("x/a") != 0 || b.Delay("x/b") != 0 {
+		t.Error("Forget by prefix")
+	}
+}

@@ -1,0 +1,121 @@
+package podsync
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func statusOf(pod *corev1.Pod, rt *RuntimePod, waiting map[string]Waiting, terminal bool) corev1.PodStatus {
+	return PodStatus(StatusInput{Pod: pod, Runtime: rt, Waiting: waiting, RuntimeName: "containerd", HostIPs: []string{"10.0.0.1"},
+		Now: time.Unix(100, 0), Terminal: terminal})
+}
+
+func readySandbox() []*runtimeapi.PodSandboxStatus {
+	s := ready("s1", 0)
+	s.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: "10.88.0.7"}
+	return []*runtimeapi.PodSandboxStatus{s}
+}
+
+func condition(st corev1.PodStatus, t corev1.PodConditionType) corev1.PodCondition {
+	for _, c := range st.Conditions {
+		if c.Type == t {
+			return c
+		}
+	}
+	return corev1.PodCondition{}
+}
+
+func TestPodPhases(t *testing.T) {
+	always, never, onFailure := corev1.RestartPolicyAlways, corev1.RestartPolicyNever, corev1.RestartPolicyOnFailure
+	cases := []struct {
+		name     string
+		pod      *corev1.Pod
+		ctrs     []*Container
+		waiting  map[string]Waiting
+		terminal bool
+		want     corev1.PodPhase
+	}{
+		{"nothing yet", testPod(always, nil, "a"), nil, nil, false, corev1.PodPending},
+		{"running", testPod(always, nil, "a"), []*Container{ctr("a", "s1", running, 0)}, nil, false, corev1.PodRunning},
+		{"one running one creating", testPod(always, nil, "a", "b"), []*Container{ctr("a", "s1", running, 0)}, nil, false, corev1.PodPending},
+		{"Never, exit 0", testPod(never, nil, "a"), []*Container{ctr("a", "s1", exited, 0)}, nil, false, corev1.PodSucceeded},
+		{"Never, exit 1", testPod(never, nil, "a"), []*Container{ctr("a", "s1", exited, 1)}, nil, false, corev1.PodFailed},
+		{"OnFailure, exit 0", testPod(onFailure, nil, "a"), []*Container{ctr("a", "s1", exited, 0)}, nil, false, corev1.PodSucceeded},
+		{"OnFailure, exit 1 restarting", testPod(onFailure, nil, "a"), []*Container{ctr("a", "s1", exited, 1)},
+			map[string]Waiting{"a": {Reason: "CrashLoopBackOff"}}, false, corev1.PodRunning},
+		{"Always, exited", testPod(always, nil, "a"), []*Container{ctr("a", "s1", exited, 0)}, nil, false, corev1.PodRunning},
+		{"init running", testPod(always, []corev1.Container{{Name: "i"}}, "a"), []*Container{ctr("i", "s1", running, 0)}, nil, false, corev1.PodPending},
+		{"init failed, Never", testPod(never, []corev1.Container{{Name: "i"}}, "a"), []*Container{ctr("i", "s1", exited, 1)}, nil, false, corev1.PodFailed},
+		{"deleted while running", testPod(always, nil, "a"), []*Container{ctr("a", "s1", exited, 137)}, nil, true, corev1.PodFailed},
+		{"deleted after success", testPod(always, nil, "a"), []*Container{ctr("a", "s1", exited, 0)}, nil, true, corev1.PodSucceeded},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := statusOf(tc.pod, &RuntimePod{Sandboxes: readySandbox(), Containers: tc.ctrs}, tc.waiting, tc.terminal)
+			if st.Phase != tc.want {
+				t.Fatalf("phase %s, want %s", st.Phase, tc.want)
+			}
+		})
+	}
+}
+
+func TestPodStatusFields(t *testing.T) {
+	dir := t.TempDir()
+	msgFile := filepath.Join(dir, "msg")
+	if err := os.WriteFile(msgFile, []byte("goodbye"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a", "b")
+	a := ctr("a", "s1", running, 0)
+	a.StartedAt = time.Unix(50, 0).UnixNano()
+	a.Annotations = map[string]string{annotationRestartCount: "2"}
+	b := ctr("b", "s1", exited, 3)
+	b.Annotations = map[string]string{annotationTermMsgPath: "/dev/termination-log"}
+	b.Mounts = []*runtimeapi.Mount{{ContainerPath: "/dev/termination-log", HostPath: msgFile}}
+	st := statusOf(pod, &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{a, b}},
+		map[string]Waiting{"b": {Reason: "CrashLoopBackOff", Message: "back-off"}}, false)
+	if st.PodIP != "10.88.0.7" || st.HostIP != "10.0.0.1" || st.StartTime == nil || st.QOSClass != corev1.PodQOSBestEffort {
+		t.Errorf("pod fields %+v", st)
+	}
+	as, bs := st.ContainerStatuses[0], st.ContainerStatuses[1]
+	if as.State.Running == nil || !as.Ready || as.RestartCount != 2 || as.ContainerID != "containerd://a-s1" || *as.Started != true {
+		t.Errorf("a: %+v", as)
+	}
+	if bs.State.Waiting == nil || bs.State.Waiting.Reason != "CrashLoopBackOff" || bs.LastTerminationState.Terminated == nil ||
+		bs.LastTerminationState.Terminated.ExitCode != 3 || bs.LastTerminationState.Terminated.Reason != "Error" ||
+		bs.LastTerminationState.Terminated.Message != "goodbye" {
+		t.Errorf("b: %+v", bs)
+	}
+	if c := condition(st, corev1.PodReady); c.Status != corev1.ConditionFalse || c.Message != "containers with unready status: [b]" {
+		t.Errorf("Ready %+v", c)
+	}
+	if c := condition(st, corev1.PodReadyToStartContainers); c.Status != corev1.ConditionTrue {
+		t.Errorf("PodReadyToStartContainers %+v", c)
+	}
+	if c := condition(st, corev1.PodInitialized); c.Status != corev1.ConditionTrue {
+		t.Errorf("Initialized %+v", c)
+	}
+}
+
+func TestFallbackToLogsOnError(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "0.log")
+	content := "2024-01-01T00:00:00.000000000Z stdout F first\n2024-01-01T00:00:01.000000000Z stderr F boom\n"
+	if err := os.WriteFile(log, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := corev1.Container{Name: "a", TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError}
+	r := ctr("a", "s1", exited, 1)
+	r.LogPath = log
+	if got := terminationMessage(c, r); got != "first\nboom\n" {
+		t.Errorf("message %q", got)
+	}
+	r.ExitCode = 0
+	if got := terminationMessage(c, r); got != "" {
+		t.Errorf("success should not fall back to logs: %q", got)
+	}
+}
