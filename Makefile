@@ -28,7 +28,7 @@ deps: ## Install the node software from Debian when missing
 
 .PHONY: tools
 tools: ## Build the pinned upstream control plane, kubelet, kubectl, etcd, agnhost
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet agnhost
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet agnhost nnp
 
 .PHONY: harness
 harness:
@@ -60,6 +60,15 @@ test-e2e: ## e2e tests against the local cluster (brought up when it is not), pe
 	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
 	  $(GO) test -count=1 -tags e2e -timeout 30m -v ./test/e2e/ || rc=1; \
 	done; exit $$rc
+
+.PHONY: conformance
+conformance: up ## Upstream NodeConformance specs against the node agent (KUBELET=, FOCUS=, SKIP=)
+	@hack/build-tools.sh e2e.test ginkgo
+	@KUBELET=$(KUBELET) hack/conformance.sh
+
+.PHONY: conformance-doc
+conformance-doc: ## Regenerate docs/conformance.md from the latest runs of both agents
+	$(GO) run ./hack/conformance doc docs/conformance.md _output/conformance/upstream _output/conformance/bosun
 
 .PHONY: verify
 verify: ## gofmt, go vet, golangci-lint

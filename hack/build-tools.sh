@@ -28,6 +28,8 @@ build_one() {
       go test -c -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" k8s.io/kubernetes/test/e2e ;;
     agnhost)
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/agnhost ;;
+    nnp)
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/nonewprivs ;;
     ginkgo)
       go build -trimpath -o "$out/$name.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
     *) echo "unknown tool $name" >&2; return 2 ;;

@@ -121,6 +121,7 @@ func (l *layout) writeEnv() error {
 		{"CERT_DIR", l.certDir()},
 		{"ROOT_DIR", l.rootDir()},
 		{"CONFIG_FILE", l.configFile()},
+		{"STATIC_POD_PATH", l.staticPodPath()},
 		{"BOOTSTRAP_KUBECONFIG", l.bootstrapKubeconfig()},
 		{"NODE_KUBECONFIG", l.nodeKubeconfig()},
 		{"CA_CERT", pk("ca.pem")},

@@ -21,6 +21,8 @@ var offlineImages = []imageSpec{
 	{ref: pauseImage, fill: fillPause, config: imageConfig{Entrypoint: []string{"/pause"}, User: "65535:65535"}},
 	{ref: "registry.k8s.io/e2e-test-images/busybox:1.37.0-1", fill: fillBusybox, config: busyboxConfig},
 	{ref: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", fill: fillBusybox, config: busyboxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/nonroot:1.5", fill: fillBusybox, config: imageConfig{Cmd: []string{"sh"}, Env: []string{defaultPath}, User: "1234"}},
+	{ref: "registry.k8s.io/e2e-test-images/nonewprivs:1.4", fill: fillNonewprivs, config: imageConfig{Cmd: []string{"nnp"}, Env: []string{defaultPath}}},
 	{ref: "registry.k8s.io/e2e-test-images/agnhost:2.63.0", fill: fillAgnhost, config: imageConfig{
 		Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{defaultPath},
 		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}},
@@ -116,6 +118,18 @@ func fillAgnhost(l *layout, r *rootfs) error {
 	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
 	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
 	r.dir("/home/user-defined-in-image", 0o755)
+	return nil
+}
+
+// fillNonewprivs is busybox plus upstream's nnp test program, setuid root,
+// which prints the effective user it runs as.
+func fillNonewprivs(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	if err := r.hostFile("/usr/local/bin/nnp", l.binary("nnp"), 0o4755); err != nil {
+		return fmt.Errorf("%w (hack/build-tools.sh nnp builds it)", err)
+	}
 	return nil
 }
 

@@ -72,6 +72,7 @@ func (l *layout) bootstrapKubeconfig() string {
 }
 func (l *layout) nodeKubeconfig() string   { return filepath.Join(nodeDir, "kubelet.kubeconfig") }
 func (l *layout) configFile() string       { return filepath.Join(nodeDir, "kubelet-config.yaml") }
+func (l *layout) staticPodPath() string    { return filepath.Join(nodeDir, "manifests") }
 func (l *layout) adminKubeconfig() string  { return filepath.Join(l.out, "admin.kubeconfig") }
 func (l *layout) containerdConfig() string { return filepath.Join(l.out, "containerd", "config.toml") }
 func (l *layout) agentBinary() string {

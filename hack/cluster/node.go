@@ -67,13 +67,14 @@ readOnlyPort: 0
 port: 10250
 address: "{{NODE_IP}}"
 # Not in the seed: this machine has cgroup v1, which kubelet v1.36 refuses
-# unless told otherwise.
+# unless told otherwise; static pods for the tests.
 failCgroupV1: false
+staticPodPath: "{{STATIC}}"
 `
 
 // writeNodeFiles writes the bootstrap kubeconfig and the KubeletConfiguration.
 func (l *layout) writeNodeFiles(token string) error {
-	for _, d := range []string{nodeDir, l.certDir(), l.rootDir()} {
+	for _, d := range []string{nodeDir, l.certDir(), l.rootDir(), l.staticPodPath()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
@@ -82,7 +83,7 @@ func (l *layout) writeNodeFiles(token string) error {
 		return err
 	}
 	cfg := strings.NewReplacer("{{CA}}", filepath.Join(l.pki, "ca.pem"), "{{DNS}}", clusterDNSIP,
-		"{{POD_CIDR}}", podCIDR, "{{NODE_IP}}", nodeIP).Replace(kubeletConfigTemplate)
+		"{{POD_CIDR}}", podCIDR, "{{NODE_IP}}", nodeIP, "{{STATIC}}", l.staticPodPath()).Replace(kubeletConfigTemplate)
 	return writeFileAtomic(l.configFile(), []byte(cfg), 0o644)
 }
 

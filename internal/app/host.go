@@ -33,6 +33,9 @@ func (h *host) withStatus(p *corev1.Pod) *corev1.Pod {
 }
 
 func (h *host) Pod(namespace, name string) (*corev1.Pod, bool) {
+	if sp, ok := h.pods.staticPod(namespace, name); ok {
+		return h.withStatus(sp), true
+	}
 	p, err := h.pods.source.Lister().Pods(namespace).Get(name)
 	if err != nil {
 		return nil, false
@@ -44,7 +47,14 @@ func (h *host) Pods() []*corev1.Pod {
 	all, _ := h.pods.source.Lister().List(labels.Everything())
 	out := make([]*corev1.Pod, 0, len(all))
 	for _, p := range all {
-		out = append(out, h.withStatus(p))
+		if p.Annotations["kubernetes.io/config.mirror"] == "" {
+			out = append(out, h.withStatus(p))
+		}
+	}
+	if h.pods.static != nil {
+		for _, sp := range h.pods.static.StaticPods() {
+			out = append(out, h.withStatus(sp))
+		}
 	}
 	return out
 }

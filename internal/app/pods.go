@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -27,6 +29,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/podworkers"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/status"
+	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
 // podsDeps are what the pod machinery is built from.
@@ -43,6 +46,7 @@ type podsDeps struct {
 type pods struct {
 	deps     podsDeps
 	source   *podsource.API
+	static   *podsource.Static // nil without staticPodPath/staticPodURL
 	services informers.SharedInformerFactory
 	status   *status.Manager
 	syncer   *podsync.Syncer
@@ -64,6 +68,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	for _, ip := range d.nodeIPs {
 		hostIPs = append(hostIPs, ip.String())
 	}
+	objs := &apiObjects{client: d.client, services: svcLister, tokens: map[string]cachedToken{}}
 	maxParallel := int32(0)
 	if kc.MaxParallelImagePulls != nil {
 		maxParallel = *kc.MaxParallelImagePulls
@@ -76,7 +81,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			RootDir: d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName,
 		},
-		Objects:     &apiObjects{client: d.client, services: svcLister},
+		Objects:     objs,
+		Volumes:     &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs},
 		Recorder:    recorder,
 		HostIPs:     hostIPs,
 		MemCapacity: d.machine.MemoryBytes,
@@ -110,8 +116,34 @@ func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
 	if err := p.source.Run(ctx, p.workers); err != nil {
 		return err
 	}
+	if kc := p.deps.cfg.Kubelet; kc.StaticPodPath != "" || kc.StaticPodURL != "" {
+		p.static = &podsource.Static{
+			Dir: kc.StaticPodPath, URL: kc.StaticPodURL, Every: kc.FileCheckFrequency.Duration, NodeName: p.deps.nodeName,
+			Client: p.deps.client, Pods: p.source.Lister(),
+			NodeUID: func() types.UID {
+				if n, err := nodes.Get(p.deps.nodeName); err == nil {
+					return n.UID
+				}
+				return ""
+			},
+		}
+		go p.static.Run(ctx, p.workers)
+	}
 	go p.housekeeping(ctx)
 	return nil
+}
+
+// staticPod finds a static pod by namespace and name.
+func (p *pods) staticPod(namespace, name string) (*corev1.Pod, bool) {
+	if p.static == nil {
+		return nil, false
+	}
+	for _, sp := range p.static.StaticPods() {
+		if sp.Namespace == namespace && sp.Name == name {
+			return sp, true
+		}
+	}
+	return nil, false
 }
 
 // housekeeping removes sandboxes of pods this agent no longer knows: pods
@@ -144,6 +176,13 @@ func (p *pods) housekeeping(ctx context.Context) {
 }
 
 func (p *pods) podExists(uid types.UID) bool {
+	if p.static != nil {
+		for _, sp := range p.static.StaticPods() {
+			if sp.UID == uid {
+				return true
+			}
+		}
+	}
 	all, _ := p.source.Lister().List(labels.Everything())
 	for _, pod := range all {
 		if pod.UID == uid {
@@ -154,10 +193,46 @@ func (p *pods) podExists(uid types.UID) bool {
 }
 
 // apiObjects reads ConfigMaps and Secrets from the apiserver (the node
-// authorizer lets a node read those its pods use) and Services from a watch.
+// authorizer lets a node read those its pods use), Services from a watch,
+// and requests service account tokens bound to pods.
 type apiObjects struct {
 	client   kubernetes.Interface
 	services corelisters.ServiceLister
+	mu       sync.Mutex
+	tokens   map[string]cachedToken // pod UID|account|audience|expiry -> token
+}
+
+type cachedToken struct {
+	token           string
+	issued, expires time.Time
+}
+
+// Token returns a cached token until 80% of its life (at most 24 h) has
+// passed, then requests a new one, as upstream's token manager does.
+func (o *apiObjects) Token(ctx context.Context, pod *corev1.Pod, sa, audience string, exp int64) (string, error) {
+	key := fmt.Sprintf("%s|%s|%s|%d", pod.UID, sa, audience, exp)
+	now := time.Now()
+	o.mu.Lock()
+	c, ok := o.tokens[key]
+	o.mu.Unlock()
+	if ok && now.Before(c.issued.Add(min(c.expires.Sub(c.issued)*8/10, 24*time.Hour))) {
+		return c.token, nil
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		ExpirationSeconds: &exp,
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	if audience != "" {
+		req.Spec.Audiences = []string{audience}
+	}
+	resp, err := o.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	o.mu.Lock()
+	o.tokens[key] = cachedToken{token: resp.Status.Token, issued: now, expires: resp.Status.ExpirationTimestamp.Time}
+	o.mu.Unlock()
+	return resp.Status.Token, nil
 }
 
 func (o *apiObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
@@ -178,5 +253,6 @@ func (o *apiObjects) Services(_ context.Context, ns string) ([]*corev1.Service, 
 
 var (
 	_       podsync.Objects = (*apiObjects)(nil)
+	_       volumes.Objects = (*apiObjects)(nil)
 	getOpts                 = metav1.GetOptions{}
 )

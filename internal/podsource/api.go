@@ -21,7 +21,8 @@ type Handler interface {
 	Delete(pod *corev1.Pod)
 }
 
-// API watches the pods bound to one node.
+// API watches the pods bound to one node. Mirror pods are not delivered:
+// their static pods come from the Static source.
 type API struct {
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
@@ -44,13 +45,21 @@ func (a *API) Lister() corelisters.PodLister { return a.lister }
 // been delivered.
 func (a *API) Run(ctx context.Context, h Handler) error {
 	_, err := a.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { h.Update(obj.(*corev1.Pod)) },
-		UpdateFunc: func(_, obj any) { h.Update(obj.(*corev1.Pod)) },
+		AddFunc: func(obj any) {
+			if pod := obj.(*corev1.Pod); !IsMirror(pod) {
+				h.Update(pod)
+			}
+		},
+		UpdateFunc: func(_, obj any) {
+			if pod := obj.(*corev1.Pod); !IsMirror(pod) {
+				h.Update(pod)
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = t.Obj
 			}
-			if pod, ok := obj.(*corev1.Pod); ok {
+			if pod, ok := obj.(*corev1.Pod); ok && !IsMirror(pod) {
 				h.Delete(pod)
 			}
 		},

@@ -14,6 +14,8 @@ import (
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
 // SyncerConfig wires a Syncer.
@@ -26,6 +28,14 @@ type SyncerConfig struct {
 	HostIPs     []string                   // the node's IPs
 	MemCapacity int64                      // node memory, for OOM scores
 	Allocatable func() corev1.ResourceList // node allocatable, for resourceFieldRef defaults
+	Volumes     VolumeManager              // sets up and tears down pod volumes
+}
+
+// VolumeManager sets up a pod's volumes (again on every sync, to refresh
+// content) and tears them down once its containers are gone.
+type VolumeManager interface {
+	Setup(ctx context.Context, pod *corev1.Pod) (map[string]volumes.Volume, error)
+	Teardown(pod *corev1.Pod) error
 }
 
 // Syncer carries out plans against the CRI runtime. It keeps no pod state of
@@ -37,8 +47,8 @@ type Syncer struct {
 
 // NewSyncer checks cfg.
 func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
-	if cfg.Runtime == nil || cfg.Images == nil {
-		return nil, errors.New("podsync: Runtime and Images are required")
+	if cfg.Runtime == nil || cfg.Images == nil || cfg.Volumes == nil {
+		return nil, errors.New("podsync: Runtime, Images and Volumes are required")
 	}
 	return &Syncer{cfg: cfg, backoff: NewBackoff()}, nil
 }
@@ -106,7 +116,13 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 		res.Waiting[name] = Waiting{Reason: reason, Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", delay, name, pod.Name, pod.Namespace, pod.UID)}
 		res.Requeue = time.Second
 	}
-	if err := s.apply(ctx, pod, rp, plan, res); err != nil {
+	vols, err := s.cfg.Volumes.Setup(ctx, pod)
+	if err != nil {
+		s.event(pod, corev1.EventTypeWarning, "FailedMount", err.Error())
+		res.Requeue = 2 * time.Second
+		plan.Start = nil // nothing starts without its volumes
+	}
+	if err := s.apply(ctx, pod, rp, plan, vols, res); err != nil {
 		return nil, err
 	}
 	if res.Runtime, err = s.Inspect(ctx, string(pod.UID)); err != nil {
@@ -119,7 +135,7 @@ func backoffKey(pod *corev1.Pod, container string) string {
 	return string(pod.UID) + "/" + container
 }
 
-func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, res *SyncResult) error {
+func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) error {
 	logger := klog.FromContext(ctx)
 	if plan.KillPod {
 		logger.V(2).Info("Sandbox is not ready; restarting the pod's sandbox", "pod", klog.KObj(pod))
@@ -150,7 +166,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 	}
 	ips := sandboxIPs(pod, sb, s.cfg.HostIPs)
 	for _, name := range plan.Start {
-		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips); err != nil {
+		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips, vols); err != nil {
 			return err
 		} else if w != nil {
 			res.Waiting[name] = *w
@@ -212,7 +228,7 @@ func sandboxIPs(pod *corev1.Pod, sb *runtimeapi.PodSandboxStatus, hostIPs []stri
 // startContainer pulls, creates and starts one container. A problem the
 // pod's author must fix is returned as a Waiting reason.
 func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, name, sandboxID string,
-	sbConfig *runtimeapi.PodSandboxConfig, podIPs []string) (*Waiting, error) {
+	sbConfig *runtimeapi.PodSandboxConfig, podIPs []string, vols map[string]volumes.Volume) (*Waiting, error) {
 	c := findContainer(pod, name)
 	if c == nil {
 		return nil, fmt.Errorf("container %q is not in the pod spec", name)
@@ -232,7 +248,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		}
 		return nil, err
 	}
-	config, err := s.containerConfig(ctx, pod, c, restarts, imageRef, image, podIPs)
+	config, err := s.containerConfig(ctx, pod, c, restarts, imageRef, image, podIPs, vols)
 	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -256,7 +272,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 }
 
 func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, restarts int32, imageRef string,
-	image *runtimeapi.Image, podIPs []string) (*runtimeapi.ContainerConfig, error) {
+	image *runtimeapi.Image, podIPs []string, vols map[string]volumes.Volume) (*runtimeapi.ContainerConfig, error) {
 	var uid *int64
 	user := ""
 	if image != nil {
@@ -276,7 +292,14 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 	if err != nil {
 		return nil, err
 	}
-	var mounts []*runtimeapi.Mount
+	vars := map[string]string{}
+	for _, kv := range env {
+		vars[kv.Key] = kv.Value
+	}
+	mounts, err := volumes.Mounts(c, vols, func(in string) string { return Expand(in, vars) })
+	if err != nil {
+		return nil, &ConfigError{Msg: err.Error()}
+	}
 	if m, err := terminationLogMount(s.cfg.Node, pod, c); err != nil {
 		return nil, err
 	} else {
@@ -368,6 +391,9 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		if err := s.cfg.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
 			return fmt.Errorf("failed to remove sandbox %s: %w", sb.Id, err)
 		}
+	}
+	if err := s.cfg.Volumes.Teardown(pod); err != nil {
+		return fmt.Errorf("failed to tear down volumes: %w", err)
 	}
 	s.backoff.Forget(string(pod.UID) + "/")
 	return os.RemoveAll(s.cfg.Node.PodDir(pod))

@@ -64,8 +64,8 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		return retryAfterError
 	}
 	grace := podsync.GracePeriod(pod)
-	if removed && pod.DeletionTimestamp == nil {
-		grace = 0 // deleted without a graceful phase we saw
+	if removed && pod.DeletionTimestamp == nil && !isStatic(pod) {
+		grace = 0 // force-deleted from the apiserver: no graceful phase
 	}
 	if err := w.cfg.Syncer.Kill(w.ctx, pod, rp, grace); err != nil {
 		logger.Error(err, "Error stopping pod, will retry", "pod", klog.KObj(pod))
@@ -108,4 +108,10 @@ func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (tim
 		return retryAfterError, false
 	}
 	return 0, true
+}
+
+// isStatic: a static pod removed from its file still gets its grace period.
+func isStatic(pod *corev1.Pod) bool {
+	src := pod.Annotations["kubernetes.io/config.source"]
+	return src == "file" || src == "http"
 }

@@ -21,6 +21,10 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// mirrorAnnotation marks the apiserver's copy of a static pod, whose status
+// is the static pod's.
+const mirrorAnnotation = "kubernetes.io/config.mirror"
+
 // entry is the latest status Bosun holds for one pod.
 type entry struct {
 	namespace, name string
@@ -138,7 +142,7 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 	if err != nil {
 		return err
 	}
-	if current.UID != uid {
+	if current.UID != uid && current.Annotations[mirrorAnnotation] != string(uid) {
 		return nil // a new pod took the name
 	}
 	if !apiequality.Semantic.DeepEqual(current.Status, want.status) {

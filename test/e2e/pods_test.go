@@ -322,3 +322,63 @@ func TestAgentKill9AdoptsRunningContainers(t *testing.T) {
 		}
 	}
 }
+
+// A static pod file runs a pod with a mirror pod in the apiserver; a deleted
+// mirror comes back; removing the file stops the pod and its mirror.
+func TestStaticPod(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ctx := context.Background()
+	dir := env["STATIC_POD_PATH"]
+	if dir == "" {
+		t.Fatal("no STATIC_POD_PATH in the cluster env")
+	}
+	manifest := `apiVersion: v1
+kind: Pod
+metadata:
+  name: static-web
+  namespace: default
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+    command: ["sh", "-c", "echo static-hello; sleep 3600"]
+`
+	file := dir + "/static-web.yaml"
+	bad := dir + "/broken.yaml"
+	if err := os.WriteFile(bad, []byte("apiVersion: v1\nkind: Pod\nspec: [oops\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(file); os.Remove(bad) })
+	name := "static-web-" + env["NODE_NAME"]
+	mirror := waitPod(t, cs, "default", name, 90*time.Second, "a Running mirror pod", running)
+	if mirror.Annotations["kubernetes.io/config.mirror"] == "" || mirror.Annotations["kubernetes.io/config.source"] != "file" {
+		t.Errorf("mirror annotations %v", mirror.Annotations)
+	}
+	out, err := env.kubectl(ctx, "", "-n", "default", "logs", name)
+	if err != nil || !strings.Contains(out, "static-hello") {
+		t.Errorf("logs of the static pod: %v %q", err, out)
+	}
+	if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	again := waitPod(t, cs, "default", name, 90*time.Second, "recreated", func(p *corev1.Pod) bool { return p.UID != mirror.UID && running(p) })
+	if again.Status.ContainerStatuses[0].ContainerID != mirror.Status.ContainerStatuses[0].ContainerID {
+		t.Errorf("deleting the mirror restarted the static pod's container")
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatalf("mirror pod still there after the file was removed")
+	}
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the upstream NodeConformance specs against the local cluster's node
+# agent and writes _output/conformance/<agent>/{junit.xml,summary.txt,run.log}.
+# Exits non-zero only when the run itself broke (no report), not for failed
+# specs: the summary is the result.
+#   KUBELET=bosun|upstream  FOCUS=regexp  SKIP=regexp  PROCS=n  LABELS=expr
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+agent=${KUBELET:-bosun}
+procs=${PROCS:-4}
+labels=${LABELS:-NodeConformance && !Serial && !Disruptive && !Flaky && !Slow}
+out="_output/conformance/$agent"
+source _output/local/env
+if [[ "$KUBELET" != "$agent" ]]; then
+  echo "the running cluster's agent is $KUBELET, not $agent" >&2
+  exit 2
+fi
+rm -rf "$out" && mkdir -p "$out"
+args=(run --procs="$procs" --timeout=60m --no-color --label-filter="$labels" --junit-report=junit.xml --output-dir="$out")
+[[ -n "${FOCUS:-}" ]] && args+=(--focus="$FOCUS")
+[[ -n "${SKIP:-}" ]] && args+=(--skip="$SKIP")
+echo ">>> NodeConformance against KUBELET=$agent ($procs processes; log in $out/run.log)"
+start=$SECONDS
+_output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
+  --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$out" > "$out/run.log" 2>&1
+rc=$?
+echo $((SECONDS - start)) > "$out/wall-seconds"
+if [[ ! -s "$out/junit.xml" ]]; then
+  echo "the conformance run broke (exit $rc) without a report; see $out/run.log" >&2
+  tail -20 "$out/run.log" >&2
+  exit 1
+fi
+go run ./hack/conformance summary "$out" | head -1
+echo "(details: $out/summary.txt)"

@@ -1,0 +1,461 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Objects reads what volumes are made of.
+type Objects interface {
+	ConfigMap(ctx context.Context, namespace, name string) (*corev1.ConfigMap, error)
+	Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	// Token returns a service account token bound to the pod.
+	Token(ctx context.Context, pod *corev1.Pod, serviceAccount, audience string, expirationSeconds int64) (string, error)
+}
+
+// Volume is one set-up volume of a pod.
+type Volume struct {
+	Path     string // on the host
+	ReadOnly bool   // content volumes are always mounted read-only
+	HostPath bool   // a hostPath volume: subPath needs no containment check against our own folders
+}
+
+// Manager sets volumes up under <root-dir>/pods/<uid>/volumes.
+type Manager struct {
+	RootDir     string                     // --root-dir
+	Objects     Objects                    // ConfigMaps, Secrets, tokens
+	Allocatable func() corev1.ResourceList // node allocatable for resourceFieldRef defaults
+}
+
+// UnsupportedError names a volume type Bosun cannot set up.
+type UnsupportedError struct{ Volume, Type string }
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("volume %q has type %s, which this node does not support", e.Volume, e.Type)
+}
+
+func (m *Manager) podVolumesDir(pod *corev1.Pod) string {
+	return filepath.Join(m.RootDir, "pods", string(pod.UID), "volumes")
+}
+
+// Setup makes every volume of the pod ready (again: content volumes are
+// refreshed on each call) and returns them by name.
+func (m *Manager) Setup(ctx context.Context, pod *corev1.Pod) (map[string]Volume, error) {
+	out := map[string]Volume{}
+	for i := range pod.Spec.Volumes {
+		v := &pod.Spec.Volumes[i]
+		vol, err := m.setupOne(ctx, pod, v)
+		if err != nil {
+			return nil, fmt.Errorf("MountVolume.SetUp failed for volume %q : %w", v.Name, err)
+		}
+		out[v.Name] = vol
+	}
+	return out, nil
+}
+
+func (m *Manager) setupOne(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (Volume, error) {
+	gid := -1
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		gid = int(*sc.FSGroup)
+	}
+	dir := func(plugin string) string {
+		return filepath.Join(m.podVolumesDir(pod), "kubernetes.io~"+plugin, v.Name)
+	}
+	switch {
+	case v.EmptyDir != nil:
+		return m.emptyDir(dir("empty-dir"), v.EmptyDir, gid)
+	case v.HostPath != nil:
+		return hostPath(v.HostPath)
+	case v.ConfigMap != nil:
+		files, err := m.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, mode(v.ConfigMap.DefaultMode, 0o644))
+		return m.content(dir("configmap"), files, err, gid, false)
+	case v.Secret != nil:
+		files, err := m.secretFiles(ctx, pod.Namespace, v.Secret.SecretName, v.Secret.Items, v.Secret.Optional, mode(v.Secret.DefaultMode, 0o644))
+		return m.content(dir("secret"), files, err, gid, true)
+	case v.DownwardAPI != nil:
+		files, err := m.downwardFiles(pod, v.DownwardAPI.Items, mode(v.DownwardAPI.DefaultMode, 0o644))
+		return m.content(dir("downward-api"), files, err, gid, false)
+	case v.Projected != nil:
+		files, err := m.projectedFiles(ctx, pod, v.Projected)
+		return m.content(dir("projected"), files, err, gid, true)
+	}
+	return Volume{}, &UnsupportedError{Volume: v.Name, Type: volumeType(v)}
+}
+
+func mode(m *int32, def os.FileMode) os.FileMode {
+	if m == nil {
+		return def
+	}
+	return os.FileMode(*m) & 0o777
+}
+
+// content writes a content volume atomically, on tmpfs when it holds secrets.
+func (m *Manager) content(dir string, files map[string]File, err error, gid int, tmpfs bool) (Volume, error) {
+	if err != nil {
+		return Volume{}, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Volume{}, err
+	}
+	if tmpfs && !isMountPoint(dir) {
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+			return Volume{}, fmt.Errorf("failed to mount tmpfs at %s: %w", dir, err)
+		}
+	}
+	if gid >= 0 {
+		for p, f := range files {
+			f.Mode |= 0o440
+			files[p] = f
+		}
+	}
+	if _, err := WriteAtomic(dir, files, gid); err != nil {
+		return Volume{}, err
+	}
+	return Volume{Path: dir, ReadOnly: true}, nil
+}
+
+func (m *Manager) emptyDir(dir string, ed *corev1.EmptyDirVolumeSource, gid int) (Volume, error) {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return Volume{}, err
+	}
+	if ed.Medium == corev1.StorageMediumMemory && !isMountPoint(dir) {
+		opts := "mode=0777"
+		if ed.SizeLimit != nil && ed.SizeLimit.Value() > 0 {
+			opts += ",size=" + strconv.FormatInt(ed.SizeLimit.Value(), 10)
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
+			return Volume{}, fmt.Errorf("failed to mount tmpfs at %s: %w", dir, err)
+		}
+	}
+	perm := os.FileMode(0o777)
+	if gid >= 0 {
+		if err := os.Lchown(dir, -1, gid); err != nil {
+			return Volume{}, err
+		}
+		perm |= os.ModeSetgid
+	}
+	if err := os.Chmod(dir, perm); err != nil {
+		return Volume{}, err
+	}
+	return Volume{Path: dir}, nil
+}
+
+// hostPath checks the path against its type, creating it for the OrCreate types.
+func hostPath(hp *corev1.HostPathVolumeSource) (Volume, error) {
+	t := corev1.HostPathUnset
+	if hp.Type != nil {
+		t = *hp.Type
+	}
+	fi, err := os.Stat(hp.Path)
+	switch t {
+	case corev1.HostPathDirectoryOrCreate:
+		if os.IsNotExist(err) {
+			if err := os.MkdirAll(hp.Path, 0o755); err != nil {
+				return Volume{}, err
+			}
+			return Volume{Path: hp.Path, HostPath: true}, nil
+		}
+		t = corev1.HostPathDirectory
+	case corev1.HostPathFileOrCreate:
+		if os.IsNotExist(err) {
+			if err := os.MkdirAll(filepath.Dir(hp.Path), 0o755); err != nil {
+				return Volume{}, err
+			}
+			f, err := os.OpenFile(hp.Path, os.O_CREATE|os.O_RDONLY, 0o644)
+			if err != nil {
+				return Volume{}, err
+			}
+			f.Close()
+			return Volume{Path: hp.Path, HostPath: true}, nil
+		}
+		t = corev1.HostPathFile
+	}
+	if t == corev1.HostPathUnset {
+		return Volume{Path: hp.Path, HostPath: true}, nil
+	}
+	if err != nil {
+		return Volume{}, fmt.Errorf("hostPath type check failed: %s is not a %s", hp.Path, t)
+	}
+	ok := map[corev1.HostPathType]bool{
+		corev1.HostPathDirectory: fi.IsDir(),
+		corev1.HostPathFile:      fi.Mode().IsRegular(),
+		corev1.HostPathSocket:    fi.Mode()&os.ModeSocket != 0,
+		corev1.HostPathCharDev:   fi.Mode()&os.ModeCharDevice != 0,
+		corev1.HostPathBlockDev:  fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0,
+	}[t]
+	if !ok {
+		return Volume{}, fmt.Errorf("hostPath type check failed: %s is not a %s", hp.Path, t)
+	}
+	return Volume{Path: hp.Path, HostPath: true}, nil
+}
+
+func notFound(err error, optional *bool) bool {
+	return apierrors.IsNotFound(err) && optional != nil && *optional
+}
+
+func (m *Manager) configMapFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode) (map[string]File, error) {
+	cm, err := m.Objects.ConfigMap(ctx, ns, name)
+	if notFound(err, optional) {
+		return map[string]File{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	data := map[string][]byte{}
+	for k, v := range cm.Data {
+		data[k] = []byte(v)
+	}
+	for k, v := range cm.BinaryData {
+		data[k] = v
+	}
+	return project(data, items, optional, def, "configmap", name)
+}
+
+func (m *Manager) secretFiles(ctx context.Context, ns, name string, items []corev1.KeyToPath, optional *bool, def os.FileMode) (map[string]File, error) {
+	s, err := m.Objects.Secret(ctx, ns, name)
+	if notFound(err, optional) {
+		return map[string]File{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return project(s.Data, items, optional, def, "secret", name)
+}
+
+// project picks keys to paths: all keys by name, or the listed items.
+func project(data map[string][]byte, items []corev1.KeyToPath, optional *bool, def os.FileMode, kind, name string) (map[string]File, error) {
+	out := map[string]File{}
+	if len(items) == 0 {
+		for k, v := range data {
+			out[k] = File{Data: v, Mode: def}
+		}
+		return out, nil
+	}
+	for _, it := range items {
+		v, ok := data[it.Key]
+		if !ok {
+			if optional != nil && *optional {
+				continue
+			}
+			return nil, fmt.Errorf("configuration error: %s %q has no key %q", kind, name, it.Key)
+		}
+		out[it.Path] = File{Data: v, Mode: mode(it.Mode, def)}
+	}
+	return out, nil
+}
+
+func (m *Manager) downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, def os.FileMode) (map[string]File, error) {
+	out := map[string]File{}
+	for _, it := range items {
+		var val string
+		var err error
+		switch {
+		case it.FieldRef != nil:
+			val, err = fieldValue(pod, it.FieldRef.FieldPath)
+		case it.ResourceFieldRef != nil:
+			val, err = resourceValue(pod, it.ResourceFieldRef, m.allocatable())
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[it.Path] = File{Data: []byte(val), Mode: mode(it.Mode, def)}
+	}
+	return out, nil
+}
+
+func (m *Manager) allocatable() corev1.ResourceList {
+	if m.Allocatable == nil {
+		return nil
+	}
+	return m.Allocatable()
+}
+
+func (m *Manager) projectedFiles(ctx context.Context, pod *corev1.Pod, p *corev1.ProjectedVolumeSource) (map[string]File, error) {
+	def := mode(p.DefaultMode, 0o644)
+	out := map[string]File{}
+	for _, src := range p.Sources {
+		var files map[string]File
+		var err error
+		switch {
+		case src.ConfigMap != nil:
+			files, err = m.configMapFiles(ctx, pod.Namespace, src.ConfigMap.Name, src.ConfigMap.Items, src.ConfigMap.Optional, def)
+		case src.Secret != nil:
+			files, err = m.secretFiles(ctx, pod.Namespace, src.Secret.Name, src.Secret.Items, src.Secret.Optional, def)
+		case src.DownwardAPI != nil:
+			files, err = m.downwardFiles(pod, src.DownwardAPI.Items, def)
+		case src.ServiceAccountToken != nil:
+			files, err = m.tokenFile(ctx, pod, src.ServiceAccountToken, def)
+		default:
+			return nil, fmt.Errorf("projected volume source of an unsupported type (clusterTrustBundle, podCertificate)")
+		}
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range files {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func (m *Manager) tokenFile(ctx context.Context, pod *corev1.Pod, t *corev1.ServiceAccountTokenProjection, def os.FileMode) (map[string]File, error) {
+	exp := int64(3600)
+	if t.ExpirationSeconds != nil {
+		exp = *t.ExpirationSeconds
+	}
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	tok, err := m.Objects.Token(ctx, pod, sa, t.Audience, exp)
+	if err != nil {
+		return nil, fmt.Errorf("failed to fetch token: %w", err)
+	}
+	return map[string]File{t.Path: {Data: []byte(tok), Mode: def}}, nil
+}
+
+// fieldValue is a downward API field as a volume file shows it.
+func fieldValue(pod *corev1.Pod, path string) (string, error) {
+	switch path {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "metadata.labels":
+		return formatMap(pod.Labels), nil
+	case "metadata.annotations":
+		return formatMap(pod.Annotations), nil
+	}
+	if k, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
+		return pod.Labels[strings.TrimSuffix(k, "']")], nil
+	}
+	if k, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
+		return pod.Annotations[strings.TrimSuffix(k, "']")], nil
+	}
+	return "", fmt.Errorf("unsupported downward API fieldPath %q", path)
+}
+
+// formatMap writes key="value" lines, sorted, values quoted as Go does.
+func formatMap(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s=%s", k, strconv.Quote(m[k]))
+	}
+	return b.String()
+}
+
+func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector, alloc corev1.ResourceList) (string, error) {
+	var c *corev1.Container
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == ref.ContainerName {
+			c = &pod.Spec.Containers[i]
+		}
+	}
+	if c == nil {
+		return "", fmt.Errorf("resourceFieldRef names container %q, which the pod does not have", ref.ContainerName)
+	}
+	kind, name, _ := strings.Cut(ref.Resource, ".")
+	list := c.Resources.Limits
+	if kind == "requests" {
+		list = c.Resources.Requests
+	}
+	q, ok := list[corev1.ResourceName(name)]
+	if !ok && kind == "limits" {
+		q = alloc[corev1.ResourceName(name)]
+	}
+	div := ref.Divisor
+	if div.IsZero() {
+		div = resource.MustParse("1")
+	}
+	if name == "cpu" {
+		return strconv.FormatInt((q.MilliValue()+div.MilliValue()-1)/div.MilliValue(), 10), nil
+	}
+	return strconv.FormatInt((q.Value()+div.Value()-1)/div.Value(), 10), nil
+}
+
+func volumeType(v *corev1.Volume) string {
+	switch {
+	case v.PersistentVolumeClaim != nil:
+		return "persistentVolumeClaim"
+	case v.CSI != nil:
+		return "csi"
+	case v.Ephemeral != nil:
+		return "ephemeral"
+	case v.NFS != nil:
+		return "nfs"
+	case v.ISCSI != nil:
+		return "iscsi"
+	case v.Image != nil:
+		return "image"
+	}
+	return "unknown"
+}
+
+// isMountPoint reports whether dir is a mount point (its device differs
+// from its parent's).
+func isMountPoint(dir string) bool {
+	var st, parent syscall.Stat_t
+	if syscall.Lstat(dir, &st) != nil || syscall.Lstat(filepath.Dir(dir), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+// Teardown unmounts and removes the pod's volume folders. It never follows
+// a symlink a container may have planted: unmounts go deepest first, and
+// removal deletes links themselves, not what they point at.
+func (m *Manager) Teardown(pod *corev1.Pod) error {
+	root := m.podVolumesDir(pod)
+	var errs []error
+	for _, mp := range mountsUnder(root) {
+		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return os.RemoveAll(root)
+}
+
+// mountsUnder lists mount points at or below dir, deepest first.
+func mountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 {
+			mp := strings.ReplaceAll(f[4], `\040`, " ")
+			if mp == dir || strings.HasPrefix(mp, dir+"/") {
+				out = append(out, mp)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}

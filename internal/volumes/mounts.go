@@ -1,0 +1,96 @@
+package volumes
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+var propagation = map[corev1.MountPropagationMode]runtimeapi.MountPropagation{
+	corev1.MountPropagationNone:            runtimeapi.MountPropagation_PROPAGATION_PRIVATE,
+	corev1.MountPropagationHostToContainer: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER,
+	corev1.MountPropagationBidirectional:   runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL,
+}
+
+// Mounts maps a container's volumeMounts to CRI mounts. subPath and
+// subPathExpr (expanded with expand) must stay inside their volume after
+// symlinks are resolved: a container that swapped a subPath folder for a
+// symlink cannot make the node mount something outside the volume
+// (upstream CVE-2017-1002101, CVE-2021-25741).
+func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string) ([]*runtimeapi.Mount, error) {
+	var out []*runtimeapi.Mount
+	for _, vm := range c.VolumeMounts {
+		vol, ok := vols[vm.Name]
+		if !ok {
+			return nil, fmt.Errorf("volumeMount %q of container %q names no volume of the pod", vm.Name, c.Name)
+		}
+		host := vol.Path
+		sub := vm.SubPath
+		if vm.SubPathExpr != "" {
+			sub = expand(vm.SubPathExpr)
+		}
+		if sub != "" {
+			resolved, err := subPath(vol, sub)
+			if err != nil {
+				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: %w", vm.Name, c.Name, err)
+			}
+			host = resolved
+		}
+		m := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly || vol.ReadOnly}
+		if vm.MountPropagation != nil {
+			m.Propagation = propagation[*vm.MountPropagation]
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func subPath(vol Volume, sub string) (string, error) {
+	if err := ValidatePath(sub); err != nil {
+		return "", err
+	}
+	base, err := filepath.EvalSymlinks(vol.Path)
+	if err != nil {
+		return "", err
+	}
+	full := filepath.Join(vol.Path, sub)
+	if _, err := os.Lstat(full); os.IsNotExist(err) && !vol.ReadOnly {
+		// Created inside the volume, one segment at a time, never through a link.
+		if err := mkdirInside(base, sub); err != nil {
+			return "", err
+		}
+	}
+	resolved, err := filepath.EvalSymlinks(full)
+	if err != nil {
+		return "", err
+	}
+	if resolved != base && !strings.HasPrefix(resolved, base+string(filepath.Separator)) {
+		return "", fmt.Errorf("subPath %q resolves to %s, outside the volume", sub, resolved)
+	}
+	return resolved, nil
+}
+
+// mkdirInside creates base/sub folder by folder, refusing symlinks on the way.
+func mkdirInside(base, sub string) error {
+	cur := base
+	for _, seg := range strings.Split(sub, "/") {
+		cur = filepath.Join(cur, seg)
+		fi, err := os.Lstat(cur)
+		switch {
+		case os.IsNotExist(err):
+			if err := os.Mkdir(cur, 0o777); err != nil {
+				return err
+			}
+			_ = os.Chmod(cur, 0o777)
+		case err != nil:
+			return err
+		case fi.Mode()&os.ModeSymlink != 0:
+			return fmt.Errorf("subPath component %s is a symlink", cur)
+		}
+	}
+	return nil
+}
