@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -19,12 +20,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/certificate"
+	"k8s.io/component-base/metrics"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/certs"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
+	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/server"
 	"github.com/bosun-dev/bosun/internal/version"
@@ -152,6 +155,7 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 	sc := server.Config{
 		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
+		ProbeMetrics: probeMetricsHandler(),
 	}
 	if *kc.HealthzPort > 0 {
 		sc.HealthzAddress = net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort))
@@ -160,6 +164,13 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 		sc.ReadOnlyAddr = net.JoinHostPort(kc.Address, fmt.Sprint(kc.ReadOnlyPort))
 	}
 	return server.New(sc, h, auth)
+}
+
+// probeMetricsHandler serves prober_probe_total from a registry of its own.
+func probeMetricsHandler() http.Handler {
+	reg := metrics.NewKubeRegistry()
+	reg.MustRegister(probes.ProbeTotal)
+	return metrics.HandlerFor(reg, metrics.HandlerOpts{})
 }
 
 // tlsSettings reads tlsMinVersion and tlsCipherSuites.

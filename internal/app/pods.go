@@ -27,6 +27,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/podsource"
 	"github.com/bosun-dev/bosun/internal/podsync"
 	"github.com/bosun-dev/bosun/internal/podworkers"
+	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/status"
 	"github.com/bosun-dev/bosun/internal/volumes"
@@ -52,6 +53,7 @@ type pods struct {
 	syncer   *podsync.Syncer
 	workers  *podworkers.Workers
 	pleg     *pleg.Relister
+	probes   *probes.Manager
 	recorder record.EventRecorder
 }
 
@@ -94,12 +96,39 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.workers = podworkers.New(ctx, podworkers.Config{
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration,
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
-			return podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
-				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg})
+			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
+				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes})
+			if terminal {
+				p.probes.RemovePod(pod.UID)
+			} else {
+				p.probes.Sync(pod, st.PodIP, runningContainers(pod, rp))
+			}
+			return st
 		},
 	})
+	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: syncer.KillContainer})
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
 	return p, nil
+}
+
+// runningContainers lists the pod's running containers that may have
+// probes: app containers and sidecars.
+func runningContainers(pod *corev1.Pod, rp *podsync.RuntimePod) map[string]probes.RunningContainer {
+	out := map[string]probes.RunningContainer{}
+	add := func(c *corev1.Container) {
+		if latest := rp.Latest(c.Name); latest != nil && latest.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			out[c.Name] = probes.RunningContainer{Spec: c, ID: latest.Id, StartedAt: time.Unix(0, latest.StartedAt)}
+		}
+	}
+	for i := range pod.Spec.InitContainers {
+		if rp := pod.Spec.InitContainers[i].RestartPolicy; rp != nil && *rp == corev1.ContainerRestartPolicyAlways {
+			add(&pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		add(&pod.Spec.Containers[i])
+	}
+	return out
 }
 
 // start runs the pod machinery once the Node exists.

@@ -157,7 +157,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 		}
 	}
 	for _, id := range plan.Kill {
-		if err := s.cfg.Runtime.StopContainer(ctx, id, gracePeriod(pod)); err != nil {
+		if err := s.stopWithPreStop(ctx, pod, containerName(rp, id), id, gracePeriod(pod)); err != nil {
 			return fmt.Errorf("failed to stop container %s: %w", id, err)
 		}
 	}
@@ -177,6 +177,15 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 		}
 	}
 	return nil
+}
+
+func containerName(rp *RuntimePod, id string) string {
+	for _, c := range rp.Containers {
+		if c.Id == id {
+			return c.Metadata.GetName()
+		}
+	}
+	return ""
 }
 
 func isInit(pod *corev1.Pod, name string) bool {
@@ -268,6 +277,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		return &Waiting{Reason: "RunContainerError", Message: err.Error()}, nil
 	}
 	s.event(pod, corev1.EventTypeNormal, "Started", "Started container "+name)
+	s.postStart(ctx, pod, c, id)
 	return nil, nil
 }
 
@@ -353,7 +363,7 @@ func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grac
 		go func(c *Container) {
 			defer wg.Done()
 			s.event(pod, corev1.EventTypeNormal, "Killing", "Stopping container "+c.Metadata.GetName())
-			if err := s.cfg.Runtime.StopContainer(ctx, c.Id, grace); err != nil {
+			if err := s.stopWithPreStop(ctx, pod, c.Metadata.GetName(), c.Id, grace); err != nil {
 				errs <- fmt.Errorf("failed to stop container %s: %w", c.Metadata.GetName(), err)
 			}
 		}(c)

@@ -29,6 +29,13 @@ type StatusInput struct {
 	Terminal    bool   // the pod will run nothing more (deleted, deadline, or finished)
 	Reason      string // pod-level reason (DeadlineExceeded, ...) and message
 	Message     string
+	Probes      ProbeResults // startup and readiness results (nil: no probes run)
+}
+
+// ProbeResults answers for a running container's probes.
+type ProbeResults interface {
+	Ready(c *corev1.Container, containerID string) bool
+	Started(c *corev1.Container, containerID string) bool
 }
 
 const maxTermMessage = 4096
@@ -115,8 +122,13 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool) corev
 	switch latest.State {
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		cs.State.Running = &corev1.ContainerStateRunning{StartedAt: nanoTime(latest.StartedAt)}
-		cs.Ready = longRunning
-		cs.Started = ptrTo(true)
+		started, ready := true, true
+		if in.Probes != nil {
+			started = in.Probes.Started(&c, latest.Id)
+			ready = started && in.Probes.Ready(&c, latest.Id)
+		}
+		cs.Ready = longRunning && ready
+		cs.Started = ptrTo(started)
 		if len(runs) > 1 {
 			cs.LastTerminationState = corev1.ContainerState{Terminated: terminated(in, c, runs[1])}
 		}

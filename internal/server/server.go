@@ -51,6 +51,7 @@ type Config struct {
 	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
 	LogDir         string                                               // the folder /logs/ serves (/var/log)
 	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
+	ProbeMetrics   http.Handler                                         // /metrics/probes (nil: not served)
 }
 
 // Server is the node API.
@@ -89,6 +90,9 @@ func (s *Server) routeTable() []route {
 		{"GET /configz", s.jsonOf(func() any { return map[string]any{"kubeletconfig": s.host.Configz()} })},
 		{"GET /spec/", s.jsonOf(s.host.Spec)},
 		{"GET /metrics", legacyregistry.Handler()},
+	}
+	if s.cfg.ProbeMetrics != nil {
+		rs = append(rs, route{"GET /metrics/probes", s.cfg.ProbeMetrics})
 	}
 	if !s.cfg.Debugging {
 		return rs

@@ -1,0 +1,268 @@
+package probes
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/component-base/metrics"
+	"k8s.io/klog/v2"
+)
+
+// Kind is startup, liveness or readiness.
+type Kind string
+
+const (
+	Startup   Kind = "Startup"
+	Liveness  Kind = "Liveness"
+	Readiness Kind = "Readiness"
+)
+
+// ProbeTotal counts probe runs, as upstream's prober_probe_total.
+var ProbeTotal = metrics.NewCounterVec(&metrics.CounterOpts{
+	Subsystem: "prober", Name: "probe_total", StabilityLevel: metrics.BETA,
+	Help: "Cumulative number of a liveness, readiness or startup probe for a container by result.",
+}, []string{"probe_type", "result", "container", "pod", "namespace", "pod_uid"})
+
+// Config wires a Manager.
+type Config struct {
+	Exec     Execer                                                                                     // ExecSync for exec probes
+	Recorder record.EventRecorder                                                                       // Unhealthy events
+	Wake     func(types.UID)                                                                            // tell the pod's worker that a result changed
+	Kill     func(ctx context.Context, pod *corev1.Pod, containerID string, grace int64, reason string) // stop a container
+}
+
+// Manager runs one worker per running container and probe kind.
+type Manager struct {
+	cfg     Config
+	ctx     context.Context
+	mu      sync.Mutex
+	workers map[workerKey]*worker
+	results map[resultKey]Result // the latest settled result
+}
+
+type workerKey struct {
+	containerID string
+	kind        Kind
+}
+
+type resultKey = workerKey
+
+// New returns a manager whose workers stop with ctx.
+func New(ctx context.Context, cfg Config) *Manager {
+	return &Manager{cfg: cfg, ctx: ctx, workers: map[workerKey]*worker{}, results: map[resultKey]Result{}}
+}
+
+func probeOf(c *corev1.Container, k Kind) *corev1.Probe {
+	switch k {
+	case Startup:
+		return c.StartupProbe
+	case Liveness:
+		return c.LivenessProbe
+	default:
+		return c.ReadinessProbe
+	}
+}
+
+// Ready reports a container's readiness: true without a readiness probe,
+// else its last result (false until the first success).
+func (m *Manager) Ready(c *corev1.Container, containerID string) bool {
+	if c.ReadinessProbe == nil {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.results[resultKey{containerID, Readiness}] == Success && m.hasResult(containerID, Readiness)
+}
+
+// Started reports whether the startup probe (if any) has succeeded.
+func (m *Manager) Started(c *corev1.Container, containerID string) bool {
+	if c.StartupProbe == nil {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.hasResult(containerID, Startup) && m.results[resultKey{containerID, Startup}] == Success
+}
+
+func (m *Manager) hasResult(id string, k Kind) bool {
+	_, ok := m.results[resultKey{id, k}]
+	return ok
+}
+
+// Sync starts workers for the running containers of the pod that have
+// probes, and stops workers of containers that no longer run.
+func (m *Manager) Sync(pod *corev1.Pod, podIP string, running map[string]RunningContainer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	wanted := map[workerKey]bool{}
+	for _, rc := range running {
+		for _, k := range []Kind{Startup, Liveness, Readiness} {
+			if probeOf(rc.Spec, k) == nil {
+				continue
+			}
+			key := workerKey{rc.ID, k}
+			wanted[key] = true
+			if _, ok := m.workers[key]; ok {
+				continue
+			}
+			w := &worker{m: m, kind: k, pod: pod, c: rc.Spec, id: rc.ID, podIP: podIP, started: rc.StartedAt, stop: make(chan struct{})}
+			m.workers[key] = w
+			go w.run()
+		}
+	}
+	for key, w := range m.workers {
+		if w.pod.UID == pod.UID && !wanted[key] {
+			close(w.stop)
+			delete(m.workers, key)
+			delete(m.results, key)
+		}
+	}
+}
+
+// RunningContainer is a running container with a probe candidate spec.
+type RunningContainer struct {
+	Spec      *corev1.Container
+	ID        string
+	StartedAt time.Time
+}
+
+// RemovePod stops every worker of a pod.
+func (m *Manager) RemovePod(uid types.UID) {
+	m.Sync(&corev1.Pod{ObjectMeta: podMeta(uid)}, "", nil)
+}
+
+// worker probes one container with one kind of probe.
+type worker struct {
+	m       *Manager
+	kind    Kind
+	pod     *corev1.Pod
+	c       *corev1.Container
+	id      string
+	podIP   string
+	started time.Time
+	stop    chan struct{}
+	success int // consecutive
+	failure int // consecutive
+}
+
+func (w *worker) run() {
+	p := probeOf(w.c, w.kind)
+	period := time.Duration(max(p.PeriodSeconds, 1)) * time.Second
+	delay := time.Until(w.started.Add(time.Duration(p.InitialDelaySeconds) * time.Second))
+	select {
+	case <-w.stop:
+		return
+	case <-w.m.ctx.Done():
+		return
+	case <-time.After(max(delay, 0)):
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		if !w.probeOnce(p) {
+			return
+		}
+		select {
+		case <-w.stop:
+			return
+		case <-w.m.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probeOnce runs the probe and applies the thresholds. It returns false when
+// the worker is done (the container was killed).
+func (w *worker) probeOnce(p *corev1.Probe) bool {
+	m := w.m
+	if w.kind != Startup && !m.Started(w.c, w.id) {
+		return true // startup gates liveness and readiness
+	}
+	if w.kind == Startup && m.Started(w.c, w.id) {
+		return true // done: startup probes stop after their first success
+	}
+	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	res, out, err := Run(m.ctx, m.cfg.Exec, p.ProbeHandler, Target{Pod: w.pod, Container: w.c, ContainerID: w.id, PodIP: w.podIP}, timeout)
+	if err != nil {
+		klog.FromContext(m.ctx).V(3).Info("Probe errored", "probe", w.kind, "pod", klog.KObj(w.pod), "container", w.c.Name, "err", err)
+		res = Failure
+		out = err.Error()
+	}
+	ProbeTotal.WithLabelValues(string(w.kind), resultLabel(res), w.c.Name, w.pod.Name, w.pod.Namespace, string(w.pod.UID)).Inc()
+	if res == Success {
+		w.success, w.failure = w.success+1, 0
+	} else {
+		w.failure, w.success = w.failure+1, 0
+		if m.cfg.Recorder != nil {
+			m.cfg.Recorder.Event(w.pod, corev1.EventTypeWarning, "Unhealthy", fmt.Sprintf("%s probe failed: %s", w.kind, out))
+		}
+	}
+	succ, fail := max(p.SuccessThreshold, 1), max(p.FailureThreshold, 1)
+	switch {
+	case w.success >= int(succ):
+		w.settle(Success)
+	case w.failure >= int(fail):
+		w.settle(Failure)
+		if w.kind != Readiness {
+			w.kill(p)
+			return false
+		}
+	}
+	return true
+}
+
+// settle records a settled result and wakes the pod's worker on a change.
+func (w *worker) settle(r Result) {
+	m := w.m
+	key := resultKey{w.id, w.kind}
+	m.mu.Lock()
+	old, had := m.results[key]
+	m.results[key] = r
+	m.mu.Unlock()
+	if (!had || old != r) && m.cfg.Wake != nil {
+		m.cfg.Wake(w.pod.UID)
+	}
+}
+
+func (w *worker) kill(p *corev1.Probe) {
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if w.pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *w.pod.Spec.TerminationGracePeriodSeconds
+	}
+	if p.TerminationGracePeriodSeconds != nil {
+		grace = *p.TerminationGracePeriodSeconds
+	}
+	reason := fmt.Sprintf("Container %s failed %s probe, will be restarted", w.c.Name, lower(w.kind))
+	if m := w.m; m.cfg.Kill != nil {
+		m.cfg.Kill(m.ctx, w.pod, w.id, grace, reason)
+	}
+}
+
+func podMeta(uid types.UID) metav1.ObjectMeta { return metav1.ObjectMeta{UID: uid} }
+
+func lower(k Kind) string {
+	switch k {
+	case Startup:
+		return "startup"
+	case Liveness:
+		return "liveness"
+	}
+	return "readiness"
+}
+
+func resultLabel(r Result) string {
+	switch r {
+	case Success:
+		return "successful"
+	case Failure:
+		return "failed"
+	}
+	return "unknown"
+}
