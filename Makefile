@@ -70,6 +70,11 @@ conformance: up ## Upstream NodeConformance specs against the node agent (KUBELE
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of both agents
 	$(GO) run ./hack/conformance doc docs/conformance.md _output/conformance/upstream _output/conformance/bosun
 
+.PHONY: bench
+bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, BIG=)
+	$(GO) run ./hack/bench
+	@cp _output/bench/report.md docs/performance.md && echo "docs/performance.md updated"
+
 .PHONY: verify
 verify: ## gofmt, go vet, golangci-lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

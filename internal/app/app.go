@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/certificate"
 	"k8s.io/component-base/metrics"
+	_ "k8s.io/component-base/metrics/prometheus/restclient" // rest_client_* metrics on /metrics
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
