@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the node software the local cluster needs from Debian, when missing:
-# containerd, runc, the CNI plugins, iptables, busybox-static (for the offline
-# images) and iproute2.
+# containerd, runc, the CNI plugins, iptables, busybox-static, curl and
+# netcat-openbsd (for the offline images) and iproute2.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables busybox-static iproute2 ca-certificates)
+pkgs=(containerd runc containernetworking-plugins iptables busybox-static iproute2 ca-certificates curl netcat-openbsd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -115,6 +115,14 @@ func fillAgnhost(l *layout, r *rootfs) error {
 		}
 	}
 	r.dir("/uploads", 0o755)
+	// The real agnhost image carries curl and nc, which many specs run
+	// inside it; Debian's, with their libraries, stand in.
+	for _, tool := range agnhostTools {
+		if err := r.hostBinaryWithLibs(tool); err != nil {
+			return fmt.Errorf("%w (install Debian's curl and netcat-openbsd)", err)
+		}
+	}
+	r.symlink("/usr/bin/nc", "/bin/nc.openbsd")
 	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
 	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
 	r.dir("/home/user-defined-in-image", 0o755)
@@ -132,6 +140,9 @@ func fillNonewprivs(l *layout, r *rootfs) error {
 	}
 	return nil
 }
+
+// agnhostTools are the host programs copied into the agnhost image.
+var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd"}
 
 // upstreamSourceDir finds a folder of the pinned k8s.io/kubernetes module.
 func upstreamSourceDir(rel string) (string, error) {

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -62,6 +64,33 @@ func (r *rootfs) hostFile(p, src string, mode int64) error {
 		return err
 	}
 	r.file(p, content, mode)
+	return nil
+}
+
+// hostBinaryWithLibs adds a dynamically linked program of this machine at
+// the same path, with every shared library ldd names and the loader.
+func (r *rootfs) hostBinaryWithLibs(path string) error {
+	if err := r.hostFile(path, path, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command("ldd", path).Output()
+	if err != nil {
+		return fmt.Errorf("ldd %s: %w", path, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if !strings.HasPrefix(f, "/") {
+				continue
+			}
+			real, err := filepath.EvalSymlinks(f)
+			if err != nil {
+				return err
+			}
+			if err := r.hostFile(f, real, 0o755); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

@@ -11,12 +11,16 @@ import (
 )
 
 // Admit decides whether a new pod may run beside the active ones on node,
-// with upstream's reasons: OutOfpods, OutOf<resource> (requests beyond
+// with upstream's reasons: PodOSNotSupported, OutOfpods, OutOf<resource> (requests beyond
 // allocatable), NodeAffinity (selector or required affinity mismatch), Taint
 // (a NoExecute taint not tolerated).
 func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
 	if node == nil {
 		return true, "", ""
+	}
+	if pod.Spec.OS != nil && string(pod.Spec.OS.Name) != node.Labels[corev1.LabelOSStable] {
+		return false, "PodOSNotSupported", fmt.Sprintf("Failed to admit pod as the OS field doesn't match node OS (pod OS %s, node OS %s)",
+			pod.Spec.OS.Name, node.Labels[corev1.LabelOSStable])
 	}
 	alloc := node.Status.Allocatable
 	if pods, ok := alloc[corev1.ResourcePods]; ok && int64(len(active)+1) > pods.Value() {

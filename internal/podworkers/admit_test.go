@@ -1,0 +1,62 @@
+package podworkers
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestAdmit(t *testing.T) {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"kubernetes.io/os": "linux", "zone": "a"}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "dedicated", Value: "x", Effect: corev1.TaintEffectNoExecute}}},
+		Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{
+			corev1.ResourcePods: resource.MustParse("2"), corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("1Gi")}},
+	}
+	tolerate := []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
+	pod := func(cpu string, mutate func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{Spec: corev1.PodSpec{Tolerations: tolerate, Containers: []corev1.Container{{Name: "c"}}}}
+		if cpu != "" {
+			p.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}
+		}
+		if mutate != nil {
+			mutate(p)
+		}
+		return p
+	}
+	one := []*corev1.Pod{pod("1", nil)}
+	cases := []struct {
+		name   string
+		pod    *corev1.Pod
+		active []*corev1.Pod
+		reason string
+	}{
+		{"fits", pod("1", nil), one, ""},
+		{"too many pods", pod("", nil), []*corev1.Pod{pod("", nil), pod("", nil)}, "OutOfpods"},
+		{"cpu beyond allocatable", pod("1500m", nil), one, "OutOfcpu"},
+		{"init container counted as the max", pod("", func(p *corev1.Pod) {
+			p.Spec.InitContainers = []corev1.Container{{Name: "i", Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}}}
+		}), nil, "OutOfmemory"},
+		{"node selector", pod("", func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{"zone": "b"} }), nil, "NodeAffinity"},
+		{"required affinity matches", pod("", func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"a"}}}}}}}}
+		}), nil, ""},
+		{"required affinity fails", pod("", func(p *corev1.Pod) {
+			p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+				NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpDoesNotExist}}}}}}}
+		}), nil, "NodeAffinity"},
+		{"untolerated NoExecute taint", pod("", func(p *corev1.Pod) { p.Spec.Tolerations = nil }), nil, "Taint"},
+		{"wrong OS", pod("", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: "windows"} }), nil, "PodOSNotSupported"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ok, reason, msg := Admit(tc.pod, tc.active, node)
+			if ok != (tc.reason == "") || reason != tc.reason {
+				t.Fatalf("ok=%v reason=%q (%s), want %q", ok, reason, msg, tc.reason)
+			}
+		})
+	}
+}
