@@ -31,6 +31,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/server"
+	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/version"
 )
 
@@ -128,7 +129,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err := pods.start(ctx, statusCtl.NodeLister()); err != nil {
 		return err
 	}
-	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, nodeName)
+	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, rt, nodeName)
 	if err != nil {
 		return err
 	}
@@ -137,7 +138,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 
 // newServer builds the node API from the configuration.
 func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interface, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error),
-	h server.Host, nodeName string) (*server.Server, error) {
+	h server.Host, rt *runtime.Runtime, nodeName string) (*server.Server, error) {
 	kc := cfg.Kubelet
 	auth, err := server.NewAuth(ctx, server.AuthConfig{
 		Anonymous: *kc.Authentication.Anonymous.Enabled, Webhook: *kc.Authentication.Webhook.Enabled,
@@ -157,6 +158,7 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
 		ProbeMetrics: probeMetricsHandler(),
+		Stats:        &stats.Provider{Runtime: rt.RuntimeService, Images: rt.Images, NodeName: nodeName, RootDir: cfg.RootDir, LogDir: kc.PodLogsDir},
 	}
 	if *kc.HealthzPort > 0 {
 		sc.HealthzAddress = net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort))

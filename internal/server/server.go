@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	"k8s.io/klog/v2"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
 // Host is what the node API reads from the agent.
@@ -40,6 +42,13 @@ type Host interface {
 	Spec() any
 }
 
+// StatsSource reports resource usage.
+type StatsSource interface {
+	Summary(ctx context.Context) (*statsapi.Summary, error)
+	WriteResourceMetrics(ctx context.Context, w io.Writer) error
+	WriteCadvisorMetrics(ctx context.Context, w io.Writer) error
+}
+
 // Config says where and how to serve.
 type Config struct {
 	Address        string                                               // address:port of the API
@@ -51,6 +60,7 @@ type Config struct {
 	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
 	LogDir         string                                               // the folder /logs/ serves (/var/log)
 	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
+	Stats          StatsSource                                          // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
 	ProbeMetrics   http.Handler                                         // /metrics/probes (nil: not served)
 }
 
@@ -93,6 +103,26 @@ func (s *Server) routeTable() []route {
 	}
 	if s.cfg.ProbeMetrics != nil {
 		rs = append(rs, route{"GET /metrics/probes", s.cfg.ProbeMetrics})
+	}
+	if st := s.cfg.Stats; st != nil {
+		summary := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sum, err := st.Summary(r.Context())
+			if err != nil {
+				writeText(w, http.StatusInternalServerError, "failed to get the summary: "+err.Error())
+				return
+			}
+			writeJSON(w, sum)
+		})
+		text := func(write func(context.Context, io.Writer) error) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+				if err := write(r.Context(), w); err != nil {
+					writeText(w, http.StatusInternalServerError, err.Error())
+				}
+			}
+		}
+		rs = append(rs, route{"GET /stats/summary", summary}, route{"GET /stats/summary/", summary},
+			route{"GET /metrics/resource", text(st.WriteResourceMetrics)}, route{"GET /metrics/cadvisor", text(st.WriteCadvisorMetrics)})
 	}
 	if !s.cfg.Debugging {
 		return rs

@@ -1,0 +1,224 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+)
+
+func u64(v uint64) *uint64 { return &v }
+
+// Summary is the Summary API's answer.
+func (p *Provider) Summary(ctx context.Context) (*statsapi.Summary, error) {
+	s, err := p.collect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	at := metav1.NewTime(s.at)
+	n := s.node
+	node := statsapi.NodeStats{
+		NodeName:  p.NodeName,
+		StartTime: metav1.NewTime(n.bootTime),
+		CPU:       &statsapi.CPUStats{Time: at, UsageCoreNanoSeconds: u64(n.cpuNanos), UsageNanoCores: u64(n.cpuNanoCores)},
+		Memory: &statsapi.MemoryStats{Time: at, AvailableBytes: u64(n.memAvailable), UsageBytes: u64(n.memTotal - n.memFree),
+			WorkingSetBytes: u64(sub(n.memTotal-n.memFree, n.memInactiveFile))},
+		Fs: &statsapi.FsStats{Time: at, CapacityBytes: u64(n.fsCapacity), AvailableBytes: u64(n.fsAvailable), UsedBytes: u64(n.fsCapacity - n.fsAvailable),
+			Inodes: u64(n.fsInodes), InodesFree: u64(n.fsInodesFree), InodesUsed: u64(n.fsInodes - n.fsInodesFree)},
+		Runtime: &statsapi.RuntimeStats{ImageFs: &statsapi.FsStats{Time: at, CapacityBytes: u64(n.fsCapacity), AvailableBytes: u64(n.fsAvailable),
+			UsedBytes: u64(n.imageFsUsed), InodesUsed: u64(n.imageFsInodes)}},
+	}
+	if len(n.net) > 0 {
+		node.Network = &statsapi.NetworkStats{Time: at, InterfaceStats: iface(n.net[0])}
+		for _, i := range n.net {
+			node.Network.Interfaces = append(node.Network.Interfaces, iface(i))
+		}
+	}
+	return &statsapi.Summary{Node: node, Pods: podStats(s)}, nil
+}
+
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
+}
+
+func iface(n netSnap) statsapi.InterfaceStats {
+	return statsapi.InterfaceStats{Name: n.iface, RxBytes: u64(n.rxBytes), RxErrors: u64(n.rxErrors), TxBytes: u64(n.txBytes), TxErrors: u64(n.txErrors)}
+}
+
+func podStats(s *snapshot) []statsapi.PodStats {
+	at := metav1.NewTime(s.at)
+	byPod := map[string]*statsapi.PodStats{}
+	var order []string
+	for _, c := range s.containers {
+		ps, ok := byPod[c.podUID]
+		if !ok {
+			ps = &statsapi.PodStats{PodRef: statsapi.PodReference{Name: c.podName, Namespace: c.namespace, UID: c.podUID},
+				CPU:              &statsapi.CPUStats{Time: at, UsageCoreNanoSeconds: u64(0), UsageNanoCores: u64(0)},
+				Memory:           &statsapi.MemoryStats{Time: at, WorkingSetBytes: u64(0), UsageBytes: u64(0), RSSBytes: u64(0)},
+				EphemeralStorage: &statsapi.FsStats{Time: at, UsedBytes: u64(0)}}
+			if sb, ok := s.sandboxes[c.sandboxID]; ok {
+				ps.StartTime = metav1.NewTime(timeOf(sb.CreatedAt))
+			}
+			if n, ok := s.podNet[c.podUID]; ok {
+				ps.Network = &statsapi.NetworkStats{Time: at, InterfaceStats: iface(n), Interfaces: []statsapi.InterfaceStats{iface(n)}}
+			}
+			byPod[c.podUID] = ps
+			order = append(order, c.podUID)
+		}
+		cs := statsapi.ContainerStats{Name: c.name, StartTime: metav1.NewTime(c.started),
+			CPU:    &statsapi.CPUStats{Time: at, UsageCoreNanoSeconds: u64(c.cpuNanos)},
+			Memory: &statsapi.MemoryStats{Time: at, WorkingSetBytes: u64(c.memWorking), UsageBytes: u64(c.memUsage), RSSBytes: u64(c.memRSS)},
+			Rootfs: &statsapi.FsStats{Time: at, UsedBytes: u64(c.rootfsUsed), InodesUsed: u64(c.rootfsInodes)},
+			Logs:   &statsapi.FsStats{Time: at, UsedBytes: u64(c.logsUsed)}}
+		if c.hasNanoCores {
+			cs.CPU.UsageNanoCores = u64(c.cpuNanoCores)
+		}
+		if c.memAvailable > 0 {
+			cs.Memory.AvailableBytes = u64(c.memAvailable)
+		}
+		ps.Containers = append(ps.Containers, cs)
+		*ps.CPU.UsageCoreNanoSeconds += c.cpuNanos
+		*ps.CPU.UsageNanoCores += c.cpuNanoCores
+		*ps.Memory.WorkingSetBytes += c.memWorking
+		*ps.Memory.UsageBytes += c.memUsage
+		*ps.Memory.RSSBytes += c.memRSS
+		*ps.EphemeralStorage.UsedBytes += c.rootfsUsed + c.logsUsed
+	}
+	sort.Strings(order)
+	out := make([]statsapi.PodStats, 0, len(order))
+	for _, uid := range order {
+		out = append(out, *byPod[uid])
+	}
+	return out
+}
+
+// metricWriter writes the Prometheus text format.
+type metricWriter struct {
+	w    io.Writer
+	ts   int64 // milliseconds, on every sample
+	seen map[string]bool
+}
+
+func (m *metricWriter) family(name, kind, help string) {
+	if m.seen == nil {
+		m.seen = map[string]bool{}
+	}
+	if !m.seen[name] {
+		fmt.Fprintf(m.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
+		m.seen[name] = true
+	}
+}
+
+func (m *metricWriter) sample(name string, value float64, labels ...string) {
+	var b strings.Builder
+	b.WriteString(name)
+	if len(labels) > 0 {
+		b.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s=%s", labels[i], strconv.Quote(labels[i+1]))
+		}
+		b.WriteByte('}')
+	}
+	fmt.Fprintf(m.w, "%s %s %d\n", b.String(), strconv.FormatFloat(value, 'g', -1, 64), m.ts)
+}
+
+// WriteResourceMetrics writes /metrics/resource: what the metrics server reads.
+func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error {
+	s, err := p.collect(ctx)
+	m := &metricWriter{w: w, ts: 0}
+	m.family("resource_scrape_error", "gauge", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise")
+	if err != nil {
+		m.sample("resource_scrape_error", 1)
+		return nil
+	}
+	m.ts = s.at.UnixMilli()
+	m.family("node_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the node in core-seconds")
+	m.sample("node_cpu_usage_seconds_total", float64(s.node.cpuNanos)/1e9)
+	m.family("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes")
+	m.sample("node_memory_working_set_bytes", float64(sub(s.node.memTotal-s.node.memFree, s.node.memInactiveFile)))
+	m.family("container_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the container in core-seconds")
+	for _, c := range s.containers {
+		m.sample("container_cpu_usage_seconds_total", float64(c.cpuNanos)/1e9, "container", c.name, "namespace", c.namespace, "pod", c.podName)
+	}
+	m.family("container_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the container in bytes")
+	for _, c := range s.containers {
+		m.sample("container_memory_working_set_bytes", float64(c.memWorking), "container", c.name, "namespace", c.namespace, "pod", c.podName)
+	}
+	m.family("container_start_time_seconds", "gauge", "[STABLE] Start time of the container since unix epoch in seconds")
+	for _, c := range s.containers {
+		m.sample("container_start_time_seconds", float64(c.started.UnixNano())/1e9, "container", c.name, "namespace", c.namespace, "pod", c.podName)
+	}
+	pods := podStats(s)
+	m.family("pod_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds")
+	for _, ps := range pods {
+		m.sample("pod_cpu_usage_seconds_total", float64(*ps.CPU.UsageCoreNanoSeconds)/1e9, "namespace", ps.PodRef.Namespace, "pod", ps.PodRef.Name)
+	}
+	m.family("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes")
+	for _, ps := range pods {
+		m.sample("pod_memory_working_set_bytes", float64(*ps.Memory.WorkingSetBytes), "namespace", ps.PodRef.Namespace, "pod", ps.PodRef.Name)
+	}
+	m.sample("resource_scrape_error", 0)
+	return nil
+}
+
+// WriteCadvisorMetrics writes /metrics/cadvisor with cAdvisor's names and
+// labels for each running container and each pod's network.
+func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error {
+	s, err := p.collect(ctx)
+	if err != nil {
+		return err
+	}
+	m := &metricWriter{w: w, ts: s.at.UnixMilli()}
+	lbl := func(c containerSnap) []string {
+		return []string{"container", c.name, "id", "/" + c.id, "image", c.image, "name", c.id, "namespace", c.namespace, "pod", c.podName}
+	}
+	type gauge struct {
+		name, kind, help string
+		value            func(c containerSnap) float64
+	}
+	for _, g := range []gauge{
+		{"container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.", func(c containerSnap) float64 { return float64(c.cpuNanos) / 1e9 }},
+		{"container_memory_usage_bytes", "gauge", "Current memory usage in bytes, including all memory regardless of when it was accessed", func(c containerSnap) float64 { return float64(c.memUsage) }},
+		{"container_memory_working_set_bytes", "gauge", "Current working set in bytes.", func(c containerSnap) float64 { return float64(c.memWorking) }},
+		{"container_memory_rss", "gauge", "Size of RSS in bytes.", func(c containerSnap) float64 { return float64(c.memRSS) }},
+		{"container_fs_usage_bytes", "gauge", "Number of bytes that are consumed by the container on this filesystem.", func(c containerSnap) float64 { return float64(c.rootfsUsed) }},
+		{"container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds.", func(c containerSnap) float64 { return float64(c.started.Unix()) }},
+		{"container_last_seen", "gauge", "Last time a container was seen by the exporter", func(containerSnap) float64 { return float64(s.at.Unix()) }},
+	} {
+		m.family(g.name, g.kind, g.help)
+		for _, c := range s.containers {
+			l := lbl(c)
+			if g.name == "container_cpu_usage_seconds_total" {
+				l = append(l, "cpu", "total")
+			}
+			m.sample(g.name, g.value(c), l...)
+		}
+	}
+	m.family("container_network_receive_bytes_total", "counter", "Cumulative count of bytes received")
+	m.family("container_network_transmit_bytes_total", "counter", "Cumulative count of bytes transmitted")
+	for uid, n := range s.podNet {
+		for _, c := range s.containers {
+			if c.podUID == uid {
+				l := []string{"id", "/" + c.sandboxID, "interface", n.iface, "namespace", c.namespace, "pod", c.podName}
+				m.sample("container_network_receive_bytes_total", float64(n.rxBytes), l...)
+				m.sample("container_network_transmit_bytes_total", float64(n.txBytes), l...)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func timeOf(ns int64) time.Time { return time.Unix(0, ns) }
