@@ -9,6 +9,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/logrotate"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/pleg"
 	"github.com/bosun-dev/bosun/internal/podsource"
@@ -159,6 +161,10 @@ func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
 		go p.static.Run(ctx, p.workers)
 	}
 	go p.housekeeping(ctx)
+	kc := p.deps.cfg.Kubelet
+	maxSize := resource.MustParse(kc.ContainerLogMaxSize) // validated by config
+	go (&logrotate.Rotator{Runtime: p.deps.rt.RuntimeService, MaxSize: maxSize.Value(), MaxFiles: int(*kc.ContainerLogMaxFiles),
+		Every: kc.ContainerLogMonitorInterval.Duration}).Run(ctx)
 	return nil
 }
 
