@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -57,6 +58,17 @@ type pods struct {
 	pleg     *pleg.Relister
 	probes   *probes.Manager
 	recorder record.EventRecorder
+	nodes    atomic.Pointer[corelisters.NodeLister] // set once the Node exists
+}
+
+// allocatable is the node's allocatable, for resourceFieldRef defaults.
+func (p *pods) allocatable() corev1.ResourceList {
+	if l := p.nodes.Load(); l != nil {
+		if n, err := (*l).Get(p.deps.nodeName); err == nil {
+			return n.Status.Allocatable
+		}
+	}
+	return nil
 }
 
 func newPods(ctx context.Context, d podsDeps) (*pods, error) {
@@ -86,7 +98,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName,
 		},
 		Objects:     objs,
-		Volumes:     &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs},
+		Volumes:     &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
+		Allocatable: p.allocatable,
 		Recorder:    recorder,
 		HostIPs:     hostIPs,
 		MemCapacity: d.machine.MemoryBytes,
@@ -135,6 +148,7 @@ func runningContainers(pod *corev1.Pod, rp *podsync.RuntimePod) map[string]probe
 
 // start runs the pod machinery once the Node exists.
 func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
+	p.nodes.Store(&nodes)
 	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
 		node, err := nodes.Get(p.deps.nodeName)
 		if err != nil {

@@ -77,7 +77,19 @@ func (m *Manager) Ready(c *corev1.Container, containerID string) bool {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.results[resultKey{containerID, Readiness}] == Success && m.hasResult(containerID, Readiness)
+	key := resultKey{containerID, Readiness}
+	if !m.hasResult(containerID, Readiness) {
+		// Not probed yet (startup just succeeded, say): probe now rather
+		// than at the next period, as upstream does.
+		if w, ok := m.workers[key]; ok {
+			select {
+			case w.trigger <- struct{}{}:
+			default:
+			}
+		}
+		return false
+	}
+	return m.results[key] == Success
 }
 
 // Started reports whether the startup probe (if any) has succeeded.
@@ -111,7 +123,8 @@ func (m *Manager) Sync(pod *corev1.Pod, podIP string, running map[string]Running
 			if _, ok := m.workers[key]; ok {
 				continue
 			}
-			w := &worker{m: m, kind: k, pod: pod, c: rc.Spec, id: rc.ID, podIP: podIP, started: rc.StartedAt, stop: make(chan struct{})}
+			w := &worker{m: m, kind: k, pod: pod, c: rc.Spec, id: rc.ID, podIP: podIP, started: rc.StartedAt,
+				stop: make(chan struct{}), trigger: make(chan struct{}, 1)}
 			m.workers[key] = w
 			go w.run()
 		}
@@ -147,8 +160,9 @@ type worker struct {
 	podIP   string
 	started time.Time
 	stop    chan struct{}
-	success int // consecutive
-	failure int // consecutive
+	trigger chan struct{} // run now
+	success int           // consecutive
+	failure int           // consecutive
 }
 
 func (w *worker) run() {
@@ -174,6 +188,7 @@ func (w *worker) run() {
 		case <-w.m.ctx.Done():
 			return
 		case <-t.C:
+		case <-w.trigger:
 		}
 	}
 }
