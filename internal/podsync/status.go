@@ -299,8 +299,12 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 		s := st.InitContainerStatuses[i]
 		switch {
 		case isSidecar(c):
-			if s.State.Running == nil {
+			// A sidecar initializes once started; the pod is ready only
+			// when it is ready too.
+			if s.State.Running == nil || s.Started == nil || !*s.Started {
 				notInit = append(notInit, c.Name)
+			}
+			if !s.Ready {
 				notReady = append(notReady, c.Name)
 			}
 		case s.State.Terminated == nil || s.State.Terminated.ExitCode != 0:
