@@ -138,6 +138,7 @@ func (l *layout) writeEnv() error {
 		{"AGENT_ARGS", strings.Join(l.agentArgs(), " ")},
 		{"LOG_DIR", l.logs},
 		{"CRI_ENDPOINT", "unix://" + containerdSock},
+		{"CLUSTER_SIGNING_DURATION", envOr("CLUSTER_SIGNING_DURATION", "8760h")},
 	}
 	var b strings.Builder
 	b.WriteString("# Written by make up: source it to use the local cluster.\n")

@@ -79,18 +79,21 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return err
-	}
+	var client kubernetes.Interface
 	clientFn := func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil }
 	if kc.RotateCertificates {
 		m, err := certs.NewClientManager(ctx, cfg.CertDir, nodeName, clientFn)
 		if err != nil {
 			return fmt.Errorf("failed to set up client certificate rotation: %w", err)
 		}
+		if err := certs.UseRotatingClientCert(ctx, restCfg, m); err != nil {
+			return err
+		}
 		m.Start()
 		defer m.Stop()
+	}
+	if client, err = kubernetes.NewForConfig(restCfg); err != nil {
+		return err
 	}
 	rt, err := connectRuntime(ctx, cfg)
 	if err != nil {
