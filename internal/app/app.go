@@ -116,7 +116,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
-		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy),
+		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds,
 	})
@@ -334,7 +334,7 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 }
 
 // observer reads what node status reports from the runtime and PLEG.
-func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error) func(ctx context.Context) nodestatus.Observed {
+func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() (bool, bool)) func(ctx context.Context) nodestatus.Observed {
 	return func(ctx context.Context) nodestatus.Observed {
 		o := nodestatus.Observed{}
 		o.RuntimeVersion, _ = rt.VersionString(ctx)
@@ -343,6 +343,7 @@ func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error) func
 		if err := plegHealthy(); o.RuntimeReady && err != nil {
 			o.RuntimeReady, o.NotReadyReason = false, err.Error()
 		}
+		o.MemoryPressure, o.DiskPressure = pressure()
 		if imgs, err := rt.Images.ListImages(ctx, &runtimeapi.ImageFilter{}); err == nil {
 			o.Images = nodeImages(imgs, maxImages)
 		}

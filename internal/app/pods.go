@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/pleg"
@@ -57,6 +58,8 @@ type pods struct {
 	workers  *podworkers.Workers
 	pleg     *pleg.Relister
 	probes   *probes.Manager
+	eviction *eviction.Manager
+	imageGC  *eviction.ImageGC
 	recorder record.EventRecorder
 	nodes    atomic.Pointer[corelisters.NodeLister] // set once the Node exists
 }
@@ -123,6 +126,15 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	})
 	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: syncer.KillContainer})
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
+	thresholds, err := eviction.ParseThresholds(kc.EvictionHard)
+	if err != nil {
+		return nil, err
+	}
+	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
+		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
+		Keep: []string{d.cfg.PodInfraContainerImage}}
+	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
+		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect})
 	return p, nil
 }
 
@@ -175,6 +187,8 @@ func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
 		go p.static.Run(ctx, p.workers)
 	}
 	go p.housekeeping(ctx)
+	go p.eviction.Run(ctx)
+	go p.imageGC.Run(ctx, 5*time.Minute)
 	kc := p.deps.cfg.Kubelet
 	maxSize := resource.MustParse(kc.ContainerLogMaxSize) // validated by config
 	go (&logrotate.Rotator{Runtime: p.deps.rt.RuntimeService, MaxSize: maxSize.Value(), MaxFiles: int(*kc.ContainerLogMaxFiles),

@@ -67,6 +67,9 @@ func PodStatus(in StatusInput) corev1.PodStatus {
 		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(in, c, true))
 	}
 	st.Phase = podPhase(in.Pod, &st, in.Terminal)
+	if in.Terminal && in.Reason != "" {
+		st.Phase = corev1.PodFailed // evicted, past its deadline: failed whatever the exit codes
+	}
 	if old.Phase == corev1.PodSucceeded || old.Phase == corev1.PodFailed {
 		st.Phase = old.Phase // terminal phases never change back
 	}

@@ -159,6 +159,23 @@ func (w *Workers) Delete(pod *corev1.Pod) {
 	wk.poke()
 }
 
+// Evict stops a pod for the node's sake: its worker terminates it and
+// reports phase Failed with reason and message.
+func (w *Workers) Evict(uid types.UID, reason, message string) {
+	w.mu.Lock()
+	wk, ok := w.pods[uid]
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	wk.mu.Lock()
+	if wk.state == syncing {
+		wk.reason, wk.message, wk.state = reason, message, terminating
+	}
+	wk.mu.Unlock()
+	wk.poke()
+}
+
 // Wake asks a pod's worker to look at the runtime again (a PLEG event).
 func (w *Workers) Wake(uid types.UID) {
 	w.mu.Lock()
