@@ -353,12 +353,47 @@ func GracePeriod(pod *corev1.Pod) int64 { return gracePeriod(pod) }
 // Kill stops every running container of the pod (in parallel, each with
 // grace seconds: SIGTERM, then SIGKILL) and then its sandboxes.
 func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grace int64) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, len(rp.Containers))
+	// App containers first (their preStop hooks may still need the
+	// sidecars), then sidecars in reverse order, as upstream does.
+	var apps []*Container
+	sidecars := map[string]*Container{}
 	for _, c := range rp.Containers {
 		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
 		}
+		if sc := findContainer(pod, c.Metadata.GetName()); sc != nil && isSidecar(*sc) && isInit(pod, sc.Name) {
+			sidecars[sc.Name] = c
+		} else {
+			apps = append(apps, c)
+		}
+	}
+	start := time.Now()
+	if err := s.stopAll(ctx, pod, apps, grace); err != nil {
+		return err
+	}
+	left := max(grace-int64(time.Since(start).Seconds()), minStopGrace)
+	for i := len(pod.Spec.InitContainers) - 1; i >= 0; i-- {
+		if c, ok := sidecars[pod.Spec.InitContainers[i].Name]; ok {
+			if err := s.stopAll(ctx, pod, []*Container{c}, left); err != nil {
+				return err
+			}
+		}
+	}
+	for _, sb := range rp.Sandboxes {
+		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			if err := s.cfg.Runtime.StopPodSandbox(ctx, sb.Id); err != nil {
+				return fmt.Errorf("failed to stop sandbox %s: %w", sb.Id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// stopAll stops containers in parallel, each with its preStop hook.
+func (s *Syncer) stopAll(ctx context.Context, pod *corev1.Pod, ctrs []*Container, grace int64) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ctrs))
+	for _, c := range ctrs {
 		wg.Add(1)
 		go func(c *Container) {
 			defer wg.Done()
@@ -370,17 +405,7 @@ func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grac
 	}
 	wg.Wait()
 	close(errs)
-	if err := <-errs; err != nil {
-		return err
-	}
-	for _, sb := range rp.Sandboxes {
-		if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
-			if err := s.cfg.Runtime.StopPodSandbox(ctx, sb.Id); err != nil {
-				return fmt.Errorf("failed to stop sandbox %s: %w", sb.Id, err)
-			}
-		}
-	}
-	return nil
+	return <-errs
 }
 
 // Remove deletes the pod's containers, sandboxes and state folder.
