@@ -103,6 +103,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Objects:     objs,
 		Volumes:     &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
 		Allocatable: p.allocatable,
+		Started:     func(c *corev1.Container, id string) bool { return p.probes.Started(c, id) },
 		Recorder:    recorder,
 		HostIPs:     hostIPs,
 		MemCapacity: d.machine.MemoryBytes,

@@ -20,15 +20,16 @@ import (
 
 // SyncerConfig wires a Syncer.
 type SyncerConfig struct {
-	Runtime     internalapi.RuntimeService // CRI runtime
-	Images      *ImagePuller               // image policy and pulls
-	Node        NodeSettings               // node-wide settings
-	Objects     Objects                    // ConfigMaps, Secrets, Services for env
-	Recorder    record.EventRecorder       // pod events
-	HostIPs     []string                   // the node's IPs
-	MemCapacity int64                      // node memory, for OOM scores
-	Allocatable func() corev1.ResourceList // node allocatable, for resourceFieldRef defaults
-	Volumes     VolumeManager              // sets up and tears down pod volumes
+	Runtime     internalapi.RuntimeService                // CRI runtime
+	Images      *ImagePuller                              // image policy and pulls
+	Node        NodeSettings                              // node-wide settings
+	Objects     Objects                                   // ConfigMaps, Secrets, Services for env
+	Recorder    record.EventRecorder                      // pod events
+	HostIPs     []string                                  // the node's IPs
+	MemCapacity int64                                     // node memory, for OOM scores
+	Allocatable func() corev1.ResourceList                // node allocatable, for resourceFieldRef defaults
+	Volumes     VolumeManager                             // sets up and tears down pod volumes
+	Started     func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
 }
 
 // VolumeManager sets up a pod's volumes (again on every sync, to refresh
@@ -107,7 +108,7 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 	for i := range pod.Spec.Containers {
 		hashes[pod.Spec.Containers[i].Name] = ContainerHash(&pod.Spec.Containers[i])
 	}
-	plan := ComputePlan(PlanInput{Pod: pod, Runtime: rp, Hashes: hashes, InBackOff: func(name string, finished time.Time) bool {
+	plan := ComputePlan(PlanInput{Pod: pod, Runtime: rp, Hashes: hashes, Started: s.cfg.Started, InBackOff: func(name string, finished time.Time) bool {
 		return s.backoff.InBackOffSince(backoffKey(pod, name), finished)
 	}})
 	res := &SyncResult{Waiting: map[string]Waiting{}, InitFailed: plan.InitFailed != ""}

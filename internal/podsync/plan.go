@@ -13,6 +13,7 @@ type PlanInput struct {
 	Runtime   *RuntimePod                                     // actual
 	Hashes    map[string]string                               // container name -> hash of its spec
 	InBackOff func(container string, finished time.Time) bool // whether a restart must wait
+	Started   func(c *corev1.Container, id string) bool       // a running sidecar's startup probe passed (nil: running is enough)
 }
 
 // Plan is what to do to bring a pod's containers to its spec.
@@ -84,6 +85,9 @@ func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
 			planContainer(in, current, c, corev1.RestartPolicyAlways, p)
 			if st == nil || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				return false // the next init container waits for this sidecar to run
+			}
+			if in.Started != nil && !in.Started(&c, st.Id) {
+				return false // ... and for its startup probe to pass
 			}
 			continue
 		}

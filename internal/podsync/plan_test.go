@@ -164,3 +164,17 @@ func TestBackoffDoublesToMaxAndForgets(t *testing.T) {
 		t.Error("Forget by prefix")
 	}
 }
+
+func TestSidecarStartupProbeGatesTheNextInit(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, []corev1.Container{sidecar("side"), {Name: "init"}}, "app")
+	rt := &RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("side", "s1", running, 0)}}
+	started := false
+	in := PlanInput{Pod: pod, Runtime: rt, Started: func(*corev1.Container, string) bool { return started }}
+	if got := ComputePlan(in); len(got.Start) != 0 {
+		t.Fatalf("started %v before the sidecar's startup probe passed", got.Start)
+	}
+	started = true
+	if got := ComputePlan(in); !reflect.DeepEqual(got.Start, []string{"init"}) {
+		t.Fatalf("plan %+v", got)
+	}
+}
