@@ -139,7 +139,7 @@ func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, tim
 					}
 					return nil
 				}
-				return fmt.Errorf("Ready=%s: %s", c.Status, c.Message)
+				return fmt.Errorf("node Ready=%s: %s", c.Status, c.Message)
 			}
 		}
 		return fmt.Errorf("node has no Ready condition yet")

@@ -99,7 +99,7 @@ func summarize(dir string) error {
 	}
 	r := result{Agent: filepath.Base(dir), Failures: map[string]string{}}
 	if b, err := os.ReadFile(filepath.Join(dir, "wall-seconds")); err == nil {
-		fmt.Sscanf(string(b), "%g", &r.Seconds)
+		_, _ = fmt.Sscanf(string(b), "%g", &r.Seconds)
 	}
 	for _, s := range j.Suites {
 		for _, c := range s.Cases {

@@ -108,7 +108,7 @@ func requestClientCert(ctx context.Context, client kubernetes.Interface, cfg Boo
 	}
 	usages := []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth}
 	name := digestedName(key.Public(), subject, usages)
-	reqName, reqUID, err := csr.RequestCertificate(client, csrPEM, name, certificatesv1.KubeAPIServerClientKubeletSignerName, nil, usages, key)
+	reqName, reqUID, err := csr.RequestCertificateWithContext(ctx, client, csrPEM, name, certificatesv1.KubeAPIServerClientKubeletSignerName, nil, usages, key)
 	if err != nil {
 		if apierrors.IsForbidden(err) {
 			return nil, nil, fmt.Errorf("cannot create certificate signing request: %w (bind the bootstrap group to "+

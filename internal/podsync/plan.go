@@ -41,7 +41,7 @@ func allRan(in PlanInput) bool {
 func ComputePlan(in PlanInput) Plan {
 	p := Plan{Waiting: map[string]string{}}
 	sb := in.Runtime.LatestSandbox()
-	current := in.Runtime
+	var current *RuntimePod
 	if sb == nil || sb.State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		if sb != nil && in.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever && allRan(in) {
 			return p // a finished Never pod stays as it is

@@ -34,7 +34,7 @@ func serviceEnv(ctx context.Context, objs Objects, pod *corev1.Pod) ([][2]string
 			return nil, fmt.Errorf("failed to list services for the environment: %w", err)
 		}
 		for _, s := range local {
-			if !(pod.Namespace == "default" && s.Name == "kubernetes") {
+			if pod.Namespace != "default" || s.Name != "kubernetes" {
 				services = append(services, s)
 			}
 		}

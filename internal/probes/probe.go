@@ -177,7 +177,7 @@ func grpcProbe(ctx context.Context, g *corev1.GRPCAction, t Target) (Result, str
 	if err != nil {
 		return Failure, err.Error(), nil
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	service := ""
 	if g.Service != nil {
 		service = *g.Service

@@ -80,7 +80,7 @@ func (r *Runtime) CheckHealth(ctx context.Context) Health {
 // HealthFromStatus reads the two required conditions of a CRI status.
 func HealthFromStatus(st *runtimeapi.RuntimeStatus) Health {
 	h := Health{}
-	var runtimeMsg, networkMsg string = "container runtime status check may not have completed yet", "container runtime network not ready"
+	runtimeMsg, networkMsg := "container runtime status check may not have completed yet", "container runtime network not ready"
 	for _, c := range st.GetConditions() {
 		switch c.Type {
 		case runtimeapi.RuntimeReady:

@@ -140,7 +140,7 @@ func (s *Server) varLogs(w http.ResponseWriter, r *http.Request) {
 		writeText(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	defer root.Close()
+	defer func() { _ = root.Close() }()
 	rel := strings.TrimPrefix(r.URL.Path, "/")
 	if rel == "" {
 		rel = "."

@@ -46,7 +46,6 @@ type containerSnap struct {
 	hasNanoCores                                           bool
 	memWorking, memUsage, memRSS, memAvailable             uint64
 	rootfsUsed, rootfsInodes, logsUsed                     uint64
-	memLimit                                               uint64
 }
 
 // netSnap is one pod's network counters (eth0, as upstream reports).
