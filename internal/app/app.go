@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/certs"
 	"github.com/bosun-dev/bosun/internal/config"
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
@@ -109,6 +111,13 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	go pods.pleg.Run(ctx)
+	bmetrics.Register(nodeName)
+	go bmetrics.TrackCertTTL(func() time.Time {
+		if c, err := certs.LoadPairFile(filepath.Join(cfg.CertDir, "kubelet-client-current.pem")); err == nil {
+			return c.Leaf.NotAfter
+		}
+		return time.Time{}
+	}, ctx.Done())
 	params := nodestatus.Params{
 		NodeName: nodeName, Hostname: nodeName, NodeIPs: nodeIPs, Labels: cfg.NodeLabels,
 		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, Port: kc.Port,

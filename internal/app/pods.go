@@ -26,6 +26,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/pleg"
 	"github.com/bosun-dev/bosun/internal/podsource"
@@ -117,6 +118,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
 				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes})
+			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
+				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
+			}
 			if terminal {
 				p.probes.RemovePod(pod.UID)
 			} else {

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	"k8s.io/klog/v2"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
 // unhealthyAfter is how long without a successful relist makes PLEG unhealthy.
@@ -58,6 +60,8 @@ func (r *Relister) Run(ctx context.Context) {
 }
 
 func (r *Relister) relist(ctx context.Context) error {
+	start := time.Now()
+	defer func() { bmetrics.PLEGRelistDuration.Observe(time.Since(start).Seconds()) }()
 	ctrs, err := r.rt.ListContainers(ctx, nil)
 	if err != nil {
 		return err
@@ -88,6 +92,17 @@ func (r *Relister) relist(ctx context.Context) error {
 	r.seen = now
 	r.last = time.Now()
 	r.mu.Unlock()
+	running, ready := 0, 0
+	for _, rec := range now {
+		switch rec.state {
+		case "CONTAINER_RUNNING":
+			running++
+		case "SANDBOX_READY":
+			ready++
+		}
+	}
+	bmetrics.RunningContainers.WithLabelValues("running").Set(float64(running))
+	bmetrics.RunningPods.Set(float64(ready))
 	for uid := range changed {
 		if uid != "" {
 			r.wake(uid)

@@ -1,0 +1,72 @@
+// Package metrics holds Bosun's own Prometheus metrics on /metrics, with the
+// upstream kubelet's names where the meaning is the same.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+)
+
+var (
+	// PLEGRelistDuration is kubelet_pleg_relist_duration_seconds.
+	PLEGRelistDuration = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: "kubelet", Name: "pleg_relist_duration_seconds", StabilityLevel: metrics.ALPHA,
+		Help:    "Duration in seconds for relisting pods in PLEG.",
+		Buckets: metrics.DefBuckets,
+	})
+	// PodStartDuration is kubelet_pod_start_duration_seconds: from the
+	// pod's creation to its first Running status on this node.
+	PodStartDuration = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: "kubelet", Name: "pod_start_duration_seconds", StabilityLevel: metrics.ALPHA,
+		Help:    "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+		Buckets: []float64{0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600},
+	})
+	// RuntimeOperations is kubelet_runtime_operations_total.
+	RuntimeOperations = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: "kubelet", Name: "runtime_operations_total", StabilityLevel: metrics.ALPHA,
+		Help: "Cumulative number of runtime operations by operation type.",
+	}, []string{"operation_type"})
+)
+
+var (
+	// RunningPods is kubelet_running_pods: pods with a ready sandbox.
+	RunningPods = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "running_pods",
+		Help: "Number of pods that have a running pod sandbox", StabilityLevel: metrics.ALPHA})
+	// RunningContainers is kubelet_running_containers.
+	RunningContainers = metrics.NewGaugeVec(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "running_containers",
+		Help: "Number of containers currently running", StabilityLevel: metrics.ALPHA}, []string{"container_state"})
+	// ClientCertTTL is kubelet_certificate_manager_client_ttl_seconds.
+	ClientCertTTL = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "certificate_manager_client_ttl_seconds",
+		Help: "Gauge of the TTL (time-to-live) of the Kubelet's client certificate.", StabilityLevel: metrics.ALPHA})
+	nodeName = metrics.NewGaugeVec(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "node_name",
+		Help: "The node's name. The count is always 1.", StabilityLevel: metrics.ALPHA}, []string{"node"})
+)
+
+var once sync.Once
+
+// Register adds the metrics to the registry /metrics serves.
+func Register(node string) {
+	once.Do(func() {
+		legacyregistry.MustRegister(PLEGRelistDuration, PodStartDuration, RuntimeOperations, RunningPods, RunningContainers, ClientCertTTL, nodeName)
+		nodeName.WithLabelValues(node).Set(1)
+	})
+}
+
+// TrackCertTTL sets ClientCertTTL from expiry every minute until stop closes.
+func TrackCertTTL(expiry func() time.Time, stop <-chan struct{}) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if e := expiry(); !e.IsZero() {
+			ClientCertTTL.Set(time.Until(e).Seconds())
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
