@@ -291,7 +291,8 @@ func (s *Static) ensureMirror(ctx context.Context, p *corev1.Pod) {
 	mirror.Annotations[AnnotationConfigMirror] = p.Annotations[AnnotationConfigHash]
 	if s.NodeUID != nil {
 		if uid := s.NodeUID(); uid != "" {
-			mirror.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.NodeName, UID: uid}}
+			controller := true // the node restriction admits only mirror pods the node controls
+			mirror.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.NodeName, UID: uid, Controller: &controller}}
 		}
 	}
 	mirror.Status = corev1.PodStatus{}

@@ -136,8 +136,10 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 	if apierrors.IsNotFound(err) {
 		current, err = m.client.CoreV1().Pods(want.namespace).Get(ctx, want.name, metav1.GetOptions{})
 	}
-	if apierrors.IsNotFound(err) {
-		return nil // gone: nothing to report to
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+		// Gone, or (a static pod without its mirror yet) not ours to read:
+		// nothing to report to now; a later status brings it back.
+		return nil
 	}
 	if err != nil {
 		return err
