@@ -3,14 +3,13 @@ package podsync
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/bosun-dev/bosun/internal/downward"
 )
 
 // Objects reads what container environments refer to.
@@ -127,9 +126,17 @@ func envValueFrom(ctx context.Context, objs Objects, in envInputs, c *corev1.Con
 	ns := in.pod.Namespace
 	switch src := e.ValueFrom; {
 	case src.FieldRef != nil:
-		return fieldValue(in, src.FieldRef.FieldPath)
+		v, err := downward.FieldValue(downward.Pod{Pod: in.pod, PodIPs: in.podIPs, HostIPs: in.hostIPs}, src.FieldRef.FieldPath)
+		if err != nil {
+			return "", &ConfigError{Msg: err.Error()}
+		}
+		return v, nil
 	case src.ResourceFieldRef != nil:
-		return resourceValue(in, c, src.ResourceFieldRef)
+		v, err := downward.ResourceValue(in.pod, c, src.ResourceFieldRef, in.allocatable)
+		if err != nil {
+			return "", &ConfigError{Msg: err.Error()}
+		}
+		return v, nil
 	case src.ConfigMapKeyRef != nil:
 		ref := src.ConfigMapKeyRef
 		optional := ref.Optional != nil && *ref.Optional
@@ -162,90 +169,6 @@ func envValueFrom(ctx context.Context, objs Objects, in envInputs, c *corev1.Con
 		return string(v), nil
 	}
 	return "", nil
-}
-
-// fieldValue resolves a downward API field path.
-func fieldValue(in envInputs, path string) (string, error) {
-	p := in.pod
-	if key, ok := subscript(path, "metadata.labels"); ok {
-		return p.Labels[key], nil
-	}
-	if key, ok := subscript(path, "metadata.annotations"); ok {
-		return p.Annotations[key], nil
-	}
-	switch path {
-	case "metadata.name":
-		return p.Name, nil
-	case "metadata.namespace":
-		return p.Namespace, nil
-	case "metadata.uid":
-		return string(p.UID), nil
-	case "spec.nodeName":
-		return p.Spec.NodeName, nil
-	case "spec.serviceAccountName":
-		return p.Spec.ServiceAccountName, nil
-	case "status.hostIP":
-		return first(in.hostIPs), nil
-	case "status.hostIPs":
-		return strings.Join(in.hostIPs, ","), nil
-	case "status.podIP":
-		return first(in.podIPs), nil
-	case "status.podIPs":
-		return strings.Join(in.podIPs, ","), nil
-	}
-	return "", &ConfigError{Msg: fmt.Sprintf("unsupported fieldRef fieldPath %q", path)}
-}
-
-// subscript reads `prefix['key']`.
-func subscript(path, prefix string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, prefix+"['")
-	if !ok || !strings.HasSuffix(rest, "']") {
-		return "", false
-	}
-	return strings.TrimSuffix(rest, "']"), true
-}
-
-func first(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	return s[0]
-}
-
-// resourceValue resolves limits.* / requests.* of a container, rounding up
-// by the divisor; unset limits fall back to the node's allocatable.
-func resourceValue(in envInputs, c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
-	if ref.ContainerName != "" && ref.ContainerName != c.Name {
-		for _, other := range append(append([]corev1.Container{}, in.pod.Spec.InitContainers...), in.pod.Spec.Containers...) {
-			if other.Name == ref.ContainerName {
-				c = &other
-				break
-			}
-		}
-	}
-	kind, name, ok := strings.Cut(ref.Resource, ".")
-	if !ok {
-		return "", &ConfigError{Msg: fmt.Sprintf("unsupported resourceFieldRef resource %q", ref.Resource)}
-	}
-	list := c.Resources.Limits
-	if kind == "requests" {
-		list = c.Resources.Requests
-	}
-	q, ok := list[corev1.ResourceName(name)]
-	if !ok && kind == "limits" {
-		q, ok = in.allocatable[corev1.ResourceName(name)]
-	}
-	if !ok {
-		q = resource.Quantity{}
-	}
-	divisor := ref.Divisor
-	if divisor.IsZero() {
-		divisor = resource.MustParse("1")
-	}
-	if name == "cpu" {
-		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10), nil
-	}
-	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10), nil
 }
 
 // Expand replaces $(VAR) with the value of VAR when it is defined; $$ is a

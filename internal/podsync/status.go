@@ -396,3 +396,10 @@ func nanoTime(ns int64) metav1.Time {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}

@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/bosun-dev/bosun/internal/downward"
 )
 
 // Objects reads what volumes are made of.
@@ -263,9 +264,9 @@ func (m *Manager) downwardFiles(pod *corev1.Pod, items []corev1.DownwardAPIVolum
 		var err error
 		switch {
 		case it.FieldRef != nil:
-			val, err = fieldValue(pod, it.FieldRef.FieldPath)
+			val, err = downward.FieldValue(downward.Pod{Pod: pod}, it.FieldRef.FieldPath)
 		case it.ResourceFieldRef != nil:
-			val, err = resourceValue(pod, it.ResourceFieldRef, m.allocatable())
+			val, err = downward.ResourceValue(pod, nil, it.ResourceFieldRef, m.allocatable())
 		}
 		if err != nil {
 			return nil, err
@@ -324,75 +325,6 @@ func (m *Manager) tokenFile(ctx context.Context, pod *corev1.Pod, t *corev1.Serv
 		return nil, fmt.Errorf("failed to fetch token: %w", err)
 	}
 	return map[string]File{t.Path: {Data: []byte(tok), Mode: def}}, nil
-}
-
-// fieldValue is a downward API field as a volume file shows it.
-func fieldValue(pod *corev1.Pod, path string) (string, error) {
-	switch path {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
-	case "metadata.labels":
-		return formatMap(pod.Labels), nil
-	case "metadata.annotations":
-		return formatMap(pod.Annotations), nil
-	}
-	if k, ok := strings.CutPrefix(path, "metadata.labels['"); ok {
-		return pod.Labels[strings.TrimSuffix(k, "']")], nil
-	}
-	if k, ok := strings.CutPrefix(path, "metadata.annotations['"); ok {
-		return pod.Annotations[strings.TrimSuffix(k, "']")], nil
-	}
-	return "", fmt.Errorf("unsupported downward API fieldPath %q", path)
-}
-
-// formatMap writes key="value" lines, sorted, values quoted as Go does.
-func formatMap(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		fmt.Fprintf(&b, "%s=%s", k, strconv.Quote(m[k]))
-	}
-	return b.String()
-}
-
-func resourceValue(pod *corev1.Pod, ref *corev1.ResourceFieldSelector, alloc corev1.ResourceList) (string, error) {
-	var c *corev1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == ref.ContainerName {
-			c = &pod.Spec.Containers[i]
-		}
-	}
-	if c == nil {
-		return "", fmt.Errorf("resourceFieldRef names container %q, which the pod does not have", ref.ContainerName)
-	}
-	kind, name, _ := strings.Cut(ref.Resource, ".")
-	list := c.Resources.Limits
-	if kind == "requests" {
-		list = c.Resources.Requests
-	}
-	q, ok := list[corev1.ResourceName(name)]
-	if !ok && kind == "limits" {
-		q = alloc[corev1.ResourceName(name)]
-	}
-	div := ref.Divisor
-	if div.IsZero() {
-		div = resource.MustParse("1")
-	}
-	if name == "cpu" {
-		return strconv.FormatInt((q.MilliValue()+div.MilliValue()-1)/div.MilliValue(), 10), nil
-	}
-	return strconv.FormatInt((q.Value()+div.Value()-1)/div.Value(), 10), nil
 }
 
 func volumeType(v *corev1.Volume) string {
