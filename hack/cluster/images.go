@@ -84,6 +84,8 @@ func fillBusybox(_ *layout, r *rootfs) error {
 	for _, applet := range strings.Fields(string(out)) {
 		if applet != "bin/busybox" {
 			r.symlink(applet, "/bin/busybox")
+			// The registry's busybox image has every applet in /bin too.
+			r.symlink("/bin/"+filepath.Base(applet), "/bin/busybox")
 		}
 	}
 	for _, d := range []string{"/root", "/home", "/var", "/var/spool/mail", "/var/www", "/etc", "/proc", "/sys", "/dev", "/usr/sbin"} {

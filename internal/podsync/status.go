@@ -138,6 +138,8 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool) corev
 	case runtimeapi.ContainerState_CONTAINER_EXITED:
 		cs.Started = ptrTo(false)
 		term := terminated(in, c, latest)
+		// A regular init container that completed counts as ready.
+		cs.Ready = !longRunning && term.ExitCode == 0
 		if w, ok := in.Waiting[c.Name]; ok && !in.Terminal {
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: w.Reason, Message: w.Message}
 			cs.LastTerminationState = corev1.ContainerState{Terminated: term}
