@@ -117,7 +117,7 @@ func fillAgnhost(l *layout, r *rootfs) error {
 		}
 	}
 	r.dir("/uploads", 0o755)
-	// The real agnhost image carries curl and nc, which many specs run
+	// The real agnhost image carries curl, nc and bash, which many specs run
 	// inside it; Debian's, with their libraries, stand in.
 	for _, tool := range agnhostTools {
 		if err := r.hostBinaryWithLibs(tool); err != nil {
@@ -144,7 +144,7 @@ func fillNonewprivs(l *layout, r *rootfs) error {
 }
 
 // agnhostTools are the host programs copied into the agnhost image.
-var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd"}
+var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd", "/bin/bash"}
 
 // upstreamSourceDir finds a folder of the pinned k8s.io/kubernetes module.
 func upstreamSourceDir(rel string) (string, error) {

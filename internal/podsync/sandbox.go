@@ -126,8 +126,12 @@ func CgroupParent(n NodeSettings, pod *corev1.Pod) string {
 	return "/" + strings.Join(append(parts, "pod"+string(pod.UID)), "/")
 }
 
-// podHostname is spec.hostname or the pod name, within 63 characters.
+// podHostname is spec.hostnameOverride, else spec.hostname or the pod name
+// within 63 characters.
 func podHostname(pod *corev1.Pod) (string, error) {
+	if o := pod.Spec.HostnameOverride; o != nil && *o != "" {
+		return *o, nil
+	}
 	h := pod.Spec.Hostname
 	if h == "" {
 		h = pod.Name
