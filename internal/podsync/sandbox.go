@@ -87,6 +87,14 @@ func sandboxLinux(n NodeSettings, pod *corev1.Pod) *runtimeapi.LinuxPodSandboxCo
 		SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: ns},
 		Sysctls:         map[string]string{},
 	}
+	// containerd admits a privileged container only in a privileged sandbox.
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+				lx.SecurityContext.Privileged = true
+			}
+		}
+	}
 	if sc := pod.Spec.SecurityContext; sc != nil {
 		for _, s := range sc.Sysctls {
 			lx.Sysctls[s.Name] = s.Value

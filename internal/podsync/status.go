@@ -214,23 +214,31 @@ func readHead(path string, n int) ([]byte, error) {
 }
 
 // tailLogMessage returns the last lines of a CRI log file's content.
-func tailLogMessage(path string, lines, maxBytes int) string {
+func tailLogMessage(path string, maxLines, maxBytes int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
 	var out []string
 	for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
-		// <time> <stream> <P|F> <content>
+		// <time> <stream> <P|F> <content>: F ends a line, P continues it.
 		parts := strings.SplitN(line, " ", 4)
-		if len(parts) == 4 {
-			out = append(out, parts[3])
+		if len(parts) < 3 {
+			continue
 		}
+		content := ""
+		if len(parts) == 4 {
+			content = parts[3]
+		}
+		if parts[2] == "F" {
+			content += "\n"
+		}
+		out = append(out, content)
 	}
-	if len(out) > lines {
-		out = out[len(out)-lines:]
+	msg := strings.Join(out, "")
+	if lines := strings.SplitAfter(msg, "\n"); len(lines) > maxLines {
+		msg = strings.Join(lines[len(lines)-maxLines:], "")
 	}
-	msg := strings.Join(out, "\n") + "\n"
 	if len(msg) > maxBytes {
 		msg = msg[len(msg)-maxBytes:]
 	}

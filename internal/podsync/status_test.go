@@ -104,14 +104,14 @@ func TestPodStatusFields(t *testing.T) {
 
 func TestFallbackToLogsOnError(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "0.log")
-	content := "2024-01-01T00:00:00.000000000Z stdout F first\n2024-01-01T00:00:01.000000000Z stderr F boom\n"
+	content := "2024-01-01T00:00:00.000000000Z stdout F first\n2024-01-01T00:00:01.000000000Z stderr P bo\n2024-01-01T00:00:01.000000000Z stderr P om\n"
 	if err := os.WriteFile(log, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := corev1.Container{Name: "a", TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError}
 	r := ctr("a", "s1", exited, 1)
 	r.LogPath = log
-	if got := terminationMessage(c, r); got != "first\nboom\n" {
+	if got := terminationMessage(c, r); got != "first\nboom" {
 		t.Errorf("message %q", got)
 	}
 	r.ExitCode = 0
