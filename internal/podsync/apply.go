@@ -334,6 +334,12 @@ func findContainer(pod *corev1.Pod, name string) *corev1.Container {
 			}
 		}
 	}
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if ec.Name == name {
+			c := corev1.Container(ec.EphemeralContainerCommon)
+			return &c
+		}
+	}
 	return nil
 }
 

@@ -61,6 +61,12 @@ func ComputePlan(in PlanInput) Plan {
 	for _, c := range in.Pod.Spec.Containers {
 		planContainer(in, current, c, in.Pod.Spec.RestartPolicy, &p)
 	}
+	// Ephemeral containers run once, when added, and are never restarted.
+	for _, ec := range in.Pod.Spec.EphemeralContainers {
+		if in.Runtime.Latest(ec.Name) == nil {
+			p.Start = append(p.Start, ec.Name)
+		}
+	}
 	return p
 }
 

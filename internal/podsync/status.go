@@ -60,11 +60,18 @@ func PodStatus(in StatusInput) corev1.PodStatus {
 		st.PodIP = st.PodIPs[0].IP
 	}
 	sb := in.Runtime.LatestSandbox()
+	waitReason := "PodInitializing" // until every init container is done
+	if initDone(in) {
+		waitReason = "ContainerCreating"
+	}
 	for _, c := range in.Pod.Spec.InitContainers {
-		st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(in, c, isSidecar(c)))
+		st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(in, c, isSidecar(c), "PodInitializing"))
 	}
 	for _, c := range in.Pod.Spec.Containers {
-		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(in, c, true))
+		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(in, c, true, waitReason))
+	}
+	for _, ec := range in.Pod.Spec.EphemeralContainers {
+		st.EphemeralContainerStatuses = append(st.EphemeralContainerStatuses, containerStatus(in, corev1.Container(ec.EphemeralContainerCommon), false, "ContainerCreating"))
 	}
 	st.Phase = podPhase(in.Pod, &st, in.Terminal)
 	if in.Terminal && in.Reason != "" {
@@ -96,7 +103,24 @@ func podIPs(in StatusInput) []corev1.PodIP {
 	return out
 }
 
-func containerStatus(in StatusInput, c corev1.Container, longRunning bool) corev1.ContainerStatus {
+// initDone reports whether every regular init container has succeeded and
+// every sidecar runs.
+func initDone(in StatusInput) bool {
+	for _, c := range in.Pod.Spec.InitContainers {
+		st := in.Runtime.Latest(c.Name)
+		switch {
+		case st == nil:
+			return false
+		case isSidecar(c) && st.State != runtimeapi.ContainerState_CONTAINER_RUNNING:
+			return false
+		case !isSidecar(c) && (st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0):
+			return false
+		}
+	}
+	return true
+}
+
+func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitReason string) corev1.ContainerStatus {
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
 	runs := in.Runtime.ContainersNamed(c.Name)
 	if prev := previousStatus(in.Pod, c.Name); prev != nil {
@@ -106,7 +130,7 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool) corev
 	if len(runs) == 0 {
 		w, ok := in.Waiting[c.Name]
 		if !ok {
-			w = Waiting{Reason: "ContainerCreating"}
+			w = Waiting{Reason: waitReason}
 			if in.Terminal {
 				w = Waiting{Reason: "PodInitializing"}
 			}
