@@ -228,6 +228,7 @@ func etcHostsMount(n NodeSettings, pod *corev1.Pod, c *corev1.Container, podIPs 
 			return nil, err
 		}
 		content = append([]byte("# Kubernetes-managed hosts file (host network).\n"), host...)
+		content = append(content, hostAliases(pod)...)
 	} else {
 		content = []byte(managedHosts(n, pod, podIPs))
 	}
@@ -249,11 +250,19 @@ func managedHosts(n NodeSettings, pod *corev1.Pod, podIPs []string) string {
 			fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
 		}
 	}
-	if len(pod.Spec.HostAliases) > 0 {
-		b.WriteString("\n# Entries added by HostAliases.\n")
-		for _, a := range pod.Spec.HostAliases {
-			fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
-		}
+	b.WriteString(hostAliases(pod))
+	return b.String()
+}
+
+// hostAliases is the hosts-file section for spec.hostAliases.
+func hostAliases(pod *corev1.Pod) string {
+	if len(pod.Spec.HostAliases) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\n# Entries added by HostAliases.\n")
+	for _, a := range pod.Spec.HostAliases {
+		fmt.Fprintf(&b, "%s\t%s\n", a.IP, strings.Join(a.Hostnames, "\t"))
 	}
 	return b.String()
 }
