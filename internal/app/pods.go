@@ -166,6 +166,7 @@ func runningContainers(pod *corev1.Pod, rp *podsync.RuntimePod) map[string]probe
 // start runs the pod machinery once the Node exists.
 func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
 	p.nodes.Store(&nodes)
+	podworkers.AllowedUnsafeSysctls = p.deps.cfg.Kubelet.AllowedUnsafeSysctls
 	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
 		node, err := nodes.Get(p.deps.nodeName)
 		if err != nil {

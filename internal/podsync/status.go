@@ -154,7 +154,8 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 			started = in.Probes.Started(&c, latest.Id)
 			ready = started && in.Probes.Ready(&c, latest.Id)
 		}
-		cs.Ready = longRunning && ready
+		// A pod being deleted is no longer ready, whatever its probes said.
+		cs.Ready = longRunning && ready && in.Pod.DeletionTimestamp == nil
 		cs.Started = ptrTo(started)
 		if len(runs) > 1 {
 			cs.LastTerminationState = corev1.ContainerState{Terminated: terminated(in, c, runs[1])}

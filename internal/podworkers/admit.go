@@ -2,6 +2,7 @@ package podworkers
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -9,6 +10,30 @@ import (
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/klog/v2"
 )
+
+// safeSysctls are the sysctls upstream lets any pod set.
+var safeSysctls = map[string]bool{
+	"kernel.shm_rmid_forced": true, "net.ipv4.ip_local_port_range": true, "net.ipv4.tcp_syncookies": true,
+	"net.ipv4.ping_group_range": true, "net.ipv4.ip_unprivileged_port_start": true, "net.ipv4.ip_local_reserved_ports": true,
+	"net.ipv4.tcp_keepalive_time": true, "net.ipv4.tcp_fin_timeout": true, "net.ipv4.tcp_keepalive_intvl": true,
+	"net.ipv4.tcp_keepalive_probes": true, "net.ipv4.tcp_rmem": true, "net.ipv4.tcp_wmem": true,
+}
+
+// AllowedUnsafeSysctls is allowedUnsafeSysctls (names, or prefixes ending in *).
+var AllowedUnsafeSysctls []string
+
+func sysctlAllowed(name string) bool {
+	name = strings.ReplaceAll(name, "/", ".")
+	if safeSysctls[name] {
+		return true
+	}
+	for _, a := range AllowedUnsafeSysctls {
+		if a == name || (strings.HasSuffix(a, "*") && strings.HasPrefix(name, strings.TrimSuffix(a, "*"))) {
+			return true
+		}
+	}
+	return false
+}
 
 // Admit decides whether a new pod may run beside the active ones on node,
 // with upstream's reasons: PodOSNotSupported, OutOfpods, OutOf<resource> (requests beyond
@@ -21,6 +46,13 @@ func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, stri
 	if pod.Spec.OS != nil && string(pod.Spec.OS.Name) != node.Labels[corev1.LabelOSStable] {
 		return false, "PodOSNotSupported", fmt.Sprintf("Failed to admit pod as the OS field doesn't match node OS (pod OS %s, node OS %s)",
 			pod.Spec.OS.Name, node.Labels[corev1.LabelOSStable])
+	}
+	if sc := pod.Spec.SecurityContext; sc != nil {
+		for _, s := range sc.Sysctls {
+			if !sysctlAllowed(s.Name) {
+				return false, "SysctlForbidden", fmt.Sprintf("Pod forbidden sysctl: %q not allowlisted", s.Name)
+			}
+		}
 	}
 	alloc := node.Status.Allocatable
 	if pods, ok := alloc[corev1.ResourcePods]; ok && int64(len(active)+1) > pods.Value() {

@@ -60,3 +60,21 @@ func TestAdmit(t *testing.T) {
 		})
 	}
 }
+
+func TestSysctlAdmission(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: name, Value: "1"}}}}}
+	}
+	if ok, _, _ := Admit(pod("kernel.shm_rmid_forced"), nil, node); !ok {
+		t.Error("a safe sysctl was refused")
+	}
+	if ok, reason, msg := Admit(pod("kernel.msgmax"), nil, node); ok || reason != "SysctlForbidden" || msg != `Pod forbidden sysctl: "kernel.msgmax" not allowlisted` {
+		t.Errorf("unsafe sysctl: %v %q %q", ok, reason, msg)
+	}
+	AllowedUnsafeSysctls = []string{"kernel.msg*"}
+	defer func() { AllowedUnsafeSysctls = nil }()
+	if ok, _, _ := Admit(pod("kernel.msgmax"), nil, node); !ok {
+		t.Error("an allowlisted unsafe sysctl was refused")
+	}
+}

@@ -63,6 +63,10 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		logger.Error(err, "Error inspecting pod to stop it, will retry", "pod", klog.KObj(pod))
 		return retryAfterError
 	}
+	if !removed && pod.DeletionTimestamp != nil {
+		// Report unready at once, before the grace period runs out.
+		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, false, "", ""))
+	}
 	grace := podsync.GracePeriod(pod)
 	if removed && pod.DeletionTimestamp == nil && !isStatic(pod) {
 		grace = 0 // force-deleted from the apiserver: no graceful phase
