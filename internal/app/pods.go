@@ -121,8 +121,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
 				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
 			}
-			if terminal {
-				p.probes.RemovePod(pod.UID)
+			if terminal || pod.DeletionTimestamp != nil {
+				p.probes.RemovePod(pod.UID) // no liveness kills while the pod terminates
 			} else {
 				p.probes.Sync(pod, st.PodIP, runningContainers(pod, rp))
 			}
