@@ -3,14 +3,14 @@
 # agent and writes _output/conformance/<agent>/{junit.xml,summary.txt,run.log}.
 # Exits non-zero only when the run itself broke (no report), not for failed
 # specs: the summary is the result.
-#   KUBELET=bosun|upstream  FOCUS=regexp  SKIP=regexp  PROCS=n  LABELS=expr
+#   KUBELET=bosun|upstream  FOCUS=regexp  SKIP=regexp  PROCS=n  LABELS=expr  OUT=dir
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 agent=${KUBELET:-bosun}
 procs=${PROCS:-4}
 labels=${LABELS:-NodeConformance && !Serial && !Disruptive && !Flaky && !Slow}
-out="_output/conformance/$agent"
+out="${OUT:-_output/conformance/$agent}"
 source _output/local/env
 if [[ "$KUBELET" != "$agent" ]]; then
   echo "the running cluster's agent is $KUBELET, not $agent" >&2
