@@ -26,6 +26,7 @@ _output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
   --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$out" > "$out/run.log" 2>&1
 rc=$?
 echo $((SECONDS - start)) > "$out/wall-seconds"
+git rev-parse --short HEAD > "$out/commit" 2>/dev/null || true
 if [[ ! -s "$out/junit.xml" ]]; then
   echo "the conformance run broke (exit $rc) without a report; see $out/run.log" >&2
   tail -20 "$out/run.log" >&2
