@@ -140,7 +140,7 @@ func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample)
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	started := map[string]time.Time{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -160,26 +160,41 @@ func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample)
 	}
 	var lat []float64
 	seen := map[string]bool{}
+	record := func(p *corev1.Pod) {
+		if p.Status.Phase != corev1.PodRunning || seen[p.Name] {
+			return
+		}
+		now := time.Now()
+		mu.Lock()
+		t0, ok := started[p.Name]
+		mu.Unlock()
+		if !ok {
+			t0 = begin
+		}
+		seen[p.Name] = true
+		lat = append(lat, now.Sub(t0).Seconds())
+	}
 	timeout := time.After(10 * time.Minute)
 	for len(lat) < n {
 		select {
 		case ev, ok := <-w.ResultChan():
 			if !ok {
-				return fmt.Errorf("pod watch closed")
-			}
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || p.Status.Phase != corev1.PodRunning || seen[p.Name] {
+				// The apiserver ended the watch: catch up by a list, then watch again.
+				list, err := c.client.CoreV1().Pods("bench").List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				for i := range list.Items {
+					record(&list.Items[i])
+				}
+				if w, err = c.client.CoreV1().Pods("bench").Watch(ctx, metav1.ListOptions{ResourceVersion: list.ResourceVersion}); err != nil {
+					return err
+				}
 				continue
 			}
-			now := time.Now()
-			mu.Lock()
-			t0, ok := started[p.Name]
-			mu.Unlock()
-			if !ok {
-				t0 = begin
+			if p, ok := ev.Object.(*corev1.Pod); ok {
+				record(p)
 			}
-			seen[p.Name] = true
-			lat = append(lat, now.Sub(t0).Seconds())
 		case <-timeout:
 			return fmt.Errorf("%d of %d pods Running after 10 minutes", len(lat), n)
 		}
