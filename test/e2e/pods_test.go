@@ -369,7 +369,7 @@ spec:
 	}
 	t.Cleanup(func() { os.Remove(file); os.Remove(bad) })
 	name := "static-web-" + env["NODE_NAME"]
-	mirror := waitPod(t, cs, "default", name, 90*time.Second, "a Running mirror pod", running)
+	mirror := waitPod(t, cs, "default", name, 120*time.Second, "a Running mirror pod", running)
 	if mirror.Annotations["kubernetes.io/config.mirror"] == "" || mirror.Annotations["kubernetes.io/config.source"] != "file" {
 		t.Errorf("mirror annotations %v", mirror.Annotations)
 	}
@@ -380,14 +380,14 @@ spec:
 	if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	again := waitPod(t, cs, "default", name, 90*time.Second, "recreated", func(p *corev1.Pod) bool { return p.UID != mirror.UID && running(p) })
+	again := waitPod(t, cs, "default", name, 120*time.Second, "recreated", func(p *corev1.Pod) bool { return p.UID != mirror.UID && running(p) })
 	if again.Status.ContainerStatuses[0].ContainerID != mirror.Status.ContainerStatuses[0].ContainerID {
 		t.Errorf("deleting the mirror restarted the static pod's container")
 	}
 	if err := os.Remove(file); err != nil {
 		t.Fatal(err)
 	}
-	err = wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, time.Second, 120*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
 		return apierrors.IsNotFound(err), nil
 	})
