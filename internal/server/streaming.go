@@ -59,7 +59,10 @@ func (responder) Error(w http.ResponseWriter, r *http.Request, err error) {
 	writeText(w, http.StatusInternalServerError, err.Error())
 }
 
-func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+// remoteCommand serves exec and attach: read the stream options, find the
+// container, ask the runtime for a stream URL (what says how), proxy to it.
+func (s *Server) remoteCommand(w http.ResponseWriter, r *http.Request, what string,
+	open func(id string, o *remotecommandserver.Options) (string, error)) {
 	opts, err := remotecommandserver.NewOptions(r)
 	if err != nil {
 		writeText(w, http.StatusBadRequest, err.Error())
@@ -69,35 +72,30 @@ func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd := r.URL.Query()["command"]
-	resp, err := s.host.Runtime().Exec(r.Context(), &runtimeapi.ExecRequest{
-		ContainerId: id, Cmd: cmd, Tty: opts.TTY, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
-	})
+	url, err := open(id, opts)
 	if err != nil {
-		writeText(w, http.StatusInternalServerError, fmt.Sprintf("failed to exec in container %s: %v", r.PathValue("container"), err))
+		writeText(w, http.StatusInternalServerError, fmt.Sprintf("failed to %s container %s: %v", what, r.PathValue("container"), err))
 		return
 	}
-	s.proxyStream(w, r, resp.Url, opts)
+	s.proxyStream(w, r, url, opts)
+}
+
+func (s *Server) exec(w http.ResponseWriter, r *http.Request) {
+	s.remoteCommand(w, r, "exec in", func(id string, o *remotecommandserver.Options) (string, error) {
+		resp, err := s.host.Runtime().Exec(r.Context(), &runtimeapi.ExecRequest{
+			ContainerId: id, Cmd: r.URL.Query()["command"], Tty: o.TTY, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		})
+		return resp.GetUrl(), err
+	})
 }
 
 func (s *Server) attach(w http.ResponseWriter, r *http.Request) {
-	opts, err := remotecommandserver.NewOptions(r)
-	if err != nil {
-		writeText(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	_, id, ok := s.streamTarget(w, r, true)
-	if !ok {
-		return
-	}
-	resp, err := s.host.Runtime().Attach(r.Context(), &runtimeapi.AttachRequest{
-		ContainerId: id, Tty: opts.TTY, Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr,
+	s.remoteCommand(w, r, "attach to", func(id string, o *remotecommandserver.Options) (string, error) {
+		resp, err := s.host.Runtime().Attach(r.Context(), &runtimeapi.AttachRequest{
+			ContainerId: id, Tty: o.TTY, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		})
+		return resp.GetUrl(), err
 	})
-	if err != nil {
-		writeText(w, http.StatusInternalServerError, fmt.Sprintf("failed to attach to container %s: %v", r.PathValue("container"), err))
-		return
-	}
-	s.proxyStream(w, r, resp.Url, opts)
 }
 
 func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
