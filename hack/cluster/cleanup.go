@@ -6,10 +6,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
 // controlPlaneOrder is the stop order: the agent first, etcd last.
@@ -57,33 +58,9 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	return nil
 }
 
-// mountPoints lists the machine's mount points, from /proc/self/mountinfo.
-func mountPoints() []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			// Octal escapes (\040 for a space) as the kernel writes them.
-			out = append(out, strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(f[4]))
-		}
-	}
-	return out
-}
-
 // unmountUnder lazily unmounts every mount at or below dir, deepest first.
 func unmountUnder(dir string) {
-	var mine []string
-	for _, m := range mountPoints() {
-		if m == dir || strings.HasPrefix(m, dir+"/") {
-			mine = append(mine, m)
-		}
-	}
-	sort.Slice(mine, func(i, j int) bool { return len(mine[i]) > len(mine[j]) })
-	for _, m := range mine {
+	for _, m := range volumes.MountsUnder(dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			fmt.Printf("warning: unmount %s: %v\n", m, err)
 		}

@@ -361,7 +361,7 @@ func isMountPoint(dir string) bool {
 func (m *Manager) Teardown(pod *corev1.Pod) error {
 	root := m.podVolumesDir(pod)
 	var errs []error
-	for _, mp := range mountsUnder(root) {
+	for _, mp := range MountsUnder(root) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
 		}
@@ -372,17 +372,19 @@ func (m *Manager) Teardown(pod *corev1.Pod) error {
 	return os.RemoveAll(root)
 }
 
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
+// MountsUnder lists mount points at or below dir, deepest first, from
+// /proc/self/mountinfo (octal escapes such as \040 decoded).
+func MountsUnder(dir string) []string {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
+	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 4 {
-			mp := strings.ReplaceAll(f[4], `\040`, " ")
+			mp := unescape.Replace(f[4])
 			if mp == dir || strings.HasPrefix(mp, dir+"/") {
 				out = append(out, mp)
 			}
