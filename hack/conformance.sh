@@ -25,6 +25,10 @@ start=$SECONDS
 _output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
   --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$out" > "$out/run.log" 2>&1
 rc=$?
+# Some specs write files into the working directory, which ginkgo sets to the
+# binary's folder: keep them with this run's report instead.
+mkdir -p "$out/artifacts"
+find _output/bin -mindepth 1 -maxdepth 1 -type d -exec mv -t "$out/artifacts" {} + 2>/dev/null || true
 echo $((SECONDS - start)) > "$out/wall-seconds"
 git rev-parse --short HEAD > "$out/commit" 2>/dev/null || true
 if [[ ! -s "$out/junit.xml" ]]; then

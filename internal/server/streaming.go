@@ -49,7 +49,7 @@ func (s *Server) proxyStream(w http.ResponseWriter, r *http.Request, target stri
 	if opts != nil && wsstream.IsWebSocketRequestWithStreamCloseProtocol(r) {
 		h = translator.NewStreamTranslatorHandler(u, nil, 0, translator.Options{Stdin: opts.Stdin, Stdout: opts.Stdout, Stderr: opts.Stderr, Tty: opts.TTY})
 	}
-	h.ServeHTTP(w, r)
+	h.ServeHTTP(withIdleTimeout(w, s.cfg.IdleTimeout), r)
 }
 
 type responder struct{}
@@ -132,7 +132,7 @@ func (s *Server) portForward(w http.ResponseWriter, r *http.Request) {
 	if tunnel {
 		h = translator.NewTunnelingHandler(h)
 	}
-	h.ServeHTTP(w, r)
+	h.ServeHTTP(withIdleTimeout(w, s.cfg.IdleTimeout), r)
 }
 
 // sandboxOf finds the pod's ready sandbox.
