@@ -285,3 +285,55 @@ func TestPortForward(t *testing.T) {
 		})
 	}
 }
+
+// kubectl logs -f keeps following when the log is rotated under it
+// (containerLogMaxSize 10Mi in the cluster's config): every line arrives once,
+// in order, including those written after the rotation.
+func TestLogsFollowAcrossRotation(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	const lines = 12000 // about 12 MB of ~1000-byte lines
+	create(t, cs, ns, busyboxPod("chatty", corev1.RestartPolicyNever, fmt.Sprintf(
+		`s=$(head -c 990 /dev/zero | tr '\0' x); sleep 2; i=0; while [ $i -lt %d ]; do echo "n=$i $s"; i=$((i+1)); done; `+
+			`sleep 25; for j in 1 2 3; do echo after-$j; sleep 1; done`, lines)))
+	pod := waitPod(t, cs, ns, "chatty", 60*time.Second, "running", running)
+	fctx, cancel := context.WithTimeout(ctx, 150*time.Second)
+	defer cancel()
+	out, err := env.kubectl(fctx, "", "-n", ns, "logs", "chatty", "-f")
+	if err != nil {
+		t.Fatalf("kubectl logs -f: %v (%d bytes read)", err, len(out))
+	}
+	dir := fmt.Sprintf("/var/log/pods/%s_%s_%s/main", ns, pod.Name, pod.UID)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "0.log.") {
+			rotated++
+		}
+	}
+	if rotated == 0 {
+		t.Fatalf("no rotated file in %s (%d entries); the log was never rotated", dir, len(entries))
+	}
+	got := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	want := 0
+	var tail []string
+	for _, l := range got {
+		if strings.HasPrefix(l, "n=") {
+			if !strings.HasPrefix(l, fmt.Sprintf("n=%d ", want)) {
+				t.Fatalf("line %d of the followed log is %.20q; want n=%d", want, l, want)
+			}
+			want++
+			continue
+		}
+		tail = append(tail, l)
+	}
+	if want != lines || strings.Join(tail, ",") != "after-1,after-2,after-3" {
+		t.Fatalf("followed %d numbered lines (want %d), then %q", want, lines, tail)
+	}
+}
