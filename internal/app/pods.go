@@ -10,6 +10,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -98,16 +99,18 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Images:  podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel),
 		Node: podsync.NodeSettings{
 			ClusterDNS: kc.ClusterDNS, ClusterDomain: kc.ClusterDomain, ResolvConf: *kc.ResolverConfig, PodLogsDir: kc.PodLogsDir,
-			RootDir: d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
+			ContainerLogsDir: podsync.ContainerLogsDir,
+			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName,
 		},
-		Objects:     objs,
-		Volumes:     &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
-		Allocatable: p.allocatable,
-		Started:     func(c *corev1.Container, id string) bool { return p.probes.Started(c, id) },
-		Recorder:    recorder,
-		HostIPs:     hostIPs,
-		MemCapacity: d.machine.MemoryBytes,
+		Objects:        objs,
+		Volumes:        &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
+		Allocatable:    p.allocatable,
+		Started:        func(c *corev1.Container, id string) bool { return p.probes.Started(c, id) },
+		Recorder:       recorder,
+		HostIPs:        hostIPs,
+		MemCapacity:    d.machine.MemoryBytes,
+		RuntimeHandler: objs.RuntimeHandler,
 	})
 	if err != nil {
 		return nil, err
@@ -217,14 +220,22 @@ func (p *pods) staticPod(namespace, name string) (*corev1.Pod, bool) {
 
 // housekeeping removes sandboxes of pods this agent no longer knows: pods
 // deleted while it was down, or left by an earlier installation.
+// Every minute it also collects dead containers beyond the per-container
+// limit and superseded sandboxes of the pods it runs.
 func (p *pods) housekeeping(ctx context.Context) {
 	t := time.NewTicker(10 * time.Second)
 	defer t.Stop()
-	for {
+	policy := podsync.GCPolicy{MinAge: p.deps.cfg.MinContainerTTL, MaxPerPodContainer: p.deps.cfg.MaxDeadPerContainer}
+	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if tick%6 == 0 {
+			if err := p.syncer.CollectGarbage(ctx, policy, func(uid string) bool { return p.workers.Known(types.UID(uid)) }); err != nil {
+				klog.FromContext(ctx).Error(err, "Container garbage collection failed")
+			}
 		}
 		sandboxes, err := p.deps.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
 		if err != nil {
@@ -302,6 +313,18 @@ func (o *apiObjects) Token(ctx context.Context, pod *corev1.Pod, sa, audience st
 	o.tokens[key] = cachedToken{token: resp.Status.Token, issued: now, expires: resp.Status.ExpirationTimestamp.Time}
 	o.mu.Unlock()
 	return resp.Status.Token, nil
+}
+
+// RuntimeHandler reads a RuntimeClass for the CRI handler it names.
+func (o *apiObjects) RuntimeHandler(ctx context.Context, name string) (string, error) {
+	rc, err := o.client.NodeV1().RuntimeClasses().Get(ctx, name, getOpts)
+	if apierrors.IsNotFound(err) {
+		return "", fmt.Errorf("RuntimeClass %q not found", name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("failed to get RuntimeClass %q: %w", name, err)
+	}
+	return rc.Handler, nil
 }
 
 func (o *apiObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"time"
+
 	"github.com/spf13/pflag"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
@@ -17,6 +19,8 @@ type Options struct {
 	NodeIP                 string            // --node-ip: the node's InternalIP(s), comma-separated
 	PodInfraContainerImage string            // --pod-infra-container-image: kept out of image GC
 	NodeLabels             map[string]string // --node-labels: labels to register with
+	MinContainerTTL        time.Duration     // --minimum-container-ttl-duration: dead containers younger stay
+	MaxDeadPerContainer    int               // --maximum-dead-containers-per-container: dead instances kept
 	Verbosity              int               // --v: log verbosity
 	ShowVersion            bool              // --version
 	ShowHelp               bool              // --help
@@ -50,6 +54,10 @@ func newFlagSet(o *Options, kc *kubeletv1beta1.KubeletConfiguration) *pflag.Flag
 	fs.StringVar(&o.HostnameOverride, "hostname-override", "", "If non-empty, will use this string as identification instead of the actual hostname.")
 	fs.StringVar(&o.NodeIP, "node-ip", "", "IP address (or comma-separated dual-stack IP addresses) of the node.")
 	fs.StringToStringVar(&o.NodeLabels, "node-labels", nil, "Labels to add when registering the node in the cluster (key=value pairs separated by ',').")
+	fs.DurationVar(&o.MinContainerTTL, "minimum-container-ttl-duration", 0, "Minimum age for a finished container before it is garbage collected.")
+	fs.IntVar(&o.MaxDeadPerContainer, "maximum-dead-containers-per-container", 1, "Maximum number of old instances to retain per container.")
+	_ = fs.MarkDeprecated("minimum-container-ttl-duration", "Use --eviction-hard or --eviction-soft instead. Will be removed in a future version.")
+	_ = fs.MarkDeprecated("maximum-dead-containers-per-container", "Use --eviction-hard or --eviction-soft instead. Will be removed in a future version.")
 	fs.IntVarP(&o.Verbosity, "v", "v", 0, "number for the log level verbosity")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print version information and quit.")
 	fs.BoolVarP(&o.ShowHelp, "help", "h", false, "Print this help and quit.")

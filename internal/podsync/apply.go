@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type SyncerConfig struct {
 	Allocatable func() corev1.ResourceList                // node allocatable, for resourceFieldRef defaults
 	Volumes     VolumeManager                             // sets up and tears down pod volumes
 	Started     func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
+	// RuntimeHandler resolves a RuntimeClass name to its CRI handler (nil:
+	// the name is the handler).
+	RuntimeHandler func(ctx context.Context, runtimeClass string) (string, error)
 }
 
 // VolumeManager sets up a pod's volumes (again on every sync, to refresh
@@ -207,8 +211,13 @@ func (s *Syncer) runSandbox(ctx context.Context, pod *corev1.Pod, attempt uint32
 		return nil, nil, err
 	}
 	handler := ""
-	if pod.Spec.RuntimeClassName != nil {
-		handler = *pod.Spec.RuntimeClassName
+	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
+		handler = *rc
+		if s.cfg.RuntimeHandler != nil {
+			if handler, err = s.cfg.RuntimeHandler(ctx, *rc); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	id, err := s.cfg.Runtime.RunPodSandbox(ctx, cfg, handler)
 	if err != nil {
@@ -250,7 +259,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 			s.backoff.Next(backoffKey(pod, name))
 		}
 	}
-	imageRef, image, err := s.cfg.Images.Ensure(ctx, pod, c, nil)
+	imageRef, image, err := s.cfg.Images.Ensure(ctx, pod, c, func() []*runtimeapi.AuthConfig { return s.pullAuth(ctx, pod, c.Image) })
 	if err != nil {
 		var ie *ImageError
 		if errors.As(err, &ie) {
@@ -278,6 +287,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		return &Waiting{Reason: "RunContainerError", Message: err.Error()}, nil
 	}
 	s.event(pod, corev1.EventTypeNormal, "Started", "Started container "+name)
+	s.linkContainerLog(pod.Name, pod.Namespace, name, id, filepath.Join(sbConfig.GetLogDirectory(), config.GetLogPath()))
 	s.postStart(ctx, pod, c, id)
 	return nil, nil
 }
@@ -422,7 +432,7 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	for _, c := range rp.Containers {
-		if err := s.cfg.Runtime.RemoveContainer(ctx, c.Id); err != nil {
+		if err := s.removeContainer(ctx, c.Id); err != nil {
 			return fmt.Errorf("failed to remove container %s: %w", c.Id, err)
 		}
 	}
@@ -438,6 +448,11 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("failed to tear down volumes: %w", err)
 	}
 	s.backoff.Forget(string(pod.UID) + "/")
+	if pod.Name != "" && s.cfg.Node.PodLogsDir != "" {
+		if err := os.RemoveAll(s.cfg.Node.PodLogDir(pod)); err != nil {
+			return fmt.Errorf("failed to remove the pod's log folder: %w", err)
+		}
+	}
 	return os.RemoveAll(s.cfg.Node.PodDir(pod))
 }
 

@@ -41,7 +41,8 @@ func (e *ImageError) Error() string { return e.Msg }
 
 // Ensure makes the container's image present per its pull policy and returns
 // the image reference to create the container with, and the image's user.
-func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, auth []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
+// auth is asked for the registry credentials only when a pull happens.
+func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, auth func() []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
 	spec := &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image}
 	policy := c.ImagePullPolicy
 	if policy == "" {
@@ -69,7 +70,11 @@ func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 		p.event(pod, corev1.EventTypeNormal, "BackOff", msg)
 		return "", nil, &ImageError{Reason: "ImagePullBackOff", Msg: msg}
 	}
-	return p.pull(ctx, pod, spec, auth, key)
+	var creds []*runtimeapi.AuthConfig
+	if auth != nil {
+		creds = auth()
+	}
+	return p.pull(ctx, pod, spec, creds, key)
 }
 
 func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec, auth []*runtimeapi.AuthConfig, key string) (string, *runtimeapi.Image, error) {

@@ -16,6 +16,9 @@ type NodeSettings struct {
 	ClusterDomain string   // clusterDomain
 	ResolvConf    string   // resolvConf: the host's resolver file ("" disables)
 	PodLogsDir    string   // podLogsDir: /var/log/pods
+	// ContainerLogsDir gets a symlink per container log, named as log
+	// shippers expect ("" for none; the agent uses /var/log/containers).
+	ContainerLogsDir string
 	RootDir       string   // --root-dir
 	CgroupsPerQOS bool     // cgroupsPerQOS
 	CgroupDriver  string   // cgroupDriver
