@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the node software the local cluster needs from Debian, when missing:
 # containerd, runc, the CNI plugins, iptables, busybox-static, curl and
-# netcat-openbsd (for the offline images) and iproute2.
+# netcat-openbsd (for the offline images), iproute2, and docker-registry with
+# apache2-utils (htpasswd) for the local image registries.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables busybox-static iproute2 ca-certificates curl netcat-openbsd)
+pkgs=(containerd runc containernetworking-plugins iptables busybox-static iproute2 ca-certificates curl netcat-openbsd docker-registry apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

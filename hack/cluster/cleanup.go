@@ -42,6 +42,8 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	}
 	if !keepContainerd {
 		l.stopDaemon("containerd", 20*time.Second)
+		l.stopDaemon("registry-mirror", 5*time.Second)
+		l.stopDaemon("registry-private", 5*time.Second)
 	}
 	unmountUnder(nodeDir)
 	cleanCNIState()
@@ -116,6 +118,11 @@ func (l *layout) writeEnv() error {
 		{"LOG_DIR", l.logs},
 		{"CRI_ENDPOINT", "unix://" + containerdSock},
 		{"CLUSTER_SIGNING_DURATION", envOr("CLUSTER_SIGNING_DURATION", "8760h")},
+		{"REGISTRY_MIRROR", mirrorAddr},
+		{"PRIVATE_REGISTRY", privateAddr},
+		{"PRIVATE_REGISTRY_USER", privateUser},
+		{"PRIVATE_REGISTRY_PASSWORD_FILE", filepath.Join(l.registryDir("private"), "password")},
+		{"PRIVATE_IMAGE", privateImage},
 	}
 	var b strings.Builder
 	b.WriteString("# Written by make up: source it to use the local cluster.\n")

@@ -43,6 +43,13 @@ func (l *layout) writeContainerdConfig() (string, error) {
 	if n != 1 {
 		return "", fmt.Errorf("containerd default config has %d sandbox_image lines", n)
 	}
+	// Registry hosts (the local mirror and private registry) come from files.
+	if cfg, n = replaceLinePrefix(cfg, "config_path = ", `config_path = "`+l.registriesHostsDir()+`"`); n != 1 {
+		return "", fmt.Errorf("containerd default config has %d config_path lines", n)
+	}
+	if err := l.writeRegistryHosts(); err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(filepath.Dir(l.containerdConfig()), 0o755); err != nil {
 		return "", err
 	}
@@ -108,8 +115,14 @@ func writeCNIConfig() error {
 // earlier clone) is stopped first; its containers' shims keep running and are
 // cleaned through CRI afterwards.
 func (l *layout) ensureContainerd(ctx context.Context) error {
-	if _, err := l.writeContainerdConfig(); err != nil {
+	old, _ := os.ReadFile(l.containerdConfig())
+	cfg, err := l.writeContainerdConfig()
+	if err != nil {
 		return err
+	}
+	if string(old) != cfg && l.daemonPid("containerd") != 0 {
+		fmt.Println("containerd's config changed: restarting it")
+		l.stopDaemon("containerd", 20*time.Second)
 	}
 	if err := writeCNIConfig(); err != nil {
 		return err

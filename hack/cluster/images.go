@@ -158,36 +158,39 @@ func upstreamSourceDir(rel string) (string, error) {
 }
 
 // ensureImages builds each offline image and imports it into containerd's
-// k8s.io namespace unless the same manifest is there already.
-func (l *layout) ensureImages() error {
+// k8s.io namespace unless the same manifest is there already. It returns
+// each image's digest.
+func (l *layout) ensureImages() (map[string]string, error) {
 	have, err := importedImages()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := filepath.Join(l.root, "_output", "images")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return nil, err
 	}
+	digests := map[string]string{}
 	for _, img := range offlineImages {
 		r := newRootfs()
 		if err := img.fill(l, r); err != nil {
-			return fmt.Errorf("image %s: %w", img.ref, err)
+			return nil, fmt.Errorf("image %s: %w", img.ref, err)
 		}
 		file := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(img.ref)+".tar")
 		digest, err := ociArchive(file, img.ref, r, img.config)
 		if err != nil {
-			return fmt.Errorf("image %s: %w", img.ref, err)
+			return nil, fmt.Errorf("image %s: %w", img.ref, err)
 		}
+		digests[img.ref] = digest
 		if have[img.ref] == digest {
 			continue
 		}
 		out, err := exec.Command("ctr", "-n", "k8s.io", "images", "import", file).CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("import %s: %v: %s", img.ref, err, out)
+			return nil, fmt.Errorf("import %s: %v: %s", img.ref, err, out)
 		}
 		fmt.Printf("imported %s (%s)\n", img.ref, digest[:19])
 	}
-	return nil
+	return digests, nil
 }
 
 // importedImages maps each image name in containerd's k8s.io namespace to its digest.

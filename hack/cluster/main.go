@@ -49,7 +49,7 @@ func main() {
 			fmt.Printf("local cluster is up: node %s Ready, agent %s\n", l.nodeName, l.runningAgent())
 		}
 	case "images":
-		err = l.ensureImages()
+		_, err = l.ensureImages()
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -159,8 +159,15 @@ func (l *layout) up(ctx context.Context) error {
 		return err
 	}
 	cleanCNIState()
-	fmt.Println(">>> offline images")
-	if err := l.ensureImages(); err != nil {
+	fmt.Println(">>> offline images, local registries")
+	digests, err := l.ensureImages()
+	if err != nil {
+		return err
+	}
+	if err := l.ensureRegistries(ctx); err != nil {
+		return err
+	}
+	if err := l.pushImages(digests); err != nil {
 		return err
 	}
 	fmt.Println(">>> control plane")

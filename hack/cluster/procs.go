@@ -130,6 +130,10 @@ var clusterBinaries = map[string]bool{
 func strayClusterProcs() []proc {
 	var out []proc
 	for _, p := range listProcs() {
+		if filepath.Base(p.exe) == "docker-registry" && strings.Contains(strings.Join(p.cmdline, " "), "/_output/local/registry/") {
+			out = append(out, p) // a local registry of some clone
+			continue
+		}
 		if p.exe == "" || !strings.Contains(p.exe, "/_output/bin/") {
 			continue
 		}

@@ -132,15 +132,19 @@ func (m *Manager) emptyDir(dir string, ed *corev1.EmptyDirVolumeSource, gid int)
 		return Volume{}, err
 	}
 	if ed.Medium == corev1.StorageMediumMemory && !isMountPoint(dir) {
-		opts := "mode=0777"
+		// tmpfs's own default mode (1777, sticky) stays, as upstream leaves it.
+		opts := ""
 		if ed.SizeLimit != nil && ed.SizeLimit.Value() > 0 {
-			opts += ",size=" + strconv.FormatInt(ed.SizeLimit.Value(), 10)
+			opts = "size=" + strconv.FormatInt(ed.SizeLimit.Value(), 10)
 		}
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
 			return Volume{}, fmt.Errorf("failed to mount tmpfs at %s: %w", dir, err)
 		}
 	}
 	perm := os.FileMode(0o777)
+	if fi, err := os.Stat(dir); err == nil {
+		perm |= fi.Mode() & os.ModeSticky
+	}
 	if gid >= 0 {
 		if err := os.Lchown(dir, -1, gid); err != nil {
 			return Volume{}, err

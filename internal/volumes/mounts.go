@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,17 +76,25 @@ func subPath(vol Volume, sub string) (string, error) {
 }
 
 // mkdirInside creates base/sub folder by folder, refusing symlinks on the way.
+// New folders get the volume root's mode, special bits included (an fsGroup
+// volume's setgid, tmpfs's sticky bit), as upstream creates them.
 func mkdirInside(base, sub string) error {
+	perm := os.FileMode(0o777)
+	if fi, err := os.Stat(base); err == nil {
+		perm = fi.Mode() & (os.ModePerm | os.ModeSetgid | os.ModeSetuid | os.ModeSticky)
+	}
 	cur := base
 	for _, seg := range strings.Split(sub, "/") {
 		cur = filepath.Join(cur, seg)
 		fi, err := os.Lstat(cur)
 		switch {
 		case os.IsNotExist(err):
-			if err := os.Mkdir(cur, 0o777); err != nil {
+			if err := os.Mkdir(cur, 0o700); err != nil {
 				return err
 			}
-			_ = os.Chmod(cur, 0o777)
+			if err := chmodNoFollow(cur, perm); err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		case fi.Mode()&os.ModeSymlink != 0:
@@ -93,4 +102,25 @@ func mkdirInside(base, sub string) error {
 		}
 	}
 	return nil
+}
+
+// chmodNoFollow changes a folder's mode through a descriptor opened without
+// following links, so a folder swapped for a link meanwhile is refused.
+func chmodNoFollow(dir string, perm os.FileMode) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
+	mode := uint32(perm.Perm())
+	if perm&os.ModeSetgid != 0 {
+		mode |= unix.S_ISGID
+	}
+	if perm&os.ModeSetuid != 0 {
+		mode |= unix.S_ISUID
+	}
+	if perm&os.ModeSticky != 0 {
+		mode |= unix.S_ISVTX
+	}
+	return unix.Fchmod(fd, mode)
 }

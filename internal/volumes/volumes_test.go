@@ -226,3 +226,26 @@ func TestTeardownDoesNotFollowPlantedLinks(t *testing.T) {
 		t.Error("volume folder left behind")
 	}
 }
+
+// A subPath folder the agent creates takes the volume root's mode with its
+// special bits (upstream's "nonexistent volume subPath ... using FSGroup").
+func TestSubPathFolderTakesVolumeMode(t *testing.T) {
+	base := t.TempDir()
+	want := os.FileMode(0o777) | os.ModeSetgid | os.ModeSticky
+	if err := os.Chmod(base, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := subPath(Volume{Path: base}, "a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(base, "a"), got} {
+		fi, err := os.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := fi.Mode() &^ os.ModeDir; m != want {
+			t.Errorf("%s has mode %v, want %v", d, m, want)
+		}
+	}
+}
