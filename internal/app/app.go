@@ -349,6 +349,14 @@ func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pres
 		o.RuntimeVersion, _ = rt.VersionString(ctx)
 		h := rt.CheckHealth(ctx)
 		o.RuntimeReady, o.NotReadyReason = h.RuntimeReady && h.NetworkReady, h.Message
+		if h.Features != nil {
+			o.SupplementalGroupsPolicy = &h.Features.SupplementalGroupsPolicy
+		}
+		for _, rh := range h.Handlers {
+			rro, userns := rh.GetFeatures().GetRecursiveReadOnlyMounts(), rh.GetFeatures().GetUserNamespaces()
+			o.RuntimeHandlers = append(o.RuntimeHandlers, corev1.NodeRuntimeHandler{Name: rh.Name,
+				Features: &corev1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &rro, UserNamespaces: &userns}})
+		}
 		if err := plegHealthy(); o.RuntimeReady && err != nil {
 			o.RuntimeReady, o.NotReadyReason = false, err.Error()
 		}

@@ -37,6 +37,10 @@ type Observed struct {
 	MemoryPressure bool                    // eviction signals
 	DiskPressure   bool
 	PIDPressure    bool
+	// SupplementalGroupsPolicy says whether the runtime applies
+	// supplementalGroupsPolicy (nil: the runtime does not say).
+	SupplementalGroupsPolicy *bool
+	RuntimeHandlers          []corev1.NodeRuntimeHandler // handlers the runtime reports
 }
 
 // NewNode is the Node object the agent registers.
@@ -143,6 +147,11 @@ func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
 		OperatingSystem: p.Machine.OperatingSystem, Architecture: p.Machine.Architecture,
 	}
 	st.Images = o.Images
+	st.Features = nil
+	if o.SupplementalGroupsPolicy != nil {
+		st.Features = &corev1.NodeFeatures{SupplementalGroupsPolicy: o.SupplementalGroupsPolicy}
+	}
+	st.RuntimeHandlers = o.RuntimeHandlers
 	for _, c := range conditions(o) {
 		setCondition(st, c, now)
 	}

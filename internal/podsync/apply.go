@@ -333,7 +333,7 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 	}
 	return buildContainerConfig(s.cfg.Node, containerParams{
 		pod: pod, container: c, restartCount: restarts, imageRef: imageRef, env: env, mounts: mounts, memCapacity: s.cfg.MemCapacity,
-	}), nil
+	})
 }
 
 func findContainer(pod *corev1.Pod, name string) *corev1.Container {

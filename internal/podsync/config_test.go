@@ -259,3 +259,73 @@ func TestRunAsNonRoot(t *testing.T) {
 		t.Error("runAsUser 0 accepted")
 	}
 }
+
+func TestSeccompProfiles(t *testing.T) {
+	n := NodeSettings{RootDir: "/var/lib/kubelet"}
+	local := func(p string) *corev1.SeccompProfile {
+		return &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &p}
+	}
+	for _, tc := range []struct {
+		name string
+		n    NodeSettings
+		p    *corev1.SeccompProfile
+		want string // "Type ref" or "error: <substring>"
+	}{
+		{"none", n, nil, "Unconfined "},
+		{"none with seccompDefault", NodeSettings{SeccompDefault: true}, nil, "RuntimeDefault "},
+		{"runtime default", n, &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}, "RuntimeDefault "},
+		{"unconfined", n, &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}, "Unconfined "},
+		{"localhost", n, local("profiles/audit.json"), "Localhost /var/lib/kubelet/seccomp/profiles/audit.json"},
+		{"localhost without a name", n, &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost}, "error: localhostProfile must be set"},
+		{"localhost empty (CVE-2023-2431)", n, local(""), "error: localhostProfile must be set"},
+		{"localhost escaping", n, local("../../etc/profile.json"), "error: must be a path relative"},
+		{"localhost absolute", n, local("/etc/profile.json"), "error: must be a path relative"},
+	} {
+		got, err := seccompProfile(tc.n, tc.p)
+		s := ""
+		if err != nil {
+			s = "error: " + err.Error()
+		} else {
+			s = got.ProfileType.String() + " " + got.LocalhostRef
+		}
+		if want, isErr := strings.CutPrefix(tc.want, "error: "); (err != nil) != isErr || !strings.Contains(s, want) {
+			t.Errorf("%s: %q, want %q", tc.name, s, tc.want)
+		}
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Errorf("%s: %T is not a ConfigError (CreateContainerConfigError)", tc.name, err)
+			}
+		}
+	}
+	// The container's profile wins over the pod's; a bad one fails the config.
+	empty := ""
+	pod := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}}}}
+	c := &corev1.Container{Name: "c", SecurityContext: &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &empty}}}
+	if _, err := containerSecurity(n, pod, c); err == nil {
+		t.Error("an empty Localhost profile on the container was accepted")
+	}
+	c.SecurityContext = nil
+	if sc, err := containerSecurity(n, pod, c); err != nil || sc.Seccomp.ProfileType != runtimeapi.SecurityProfile_RuntimeDefault {
+		t.Errorf("pod profile not inherited: %v %v", sc, err)
+	}
+}
+
+func TestSupplementalGroupsPolicyAndHostUsers(t *testing.T) {
+	strict := corev1.SupplementalGroupsPolicyStrict
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"},
+		Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SupplementalGroupsPolicy: &strict}}}
+	sc, err := containerSecurity(NodeSettings{}, pod, &corev1.Container{Name: "c"})
+	if err != nil || sc.SupplementalGroupsPolicy.String() != "Strict" {
+		t.Errorf("container policy %v %v", sc.GetSupplementalGroupsPolicy(), err)
+	}
+	cfg, err := SandboxConfig(NodeSettings{}, pod, 0)
+	if err != nil || cfg.Linux.SecurityContext.SupplementalGroupsPolicy.String() != "Strict" {
+		t.Errorf("sandbox policy %v", err)
+	}
+	no := false
+	pod.Spec.HostUsers = &no
+	if _, err := SandboxConfig(NodeSettings{}, pod, 0); err == nil || !strings.Contains(err.Error(), "hostUsers: false") {
+		t.Errorf("hostUsers false: %v", err)
+	}
+}

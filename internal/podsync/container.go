@@ -38,8 +38,12 @@ type containerParams struct {
 }
 
 // buildContainerConfig makes the CRI config for one container start.
-func buildContainerConfig(n NodeSettings, p containerParams) *runtimeapi.ContainerConfig {
+func buildContainerConfig(n NodeSettings, p containerParams) (*runtimeapi.ContainerConfig, error) {
 	c := p.container
+	security, err := containerSecurity(n, p.pod, c)
+	if err != nil {
+		return nil, err
+	}
 	vars := map[string]string{}
 	envs := make([]*runtimeapi.KeyValue, 0, len(p.env))
 	for _, kv := range p.env {
@@ -79,15 +83,19 @@ func buildContainerConfig(n NodeSettings, p containerParams) *runtimeapi.Contain
 		Tty:         c.TTY,
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources:       containerResources(n, p.pod, c, p.memCapacity),
-			SecurityContext: containerSecurity(p.pod, c),
+			SecurityContext: security,
 		},
-	}
+	}, nil
 }
 
 // containerSecurity maps the pod's and container's security contexts (the
 // container's fields win) to CRI.
-func containerSecurity(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxContainerSecurityContext {
-	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: sandboxLinux(NodeSettings{}, pod).SecurityContext.NamespaceOptions}
+func containerSecurity(n NodeSettings, pod *corev1.Pod, c *corev1.Container) (*runtimeapi.LinuxContainerSecurityContext, error) {
+	lx, err := sandboxLinux(n, pod)
+	if err != nil {
+		return nil, err
+	}
+	out := &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: lx.SecurityContext.NamespaceOptions}
 	if pod.Spec.ShareProcessNamespace == nil || !*pod.Spec.ShareProcessNamespace {
 		if !pod.Spec.HostPID {
 			out.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
@@ -123,8 +131,11 @@ func containerSecurity(pod *corev1.Pod, c *corev1.Container) *runtimeapi.LinuxCo
 			out.Capabilities.DropCapabilities = append(out.Capabilities.DropCapabilities, string(c))
 		}
 	}
-	out.Seccomp = seccompProfile(pick(csc.SeccompProfile, psc.SeccompProfile))
-	return out
+	out.SupplementalGroupsPolicy = supplementalGroupsPolicy(psc)
+	if out.Seccomp, err = seccompProfile(n, pick(csc.SeccompProfile, psc.SeccompProfile)); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func pick[T any](a, b *T) *T {
@@ -134,21 +145,33 @@ func pick[T any](a, b *T) *T {
 	return b
 }
 
-func seccompProfile(p *corev1.SeccompProfile) *runtimeapi.SecurityProfile {
+// seccompProfile maps a seccomp profile to CRI. No profile is Unconfined,
+// or RuntimeDefault with seccompDefault. A Localhost profile is a file under
+// <root-dir>/seccomp; naming none, or a path out of that folder, is an error,
+// never a silent Unconfined (upstream CVE-2023-2431).
+func seccompProfile(n NodeSettings, p *corev1.SeccompProfile) (*runtimeapi.SecurityProfile, error) {
 	if p == nil {
-		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+		if n.SeccompDefault {
+			return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}, nil
+		}
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}, nil
 	}
 	switch p.Type {
 	case corev1.SeccompProfileTypeRuntimeDefault:
-		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}, nil
+	case corev1.SeccompProfileTypeUnconfined:
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}, nil
 	case corev1.SeccompProfileTypeLocalhost:
-		ref := ""
-		if p.LocalhostProfile != nil {
-			ref = *p.LocalhostProfile
+		if p.LocalhostProfile == nil || *p.LocalhostProfile == "" {
+			return nil, &ConfigError{Msg: "localhostProfile must be set if seccompProfile type is Localhost."}
 		}
-		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: ref}
+		rel := filepath.Clean(filepath.FromSlash(*p.LocalhostProfile))
+		if filepath.IsAbs(rel) || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil, &ConfigError{Msg: fmt.Sprintf("localhostProfile %q must be a path relative to %s, inside it", *p.LocalhostProfile, n.SeccompRoot())}
+		}
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: filepath.Join(n.SeccompRoot(), rel)}, nil
 	default:
-		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
+		return nil, &ConfigError{Msg: fmt.Sprintf("unknown seccompProfile type %q", p.Type)}
 	}
 }
 

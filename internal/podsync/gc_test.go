@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	apitest "k8s.io/cri-api/pkg/apis/testing"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	apitest "k8s.io/cri-api/pkg/apis/testing"
 )
 
 var gcNow = time.Unix(10_000, 0)

@@ -1,6 +1,7 @@
 package podsync
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,13 +20,19 @@ type NodeSettings struct {
 	// ContainerLogsDir gets a symlink per container log, named as log
 	// shippers expect ("" for none; the agent uses /var/log/containers).
 	ContainerLogsDir string
-	RootDir       string   // --root-dir
-	CgroupsPerQOS bool     // cgroupsPerQOS
-	CgroupDriver  string   // cgroupDriver
-	CPUCFSQuota   bool     // cpuCFSQuota
-	CFSPeriodUS   int64    // cpuCFSQuotaPeriod in microseconds
-	NodeName      string   // the node's name
+	RootDir          string // --root-dir
+	CgroupsPerQOS    bool   // cgroupsPerQOS
+	CgroupDriver     string // cgroupDriver
+	CPUCFSQuota      bool   // cpuCFSQuota
+	CFSPeriodUS      int64  // cpuCFSQuotaPeriod in microseconds
+	NodeName         string // the node's name
+	// SeccompDefault makes RuntimeDefault the profile of containers that
+	// name none (seccompDefault).
+	SeccompDefault bool
 }
+
+// SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.
+func (n NodeSettings) SeccompRoot() string { return filepath.Join(n.RootDir, "seccomp") }
 
 // PodLogDir is /var/log/pods/<namespace>_<name>_<uid>.
 func (n NodeSettings) PodLogDir(pod *corev1.Pod) string {
@@ -47,6 +54,15 @@ func SandboxConfig(n NodeSettings, pod *corev1.Pod, attempt uint32) (*runtimeapi
 	if err != nil {
 		return nil, err
 	}
+	if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
+		// User namespaces need ID ranges from the agent and support from the
+		// runtime; without both, running the pod in the host's would be a lie.
+		return nil, errors.New("can't set `spec.hostUsers: false`, runtime does not support user namespaces")
+	}
+	linux, err := sandboxLinux(n, pod)
+	if err != nil {
+		return nil, err
+	}
 	cfg := &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: pod.Name, Namespace: pod.Namespace, Uid: string(pod.UID), Attempt: attempt},
 		Hostname:     hostname,
@@ -54,7 +70,7 @@ func SandboxConfig(n NodeSettings, pod *corev1.Pod, attempt uint32) (*runtimeapi
 		DnsConfig:    dns,
 		Labels:       podLabels(pod),
 		Annotations:  copyMap(pod.Annotations),
-		Linux:        sandboxLinux(n, pod),
+		Linux:        linux,
 	}
 	if pod.Spec.HostNetwork {
 		cfg.Hostname = "" // the host's own hostname
@@ -72,7 +88,7 @@ func SandboxConfig(n NodeSettings, pod *corev1.Pod, attempt uint32) (*runtimeapi
 	return cfg, nil
 }
 
-func sandboxLinux(n NodeSettings, pod *corev1.Pod) *runtimeapi.LinuxPodSandboxConfig {
+func sandboxLinux(n NodeSettings, pod *corev1.Pod) (*runtimeapi.LinuxPodSandboxConfig, error) {
 	ns := &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD}
 	if pod.Spec.HostNetwork {
 		ns.Network = runtimeapi.NamespaceMode_NODE
@@ -112,8 +128,25 @@ func sandboxLinux(n NodeSettings, pod *corev1.Pod) *runtimeapi.LinuxPodSandboxCo
 		if sc.FSGroup != nil {
 			lx.SecurityContext.SupplementalGroups = append(lx.SecurityContext.SupplementalGroups, *sc.FSGroup)
 		}
+		lx.SecurityContext.SupplementalGroupsPolicy = supplementalGroupsPolicy(sc)
 	}
-	return lx
+	var psp *corev1.SeccompProfile
+	if pod.Spec.SecurityContext != nil {
+		psp = pod.Spec.SecurityContext.SeccompProfile
+	}
+	sp, err := seccompProfile(n, psp)
+	if err != nil {
+		return nil, err
+	}
+	lx.SecurityContext.Seccomp = sp
+	return lx, nil
+}
+
+func supplementalGroupsPolicy(sc *corev1.PodSecurityContext) runtimeapi.SupplementalGroupsPolicy {
+	if sc != nil && sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy == corev1.SupplementalGroupsPolicyStrict {
+		return runtimeapi.SupplementalGroupsPolicy_Strict
+	}
+	return runtimeapi.SupplementalGroupsPolicy_Merge
 }
 
 // CgroupParent is the pod's cgroup under the QoS cgroup of its class:

@@ -54,6 +54,12 @@ func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, stri
 			}
 		}
 	}
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy == corev1.SupplementalGroupsPolicyStrict &&
+		(node.Status.Features == nil || node.Status.Features.SupplementalGroupsPolicy == nil || !*node.Status.Features.SupplementalGroupsPolicy) {
+		// A runtime that does not know the policy would merge the image's
+		// groups in silently: refuse instead.
+		return false, "SupplementalGroupsPolicyNotSupported", "SupplementalGroupsPolicy=Strict is not supported in this node"
+	}
 	alloc := node.Status.Allocatable
 	if pods, ok := alloc[corev1.ResourcePods]; ok && int64(len(active)+1) > pods.Value() {
 		return false, "OutOfpods", fmt.Sprintf("Node didn't have enough resource: pods, requested: 1, used: %d, capacity: %d", len(active), pods.Value())

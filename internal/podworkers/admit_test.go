@@ -78,3 +78,22 @@ func TestSysctlAdmission(t *testing.T) {
 		t.Error("an allowlisted unsafe sysctl was refused")
 	}
 }
+
+func TestSupplementalGroupsPolicyAdmission(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	strict, merge := corev1.SupplementalGroupsPolicyStrict, corev1.SupplementalGroupsPolicyMerge
+	pod := func(p *corev1.SupplementalGroupsPolicy) *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SupplementalGroupsPolicy: p}}}
+	}
+	if ok, _, _ := Admit(pod(&merge), nil, node); !ok {
+		t.Error("Merge refused")
+	}
+	if ok, reason, msg := Admit(pod(&strict), nil, node); ok || reason != "SupplementalGroupsPolicyNotSupported" || msg != "SupplementalGroupsPolicy=Strict is not supported in this node" {
+		t.Errorf("Strict on a runtime without the feature: %v %q %q", ok, reason, msg)
+	}
+	yes := true
+	node.Status.Features = &corev1.NodeFeatures{SupplementalGroupsPolicy: &yes}
+	if ok, reason, _ := Admit(pod(&strict), nil, node); !ok {
+		t.Errorf("Strict refused where the runtime supports it: %s", reason)
+	}
+}

@@ -66,6 +66,10 @@ type Health struct {
 	RuntimeReady bool   // the RuntimeReady condition
 	NetworkReady bool   // the NetworkReady condition (CNI configured)
 	Message      string // why not, in upstream's words; "" when ready
+	// Features and Handlers are what the runtime says it supports (nil
+	// from runtimes that predate them, containerd 1.6 among them).
+	Features *runtimeapi.RuntimeFeatures
+	Handlers []*runtimeapi.RuntimeHandler
 }
 
 // CheckHealth asks the runtime's Status.
@@ -74,7 +78,9 @@ func (r *Runtime) CheckHealth(ctx context.Context) Health {
 	if err != nil {
 		return Health{Message: fmt.Sprintf("container runtime is down: %v", err)}
 	}
-	return HealthFromStatus(st.GetStatus())
+	h := HealthFromStatus(st.GetStatus())
+	h.Features, h.Handlers = st.GetFeatures(), st.GetRuntimeHandlers()
+	return h
 }
 
 // HealthFromStatus reads the two required conditions of a CRI status.
