@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -32,6 +33,10 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		if err := l.removeAllPods(ctx); err != nil {
 			fmt.Printf("warning: removing pods: %v\n", err)
 		}
+	}
+	// Pod cgroups (the cgroupfs driver's kubepods tree) go with the pods.
+	if err := cgroups.New("/sys/fs/cgroup").Remove("/kubepods"); err != nil {
+		fmt.Printf("warning: removing pod cgroups: %v\n", err)
 	}
 	for _, name := range controlPlaneOrder[1:] {
 		l.stopDaemon(name, 15*time.Second)

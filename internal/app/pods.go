@@ -24,6 +24,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
@@ -102,6 +103,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			ContainerLogsDir: podsync.ContainerLogsDir,
 			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
+			PodPidsLimit: *kc.PodPidsLimit,
 		},
 		Objects:        objs,
 		Volumes:        &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
@@ -111,6 +113,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		HostIPs:        hostIPs,
 		MemCapacity:    d.machine.MemoryBytes,
 		RuntimeHandler: objs.RuntimeHandler,
+		Cgroups:        cgroups.New("/sys/fs/cgroup"),
 	})
 	if err != nil {
 		return nil, err

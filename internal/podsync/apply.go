@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -31,6 +32,10 @@ type SyncerConfig struct {
 	Allocatable func() corev1.ResourceList                // node allocatable, for resourceFieldRef defaults
 	Volumes     VolumeManager                             // sets up and tears down pod volumes
 	Started     func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
+	// Cgroups makes and removes pod cgroups with their limits (nil: the
+	// runtime makes them, without pod-level limits: the systemd driver, or
+	// cgroupsPerQOS off).
+	Cgroups *cgroups.Manager
 	// RuntimeHandler resolves a RuntimeClass name to its CRI handler (nil:
 	// the name is the handler).
 	RuntimeHandler func(ctx context.Context, runtimeClass string) (string, error)
@@ -208,6 +213,9 @@ func (s *Syncer) runSandbox(ctx context.Context, pod *corev1.Pod, attempt uint32
 		return nil, nil, err
 	}
 	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+		return nil, nil, err
+	}
+	if err := s.ensurePodCgroup(pod); err != nil {
 		return nil, nil, err
 	}
 	handler := ""
@@ -443,6 +451,10 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		if err := s.cfg.Runtime.RemovePodSandbox(ctx, sb.Id); err != nil {
 			return fmt.Errorf("failed to remove sandbox %s: %w", sb.Id, err)
 		}
+	}
+	if err := s.removePodCgroup(pod.UID); err != nil {
+		// The garbage collector retries it; the pod's removal goes on.
+		klog.FromContext(ctx).Error(err, "Failed to remove the pod's cgroup", "podUID", pod.UID)
 	}
 	if err := s.cfg.Volumes.Teardown(pod); err != nil {
 		return fmt.Errorf("failed to tear down volumes: %w", err)

@@ -155,6 +155,11 @@ func (s *Syncer) CollectGarbage(ctx context.Context, p GCPolicy, known func(uid 
 		}
 		removed[id] = true
 	}
+	withSandbox := map[string]bool{}
+	for _, sb := range sandboxes {
+		withSandbox[sb.Labels[labelPodUID]] = true
+	}
+	errs = append(errs, s.orphanedCgroups(known, withSandbox)...)
 	for _, id := range oldSandboxes(sandboxes, ctrs, removed, known) {
 		if err := s.cfg.Runtime.RemovePodSandbox(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", id, err))

@@ -29,6 +29,7 @@ type NodeSettings struct {
 	// SeccompDefault makes RuntimeDefault the profile of containers that
 	// name none (seccompDefault).
 	SeccompDefault bool
+	PodPidsLimit   int64 // podPidsLimit (0 or -1: none)
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.

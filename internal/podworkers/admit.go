@@ -2,6 +2,7 @@ package podworkers
 
 import (
 	"fmt"
+	"github.com/bosun-dev/bosun/internal/podsync"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,9 +67,9 @@ func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, stri
 	}
 	used := corev1.ResourceList{}
 	for _, p := range active {
-		addRequests(used, podRequests(p))
+		addRequests(used, podsync.PodRequests(p))
 	}
-	for name, req := range podRequests(pod) {
+	for name, req := range podsync.PodRequests(pod) {
 		capacity, ok := alloc[name]
 		if !ok || req.IsZero() {
 			continue
@@ -105,28 +106,6 @@ func addRequests(into, add corev1.ResourceList) {
 		cur.Add(v)
 		into[k] = cur
 	}
-}
-
-// podRequests is the larger of the app containers' sum (plus sidecars) and
-// any one init container, as the scheduler counts it.
-func podRequests(pod *corev1.Pod) corev1.ResourceList {
-	sum := corev1.ResourceList{}
-	for _, c := range pod.Spec.Containers {
-		addRequests(sum, c.Resources.Requests)
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			addRequests(sum, c.Resources.Requests)
-			continue
-		}
-		for k, v := range c.Resources.Requests {
-			if cur := sum[k]; v.Cmp(cur) > 0 {
-				sum[k] = v.DeepCopy()
-			}
-		}
-	}
-	addRequests(sum, pod.Spec.Overhead)
-	return sum
 }
 
 // matchesNode checks nodeSelector and required node affinity.
