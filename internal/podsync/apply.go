@@ -460,9 +460,15 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("failed to tear down volumes: %w", err)
 	}
 	s.backoff.Forget(string(pod.UID) + "/")
-	if pod.Name != "" && s.cfg.Node.PodLogsDir != "" {
-		if err := os.RemoveAll(s.cfg.Node.PodLogDir(pod)); err != nil {
-			return fmt.Errorf("failed to remove the pod's log folder: %w", err)
+	if s.cfg.Node.PodLogsDir != "" {
+		logDirs := []string{s.cfg.Node.PodLogDir(pod)}
+		if pod.Name == "" { // an orphan known by UID only
+			logDirs, _ = filepath.Glob(filepath.Join(s.cfg.Node.PodLogsDir, "*_"+string(pod.UID)))
+		}
+		for _, d := range logDirs {
+			if err := os.RemoveAll(d); err != nil {
+				return fmt.Errorf("failed to remove the pod's log folder: %w", err)
+			}
 		}
 	}
 	return os.RemoveAll(s.cfg.Node.PodDir(pod))

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 )
@@ -160,6 +162,7 @@ func (s *Syncer) CollectGarbage(ctx context.Context, p GCPolicy, known func(uid 
 		withSandbox[sb.Labels[labelPodUID]] = true
 	}
 	errs = append(errs, s.orphanedCgroups(known, withSandbox)...)
+	errs = append(errs, s.orphanedPodDirs(ctx, known, withSandbox)...)
 	for _, id := range oldSandboxes(sandboxes, ctrs, removed, known) {
 		if err := s.cfg.Runtime.RemovePodSandbox(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("sandbox %s: %w", id, err))
@@ -169,4 +172,28 @@ func (s *Syncer) CollectGarbage(ctx context.Context, p GCPolicy, known func(uid 
 		return fmt.Errorf("garbage collection: %v", errs)
 	}
 	return nil
+}
+
+// orphanedPodDirs removes the folders (<root-dir>/pods/<uid>, with their
+// volumes unmounted) and logs of pods that are neither known nor have a
+// sandbox: what a pod removed while the agent was down, or a removal cut
+// short, left behind.
+func (s *Syncer) orphanedPodDirs(ctx context.Context, known func(uid string) bool, sandboxUIDs map[string]bool) []error {
+	if s.cfg.Node.RootDir == "" {
+		return nil
+	}
+	entries, _ := os.ReadDir(filepath.Join(s.cfg.Node.RootDir, "pods"))
+	var errs []error
+	for _, e := range entries {
+		uid := e.Name()
+		if !e.IsDir() || known(uid) || sandboxUIDs[uid] {
+			continue
+		}
+		orphan := &corev1.Pod{}
+		orphan.UID = types.UID(uid)
+		if err := s.Remove(ctx, orphan); err != nil {
+			errs = append(errs, fmt.Errorf("orphaned pod %s: %w", uid, err))
+		}
+	}
+	return errs
 }

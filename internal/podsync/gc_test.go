@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	apitest "k8s.io/cri-api/pkg/apis/testing"
+
+	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
 var gcNow = time.Unix(10_000, 0)
@@ -134,5 +137,42 @@ func TestLegacyLogSymlinkFitsAName(t *testing.T) {
 	long := legacyLogSymlink("/d", strings.Repeat("p", 253), "ns", "c", id)
 	if base := filepath.Base(long); len(base) != 255 || !strings.HasSuffix(base, "-"+id+".log") {
 		t.Errorf("long name %d bytes: %s", len(base), base)
+	}
+}
+
+type fakeVolumes struct{ torn []string }
+
+func (f *fakeVolumes) Setup(context.Context, *corev1.Pod) (map[string]volumes.Volume, error) {
+	return nil, nil
+}
+func (f *fakeVolumes) Teardown(pod *corev1.Pod) error {
+	f.torn = append(f.torn, string(pod.UID))
+	return nil
+}
+
+func TestOrphanedPodFoldersAreRemoved(t *testing.T) {
+	root, logs := t.TempDir(), t.TempDir()
+	for _, uid := range []string{"known", "orphan", "with-sandbox"} {
+		if err := os.MkdirAll(filepath.Join(root, "pods", uid, "volumes"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		_ = os.MkdirAll(filepath.Join(logs, "ns_p_"+uid, "c"), 0o755)
+	}
+	rt := apitest.NewFakeRuntimeService()
+	rt.SetFakeSandboxes([]*apitest.FakePodSandbox{fakeSandbox("sb", "with-sandbox", runtimeapi.PodSandboxState_SANDBOX_READY, 10)})
+	vols := &fakeVolumes{}
+	s := &Syncer{cfg: SyncerConfig{Runtime: rt, Volumes: vols, Node: NodeSettings{RootDir: root, PodLogsDir: logs}}, backoff: NewBackoff()}
+	if err := s.CollectGarbage(context.Background(), GCPolicy{MaxPerPodContainer: 1}, func(uid string) bool { return uid == "known" }); err != nil {
+		t.Fatal(err)
+	}
+	for uid, want := range map[string]bool{"known": true, "orphan": false, "with-sandbox": true} {
+		_, err := os.Stat(filepath.Join(root, "pods", uid))
+		_, lerr := os.Stat(filepath.Join(logs, "ns_p_"+uid))
+		if (err == nil) != want || (lerr == nil) != want {
+			t.Errorf("pod %s: folder kept=%v, logs kept=%v, want %v", uid, err == nil, lerr == nil, want)
+		}
+	}
+	if !slices.Equal(vols.torn, []string{"orphan"}) {
+		t.Errorf("volumes torn down for %v", vols.torn)
 	}
 }
