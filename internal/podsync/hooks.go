@@ -38,7 +38,7 @@ func (s *Syncer) runHook(ctx context.Context, pod *corev1.Pod, c *corev1.Contain
 	switch {
 	case err != nil:
 		return err.Error()
-	case res != probes.Success:
+	case res != probes.Success && res != probes.Warning:
 		return out
 	}
 	return ""

@@ -210,6 +210,12 @@ func (w *worker) probeOnce(p *corev1.Probe) bool {
 		res = Failure
 		out = err.Error()
 	}
+	if res == Warning {
+		if m.cfg.Recorder != nil {
+			m.cfg.Recorder.Event(w.pod, corev1.EventTypeWarning, "ProbeWarning", fmt.Sprintf("%s probe warning: %s", w.kind, out))
+		}
+		res = Success
+	}
 	ProbeTotal.WithLabelValues(string(w.kind), resultLabel(res), w.c.Name, w.pod.Name, w.pod.Namespace, string(w.pod.UID)).Inc()
 	if res == Success {
 		w.success, w.failure = w.success+1, 0

@@ -30,6 +30,7 @@ const (
 	Success Result = iota
 	Failure
 	Unknown // could not run (no IP yet, say): counts as neither
+	Warning // passed, with something to report (a redirect to another host)
 )
 
 func (r Result) String() string {
@@ -162,7 +163,12 @@ func httpProbe(ctx context.Context, g *corev1.HTTPGetAction, t Target, timeout t
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// A redirect the probe did not follow (another host): it passes,
+		// with a warning that shows where it pointed.
+		return Warning, "Probe terminated redirects, Response body: " + string(body), nil
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return Success, string(body), nil
 	}
 	return Failure, fmt.Sprintf("HTTP probe failed with statuscode: %d", resp.StatusCode), nil

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,6 +37,8 @@ func TestRunHandlers(t *testing.T) {
 			}
 		case "/moved":
 			http.Redirect(w, r, "/ok", http.StatusFound)
+		case "/away":
+			http.Redirect(w, r, "http://0.0.0.0/", http.StatusFound)
 		default:
 			w.WriteHeader(500)
 		}
@@ -54,6 +57,7 @@ func TestRunHandlers(t *testing.T) {
 		{"http ok by port name", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ok", Port: intstr.FromString("web"), HTTPHeaders: hdr}}, nil, Success},
 		{"http 500", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/bad", Port: intstr.FromInt32(int32(port))}}, nil, Failure},
 		{"http redirect on the same host", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/moved", Port: intstr.FromInt32(int32(port)), HTTPHeaders: hdr}}, nil, Success},
+		{"http redirect to another host", corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/away", Port: intstr.FromInt32(int32(port))}}, nil, Warning},
 		{"tcp open", corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(port))}}, nil, Success},
 		{"tcp closed", corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(1)}}, nil, Failure},
 		{"exec ok", corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, fakeExec{}, Success},
@@ -64,6 +68,9 @@ func TestRunHandlers(t *testing.T) {
 			got, out, err := Run(context.Background(), tc.ex, tc.h, tgt, 2*time.Second)
 			if err != nil || got != tc.want {
 				t.Fatalf("got %v %q %v, want %v", got, out, err, tc.want)
+			}
+			if got == Warning && !strings.Contains(out, `Probe terminated redirects, Response body: <a href="http://0.0.0.0/">Found</a>.`) {
+				t.Errorf("warning output %q", out)
 			}
 		})
 	}
