@@ -71,7 +71,7 @@ func parsePullSecret(s *corev1.Secret) ([]keyringEntry, error) {
 			continue
 		}
 		out = append(out, keyringEntry{host: host, prefix: prefix, auth: &runtimeapi.AuthConfig{
-			Username: user, Password: pass, Auth: a.Auth, ServerAddress: host,
+			Username: user, Password: pass, Auth: a.Auth, // no ServerAddress: containerd reads it as a URL and drops a mismatch
 			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
 		}})
 	}

@@ -97,7 +97,7 @@ func TestPullAuthSkipsMissingSecretsWithAnEvent(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "gone"}, {Name: "pull"}}}}
 	got := s.pullAuth(context.Background(), pod, "r.io/app:1")
-	if len(got) != 1 || got[0].Username != "u" || got[0].ServerAddress != "r.io" {
+	if len(got) != 1 || got[0].Username != "u" || got[0].ServerAddress != "" {
 		t.Fatalf("credentials %+v", got)
 	}
 	select {

@@ -46,7 +46,7 @@ func TestSeccompLocalhostProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	pod := busyboxPod("nomkdir", corev1.RestartPolicyNever, "mkdir /tmp/d && echo made || echo refused")
+	pod := busyboxPod("nomkdir", corev1.RestartPolicyNever, "mkdir /tmp/d 2>/dev/null && echo made || echo refused")
 	name := "bosun-e2e/no-mkdir.json"
 	pod.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &name}}
 	create(t, cs, ns, pod)
@@ -55,10 +55,11 @@ func TestSeccompLocalhostProfile(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "refused" {
 		t.Fatalf("mkdir under the profile: %v %q", err, out)
 	}
-	// A profile that is not there fails the container, never runs it unconfined.
+	// A container's profile that is not there fails the container, never
+	// runs it unconfined.
 	missing := busyboxPod("missing-profile", corev1.RestartPolicyNever, "echo ran")
 	gone := "bosun-e2e/not-there.json"
-	missing.Spec.SecurityContext = &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &gone}}
+	missing.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: &gone}}
 	create(t, cs, ns, missing)
 	p := waitPod(t, cs, ns, "missing-profile", 60*time.Second, "a creation error", func(p *corev1.Pod) bool {
 		r := waitingReason(p)
