@@ -16,7 +16,7 @@ GOLANGCI_LINT_VERSION ?= v2.6.2
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build the bosun binary into _output/bin
@@ -54,11 +54,16 @@ test-unit: ## Unit tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test-e2e
-test-e2e: ## e2e tests against the local cluster (brought up when it is not), per agent
+test-e2e: ## e2e tests against the local cluster per agent, then the fast conformance subset (SKIP_CONFORMANCE=, SKIP_ROTATION=)
 	@rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
 	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
 	  $(GO) test -count=1 -tags e2e -timeout 30m -v ./test/e2e/ || rc=1; \
+	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CONFORMANCE)" ]; then \
+	    echo ">>> e2e: the fast NodeConformance subset (hack/conformance/fast.txt) against KUBELET=bosun"; \
+	    hack/build-tools.sh e2e.test ginkgo && \
+	    KUBELET=bosun OUT=_output/conformance/fast PROCS=4 FOCUS_FILE=hack/conformance/fast.txt STRICT=1 hack/conformance.sh || rc=1; \
+	  fi; \
 	done; \
 	if [ -z "$(SKIP_ROTATION)" ]; then \
 	  echo ">>> e2e: client certificate rotation with 3-minute certificates (KUBELET=bosun)"; \

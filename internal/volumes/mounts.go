@@ -111,7 +111,7 @@ func chmodNoFollow(dir string, perm os.FileMode) error {
 	if err != nil {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }()
 	mode := uint32(perm.Perm())
 	if perm&os.ModeSetgid != 0 {
 		mode |= unix.S_ISGID
