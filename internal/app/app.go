@@ -97,6 +97,20 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if client, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return err
 	}
+	// As upstream: events have their own rate limit (eventRecordQPS,
+	// eventBurst), and node status and Lease updates none, so that a burst
+	// of pod work can neither starve nor be starved by them.
+	eventsCfg, heartbeatCfg := rest.CopyConfig(restCfg), rest.CopyConfig(restCfg)
+	eventsCfg.QPS, eventsCfg.Burst = float32(*kc.EventRecordQPS), int(kc.EventBurst)
+	heartbeatCfg.QPS = -1
+	events, err := kubernetes.NewForConfig(eventsCfg)
+	if err != nil {
+		return err
+	}
+	heartbeat, err := kubernetes.NewForConfig(heartbeatCfg)
+	if err != nil {
+		return err
+	}
 	rt, err := connectRuntime(ctx, cfg)
 	if err != nil {
 		return err
@@ -106,7 +120,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer stopServing()
-	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine})
+	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, events: events, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine})
 	if err != nil {
 		return err
 	}
@@ -125,7 +139,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
-		Client: client, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure),
+		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds,
 	})

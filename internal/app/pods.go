@@ -44,6 +44,7 @@ import (
 type podsDeps struct {
 	cfg      *config.Config
 	client   kubernetes.Interface
+	events   kubernetes.Interface // rate-limited by eventRecordQPS/eventBurst alone
 	rt       *runtime.Runtime
 	nodeName string
 	nodeIPs  []net.IP
@@ -80,7 +81,7 @@ func (p *pods) allocatable() corev1.ResourceList {
 func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	kc := d.cfg.Kubelet
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: d.client.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: d.events.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: d.nodeName})
 	p := &pods{deps: d, recorder: recorder, source: podsource.NewAPI(d.client, d.nodeName)}
 	p.services = informers.NewSharedInformerFactory(d.client, 0)

@@ -105,7 +105,7 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.Var(boolPtrValue{&kc.FailSwapOn}, "fail-swap-on", "Makes the Kubelet fail to start if swap is enabled on the node.")
 	fs.Var(int32PtrValue{&kc.KubeAPIQPS}, "kube-api-qps", "QPS to use while talking with kubernetes apiserver.")
 	fs.Int32Var(&kc.KubeAPIBurst, "kube-api-burst", kc.KubeAPIBurst, "Burst to use while talking with kubernetes apiserver.")
-	fs.Var(int32PtrValue{&kc.EventRecordQPS}, "event-qps", "QPS to limit event creations (0: the default 50).")
+	fs.Var(int32PtrValue{&kc.EventRecordQPS}, "event-qps", "QPS to limit event creations. The number must be >= 0. If 0 will use DefaultQPS: 5.")
 	fs.Int32Var(&kc.EventBurst, "event-burst", kc.EventBurst, "Maximum size of a bursty event records.")
 	fs.Var(int32PtrValue{&kc.RegistryPullQPS}, "registry-qps", "If > 0, limit registry pull QPS to this value. If 0, unlimited.")
 	fs.Int32Var(&kc.RegistryBurst, "registry-burst", kc.RegistryBurst, "Maximum size of bursty pulls.")
