@@ -440,7 +440,7 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	for _, c := range rp.Containers {
-		if err := s.removeContainer(ctx, c.Id); err != nil {
+		if err := s.removeContainer(ctx, c.Id, c.ContainerStatus); err != nil {
 			return fmt.Errorf("failed to remove container %s: %w", c.Id, err)
 		}
 	}

@@ -45,13 +45,14 @@ func (s *Syncer) linkContainerLog(podName, namespace, container, id, logPath str
 }
 
 // removeContainer removes a container, its log files and its legacy link.
-func (s *Syncer) removeContainer(ctx context.Context, id string) error {
-	var logPath string
-	var md *runtimeapi.ContainerMetadata
-	var labels map[string]string
-	if st, err := s.cfg.Runtime.ContainerStatus(ctx, id, false); err == nil && st.GetStatus() != nil {
-		logPath, md, labels = st.Status.LogPath, st.Status.Metadata, st.Status.Labels
+// st is the container's status when the caller has it (nil: asked here).
+func (s *Syncer) removeContainer(ctx context.Context, id string, st *runtimeapi.ContainerStatus) error {
+	if st == nil {
+		if resp, err := s.cfg.Runtime.ContainerStatus(ctx, id, false); err == nil {
+			st = resp.GetStatus()
+		}
 	}
+	logPath, md, labels := st.GetLogPath(), st.GetMetadata(), st.GetLabels()
 	if err := s.cfg.Runtime.RemoveContainer(ctx, id); err != nil {
 		return err
 	}
@@ -151,7 +152,7 @@ func (s *Syncer) CollectGarbage(ctx context.Context, p GCPolicy, known func(uid 
 	removed := map[string]bool{}
 	var errs []error
 	for _, id := range deadToRemove(ctrs, known, p, time.Now()) {
-		if err := s.removeContainer(ctx, id); err != nil {
+		if err := s.removeContainer(ctx, id, nil); err != nil {
 			errs = append(errs, fmt.Errorf("container %s: %w", id, err))
 			continue
 		}

@@ -228,13 +228,7 @@ func TestPodImageThatDoesNotExist(t *testing.T) {
 	pod := busyboxPod("noimage", corev1.RestartPolicyAlways, "true")
 	pod.Spec.Containers[0].Image = "registry.k8s.io/e2e-test-images/does-not-exist:0.0.1"
 	create(t, cs, ns, pod)
-	p := waitPod(t, cs, ns, "noimage", 90*time.Second, "ErrImagePull or ImagePullBackOff", func(p *corev1.Pod) bool {
-		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].State.Waiting == nil {
-			return false
-		}
-		r := p.Status.ContainerStatuses[0].State.Waiting.Reason
-		return r == "ErrImagePull" || r == "ImagePullBackOff"
-	})
+	p := waitPod(t, cs, ns, "noimage", 90*time.Second, "ErrImagePull or ImagePullBackOff", pullFailing)
 	if p.Status.Phase != corev1.PodPending {
 		t.Errorf("phase %s", p.Status.Phase)
 	}

@@ -24,6 +24,12 @@ func waitingReason(p *corev1.Pod) string {
 	return p.Status.ContainerStatuses[0].State.Waiting.Reason
 }
 
+// pullFailing: the pod's first container waits on a failed pull.
+func pullFailing(p *corev1.Pod) bool {
+	r := waitingReason(p)
+	return r == "ErrImagePull" || r == "ImagePullBackOff"
+}
+
 // podEvent waits for an event of the pod with reason whose message has want.
 func podEvent(t *testing.T, cs kubernetes.Interface, ns, pod, reason, want string, timeout time.Duration) {
 	t.Helper()
@@ -84,10 +90,7 @@ func TestPullSecret(t *testing.T) {
 		return p
 	}
 	create(t, cs, ns, private("without-secret"))
-	p := waitPod(t, cs, ns, "without-secret", 60*time.Second, "ErrImagePull or ImagePullBackOff", func(p *corev1.Pod) bool {
-		r := waitingReason(p)
-		return r == "ErrImagePull" || r == "ImagePullBackOff"
-	})
+	p := waitPod(t, cs, ns, "without-secret", 60*time.Second, "ErrImagePull or ImagePullBackOff", pullFailing)
 	if p.Status.Phase != corev1.PodPending {
 		t.Errorf("pod without credentials is %s", p.Status.Phase)
 	}
@@ -102,10 +105,7 @@ func TestPullSecret(t *testing.T) {
 	bad := private("wrong-secret")
 	bad.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "wrongcred"}}
 	create(t, cs, ns, bad)
-	waitPod(t, cs, ns, "wrong-secret", 60*time.Second, "ErrImagePull or ImagePullBackOff", func(p *corev1.Pod) bool {
-		r := waitingReason(p)
-		return r == "ErrImagePull" || r == "ImagePullBackOff"
-	})
+	waitPod(t, cs, ns, "wrong-secret", 60*time.Second, "ErrImagePull or ImagePullBackOff", pullFailing)
 	good := private("with-secret")
 	good.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "missing"}, {Name: "regcred"}}
 	create(t, cs, ns, good)

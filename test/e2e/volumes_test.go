@@ -126,12 +126,12 @@ func TestSubPathSymlinkEscapeRefused(t *testing.T) {
 		VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}}}
 	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/mnt", SubPath: "escape"}}
 	create(t, cs, ns, pod)
-	p := waitPod(t, cs, ns, "escape", 60*time.Second, "refused", func(p *corev1.Pod) bool {
+	waitPod(t, cs, ns, "escape", 60*time.Second, "refused", func(p *corev1.Pod) bool {
 		r := waitingReason(p)
 		return r == "CreateContainerConfigError" || r == "CreateContainerError" || r == "RunContainerError" || r == "CrashLoopBackOff"
 	})
 	time.Sleep(3 * time.Second)
-	p, _ = cs.CoreV1().Pods(ns).Get(context.Background(), "escape", metav1.GetOptions{})
+	p, _ := cs.CoreV1().Pods(ns).Get(context.Background(), "escape", metav1.GetOptions{})
 	if cs := p.Status.ContainerStatuses; len(cs) == 0 || cs[0].State.Running != nil || cs[0].RestartCount > 0 && cs[0].LastTerminationState.Terminated != nil && cs[0].LastTerminationState.Terminated.ExitCode == 0 {
 		t.Fatalf("the container ran with the escaping subPath: %s", describePod(p))
 	}
@@ -246,7 +246,7 @@ func TestLifecycleHookOrder(t *testing.T) {
 		t.Fatalf("the container never got SIGTERM; log %q", log)
 	}
 	idx := func(s string) int { return strings.Index(log, s) }
-	if idx("poststart") < 0 || idx("start") < 0 || idx("prestop") < 0 || !(idx("poststart") < idx("prestop") && idx("prestop") < idx("term")) {
+	if idx("poststart") < 0 || idx("start") < 0 || idx("prestop") < 0 || idx("poststart") >= idx("prestop") || idx("prestop") >= idx("term") {
 		t.Fatalf("hook order in %q; want start and poststart, then prestop, then term", fmt.Sprint(log))
 	}
 }
