@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,6 +50,15 @@ func main() {
 		}
 	case "images":
 		_, err = l.ensureImages()
+	case "swap":
+		err = l.swap(ctx)
+	case "kill-agent":
+		err = l.killAgent()
+	case "start-agent":
+		if os.Getenv("KUBELET") == "" && l.runningAgent() != "" {
+			l.agent = l.runningAgent() // the agent the node has, not the default
+		}
+		err = l.startAgentAgain(ctx)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -216,7 +225,7 @@ func (l *layout) startAgentAndWait(ctx context.Context, start time.Time) error {
 		return err
 	}
 	_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
-	if err := l.waitNodeReady(ctx, cs, 90*time.Second); err != nil {
+	if err := l.waitNodeReady(ctx, cs, 90*time.Second, time.Time{}); err != nil {
 		return fmt.Errorf("%w\nlast lines of %s:\n%s\n(the rest of the cluster is left running for inspection; make down stops it)",
 			err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -117,9 +118,12 @@ func (l *layout) startAgent() error {
 }
 
 // waitNodeReady waits for the node to be Ready, approving its kubelet-serving
-// CSR on the way as the seed's operator does by hand.
-func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, timeout time.Duration) error {
+// CSR on the way as the seed's operator does by hand. With a zero since (a
+// fresh node) it also waits for that CSR; otherwise (an agent started on a
+// node that has its certificates) for a Ready heartbeat at or after since.
+func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, timeout time.Duration, since time.Time) error {
 	approved := map[string]bool{}
+	since = since.Truncate(time.Second) // heartbeats carry whole seconds
 	return waitFor(ctx, timeout, "node "+l.nodeName, func() error {
 		if l.daemonPid("agent") == 0 {
 			return fmt.Errorf("the node agent exited")
@@ -134,6 +138,12 @@ func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, tim
 		for _, c := range node.Status.Conditions {
 			if c.Type == corev1.NodeReady {
 				if c.Status == corev1.ConditionTrue {
+					if !since.IsZero() {
+						if c.LastHeartbeatTime.Time.Before(since) {
+							return fmt.Errorf("node Ready only from a heartbeat before the agent started")
+						}
+						return nil
+					}
 					if len(approved) == 0 {
 						return fmt.Errorf("node is Ready but sent no kubelet-serving CSR yet")
 					}
@@ -171,6 +181,66 @@ func (l *layout) approveServingCSRs(ctx context.Context, cs kubernetes.Interface
 		}
 		fmt.Printf("approved the node's serving certificate request %s (kubectl certificate approve %s)\n", csr.Name, csr.Name)
 		done[csr.Name] = true
+	}
+	return nil
+}
+
+// swap replaces the running node agent with the one KUBELET names, keeping
+// every flag, file, certificate and pod: the operator's drop-in step (stop
+// the kubelet, start the other binary with the same unit). The old agent
+// gets SIGTERM, as systemctl stop sends.
+func (l *layout) swap(ctx context.Context) error {
+	if l.daemonPid("kube-apiserver") == 0 || l.daemonPid("containerd") == 0 {
+		return fmt.Errorf("the local cluster is not up: run make up")
+	}
+	from := l.runningAgent()
+	start := time.Now()
+	l.stopDaemon("agent", 60*time.Second)
+	if err := os.WriteFile(l.agentFile(), []byte(l.agent+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := l.writeEnv(); err != nil {
+		return err
+	}
+	if err := l.startAgentAgain(ctx); err != nil {
+		return err
+	}
+	fmt.Printf(">>> swapped the node agent %s -> %s in %s\n", from, l.agent, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// killAgent kills the node agent with SIGKILL, as a crash would.
+func (l *layout) killAgent() error {
+	pid := l.daemonPid("agent")
+	if pid == 0 {
+		return fmt.Errorf("no node agent is running")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for i := 0; i < 100 && processAlive(pid); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// startAgentAgain starts the recorded agent on a node that already joined
+// (its certificates on disk) and waits for a fresh Ready heartbeat.
+func (l *layout) startAgentAgain(ctx context.Context) error {
+	if l.daemonPid("agent") != 0 {
+		return fmt.Errorf("a node agent is already running")
+	}
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := l.startAgent(); err != nil {
+		return err
+	}
+	_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
+	if err := l.waitNodeReady(ctx, cs, 90*time.Second, start); err != nil {
+		return fmt.Errorf("%w\nlast lines of %s:\n%s", err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))
 	}
 	return nil
 }

@@ -81,8 +81,17 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	// The certificate managers call the API through client; it must exist
+	// before either starts, since a certificate already due at start is
+	// renewed at once.
 	var client kubernetes.Interface
-	clientFn := func(*tls.Certificate) (kubernetes.Interface, error) { return client, nil }
+	clientFn := func(*tls.Certificate) (kubernetes.Interface, error) {
+		if client == nil {
+			return nil, errors.New("the API client is not ready yet")
+		}
+		return client, nil
+	}
+	var clientCerts interface{ Start() }
 	if kc.RotateCertificates {
 		m, err := certs.NewClientManager(ctx, cfg.CertDir, nodeName, clientFn)
 		if err != nil {
@@ -91,11 +100,14 @@ func run(ctx context.Context, cfg *config.Config) error {
 		if err := certs.UseRotatingClientCert(ctx, restCfg, m); err != nil {
 			return err
 		}
-		m.Start()
+		clientCerts = m
 		defer m.Stop()
 	}
 	if client, err = kubernetes.NewForConfig(restCfg); err != nil {
 		return err
+	}
+	if clientCerts != nil {
+		clientCerts.Start()
 	}
 	// As upstream: events have their own rate limit (eventRecordQPS,
 	// eventBurst), and node status and Lease updates none, so that a burst
@@ -147,14 +159,17 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	go statusCtl.Run(ctx)
-	select {
-	case <-statusCtl.Registered():
-	case <-ctx.Done():
-		return nil
-	}
-	if err := pods.start(ctx, statusCtl.NodeLister()); err != nil {
-		return err
-	}
+	pods.startLocal(ctx)
+	go func() {
+		select {
+		case <-statusCtl.Registered():
+		case <-ctx.Done():
+			return
+		}
+		if err := pods.startAPI(ctx, statusCtl.NodeLister()); err != nil && ctx.Err() == nil {
+			logger.Error(err, "Failed to start the pods from the apiserver")
+		}
+	}()
 	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, rt, nodeName)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,9 @@ type pods struct {
 	imageGC  *eviction.ImageGC
 	recorder record.EventRecorder
 	nodes    atomic.Pointer[corelisters.NodeLister] // set once the Node exists
+	// apiSynced is set once the first list of the node's pods from the
+	// apiserver has been delivered.
+	apiSynced atomic.Bool
 }
 
 // allocatable is the node's allocatable, for resourceFieldRef defaults.
@@ -123,6 +127,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.workers = podworkers.New(ctx, podworkers.Config{
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration,
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
+			pod = p.withMirrorStatus(pod)
+			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
 				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes})
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
@@ -137,6 +143,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		},
 	})
 	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: syncer.KillContainer})
+	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
+	go p.probes.RunCheckpoint(time.Second)
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
 	thresholds, err := eviction.ParseThresholds(kc.EvictionHard)
 	if err != nil {
@@ -170,29 +178,23 @@ func runningContainers(pod *corev1.Pod, rp *podsync.RuntimePod) map[string]probe
 	return out
 }
 
-// start runs the pod machinery once the Node exists.
-func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
-	p.nodes.Store(&nodes)
-	podworkers.AllowedUnsafeSysctls = p.deps.cfg.Kubelet.AllowedUnsafeSysctls
-	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
-		node, err := nodes.Get(p.deps.nodeName)
-		if err != nil {
-			return true, "", ""
-		}
-		return podworkers.Admit(pod, active, node)
-	})
-	p.services.Start(ctx.Done())
+// startLocal runs what needs no apiserver: static pods, the status sender
+// (which retries until the apiserver answers), housekeeping, eviction,
+// image GC and log rotation. A node agent restarted while the apiserver is
+// down keeps its pods and starts its static pods.
+func (p *pods) startLocal(ctx context.Context) {
 	go p.status.Run(ctx, 2)
-	if err := p.source.Run(ctx, p.workers); err != nil {
-		return err
-	}
 	if kc := p.deps.cfg.Kubelet; kc.StaticPodPath != "" || kc.StaticPodURL != "" {
 		p.static = &podsource.Static{
 			Dir: kc.StaticPodPath, URL: kc.StaticPodURL, Every: kc.FileCheckFrequency.Duration, NodeName: p.deps.nodeName,
 			Client: p.deps.client, Pods: p.source.Lister(),
+			Adopt:    p.syncer.RunningStaticPod,
+			APIReady: p.apiSynced.Load,
 			NodeUID: func() types.UID {
-				if n, err := nodes.Get(p.deps.nodeName); err == nil {
-					return n.UID
+				if l := p.nodes.Load(); l != nil {
+					if n, err := (*l).Get(p.deps.nodeName); err == nil {
+						return n.UID
+					}
 				}
 				return ""
 			},
@@ -206,7 +208,45 @@ func (p *pods) start(ctx context.Context, nodes corelisters.NodeLister) error {
 	maxSize := resource.MustParse(kc.ContainerLogMaxSize) // validated by config
 	go (&logrotate.Rotator{Runtime: p.deps.rt.RuntimeService, MaxSize: maxSize.Value(), MaxFiles: int(*kc.ContainerLogMaxFiles),
 		Every: kc.ContainerLogMonitorInterval.Duration}).Run(ctx)
+}
+
+// startAPI runs the pods from the apiserver once the Node exists: admission
+// against the Node, the pod watch, Services for environment variables. It
+// returns once the first list of pods has been delivered; from then on
+// housekeeping may treat a sandbox no source knows as an orphan.
+func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error {
+	p.nodes.Store(&nodes)
+	podworkers.AllowedUnsafeSysctls = p.deps.cfg.Kubelet.AllowedUnsafeSysctls
+	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
+		node, err := nodes.Get(p.deps.nodeName)
+		if err != nil {
+			return true, "", ""
+		}
+		return podworkers.Admit(pod, active, node)
+	})
+	p.services.Start(ctx.Done())
+	if err := p.source.Run(ctx, p.workers); err != nil {
+		return err
+	}
+	p.apiSynced.Store(true)
 	return nil
+}
+
+// withMirrorStatus gives a static pod the status its mirror pod holds: the
+// status last reported for it, by this agent or the one before, which the
+// new status builds on (start time, conditions' transition times, restart
+// counts) as an API pod's does on its own.
+func (p *pods) withMirrorStatus(pod *corev1.Pod) *corev1.Pod {
+	if !podsource.IsStatic(pod) || pod.Status.Phase != "" {
+		return pod
+	}
+	mirror, err := p.source.Lister().Pods(pod.Namespace).Get(pod.Name)
+	if err != nil || mirror.Annotations[podsource.AnnotationConfigMirror] != string(pod.UID) {
+		return pod
+	}
+	out := *pod
+	out.Status = *mirror.Status.DeepCopy()
+	return &out
 }
 
 // staticPod finds a static pod by namespace and name.
@@ -235,6 +275,12 @@ func (p *pods) housekeeping(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if !p.apiSynced.Load() {
+			// Until the apiserver's pods are known, every sandbox of theirs
+			// would look orphaned: remove nothing (an apiserver outage
+			// must never cost a running pod).
+			continue
 		}
 		if tick%6 == 0 {
 			if err := p.syncer.CollectGarbage(ctx, policy, func(uid string) bool { return p.workers.Known(types.UID(uid)) }); err != nil {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,8 +57,17 @@ type Static struct {
 	Client   kubernetes.Interface // for mirror pods
 	Pods     corelisters.PodLister
 	NodeUID  func() types.UID // the Node's UID, owner of mirror pods
+	// Adopt finds a pod already running from this manifest (started by
+	// an earlier agent) and returns its UID, or "" (nil: never adopt).
+	// modTime is the manifest's modification time.
+	Adopt func(ctx context.Context, pod *corev1.Pod, modTime time.Time) types.UID
+	// APIReady reports whether the apiserver's pods (Pods) are listed;
+	// mirror pods are created and deleted only then (nil: always).
+	APIReady func() bool
 	mu       sync.Mutex
+	aliases  map[types.UID]types.UID   // computed UID -> adopted UID ("" : none)
 	current  map[types.UID]*corev1.Pod // static pods by UID
+	byPath   map[string]*corev1.Pod    // the pod read from each file
 }
 
 // Run polls the sources until ctx ends.
@@ -79,7 +89,18 @@ func (s *Static) poll(ctx context.Context, h Handler) {
 	logger := klog.FromContext(ctx)
 	found := map[types.UID]*corev1.Pod{}
 	if s.Dir != "" {
-		for _, p := range s.readDir(ctx) {
+		pods, err := s.readDir(ctx)
+		if err != nil {
+			// The folder is there but cannot be read now: keep the pods
+			// read from it before rather than stop them all.
+			logger.Error(err, "Unable to read static pod path; keeping the static pods read before", "path", s.Dir)
+			for uid, p := range s.current {
+				if p.Annotations[AnnotationConfigSource] == "file" {
+					found[uid] = p
+				}
+			}
+		}
+		for _, p := range pods {
 			found[p.UID] = p
 		}
 	}
@@ -114,25 +135,44 @@ func (s *Static) poll(ctx context.Context, h Handler) {
 	}
 }
 
-// readDir reads every pod file; a bad file is logged with its path and skipped.
-func (s *Static) readDir(ctx context.Context) []*corev1.Pod {
+// readDir reads every pod file: regular files (or links to them) whose
+// names do not start with a dot; anything else (a FIFO, a device, a socket)
+// is skipped without opening it. A bad file is logged with its path and
+// skipped; a file that cannot be read now keeps the pod read from it
+// before. A missing folder is no pods; a folder that cannot be read is an
+// error, and the caller keeps what it had.
+func (s *Static) readDir(ctx context.Context) ([]*corev1.Pod, error) {
 	logger := klog.FromContext(ctx)
 	entries, err := os.ReadDir(s.Dir)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			logger.Error(err, "Unable to read static pod path", "path", s.Dir)
-		}
-		return nil
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	previous := s.byPath
+	s.mu.Unlock()
+	byPath := map[string]*corev1.Pod{}
 	var out []*corev1.Pod
 	for _, e := range entries {
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		path := filepath.Join(s.Dir, e.Name())
-		data, err := os.ReadFile(path)
+		data, modTime, err := readRegular(path)
+		if errors.Is(err, errNotRegular) {
+			if e.Type()&os.ModeDir == 0 {
+				logger.V(2).Info("Skipping a static pod path entry that is not a regular file", "path", path)
+			}
+			continue
+		}
 		if err != nil {
 			logger.Error(err, "Unable to read static pod file", "path", path)
+			if p, ok := previous[path]; ok {
+				byPath[path] = p
+				out = append(out, p)
+			}
 			continue
 		}
 		pod, err := DecodeStatic(data, path, s.NodeName, "file")
@@ -140,17 +180,92 @@ func (s *Static) readDir(ctx context.Context) []*corev1.Pod {
 			logger.Error(err, "Skipping a static pod file that is not a valid pod", "path", path)
 			continue
 		}
+		s.adopt(ctx, pod, modTime)
+		byPath[path] = pod
 		out = append(out, pod)
 	}
-	return out
+	s.mu.Lock()
+	s.byPath = byPath
+	s.mu.Unlock()
+	return out, nil
 }
+
+var errNotRegular = errors.New("not a regular file")
+
+// maxManifestSize bounds what is read of one manifest.
+const maxManifestSize = 10 << 20
+
+// readRegular reads a regular file. It opens without blocking (a FIFO put
+// there, or swapped in after a check, must not hang the source) and checks
+// the opened file, not the name.
+func readRegular(path string) ([]byte, time.Time, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, time.Time{}, errNotRegular
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer f.Close()
+	if st, err = f.Stat(); err != nil {
+		return nil, time.Time{}, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, time.Time{}, errNotRegular
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxManifestSize+1))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if len(data) > maxManifestSize {
+		return nil, time.Time{}, fmt.Errorf("%s is larger than %d bytes", path, maxManifestSize)
+	}
+	return data, st.ModTime(), nil
+}
+
+// adopt gives a static pod the UID of the pod already running from the
+// same manifest, when Adopt finds one: the upstream kubelet derives static
+// pod UIDs by another formula, so without this a swap would restart every
+// static pod (the control plane's own, on a control-plane node). The
+// choice is made once per manifest content and kept.
+func (s *Static) adopt(ctx context.Context, pod *corev1.Pod, modTime time.Time) {
+	s.mu.Lock()
+	if s.aliases == nil {
+		s.aliases = map[types.UID]types.UID{}
+	}
+	alias, decided := s.aliases[pod.UID]
+	s.mu.Unlock()
+	if !decided {
+		if s.Adopt != nil {
+			alias = s.Adopt(ctx, pod, modTime)
+		}
+		s.mu.Lock()
+		s.aliases[pod.UID] = alias
+		s.mu.Unlock()
+		if alias != "" {
+			klog.FromContext(ctx).Info("Adopting the running static pod of this manifest", "pod", klog.KObj(pod), "podUID", alias, "computedUID", pod.UID)
+		}
+	}
+	if alias != "" {
+		pod.UID = alias
+		pod.Annotations[AnnotationConfigHash] = string(alias)
+	}
+}
+
+// staticURLClient fetches staticPodURL; a server that does not answer
+// within 10 s is an error, and the pods read before are kept.
+var staticURLClient = &http.Client{Timeout: 10 * time.Second}
 
 func (s *Static) readURL(ctx context.Context) ([]*corev1.Pod, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := staticURLClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -275,8 +390,8 @@ func (s *Static) StaticPods() []*corev1.Pod {
 // ensureMirror creates the static pod's mirror in the apiserver, or replaces
 // one that mirrors an older version of it.
 func (s *Static) ensureMirror(ctx context.Context, p *corev1.Pod) {
-	if s.Client == nil {
-		return
+	if s.Client == nil || (s.APIReady != nil && !s.APIReady()) {
+		return // until the apiserver's pods are listed, a mirror could not be told apart from none
 	}
 	logger := klog.FromContext(ctx)
 	if cur, err := s.Pods.Pods(p.Namespace).Get(p.Name); err == nil {
@@ -302,7 +417,7 @@ func (s *Static) ensureMirror(ctx context.Context, p *corev1.Pod) {
 }
 
 func (s *Static) deleteMirror(ctx context.Context, p *corev1.Pod) {
-	if s.Client == nil {
+	if s.Client == nil || (s.APIReady != nil && !s.APIReady()) {
 		return
 	}
 	cur, err := s.Pods.Pods(p.Namespace).Get(p.Name)

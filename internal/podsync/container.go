@@ -3,9 +3,7 @@ package podsync
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,17 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
-
-// ContainerHash fingerprints the parts of a container spec whose change
-// means the container must be recreated.
-func ContainerHash(c *corev1.Container) string {
-	spec := c.DeepCopy()
-	spec.Resources = corev1.ResourceRequirements{} // resized in place upstream; not a restart reason
-	data, _ := json.Marshal(spec)
-	h := fnv.New32a()
-	_, _ = h.Write(data)
-	return strconv.FormatUint(uint64(h.Sum32()), 16)
-}
 
 // containerParams are the per-start inputs of a container config.
 type containerParams struct {
@@ -57,16 +44,6 @@ func buildContainerConfig(n NodeSettings, p containerParams) (*runtimeapi.Contai
 		}
 		return out
 	}
-	termPath := c.TerminationMessagePath
-	if termPath == "" {
-		termPath = corev1.TerminationMessagePathDefault
-	}
-	annotations := map[string]string{
-		annotationRestartCount:  strconv.Itoa(int(p.restartCount)),
-		annotationHash:          ContainerHash(c),
-		annotationTermMsgPath:   termPath,
-		annotationTermMsgPolicy: string(c.TerminationMessagePolicy),
-	}
 	return &runtimeapi.ContainerConfig{
 		Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: uint32(p.restartCount)},
 		Image:       &runtimeapi.ImageSpec{Image: p.imageRef, UserSpecifiedImage: c.Image},
@@ -76,7 +53,7 @@ func buildContainerConfig(n NodeSettings, p containerParams) (*runtimeapi.Contai
 		Envs:        envs,
 		Mounts:      p.mounts,
 		Labels:      containerLabels(p.pod, c.Name),
-		Annotations: annotations,
+		Annotations: containerAnnotations(p.pod, c, p.restartCount),
 		LogPath:     filepath.Join(c.Name, strconv.Itoa(int(p.restartCount))+".log"),
 		Stdin:       c.Stdin,
 		StdinOnce:   c.StdinOnce,

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -81,6 +82,8 @@ func PodStatus(in StatusInput) corev1.PodStatus {
 		st.Phase = old.Phase // terminal phases never change back
 	}
 	st.Conditions = podConditions(in, &st, sb)
+	st.ObservedGeneration = in.Pod.Generation
+	st.Resources, st.AllocatedResources = podResources(in.Pod)
 	return st
 }
 
@@ -121,7 +124,7 @@ func initDone(in StatusInput) bool {
 }
 
 func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitReason string) corev1.ContainerStatus {
-	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, VolumeMounts: volumeMountStatuses(c)}
 	runs := in.Runtime.ContainersNamed(c.Name)
 	if prev := previousStatus(in.Pod, c.Name); prev != nil {
 		cs.RestartCount = prev.RestartCount
@@ -140,6 +143,10 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 		return cs
 	}
 	latest := runs[0]
+	// As upstream (in-place resize is GA): a container the runtime has
+	// reports the resources allocated to it, and its requests.
+	cs.Resources = c.Resources.DeepCopy()
+	cs.AllocatedResources = c.Resources.Requests
 	cs.ContainerID = in.RuntimeName + "://" + latest.Id
 	cs.ImageID = latest.ImageRef
 	if latest.GetImage().GetImage() != "" {
@@ -182,6 +189,46 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 		}
 	}
 	return cs
+}
+
+// podResources are the pod-level resources upstream reports (in-place
+// resize of pod-level resources is beta and on in v1.36): the pod's
+// allocated requests and limits, container requests and limits summed
+// where the pod sets none. Upstream reads a running pod's limits back
+// from its cgroup instead; here they are what was allocated.
+func podResources(pod *corev1.Pod) (*corev1.ResourceRequirements, corev1.ResourceList) {
+	out := pod.Spec.Resources.DeepCopy()
+	if out == nil {
+		out = &corev1.ResourceRequirements{}
+	}
+	requests := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	out.Requests = requests
+	out.Limits = resourcehelper.PodLimits(pod, resourcehelper.PodResourcesOptions{})
+	if len(out.Requests) == 0 {
+		out.Requests = nil
+	}
+	if len(out.Limits) == 0 {
+		out.Limits = nil
+	}
+	return out, out.Requests
+}
+
+// volumeMountStatuses lists a container's mounts as upstream reports them:
+// read-only ones say whether the read-only mount is recursive.
+func volumeMountStatuses(c corev1.Container) []corev1.VolumeMountStatus {
+	var out []corev1.VolumeMountStatus
+	for _, m := range c.VolumeMounts {
+		vs := corev1.VolumeMountStatus{Name: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly}
+		if m.ReadOnly {
+			rro := corev1.RecursiveReadOnlyDisabled
+			if m.RecursiveReadOnly != nil && *m.RecursiveReadOnly == corev1.RecursiveReadOnlyEnabled {
+				rro = corev1.RecursiveReadOnlyEnabled
+			}
+			vs.RecursiveReadOnly = &rro
+		}
+		out = append(out, vs)
+	}
+	return out
 }
 
 func previousStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
@@ -371,13 +418,19 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 	if completed && len(notInit) == 0 {
 		conds[1].Reason = "PodCompleted"
 	}
+	// Upstream's order: conditions others own (readiness gates', the
+	// disruption target) as they were, then the kubelet's own, PodScheduled
+	// last. Each carries the pod generation it describes.
 	var out []corev1.PodCondition
 	for _, c := range in.Pod.Status.Conditions {
-		if c.Type == corev1.PodScheduled || !ownCondition(c.Type) {
-			out = append(out, c) // kept: set by the scheduler or by readiness gates' owners
+		if c.Type != corev1.PodScheduled && !ownCondition(c.Type) {
+			out = append(out, c)
 		}
 	}
+	conds[2], conds[3] = conds[3], conds[2] // Ready before ContainersReady
+	conds = append(conds, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
 	for _, c := range conds {
+		c.ObservedGeneration = in.Pod.Generation
 		out = append(out, keepTransition(in.Pod.Status.Conditions, c, in.Now))
 	}
 	return out

@@ -3,10 +3,13 @@ package podsync
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -117,5 +120,52 @@ func TestFallbackToLogsOnError(t *testing.T) {
 	r.ExitCode = 0
 	if got := terminationMessage(c, r); got != "" {
 		t.Errorf("success should not fall back to logs: %q", got)
+	}
+}
+
+// Conditions come in upstream's order and keep their transition times, and
+// containers report their mounts and resources as upstream does, so that an
+// agent taking over from the other writes the same status.
+func TestStatusMatchesUpstreamShape(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a")
+	pod.Generation = 3
+	then := metav1.NewTime(time.Unix(10, 0))
+	pod.Status.Conditions = []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: then},
+		{Type: "example.com/gate", Status: corev1.ConditionTrue, LastTransitionTime: then},
+		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: then},
+	}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v", ReadOnly: true}, {Name: "w", MountPath: "/w"}}
+	pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m")}
+	st := statusOf(pod, &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{ctr("a", "s1", running, 0)}}, nil, false)
+	var order []corev1.PodConditionType
+	for _, c := range st.Conditions {
+		order = append(order, c.Type)
+		if c.ObservedGeneration != 3 && c.Type != "example.com/gate" {
+			t.Errorf("condition %s observedGeneration %d, want 3", c.Type, c.ObservedGeneration)
+		}
+	}
+	want := []corev1.PodConditionType{"example.com/gate", corev1.PodReadyToStartContainers, corev1.PodInitialized,
+		corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled}
+	if !reflect.DeepEqual(order, want) {
+		t.Errorf("conditions in order %v, want upstream's %v", order, want)
+	}
+	if c := condition(st, corev1.PodReady); !c.LastTransitionTime.Equal(&then) {
+		t.Errorf("Ready kept True but its transition time moved to %v", c.LastTransitionTime)
+	}
+	if c := condition(st, corev1.PodScheduled); !c.LastTransitionTime.Equal(&then) {
+		t.Errorf("PodScheduled transition time moved to %v", c.LastTransitionTime)
+	}
+	if st.ObservedGeneration != 3 {
+		t.Errorf("status.observedGeneration %d, want 3", st.ObservedGeneration)
+	}
+	cs := st.ContainerStatuses[0]
+	disabled := corev1.RecursiveReadOnlyDisabled
+	wantMounts := []corev1.VolumeMountStatus{{Name: "v", MountPath: "/v", ReadOnly: true, RecursiveReadOnly: &disabled}, {Name: "w", MountPath: "/w"}}
+	if !reflect.DeepEqual(cs.VolumeMounts, wantMounts) {
+		t.Errorf("volumeMounts %+v, want %+v", cs.VolumeMounts, wantMounts)
+	}
+	if cs.Resources == nil || !cs.Resources.Requests.Cpu().Equal(resource.MustParse("100m")) || !cs.AllocatedResources.Cpu().Equal(resource.MustParse("100m")) {
+		t.Errorf("resources %+v allocated %+v, want the container's requests", cs.Resources, cs.AllocatedResources)
 	}
 }

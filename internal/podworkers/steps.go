@@ -9,7 +9,10 @@ import (
 	"github.com/bosun-dev/bosun/internal/podsync"
 )
 
-const retryAfterError = time.Second
+const (
+	retryAfterError = time.Second      // the first retry after a failed step
+	maxRetryDelay   = 30 * time.Second // retries back off to this
+)
 
 // stepSync brings the runtime one step closer to the spec and reports status.
 func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Duration {
@@ -25,11 +28,16 @@ func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Durat
 		wk.setState(terminating)
 		return 0
 	}
-	res, err := w.cfg.Syncer.Sync(w.ctx, pod)
+	res, err := w.cfg.Syncer.Sync(wk.syncCtx, pod)
 	if err != nil {
-		logger.Error(err, "Error syncing pod, will retry", "pod", klog.KObj(pod), "podUID", pod.UID)
-		return retryAfterError
+		if wk.syncCtx.Err() != nil && w.ctx.Err() == nil {
+			return 0 // cancelled: the pod is to stop; the next step stops it
+		}
+		delay := wk.retryDelay()
+		logger.Error(err, "Error syncing pod, will retry", "pod", klog.KObj(pod), "podUID", pod.UID, "after", delay.Round(time.Millisecond))
+		return delay
 	}
+	wk.succeeded()
 	status := w.cfg.Build(pod, res.Runtime, res.Waiting, false, "", "")
 	w.cfg.Status.SetPodStatus(pod, status)
 	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
@@ -61,7 +69,7 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 	rp, err := w.cfg.Syncer.Inspect(w.ctx, string(pod.UID))
 	if err != nil {
 		logger.Error(err, "Error inspecting pod to stop it, will retry", "pod", klog.KObj(pod))
-		return retryAfterError
+		return wk.retryDelay()
 	}
 	if !removed && pod.DeletionTimestamp != nil {
 		// Report unready at once, before the grace period runs out.
@@ -73,7 +81,7 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 	}
 	if err := w.cfg.Syncer.Kill(w.ctx, pod, rp, grace); err != nil {
 		logger.Error(err, "Error stopping pod, will retry", "pod", klog.KObj(pod))
-		return retryAfterError
+		return wk.retryDelay()
 	}
 	if rp, err = w.cfg.Syncer.Inspect(w.ctx, string(pod.UID)); err != nil {
 		return retryAfterError
@@ -109,7 +117,7 @@ func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (tim
 	}
 	if err := w.cfg.Syncer.Remove(w.ctx, pod); err != nil {
 		klog.FromContext(w.ctx).Error(err, "Error removing pod's containers, will retry", "pod", klog.KObj(pod))
-		return retryAfterError, false
+		return wk.retryDelay(), false
 	}
 	return 0, true
 }

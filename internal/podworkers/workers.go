@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/podsync"
@@ -66,6 +67,7 @@ type Workers struct {
 	mu   sync.Mutex
 	pods map[types.UID]*worker
 	wg   sync.WaitGroup
+	seq  uint64
 }
 
 // worker is one pod's goroutine and its mailbox.
@@ -77,6 +79,13 @@ type worker struct {
 	state   state
 	// reason and message of a pod-level end (DeadlineExceeded)
 	reason, message string
+	// syncCtx is the context of the pod's syncs (pulls, creates, starts);
+	// cancelled the moment the pod is to stop, so that work in flight for
+	// a pod being deleted ends at once.
+	syncCtx    context.Context
+	cancelSync context.CancelFunc
+	seq        uint64 // creation order, for static pods sharing a name
+	failures   int    // consecutive failed steps, for the retry backoff
 }
 
 // New returns workers that stop when ctx ends.
@@ -116,7 +125,9 @@ func (w *Workers) Update(pod *corev1.Pod) {
 			w.cfg.Status.SetPodStatus(pod, st)
 			return
 		}
-		wk = &worker{pod: pod, wake: make(chan struct{}, 1)}
+		w.seq++
+		wk = &worker{pod: pod, wake: make(chan struct{}, 1), seq: w.seq}
+		wk.syncCtx, wk.cancelSync = context.WithCancel(w.ctx)
 		w.pods[pod.UID] = wk
 		w.wg.Add(1)
 		go w.run(pod.UID, wk)
@@ -125,6 +136,9 @@ func (w *Workers) Update(pod *corev1.Pod) {
 	wk.mu.Lock()
 	wk.pod = pod
 	wk.mu.Unlock()
+	if pod.DeletionTimestamp != nil {
+		wk.cancelSync()
+	}
 	wk.poke()
 }
 
@@ -156,6 +170,7 @@ func (w *Workers) Delete(pod *corev1.Pod) {
 	wk.mu.Lock()
 	wk.removed = true
 	wk.mu.Unlock()
+	wk.cancelSync()
 	wk.poke()
 }
 
@@ -173,6 +188,7 @@ func (w *Workers) Evict(uid types.UID, reason, message string) {
 		wk.reason, wk.message, wk.state = reason, message, terminating
 	}
 	wk.mu.Unlock()
+	wk.cancelSync()
 	wk.poke()
 }
 
@@ -246,6 +262,7 @@ func (w *Workers) run(uid types.UID, wk *worker) {
 		}
 		next, done := w.step(wk)
 		if done {
+			wk.cancelSync()
 			w.mu.Lock()
 			delete(w.pods, uid)
 			w.mu.Unlock()
@@ -267,6 +284,11 @@ func (w *Workers) run(uid types.UID, wk *worker) {
 // done and its worker may exit.
 func (w *Workers) step(wk *worker) (time.Duration, bool) {
 	pod, removed, st := wk.snapshot()
+	if st == syncing && !removed && pod.DeletionTimestamp == nil && w.olderSameName(wk, pod) {
+		// A static pod edited in place: the old pod of the same name stops
+		// first (it may hold host ports), then this one starts.
+		return staticHandoverPoll, false
+	}
 	switch st {
 	case syncing:
 		return w.stepSync(wk, pod, removed), false
@@ -275,4 +297,52 @@ func (w *Workers) step(wk *worker) (time.Duration, bool) {
 	default:
 		return w.stepTerminated(wk, pod, removed)
 	}
+}
+
+// staticHandoverPoll is how often a static pod waiting for its predecessor
+// of the same name looks again.
+const staticHandoverPoll = 500 * time.Millisecond
+
+// olderSameName reports whether an older worker of a static pod with the
+// same namespace and name is still running, so that this one must wait.
+func (w *Workers) olderSameName(wk *worker, pod *corev1.Pod) bool {
+	if !isStatic(pod) {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for uid, other := range w.pods {
+		if uid == pod.UID || other.seq > wk.seq {
+			continue
+		}
+		other.mu.Lock()
+		same := other.pod.Namespace == pod.Namespace && other.pod.Name == pod.Name
+		other.mu.Unlock()
+		if same {
+			return true
+		}
+	}
+	return false
+}
+
+// retryDelay is the wait before retrying a failed step: 1 s doubling with
+// each consecutive failure up to maxRetryDelay, with up to 20% jitter so
+// that many pods failing together do not retry in lockstep.
+func (wk *worker) retryDelay() time.Duration {
+	wk.mu.Lock()
+	wk.failures++
+	n := wk.failures
+	wk.mu.Unlock()
+	d := retryAfterError
+	for i := 1; i < n && d < maxRetryDelay; i++ {
+		d *= 2
+	}
+	return wait.Jitter(min(d, maxRetryDelay), 0.2)
+}
+
+// succeeded resets the retry backoff.
+func (wk *worker) succeeded() {
+	wk.mu.Lock()
+	wk.failures = 0
+	wk.mu.Unlock()
 }

@@ -44,6 +44,13 @@ type Manager struct {
 	mu      sync.Mutex
 	workers map[workerKey]*worker
 	results map[resultKey]Result // the latest settled result
+	// prior results (prior.go): from the checkpoint or the pod's last
+	// status, used until a fresh result of the same container settles.
+	prior      map[resultKey]Result
+	seeded     map[types.UID]bool // pods whose status has been read for prior results
+	checkpoint string             // the checkpoint file ("" : none)
+	dirty      chan struct{}      // the checkpoint needs writing
+	born       time.Time
 }
 
 type workerKey struct {
@@ -55,7 +62,8 @@ type resultKey = workerKey
 
 // New returns a manager whose workers stop with ctx.
 func New(ctx context.Context, cfg Config) *Manager {
-	return &Manager{cfg: cfg, ctx: ctx, workers: map[workerKey]*worker{}, results: map[resultKey]Result{}}
+	return &Manager{cfg: cfg, ctx: ctx, workers: map[workerKey]*worker{}, results: map[resultKey]Result{},
+		prior: map[resultKey]Result{}, seeded: map[types.UID]bool{}, dirty: make(chan struct{}, 1), born: time.Now()}
 }
 
 func probeOf(c *corev1.Container, k Kind) *corev1.Probe {
@@ -78,7 +86,8 @@ func (m *Manager) Ready(c *corev1.Container, containerID string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	key := resultKey{containerID, Readiness}
-	if !m.hasResult(containerID, Readiness) {
+	r, ok := m.resultLocked(key)
+	if !ok {
 		// Not probed yet (startup just succeeded, say): probe now rather
 		// than at the next period, as upstream does.
 		if w, ok := m.workers[key]; ok {
@@ -89,7 +98,7 @@ func (m *Manager) Ready(c *corev1.Container, containerID string) bool {
 		}
 		return false
 	}
-	return m.results[key] == Success
+	return r == Success
 }
 
 // Started reports whether the startup probe (if any) has succeeded.
@@ -99,12 +108,8 @@ func (m *Manager) Started(c *corev1.Container, containerID string) bool {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.hasResult(containerID, Startup) && m.results[resultKey{containerID, Startup}] == Success
-}
-
-func (m *Manager) hasResult(id string, k Kind) bool {
-	_, ok := m.results[resultKey{id, k}]
-	return ok
+	r, ok := m.resultLocked(resultKey{containerID, Startup})
+	return ok && r == Success
 }
 
 // Sync starts workers for the running containers of the pod that have
@@ -134,6 +139,8 @@ func (m *Manager) Sync(pod *corev1.Pod, podIP string, running map[string]Running
 			close(w.stop)
 			delete(m.workers, key)
 			delete(m.results, key)
+			delete(m.prior, key)
+			m.markDirty()
 		}
 	}
 }
@@ -148,6 +155,9 @@ type RunningContainer struct {
 // RemovePod stops every worker of a pod.
 func (m *Manager) RemovePod(uid types.UID) {
 	m.Sync(&corev1.Pod{ObjectMeta: podMeta(uid)}, "", nil)
+	m.mu.Lock()
+	delete(m.seeded, uid)
+	m.mu.Unlock()
 }
 
 // worker probes one container with one kind of probe.
@@ -244,9 +254,14 @@ func (w *worker) settle(r Result) {
 	m := w.m
 	key := resultKey{w.id, w.kind}
 	m.mu.Lock()
-	old, had := m.results[key]
+	old, had := m.resultLocked(key)
+	_, settled := m.results[key]
 	m.results[key] = r
+	delete(m.prior, key)
 	m.mu.Unlock()
+	if !settled || old != r {
+		m.markDirty()
+	}
 	if (!had || old != r) && m.cfg.Wake != nil {
 		m.cfg.Wake(w.pod.UID)
 	}

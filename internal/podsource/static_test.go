@@ -1,0 +1,156 @@
+package podsource
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+type recorder struct {
+	mu      sync.Mutex
+	live    map[types.UID]*corev1.Pod
+	deletes int
+}
+
+func newRecorder() *recorder { return &recorder{live: map[types.UID]*corev1.Pod{}} }
+
+func (r *recorder) Update(p *corev1.Pod) { r.mu.Lock(); r.live[p.UID] = p; r.mu.Unlock() }
+func (r *recorder) Delete(p *corev1.Pod) {
+	r.mu.Lock()
+	delete(r.live, p.UID)
+	r.deletes++
+	r.mu.Unlock()
+}
+
+func (r *recorder) names() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]bool{}
+	for _, p := range r.live {
+		out[p.Name] = true
+	}
+	return out
+}
+
+const manifest = `apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  containers:
+  - name: c
+    image: busybox
+`
+
+func writeManifest(t *testing.T, dir, file, name string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(sprintf(manifest, name)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "manifests")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "web.yaml", "web")
+	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
+	h := newRecorder()
+	s.poll(context.Background(), h)
+	if !h.names()["web-n1"] {
+		t.Fatalf("static pod not delivered: %v", h.names())
+	}
+	// The folder becomes unreadable (here: a file where a folder was, so
+	// reading it fails with ENOTDIR even for root).
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a folder"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.poll(context.Background(), h)
+	if !h.names()["web-n1"] || h.deletes != 0 {
+		t.Errorf("an unreadable static pod folder deleted its pods: live=%v deletes=%d", h.names(), h.deletes)
+	}
+	// A folder that is gone is no pods, as upstream.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	s.poll(context.Background(), h)
+	if len(h.names()) != 0 {
+		t.Errorf("a missing static pod folder must mean no static pods, still have %v", h.names())
+	}
+}
+
+func TestStaticFolderSkipsFIFO(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", "web")
+	if err := syscall.Mkfifo(filepath.Join(dir, "trap.yaml"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
+	h := newRecorder()
+	done := make(chan struct{})
+	go func() { s.poll(context.Background(), h); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a FIFO in the static pod folder hung the source")
+	}
+	if got := h.names(); len(got) != 1 || !got["web-n1"] {
+		t.Errorf("pods = %v, want only web-n1", got)
+	}
+}
+
+func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
+	var hang sync.Mutex
+	hanging := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hang.Lock()
+		h := hanging
+		hang.Unlock()
+		if h {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(30 * time.Second):
+			}
+			return
+		}
+		_, _ = w.Write([]byte(sprintf(manifest, "fromurl")))
+	}))
+	defer srv.Close()
+	old := staticURLClient.Timeout
+	staticURLClient.Timeout = 300 * time.Millisecond
+	defer func() { staticURLClient.Timeout = old }()
+	s := &Static{URL: srv.URL, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
+	h := newRecorder()
+	s.poll(context.Background(), h)
+	if !h.names()["fromurl-n1"] {
+		t.Fatalf("pod from URL not delivered: %v", h.names())
+	}
+	hang.Lock()
+	hanging = true
+	hang.Unlock()
+	start := time.Now()
+	s.poll(context.Background(), h)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a URL that does not answer held the source for %s", took)
+	}
+	if !h.names()["fromurl-n1"] {
+		t.Errorf("a URL that timed out deleted its pods: %v", h.names())
+	}
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -1,0 +1,182 @@
+package podworkers
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/bosun-dev/bosun/internal/podsync"
+)
+
+// fakeSyncer records calls; Sync blocks while block is set, until its
+// context ends, to stand for an image pull in flight.
+type fakeSyncer struct {
+	mu        sync.Mutex
+	block     map[types.UID]bool
+	fail      map[types.UID]bool
+	syncs     map[types.UID][]time.Time
+	cancelled map[types.UID]bool
+	running   map[types.UID]bool // "containers" up
+	events    []string
+}
+
+func newFakeSyncer() *fakeSyncer {
+	return &fakeSyncer{block: map[types.UID]bool{}, fail: map[types.UID]bool{}, syncs: map[types.UID][]time.Time{},
+		cancelled: map[types.UID]bool{}, running: map[types.UID]bool{}}
+}
+
+func (f *fakeSyncer) log(e string) {
+	f.mu.Lock()
+	f.events = append(f.events, e)
+	f.mu.Unlock()
+}
+
+func (f *fakeSyncer) Sync(ctx context.Context, pod *corev1.Pod) (*podsync.SyncResult, error) {
+	f.mu.Lock()
+	f.syncs[pod.UID] = append(f.syncs[pod.UID], time.Now())
+	block, fail := f.block[pod.UID], f.fail[pod.UID]
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		f.mu.Lock()
+		f.cancelled[pod.UID] = true
+		f.mu.Unlock()
+		return nil, ctx.Err()
+	}
+	if fail {
+		return nil, errors.New("runtime says no")
+	}
+	f.mu.Lock()
+	if !f.running[pod.UID] {
+		f.running[pod.UID] = true
+		f.mu.Unlock()
+		f.log("start " + string(pod.UID))
+	} else {
+		f.mu.Unlock()
+	}
+	return &podsync.SyncResult{Runtime: &podsync.RuntimePod{}}, nil
+}
+
+func (f *fakeSyncer) Inspect(context.Context, string) (*podsync.RuntimePod, error) {
+	return &podsync.RuntimePod{}, nil
+}
+
+func (f *fakeSyncer) Kill(_ context.Context, pod *corev1.Pod, _ *podsync.RuntimePod, _ int64) error {
+	f.mu.Lock()
+	was := f.running[pod.UID]
+	f.running[pod.UID] = false
+	f.mu.Unlock()
+	if was {
+		time.Sleep(300 * time.Millisecond) // stopping takes a while
+		f.log("stop " + string(pod.UID))
+	}
+	return nil
+}
+
+func (f *fakeSyncer) Remove(context.Context, *corev1.Pod) error { return nil }
+
+type nopStatus struct{}
+
+func (nopStatus) SetPodStatus(*corev1.Pod, corev1.PodStatus) {}
+func (nopStatus) Finalize(*corev1.Pod, corev1.PodStatus)     {}
+func (nopStatus) Forget(types.UID)                           {}
+
+func newWorkers(t *testing.T, f *fakeSyncer) *Workers {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(ctx, Config{Syncer: f, Status: nopStatus{}, Resync: time.Hour,
+		Build: func(*corev1.Pod, *podsync.RuntimePod, map[string]podsync.Waiting, bool, string, string) corev1.PodStatus {
+			return corev1.PodStatus{Phase: corev1.PodRunning}
+		}})
+	t.Cleanup(func() { cancel(); w.Wait() })
+	return w
+}
+
+func testPod(uid, name string, static bool) *corev1.Pod {
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: types.UID(uid), Name: name, Namespace: "ns"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+	if static {
+		p.Annotations = map[string]string{"kubernetes.io/config.source": "file"}
+	}
+	return p
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDeletingAPodCancelsItsSyncInFlight(t *testing.T) {
+	f := newFakeSyncer()
+	f.block["a"] = true
+	w := newWorkers(t, f)
+	pod := testPod("a", "a", false)
+	w.Update(pod)
+	eventually(t, "the first sync", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.syncs["a"]) > 0 })
+	deleted := pod.DeepCopy()
+	now := metav1.Now()
+	deleted.DeletionTimestamp = &now
+	w.Update(deleted)
+	eventually(t, "the sync in flight to be cancelled", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.cancelled["a"] })
+}
+
+func TestEditedStaticPodStopsBeforeItsSuccessorStarts(t *testing.T) {
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	old := testPod("old", "etcd", true)
+	w.Update(old)
+	eventually(t, "the old static pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["old"] })
+	// The file source sees the edit: the old pod goes, the new one (same
+	// name, new UID) comes, in that order and at once.
+	w.Delete(old)
+	w.Update(testPod("new", "etcd", true))
+	eventually(t, "the new static pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["new"] })
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := []string{"start old", "stop old", "start new"}
+	if len(f.events) != 3 || f.events[0] != want[0] || f.events[1] != want[1] || f.events[2] != want[2] {
+		t.Errorf("events = %v, want %v (the old pod stopped before the new one started)", f.events, want)
+	}
+}
+
+func TestFailedSyncsBackOff(t *testing.T) {
+	f := newFakeSyncer()
+	f.fail["a"] = true
+	w := newWorkers(t, f)
+	w.Update(testPod("a", "a", false))
+	time.Sleep(3500 * time.Millisecond)
+	f.mu.Lock()
+	n := len(f.syncs["a"])
+	f.mu.Unlock()
+	// 1 s, 2 s, 4 s (each +-20%): within 3.5 s at most 3 tries; a constant
+	// 1 s retry would have made 4.
+	if n < 2 || n > 3 {
+		t.Errorf("%d syncs in 3.5 s, want 2 or 3 with a doubling backoff", n)
+	}
+}
+
+func TestRetryDelayDoublesToCap(t *testing.T) {
+	wk := &worker{}
+	for i := 0; i < 10; i++ {
+		d := wk.retryDelay()
+		base := min(retryAfterError<<i, maxRetryDelay)
+		if d < base || d > base+base/5 {
+			t.Fatalf("try %d: delay %s, want within [%s, %s]", i+1, d, base, base+base/5)
+		}
+	}
+	wk.succeeded()
+	if d := wk.retryDelay(); d > retryAfterError+retryAfterError/5 {
+		t.Errorf("after a success the delay is %s, want it back at %s", d, retryAfterError)
+	}
+}

@@ -1,0 +1,236 @@
+package probes
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+)
+
+// A restarted agent (or one swapped in for the upstream kubelet) finds
+// containers that were Ready a moment ago. Reporting them unready until
+// their probes run again would pull every pod out of its Services for a
+// probe period (upstream issue 100277). So the manager starts from prior
+// results, used only until the first fresh result of the same container:
+//   - the checkpoint it keeps in the root dir (settled startup and readiness
+//     results per container ID), and
+//   - failing that, what the pod's status in the apiserver last said about
+//     the same container ID (ready, started), which covers a swap from the
+//     upstream kubelet.
+//
+// A prior result is keyed by container ID, so a container that died or was
+// replaced while no agent ran has no prior and goes unready at once.
+
+// checkpointVersion is the version of the checkpoint file's format. A file
+// of another version is ignored with a warning.
+const checkpointVersion = 1
+
+// priorTTL bounds how long prior results are kept: long enough for every
+// pod to come back after a restart (or an apiserver outage), short enough
+// that results of containers that never came back do not linger.
+const priorTTL = 15 * time.Minute
+
+type checkpointFile struct {
+	Version int               `json:"version"`
+	Results []checkpointEntry `json:"results"`
+}
+
+type checkpointEntry struct {
+	ContainerID string `json:"containerID"`
+	Kind        Kind   `json:"kind"`
+	Result      string `json:"result"` // "Success" or "Failure"
+}
+
+// LoadCheckpoint reads prior results from path. A missing file is no prior;
+// a corrupt or foreign one is ignored with a warning, never an error.
+func (m *Manager) LoadCheckpoint(path string) {
+	m.mu.Lock()
+	m.checkpoint = path
+	m.mu.Unlock()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	logger := klog.FromContext(m.ctx)
+	if err != nil {
+		logger.Info("Warning: ignoring the probe checkpoint", "path", path, "err", err)
+		return
+	}
+	var f checkpointFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		logger.Info("Warning: ignoring a corrupt probe checkpoint", "path", path, "err", err)
+		return
+	}
+	if f.Version != checkpointVersion {
+		logger.Info("Warning: ignoring a probe checkpoint of another version", "path", path, "version", f.Version, "want", checkpointVersion)
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range f.Results {
+		if e.ContainerID == "" || (e.Kind != Startup && e.Kind != Readiness) {
+			continue
+		}
+		r := Failure
+		if e.Result == "Success" {
+			r = Success
+		}
+		m.prior[resultKey{e.ContainerID, e.Kind}] = r
+	}
+	logger.V(2).Info("Loaded prior probe results", "path", path, "count", len(f.Results))
+}
+
+// SeedFromStatus takes prior results from the pod's status as the
+// apiserver last had it, the first time the manager sees the pod. A result
+// already known (from the checkpoint, or fresh) wins.
+func (m *Manager) SeedFromStatus(pod *corev1.Pod) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.seeded[pod.UID] {
+		return
+	}
+	m.seeded[pod.UID] = true
+	all := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	for _, cs := range all {
+		id := bareID(cs.ContainerID)
+		if id == "" || cs.State.Running == nil {
+			continue
+		}
+		if cs.Started != nil && *cs.Started {
+			m.seedLocked(resultKey{id, Startup}, Success)
+		}
+		if cs.Ready {
+			m.seedLocked(resultKey{id, Readiness}, Success)
+		}
+	}
+}
+
+func (m *Manager) seedLocked(key resultKey, r Result) {
+	if _, ok := m.results[key]; ok {
+		return
+	}
+	if _, ok := m.workers[key]; ok {
+		return
+	}
+	if _, ok := m.prior[key]; !ok {
+		m.prior[key] = r
+	}
+}
+
+// bareID strips the runtime's scheme: "containerd://abc" -> "abc".
+func bareID(id string) string {
+	if i := strings.Index(id, "://"); i >= 0 {
+		return id[i+3:]
+	}
+	return id
+}
+
+// resultLocked is the settled result of key, else its prior result.
+func (m *Manager) resultLocked(key resultKey) (Result, bool) {
+	if r, ok := m.results[key]; ok {
+		return r, true
+	}
+	r, ok := m.prior[key]
+	return r, ok
+}
+
+// markDirty asks for the checkpoint to be written.
+func (m *Manager) markDirty() {
+	select {
+	case m.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// RunCheckpoint writes the checkpoint after changes, at most once per
+// interval, until the manager's context ends.
+func (m *Manager) RunCheckpoint(interval time.Duration) {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.dirty:
+		}
+		if err := m.WriteCheckpoint(); err != nil {
+			klog.FromContext(m.ctx).Error(err, "Failed to write the probe checkpoint")
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// WriteCheckpoint writes the settled startup and readiness results (and the
+// prior ones not yet replaced) atomically: a temporary file, synced, then
+// renamed over the old one, so a crash leaves the old file or the new one.
+func (m *Manager) WriteCheckpoint() error {
+	m.mu.Lock()
+	if time.Since(m.born) > priorTTL {
+		m.prior = map[resultKey]Result{}
+	}
+	path := m.checkpoint
+	f := checkpointFile{Version: checkpointVersion}
+	add := func(key resultKey, r Result) {
+		if key.kind == Liveness {
+			return
+		}
+		res := "Failure"
+		if r == Success {
+			res = "Success"
+		}
+		f.Results = append(f.Results, checkpointEntry{ContainerID: key.containerID, Kind: key.kind, Result: res})
+	}
+	for key, r := range m.results {
+		add(key, r)
+	}
+	for key, r := range m.prior {
+		if _, ok := m.results[key]; !ok {
+			add(key, r)
+		}
+	}
+	m.mu.Unlock()
+	if path == "" {
+		return nil
+	}
+	sort.Slice(f.Results, func(i, j int) bool {
+		a, b := f.Results[i], f.Results[j]
+		return a.ContainerID < b.ContainerID || (a.ContainerID == b.ContainerID && a.Kind < b.Kind)
+	})
+	data, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, data)
+}
+
+func writeAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
