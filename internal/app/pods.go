@@ -91,6 +91,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.services = informers.NewSharedInformerFactory(d.client, 0)
 	svcLister := p.services.Core().V1().Services().Lister()
 	p.status = status.New(d.client, p.source.Lister())
+	p.status.Ready = p.apiSynced.Load
+	p.status.LoadStaticCheckpoint(klog.FromContext(ctx), filepath.Join(d.cfg.RootDir, "bosun", "static-pod-status.json"))
 	var hostIPs []string
 	for _, ip := range d.nodeIPs {
 		hostIPs = append(hostIPs, ip.String())
@@ -229,6 +231,11 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 		return err
 	}
 	p.apiSynced.Store(true)
+	if p.static != nil {
+		for _, sp := range p.static.StaticPods() {
+			p.workers.Wake(sp.UID) // rebuild their status on the mirror's, now readable
+		}
+	}
 	return nil
 }
 
@@ -240,12 +247,15 @@ func (p *pods) withMirrorStatus(pod *corev1.Pod) *corev1.Pod {
 	if !podsource.IsStatic(pod) || pod.Status.Phase != "" {
 		return pod
 	}
-	mirror, err := p.source.Lister().Pods(pod.Namespace).Get(pod.Name)
-	if err != nil || mirror.Annotations[podsource.AnnotationConfigMirror] != string(pod.UID) {
+	out := *pod
+	if mirror, err := p.source.Lister().Pods(pod.Namespace).Get(pod.Name); err == nil &&
+		mirror.Annotations[podsource.AnnotationConfigMirror] == string(pod.UID) && mirror.Status.Phase != "" {
+		out.Status = *mirror.Status.DeepCopy()
+	} else if last, ok := p.status.LastStaticStatus(pod.UID); ok {
+		out.Status = last // before the mirror can be read: what this agent last said
+	} else {
 		return pod
 	}
-	out := *pod
-	out.Status = *mirror.Status.DeepCopy()
 	return &out
 }
 

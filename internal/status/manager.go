@@ -40,12 +40,21 @@ type Manager struct {
 	queue   workqueue.TypedRateLimitingInterface[types.UID]
 	mu      sync.Mutex
 	entries map[types.UID]*entry
+	// Ready reports whether the apiserver's pods are listed; statuses are
+	// held until then, so that a status built before a static pod's mirror
+	// could be read never overwrites the mirror's (nil: always ready).
+	Ready func() bool
+	// static pods' last statuses, kept in the checkpoint file (checkpoint.go)
+	static      map[types.UID]*corev1.PodStatus
+	checkpoint  string
+	staticDirty chan struct{}
 }
 
 // New returns a manager; pods lists this node's pods as the apiserver has them.
 func New(client kubernetes.Interface, pods corelisters.PodLister) *Manager {
 	return &Manager{
 		client: client, pods: pods, entries: map[types.UID]*entry{},
+		static: map[types.UID]*corev1.PodStatus{}, staticDirty: make(chan struct{}, 1),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.UID](),
 			workqueue.TypedRateLimitingQueueConfig[types.UID]{Name: "pod_status"}),
 	}
@@ -67,7 +76,17 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 	}
 	e.status = *st.DeepCopy()
 	e.finalize = e.finalize || finalize
+	static := isStatic(pod)
+	if static {
+		m.static[pod.UID] = st.DeepCopy()
+	}
 	m.mu.Unlock()
+	if static {
+		select {
+		case m.staticDirty <- struct{}{}:
+		default:
+		}
+	}
 	m.queue.Add(pod.UID)
 }
 
@@ -75,7 +94,15 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 func (m *Manager) Forget(uid types.UID) {
 	m.mu.Lock()
 	delete(m.entries, uid)
+	_, static := m.static[uid]
+	delete(m.static, uid)
 	m.mu.Unlock()
+	if static {
+		select {
+		case m.staticDirty <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Status returns the latest status Bosun holds for a pod.
@@ -92,6 +119,7 @@ func (m *Manager) Status(uid types.UID) (corev1.PodStatus, bool) {
 // Run sends statuses with workers goroutines until ctx ends.
 func (m *Manager) Run(ctx context.Context, workers int) {
 	go func() { <-ctx.Done(); m.queue.ShutDown() }()
+	go m.runCheckpoint(ctx.Done(), klog.FromContext(ctx))
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
@@ -110,6 +138,10 @@ func (m *Manager) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer m.queue.Done(uid)
+	if m.Ready != nil && !m.Ready() {
+		m.queue.AddAfter(uid, time.Second) // held until the apiserver's pods are listed
+		return true
+	}
 	if err := m.sync(ctx, uid); err != nil {
 		klog.FromContext(ctx).Error(err, "Failed to update pod status, will retry", "podUID", uid)
 		m.queue.AddRateLimited(uid)

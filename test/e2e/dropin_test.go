@@ -1,0 +1,410 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+)
+
+// The drop-in promise: the node agent can be swapped (upstream kubelet <->
+// Bosun), restarted or killed on a node with running pods, and no container
+// is recreated, no restart count moves and no pod is seen unready.
+
+// harness runs the local cluster's harness (hack/cluster) with KUBELET set.
+func harness(t *testing.T, agent string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join("..", "..", "_output", "bin", "cluster"), args...)
+	cmd.Env = append(os.Environ(), "KUBELET="+agent)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cluster %s (KUBELET=%s): %v\n%s", strings.Join(args, " "), agent, err, out)
+	}
+	t.Logf("cluster %s (KUBELET=%s): %s", strings.Join(args, " "), agent, strings.TrimSpace(string(out)))
+}
+
+// dropInPods is a node's mix: long-running pods with readiness (and some
+// liveness) probes, finished init containers, a sidecar, a crash-looping
+// container and a completed restartPolicy: Never pod.
+func dropInPods(n int) []*corev1.Pod {
+	probe := func(period int32) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}},
+			PeriodSeconds: period, FailureThreshold: 3}
+	}
+	sleeper := func(name string) corev1.Container {
+		return corev1.Container{Name: name, Image: busybox, Command: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"}}
+	}
+	var pods []*corev1.Pod
+	for i := 0; i < n; i++ {
+		c := sleeper("main")
+		c.ReadinessProbe = probe(10)
+		if i%2 == 0 {
+			c.LivenessProbe = probe(10)
+		}
+		if i%3 == 0 {
+			c.Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+		}
+		pods = append(pods, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ready-%02d", i)},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr(int64(2)), Containers: []corev1.Container{c}}})
+	}
+	always := corev1.ContainerRestartPolicyAlways
+	side := sleeper("side")
+	side.RestartPolicy = &always
+	side.ReadinessProbe = probe(10)
+	initDone := corev1.Container{Name: "init", Image: busybox, Command: []string{"true"}}
+	pods = append(pods,
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "init-done"}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr(int64(2)),
+			InitContainers: []corev1.Container{initDone}, Containers: []corev1.Container{sleeper("main")}}},
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "sidecar"}, Spec: corev1.PodSpec{TerminationGracePeriodSeconds: ptr(int64(2)),
+			InitContainers: []corev1.Container{initDone, side}, Containers: []corev1.Container{sleeper("main")}}},
+		busyboxPod("crashloop", corev1.RestartPolicyAlways, "exit 3"),
+		busyboxPod("never-done", corev1.RestartPolicyNever, "echo done"),
+	)
+	return pods
+}
+
+const staticDropIn = `apiVersion: v1
+kind: Pod
+metadata:
+  name: dropin-static
+  namespace: %s
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: ` + busybox + `
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
+    readinessProbe:
+      exec: {command: ["true"]}
+      periodSeconds: 10
+`
+
+// podSettled is true once a pod of the mix is where it stays.
+func podSettled(p *corev1.Pod) bool {
+	switch p.Name {
+	case "never-done":
+		return p.Status.Phase == corev1.PodSucceeded
+	case "crashloop":
+		for _, c := range p.Status.ContainerStatuses {
+			if c.RestartCount >= 1 && c.State.Waiting != nil && c.State.Waiting.Reason == "CrashLoopBackOff" {
+				return true
+			}
+		}
+		return false
+	}
+	return podReady(p)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// containerRecord is what must not change for one container.
+type containerRecord struct {
+	id       string
+	restarts int32
+	started  string // state.running.startedAt
+}
+
+type podRecord struct {
+	uid        string
+	containers map[string]containerRecord
+	conditions map[corev1.PodConditionType]string // status@lastTransitionTime
+	startTime  string
+	phase      corev1.PodPhase
+}
+
+func recordOf(p *corev1.Pod) podRecord {
+	r := podRecord{uid: string(p.UID), containers: map[string]containerRecord{}, conditions: map[corev1.PodConditionType]string{}, phase: p.Status.Phase}
+	if p.Status.StartTime != nil {
+		r.startTime = p.Status.StartTime.UTC().Format(time.RFC3339)
+	}
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for _, c := range list {
+			cr := containerRecord{id: c.ContainerID, restarts: c.RestartCount}
+			if c.State.Running != nil {
+				cr.started = c.State.Running.StartedAt.UTC().Format(time.RFC3339)
+			}
+			r.containers[c.Name] = cr
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		r.conditions[c.Type] = fmt.Sprintf("%s@%s", c.Status, c.LastTransitionTime.UTC().Format(time.RFC3339))
+	}
+	return r
+}
+
+// nodeSnapshot records every pod of ns, and the static pod's mirror.
+func nodeSnapshot(t *testing.T, cs kubernetes.Interface, namespaces ...string) map[string]podRecord {
+	t.Helper()
+	out := map[string]podRecord{}
+	for _, ns := range namespaces {
+		list, err := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range list.Items {
+			out[ns+"/"+list.Items[i].Name] = recordOf(&list.Items[i])
+		}
+	}
+	return out
+}
+
+// flipWatch records every update of the watched pods that shows a pod that
+// was Ready as not Ready, or a container ID or restart count that changed.
+type flipWatch struct {
+	mu     sync.Mutex
+	flips  []string // pod: Ready true -> false
+	others []string // container recreated or restarted
+	stop   chan struct{}
+}
+
+func watchFlips(t *testing.T, cs kubernetes.Interface, skip map[string]bool, namespaces ...string) *flipWatch {
+	t.Helper()
+	fw := &flipWatch{stop: make(chan struct{})}
+	for _, ns := range namespaces {
+		f := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+		inf := f.Core().V1().Pods().Informer()
+		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{UpdateFunc: func(oldObj, newObj any) {
+			o, n := oldObj.(*corev1.Pod), newObj.(*corev1.Pod)
+			key := n.Namespace + "/" + n.Name
+			fw.mu.Lock()
+			defer fw.mu.Unlock()
+			if skip[n.Name] {
+				return // the crash-looping pod flips and restarts on its own
+			}
+			if podReady(o) && !podReady(n) && n.DeletionTimestamp == nil {
+				fw.flips = append(fw.flips, fmt.Sprintf("%s went Ready=false at %s", key, time.Now().Format("15:04:05.000")))
+			}
+			before, after := recordOf(o), recordOf(n)
+			for name, b := range before.containers {
+				a, ok := after.containers[name]
+				if ok && b.id != "" && (a.id != b.id || a.restarts != b.restarts) {
+					fw.others = append(fw.others, fmt.Sprintf("%s container %s: %s (restarts %d) -> %s (restarts %d)", key, name, b.id, b.restarts, a.id, a.restarts))
+				}
+			}
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Start(fw.stop)
+		if !cache.WaitForCacheSync(fw.stop, inf.HasSynced) {
+			t.Fatal("pod watch did not sync")
+		}
+	}
+	return fw
+}
+
+func (fw *flipWatch) finish() (flips, others []string) {
+	close(fw.stop)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return append([]string(nil), fw.flips...), append([]string(nil), fw.others...)
+}
+
+// compareRecords lists what changed between two snapshots of the same pods.
+// The crash-looping pod restarts on its own: only its restart count going
+// backwards counts.
+func compareRecords(before, after map[string]podRecord) []string {
+	var diffs []string
+	keys := make([]string, 0, len(before))
+	for k := range before {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		b := before[k]
+		a, ok := after[k]
+		if !ok {
+			diffs = append(diffs, k+": gone")
+			continue
+		}
+		if a.uid != b.uid {
+			diffs = append(diffs, fmt.Sprintf("%s: pod UID %s -> %s", k, b.uid, a.uid))
+		}
+		if a.phase != b.phase || a.startTime != b.startTime {
+			diffs = append(diffs, fmt.Sprintf("%s: phase/startTime %s/%s -> %s/%s", k, b.phase, b.startTime, a.phase, a.startTime))
+		}
+		crash := strings.HasSuffix(k, "/crashloop")
+		for name, bc := range b.containers {
+			ac := after[k].containers[name]
+			switch {
+			case crash:
+				if ac.restarts < bc.restarts {
+					diffs = append(diffs, fmt.Sprintf("%s/%s: restart count went back %d -> %d", k, name, bc.restarts, ac.restarts))
+				}
+			case ac != bc:
+				diffs = append(diffs, fmt.Sprintf("%s/%s: %+v -> %+v", k, name, bc, ac))
+			}
+		}
+		if crash {
+			continue
+		}
+		for ct, bv := range b.conditions {
+			if av := a.conditions[ct]; av != bv {
+				diffs = append(diffs, fmt.Sprintf("%s: condition %s %s -> %s", k, ct, bv, av))
+			}
+		}
+	}
+	return diffs
+}
+
+// setUpDropInNode creates the pod mix and the static pod under the running
+// agent and waits until every pod has settled.
+func setUpDropInNode(t *testing.T, env clusterEnv, cs kubernetes.Interface, ns string, n int) {
+	t.Helper()
+	for _, p := range dropInPods(n) {
+		create(t, cs, ns, p)
+	}
+	manifest := filepath.Join(env["STATIC_POD_PATH"], "dropin-static-"+ns+".yaml")
+	if err := os.WriteFile(manifest, []byte(fmt.Sprintf(staticDropIn, ns)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(list.Items) < n+5 {
+			return false, nil
+		}
+		for i := range list.Items {
+			if p := &list.Items[i]; !podSettled(p) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		list, _ := cs.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+		var states []string
+		for i := range list.Items {
+			states = append(states, list.Items[i].Name+": "+describePod(&list.Items[i]))
+		}
+		t.Fatalf("the pods did not settle: %v\n%s", err, strings.Join(states, "\n"))
+	}
+	// Let one more status round settle (the crash loop's backoff grows).
+	time.Sleep(5 * time.Second)
+}
+
+// checkHandover swaps or restarts the agent with act, watches for observe,
+// and fails on any recreated container, moved restart count, Ready flip or
+// status change, except for the pods in tolerate (pod name -> why), whose
+// findings are logged.
+func checkHandover(t *testing.T, cs kubernetes.Interface, ns, what string, observe time.Duration, tolerate map[string]string, act func()) {
+	t.Helper()
+	before := nodeSnapshot(t, cs, ns)
+	fw := watchFlips(t, cs, map[string]bool{"crashloop": true}, ns)
+	start := time.Now()
+	act()
+	t.Logf("%s: agent ready again after %s", what, time.Since(start).Round(time.Millisecond))
+	time.Sleep(observe)
+	flips, others := fw.finish()
+	after := nodeSnapshot(t, cs, ns)
+	diffs := compareRecords(before, after)
+	t.Logf("%s: %d pods, %d Ready flips, %d containers recreated or restarted, %d status differences",
+		what, len(before), len(flips), len(others), len(diffs))
+	for _, finding := range append(append(flips, others...), diffs...) {
+		if why, ok := tolerated(finding, ns, tolerate); ok {
+			t.Logf("%s: %s (%s)", what, finding, why)
+			continue
+		}
+		t.Errorf("%s: %s", what, finding)
+	}
+}
+
+func tolerated(finding, ns string, tolerate map[string]string) (string, bool) {
+	for name, why := range tolerate {
+		if strings.HasPrefix(finding, ns+"/"+name+":") || strings.HasPrefix(finding, ns+"/"+name+" ") ||
+			strings.HasPrefix(finding, ns+"/"+name+"/") {
+			return why, true
+		}
+	}
+	return "", false
+}
+
+// Swap both ways: pods started by the upstream kubelet are adopted by Bosun
+// as they are, and Bosun's by the upstream kubelet.
+func TestDropInSwapBothWays(t *testing.T) {
+	env := loadEnv(t)
+	requireAgent(t, env, "bosun") // it swaps to upstream and back; once per make test is enough
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	t.Cleanup(func() { harness(t, "bosun", "swap") })
+	harness(t, "upstream", "swap")
+	setUpDropInNode(t, env, cs, ns, 15)
+	checkHandover(t, cs, ns, "upstream -> bosun", 25*time.Second, nil, func() { harness(t, "bosun", "swap") })
+	// The upstream kubelet keeps the static pod's containers too, but builds
+	// its status afresh (it does not read the mirror's back): a new start
+	// time and transition times, and Ready=false until its probe runs.
+	checkHandover(t, cs, ns, "bosun -> upstream", 25*time.Second,
+		map[string]string{"dropin-static-" + env["NODE_NAME"]: "the upstream kubelet's own behaviour for static pods"},
+		func() { harness(t, "upstream", "swap") })
+}
+
+// kill -9 and the same command line again: nothing restarts, nothing flips.
+func TestDropInKillRestartNoFlips(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	setUpDropInNode(t, env, cs, ns, 15)
+	var tolerate map[string]string
+	if env["KUBELET"] == "upstream" {
+		tolerate = map[string]string{"dropin-static-" + env["NODE_NAME"]: "the upstream kubelet's own behaviour for static pods"}
+	}
+	checkHandover(t, cs, ns, env["KUBELET"]+" kill -9, restart", 25*time.Second, tolerate, func() {
+		harness(t, env["KUBELET"], "kill-agent")
+		harness(t, env["KUBELET"], "start-agent")
+	})
+}
+
+// A container that dies while no agent runs goes unready as soon as the
+// agent is back, and is restarted: prior readiness is per container.
+func TestDropInDeadWhileDownGoesUnready(t *testing.T) {
+	env := loadEnv(t)
+	requireAgent(t, env, "bosun")
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	pod := busyboxPod("dies", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; sleep 100000 & wait")
+	pod.Spec.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 30,
+		ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+	create(t, cs, ns, pod)
+	p := waitPod(t, cs, ns, "dies", 60*time.Second, "Ready", podReady)
+	id := p.Status.ContainerStatuses[0].ContainerID
+	harness(t, "bosun", "kill-agent")
+	// The container dies while the agent is down.
+	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
+		"task", "kill", "-s", "SIGKILL", strings.TrimPrefix(id, "containerd://")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr task kill: %v: %s", err, out)
+	}
+	fw := watchFlips(t, cs, nil, ns)
+	harness(t, "bosun", "start-agent")
+	waitPod(t, cs, ns, "dies", 30*time.Second, "restarted", func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
+	})
+	flips, _ := fw.finish()
+	if len(flips) == 0 {
+		t.Errorf("the pod whose container died while the agent was down was never reported unready")
+	}
+}
