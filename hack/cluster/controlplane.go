@@ -76,24 +76,8 @@ func (l *layout) startControlPlane(ctx context.Context) error {
 	if err := waitFor(ctx, 30*time.Second, "etcd", func() error { return httpOK("http://127.0.0.1:2379/health", nil) }); err != nil {
 		return err
 	}
-	if _, err := l.startDaemon("kube-apiserver", l.binary("kube-apiserver"),
-		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1", "--secure-port=6443",
-		"--advertise-address="+nodeIP,
-		"--tls-cert-file="+pk("kubernetes.pem"), "--tls-private-key-file="+pk("kubernetes-key.pem"),
-		"--client-ca-file="+pk("ca.pem"),
-		"--kubelet-client-certificate="+pk("kubernetes.pem"), "--kubelet-client-key="+pk("kubernetes-key.pem"),
-		"--kubelet-certificate-authority="+pk("ca.pem"),
-		"--kubelet-preferred-address-types=InternalIP,Hostname",
-		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--api-audiences=https://kubernetes.default.svc.cluster.local",
-		"--enable-bootstrap-token-auth", "--authorization-mode=Node,RBAC",
-		"--enable-admission-plugins=NodeRestriction", "--service-cluster-ip-range="+serviceCIDR,
-		"--allow-privileged=true", "--event-ttl=1h", "--v=1"); err != nil {
+	if err := l.startAPIServer(ctx); err != nil {
 		return err
-	}
-	if err := waitFor(ctx, 90*time.Second, "kube-apiserver", func() error { return l.apiserverHealthy() }); err != nil {
-		return fmt.Errorf("%w\n%s", err, tailFile(l.logFile("kube-apiserver"), 20))
 	}
 	if _, err := l.startDaemon("kube-controller-manager", l.binary("kube-controller-manager"),
 		"--kubeconfig="+l.componentKubeconfig("kube-controller-manager"),
@@ -113,6 +97,31 @@ func (l *layout) startControlPlane(ctx context.Context) error {
 		"--authorization-kubeconfig="+l.componentKubeconfig("kube-scheduler"),
 		"--bind-address=127.0.0.1", "--leader-elect=false", "--v=1"); err != nil {
 		return err
+	}
+	return nil
+}
+
+// startAPIServer starts kube-apiserver and waits until it is ready.
+func (l *layout) startAPIServer(ctx context.Context) error {
+	pk := func(name string) string { return filepath.Join(l.pki, name) }
+	if _, err := l.startDaemon("kube-apiserver", l.binary("kube-apiserver"),
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1", "--secure-port=6443",
+		"--advertise-address="+nodeIP,
+		"--tls-cert-file="+pk("kubernetes.pem"), "--tls-private-key-file="+pk("kubernetes-key.pem"),
+		"--client-ca-file="+pk("ca.pem"),
+		"--kubelet-client-certificate="+pk("kubernetes.pem"), "--kubelet-client-key="+pk("kubernetes-key.pem"),
+		"--kubelet-certificate-authority="+pk("ca.pem"),
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--service-account-key-file="+pk("sa.pub"), "--service-account-signing-key-file="+pk("sa.key"),
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--api-audiences=https://kubernetes.default.svc.cluster.local",
+		"--enable-bootstrap-token-auth", "--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction", "--service-cluster-ip-range="+serviceCIDR,
+		"--allow-privileged=true", "--event-ttl=1h", "--v=1"); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 90*time.Second, "kube-apiserver", func() error { return l.apiserverHealthy() }); err != nil {
+		return fmt.Errorf("%w\n%s", err, tailFile(l.logFile("kube-apiserver"), 20))
 	}
 	return nil
 }

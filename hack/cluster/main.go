@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,6 +52,10 @@ func main() {
 		_, err = l.ensureImages()
 	case "swap":
 		err = l.swap(ctx)
+	case "stop-apiserver":
+		l.stopDaemon("kube-apiserver", 30*time.Second)
+	case "start-apiserver":
+		err = l.startAPIServer(ctx)
 	case "kill-agent":
 		err = l.killAgent()
 	case "start-agent":

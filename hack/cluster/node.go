@@ -239,6 +239,15 @@ func (l *layout) startAgentAgain(ctx context.Context) error {
 		return err
 	}
 	_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
+	if os.Getenv("WAIT") == "healthz" {
+		// The apiserver may be down: wait for the agent's own healthz only.
+		return waitFor(ctx, 60*time.Second, "the node agent's healthz", func() error {
+			if l.daemonPid("agent") == 0 {
+				return fmt.Errorf("the node agent exited")
+			}
+			return httpOK("http://127.0.0.1:10248/healthz", nil)
+		})
+	}
 	if err := l.waitNodeReady(ctx, cs, 90*time.Second, start); err != nil {
 		return fmt.Errorf("%w\nlast lines of %s:\n%s", err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))
 	}

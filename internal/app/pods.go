@@ -198,6 +198,10 @@ func (p *pods) startLocal(ctx context.Context) {
 						return n.UID
 					}
 				}
+				// The Node informer may still be backing off after an outage.
+				if n, err := p.deps.client.CoreV1().Nodes().Get(ctx, p.deps.nodeName, metav1.GetOptions{}); err == nil {
+					return n.UID
+				}
 				return ""
 			},
 		}

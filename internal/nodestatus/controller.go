@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -41,6 +42,11 @@ type Controller struct {
 	synced     cache.InformerSynced
 	informers  informers.SharedInformerFactory
 	lastReport time.Time // when status was last patched
+	// stale is set when Lease renewals fail repeatedly (the apiserver is
+	// unreachable): the informer's copy of the Node may then be old (the
+	// controller-manager may have marked the node Unknown meanwhile), so the
+	// next updates read the Node from the apiserver until one succeeds.
+	stale      atomic.Bool
 	registered chan struct{}
 }
 
@@ -75,11 +81,18 @@ func (c *Controller) Run(ctx context.Context) {
 	c.informers.Start(ctx.Done())
 	c.register(ctx)
 	close(c.registered)
-	leaseCtl := lease.NewController(c.cfg.Clock, c.cfg.Client, c.cfg.Params.NodeName, c.cfg.LeaseDuration, nil,
+	onLeaseFailures := func() {
+		if !c.stale.Swap(true) {
+			logger.Info("Lease renewals keep failing; the node's status will be read from the apiserver until an update succeeds")
+		}
+	}
+	leaseCtl := lease.NewController(c.cfg.Clock, c.cfg.Client, c.cfg.Params.NodeName, c.cfg.LeaseDuration, onLeaseFailures,
 		time.Duration(float64(c.cfg.LeaseDuration)*0.25*float64(time.Second)), c.cfg.Params.NodeName,
 		corev1.NamespaceNodeLease, c.setLeaseOwner(ctx))
 	go leaseCtl.Run(ctx)
-	cache.WaitForCacheSync(ctx.Done(), c.synced)
+	// No wait for the Node informer: after an outage its reflector may back
+	// off for half a minute, and until it lists, updates read the Node from
+	// the apiserver.
 	ticker := c.cfg.Clock.NewTicker(c.cfg.UpdateFrequency)
 	defer ticker.Stop()
 	for {
@@ -130,14 +143,25 @@ func (c *Controller) tryRegister(ctx context.Context) error {
 
 // updateStatus computes the status and patches it when it changed or the
 // report interval has passed.
-func (c *Controller) updateStatus(ctx context.Context) error {
-	current, err := c.nodes.Get(c.cfg.Params.NodeName)
-	if err != nil {
-		current, err = c.cfg.Client.CoreV1().Nodes().Get(ctx, c.cfg.Params.NodeName, metav1.GetOptions{ResourceVersion: "0"})
+func (c *Controller) updateStatus(ctx context.Context) (err error) {
+	stale := c.stale.Load() || !c.synced()
+	var current *corev1.Node
+	if !stale {
+		current, err = c.nodes.Get(c.cfg.Params.NodeName)
+	}
+	if stale || err != nil {
+		current, err = c.cfg.Client.CoreV1().Nodes().Get(ctx, c.cfg.Params.NodeName, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("failed to get node: %w", err)
 		}
 	}
+	// Once an update built on a fresh copy went through (or had nothing to
+	// change), the informer's copy is trusted again.
+	defer func() {
+		if err == nil {
+			c.stale.Store(false)
+		}
+	}()
 	now := c.cfg.Clock.Now()
 	updated := current.DeepCopy()
 	SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))

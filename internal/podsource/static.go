@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -132,6 +133,31 @@ func (s *Static) poll(ctx context.Context, h Handler) {
 	for _, p := range found {
 		h.Update(p)
 		s.ensureMirror(ctx, p)
+	}
+	s.deleteOrphanedMirrors(ctx, found)
+}
+
+// deleteOrphanedMirrors deletes the mirror pods on this node whose static
+// pod is gone (its manifest removed while no agent ran, or by another
+// agent), as upstream's pod cleanup does; left alone, a mirror pod being
+// deleted would wait forever for a node agent to confirm it.
+func (s *Static) deleteOrphanedMirrors(ctx context.Context, found map[types.UID]*corev1.Pod) {
+	if s.Client == nil || s.Pods == nil || (s.APIReady != nil && !s.APIReady()) {
+		return
+	}
+	all, err := s.Pods.List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, m := range all {
+		if !IsMirror(m) || m.Spec.NodeName != s.NodeName {
+			continue
+		}
+		if _, ok := found[types.UID(m.Annotations[AnnotationConfigMirror])]; ok {
+			continue
+		}
+		klog.FromContext(ctx).Info("Deleting a mirror pod whose static pod is gone", "pod", klog.KObj(m))
+		s.deleteMirror(ctx, m)
 	}
 }
 
@@ -405,10 +431,12 @@ func (s *Static) ensureMirror(ctx context.Context, p *corev1.Pod) {
 	mirror.UID, mirror.ResourceVersion = "", ""
 	mirror.Annotations[AnnotationConfigMirror] = p.Annotations[AnnotationConfigHash]
 	if s.NodeUID != nil {
-		if uid := s.NodeUID(); uid != "" {
-			controller := true // the node restriction admits only mirror pods the node controls
-			mirror.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.NodeName, UID: uid, Controller: &controller}}
+		uid := s.NodeUID()
+		if uid == "" {
+			return // the node restriction admits only mirror pods the Node owns: next poll
 		}
+		controller := true
+		mirror.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: s.NodeName, UID: uid, Controller: &controller}}
 	}
 	mirror.Status = corev1.PodStatus{}
 	if _, err := s.Client.CoreV1().Pods(p.Namespace).Create(ctx, mirror, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -13,7 +13,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 )
 
 type recorder struct {
@@ -154,3 +158,32 @@ func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+func TestOrphanedMirrorPodsAreDeleted(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", "web")
+	mirror := func(name, hash string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID(name + "-uid"),
+			Annotations: map[string]string{AnnotationConfigMirror: hash}}, Spec: corev1.PodSpec{NodeName: "n1"}}
+	}
+	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
+	h := newRecorder()
+	s.poll(context.Background(), h) // learn web's hash
+	var webHash string
+	for uid := range h.live {
+		webHash = string(uid)
+	}
+	kept, orphan := mirror("web-n1", webHash), mirror("gone-n1", "no-such-static-pod")
+	cs := fake.NewClientset(kept, orphan)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = idx.Add(kept)
+	_ = idx.Add(orphan)
+	s.Client, s.Pods = cs, corelisters.NewPodLister(idx)
+	s.poll(context.Background(), h)
+	if _, err := cs.CoreV1().Pods("default").Get(context.Background(), "gone-n1", metav1.GetOptions{}); err == nil {
+		t.Error("the mirror pod of a static pod that is gone was not deleted")
+	}
+	if _, err := cs.CoreV1().Pods("default").Get(context.Background(), "web-n1", metav1.GetOptions{}); err != nil {
+		t.Errorf("the mirror pod of a running static pod was deleted: %v", err)
+	}
+}

@@ -31,7 +31,11 @@ type entry struct {
 	uid             types.UID
 	status          corev1.PodStatus
 	finalize        bool // delete the pod object once the status is sent
+	static          bool // its status goes to its mirror pod
 }
+
+// mirrorRetry is how often a static pod's status looks for its mirror pod.
+const mirrorRetry = 2 * time.Second
 
 // Manager keeps the latest status per pod and patches it to the apiserver.
 type Manager struct {
@@ -71,7 +75,7 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 	m.mu.Lock()
 	e, ok := m.entries[pod.UID]
 	if !ok {
-		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID}
+		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID, static: isStatic(pod)}
 		m.entries[pod.UID] = e
 	}
 	e.status = *st.DeepCopy()
@@ -169,8 +173,12 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		current, err = m.client.CoreV1().Pods(want.namespace).Get(ctx, want.name, metav1.GetOptions{})
 	}
 	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-		// Gone, or (a static pod without its mirror yet) not ours to read:
-		// nothing to report to now; a later status brings it back.
+		if want.static {
+			// A static pod whose mirror does not exist yet: look again
+			// shortly, quietly, until the mirror is there or the pod ends.
+			m.queue.AddAfter(uid, mirrorRetry)
+		}
+		// Gone, or not ours to read: nothing to report to now.
 		return nil
 	}
 	if err != nil {

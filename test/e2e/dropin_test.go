@@ -408,3 +408,150 @@ func TestDropInDeadWhileDownGoesUnready(t *testing.T) {
 		t.Errorf("the pod whose container died while the agent was down was never reported unready")
 	}
 }
+
+// runningTasks lists the IDs of the containers containerd has running.
+func runningTasks(t *testing.T, env clusterEnv) map[string]bool {
+	t.Helper()
+	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr tasks ls: %v: %s", err, out)
+	}
+	running := map[string]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "RUNNING" {
+			running[f[0]] = true
+		}
+	}
+	return running
+}
+
+// containersOfPod lists the container IDs containerd has for a pod name.
+func containersOfPod(t *testing.T, env clusterEnv, podName string) []string {
+	t.Helper()
+	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
+		"containers", "ls", "-q", fmt.Sprintf(`labels."io.kubernetes.pod.name"==%s`, podName)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr containers ls: %v: %s", err, out)
+	}
+	return strings.Fields(string(out))
+}
+
+// Lose the apiserver for two minutes and restart the agent in the middle:
+// no pod is killed, a new static pod starts, and once the apiserver is back
+// the node is Ready within 40 s with no container restarted.
+func TestDropInAPIServerOutage(t *testing.T) {
+	env := loadEnv(t)
+	requireAgent(t, env, "bosun")
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	setUpDropInNode(t, env, cs, ns, 5)
+	before := nodeSnapshot(t, cs, ns)
+	var ids []string
+	for key, p := range before {
+		if strings.HasSuffix(key, "/crashloop") || strings.HasSuffix(key, "/never-done") {
+			continue
+		}
+		for _, c := range p.containers {
+			if c.started != "" {
+				ids = append(ids, strings.TrimPrefix(c.id, "containerd://"))
+			}
+		}
+	}
+	restored := false
+	t.Cleanup(func() {
+		if !restored {
+			harness(t, "bosun", "start-apiserver")
+		}
+	})
+	outageStart := time.Now()
+	harness(t, "bosun", "stop-apiserver")
+	logBefore := countLines(env["AGENT_LOG"])
+	time.Sleep(20 * time.Second)
+	harness(t, "bosun", "kill-agent")
+	t.Setenv("WAIT", "healthz")
+	harness(t, "bosun", "start-agent")
+	manifest := filepath.Join(env["STATIC_POD_PATH"], "outage-static-"+ns+".yaml")
+	if err := os.WriteFile(manifest, []byte(strings.Replace(fmt.Sprintf(staticDropIn, ns), "dropin-static", "outage-static", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	staticName := "outage-static-" + env["NODE_NAME"]
+	err := wait.PollUntilContextTimeout(context.Background(), time.Second, 60*time.Second, true, func(context.Context) (bool, error) {
+		running := runningTasks(t, env)
+		for _, id := range containersOfPod(t, env, staticName) {
+			if running[id] {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Errorf("a static pod added during the outage did not start: %v\n%s", err, tailLog(env["AGENT_LOG"], 20))
+	}
+	time.Sleep(time.Until(outageStart.Add(2 * time.Minute)))
+	running := runningTasks(t, env)
+	for _, id := range ids {
+		if !running[id] {
+			t.Errorf("container %s stopped during the apiserver outage", id)
+		}
+	}
+	lines := countLines(env["AGENT_LOG"]) - logBefore
+	t.Logf("the agent wrote %d log lines during the %s outage (restart included)", lines, time.Since(outageStart).Round(time.Second))
+	if lines > 400 {
+		t.Errorf("%d log lines during a 2-minute outage: too noisy\n%s", lines, tailLog(env["AGENT_LOG"], 30))
+	}
+	t.Setenv("WAIT", "")
+	back := time.Now()
+	harness(t, "bosun", "start-apiserver")
+	restored = true
+	err = wait.PollUntilContextTimeout(context.Background(), time.Second, 40*time.Second, true, func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, env["NODE_NAME"], metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue && !c.LastHeartbeatTime.Time.Before(back.Truncate(time.Second)) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("node not Ready within 40 s of the apiserver's return\n%s", tailLog(env["AGENT_LOG"], 30))
+	}
+	t.Logf("node Ready %s after the apiserver came back", time.Since(back).Round(time.Second))
+	// The node lifecycle controller marks the pods unready while the node's
+	// Lease is stale; the agent must make them Ready again, unrestarted.
+	err = wait.PollUntilContextTimeout(context.Background(), time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil
+		}
+		for i := range list.Items {
+			if p := &list.Items[i]; p.Name != "crashloop" && p.Name != "never-done" && !podReady(p) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Errorf("pods not Ready again after the outage: %v", err)
+	}
+	after := nodeSnapshot(t, cs, ns)
+	for key, b := range before {
+		if strings.HasSuffix(key, "/crashloop") {
+			continue
+		}
+		for name, bc := range b.containers {
+			if ac := after[key].containers[name]; ac.id != bc.id || ac.restarts != bc.restarts {
+				t.Errorf("%s/%s: %s (restarts %d) -> %s (restarts %d)", key, name, bc.id, bc.restarts, ac.id, ac.restarts)
+			}
+		}
+	}
+	waitPod(t, cs, ns, staticName, 60*time.Second, "mirrored and Ready", podReady)
+}
+
+func countLines(file string) int {
+	data, _ := os.ReadFile(file)
+	return strings.Count(string(data), "\n")
+}

@@ -1,0 +1,102 @@
+package status
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+func setUp(t *testing.T, pods ...*corev1.Pod) (*fake.Clientset, *Manager) {
+	t.Helper()
+	cs := fake.NewClientset()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		if _, err := cs.CoreV1().Pods(p.Namespace).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_ = idx.Add(p)
+	}
+	return cs, New(cs, corelisters.NewPodLister(idx))
+}
+
+func patches(cs *fake.Clientset) int {
+	n := 0
+	for _, a := range cs.Actions() {
+		if a.GetVerb() == "patch" && a.GetSubresource() == "status" {
+			n++
+		}
+	}
+	return n
+}
+
+// Statuses wait until the apiserver's pods are listed, then go out.
+func TestStatusHeldUntilReady(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"}}
+	cs, m := setUp(t, pod)
+	var ready atomic.Bool
+	m.Ready = ready.Load
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	m.SetPodStatus(pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	time.Sleep(1500 * time.Millisecond)
+	if n := patches(cs); n != 0 {
+		t.Fatalf("%d status patches sent before the pods were listed", n)
+	}
+	ready.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no status patch once ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	if got.Status.Phase != corev1.PodRunning {
+		t.Errorf("phase %q after the patch", got.Status.Phase)
+	}
+}
+
+// The last status of a static pod survives a restart through the
+// checkpoint; API pods are not written there.
+func TestStaticStatusCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bosun", "static.json")
+	static := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "ns", UID: "static-uid",
+		Annotations: map[string]string{"kubernetes.io/config.source": "file"}}}
+	api := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "ns", UID: "api-uid"}}
+	_, m := setUp(t)
+	m.LoadStaticCheckpoint(klog.Background(), path)
+	start := metav1.NewTime(time.Unix(1000, 0).UTC())
+	m.SetPodStatus(static, corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &start})
+	m.SetPodStatus(api, corev1.PodStatus{Phase: corev1.PodRunning})
+	if err := m.writeStaticCheckpoint(); err != nil {
+		t.Fatal(err)
+	}
+	_, m2 := setUp(t)
+	m2.LoadStaticCheckpoint(klog.Background(), path)
+	st, ok := m2.LastStaticStatus("static-uid")
+	if !ok || st.StartTime == nil || !st.StartTime.Equal(&start) {
+		t.Errorf("static pod status after restart: %v %+v", ok, st)
+	}
+	if _, ok := m2.LastStaticStatus("api-uid"); ok {
+		t.Error("an API pod's status was checkpointed")
+	}
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, m3 := setUp(t)
+	m3.LoadStaticCheckpoint(klog.Background(), path)
+	if _, ok := m3.LastStaticStatus("static-uid"); ok {
+		t.Error("a corrupt checkpoint gave a status")
+	}
+}
