@@ -54,7 +54,7 @@ test-unit: ## Unit tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test-e2e
-test-e2e: ## e2e tests against the local cluster per agent, then the fast conformance subset (SKIP_CONFORMANCE=, SKIP_ROTATION=)
+test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=)
 	@rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
 	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
@@ -63,6 +63,10 @@ test-e2e: ## e2e tests against the local cluster per agent, then the fast confor
 	    echo ">>> e2e: the fast NodeConformance subset (hack/conformance/fast.txt) against KUBELET=bosun"; \
 	    hack/build-tools.sh e2e.test ginkgo && \
 	    KUBELET=bosun OUT=_output/conformance/fast PROCS=4 FOCUS_FILE=hack/conformance/fast.txt STRICT=1 hack/conformance.sh || rc=1; \
+	  fi; \
+	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CHAOS)" ]; then \
+	    echo ">>> e2e: crash loop, $(TEST_KILLS) kills (make chaos runs $(KILLS))"; \
+	    $(GO) build -o $(BIN)/chaos ./hack/chaos && $(BIN)/chaos -kills $(TEST_KILLS) -out _output/reliability/short/chaos.json || rc=1; \
 	  fi; \
 	done; \
 	if [ -z "$(SKIP_ROTATION)" ]; then \
@@ -78,6 +82,30 @@ test-e2e: ## e2e tests against the local cluster per agent, then the fast confor
 conformance: up ## Upstream NodeConformance specs against the node agent (KUBELET=, FOCUS=, SKIP=)
 	@hack/build-tools.sh e2e.test ginkgo
 	@KUBELET=$(KUBELET) hack/conformance.sh
+
+# How many times make chaos kills the node agent, and the short slice in make test.
+KILLS ?= 50
+TEST_KILLS ?= 5
+
+.PHONY: chaos
+chaos: up ## kill -9 the node agent KILLS times at random moments, checking certs, duplicates and leaks after each
+	@$(GO) build -o $(BIN)/chaos ./hack/chaos
+	@$(BIN)/chaos -kills $(KILLS) -out _output/reliability/$(KUBELET)/chaos.json
+
+.PHONY: reliability
+reliability: ## Drop-in scenarios and the crash loop against both agents -> docs/reliability.md (KILLS=)
+	@rm -rf _output/reliability/upstream _output/reliability/bosun
+	@rc=0; for agent in upstream bosun; do \
+	  $(MAKE) --no-print-directory up KUBELET=$$agent || exit 1; \
+	  tests='TestDropIn(KillRestartNoFlips|APIServerOutage)'; [ "$$agent" = bosun ] && tests='TestDropIn'; \
+	  RELIABILITY_MEASURE=1 $(GO) test -count=1 -tags e2e -timeout 30m -v -run "$$tests" ./test/e2e/ || rc=1; \
+	  $(MAKE) --no-print-directory chaos KUBELET=$$agent KILLS=$(KILLS) || rc=1; \
+	done; \
+	$(MAKE) --no-print-directory reliability-doc; exit $$rc
+
+.PHONY: reliability-doc
+reliability-doc: ## Regenerate docs/reliability.md from the latest records of both agents
+	$(GO) run ./hack/reliability docs/reliability.md _output/reliability
 
 .PHONY: conformance-doc
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of both agents

@@ -51,6 +51,11 @@ const clientKeyFile = "kubelet-client.key.tmp"
 // unapproved request is logged, naming what approves it, and retried.
 func Bootstrap(ctx context.Context, cfg BootstrapConfig) error {
 	logger := klog.FromContext(ctx)
+	for _, dir := range []string{cfg.CertDir, filepath.Dir(cfg.Kubeconfig)} {
+		if removed := RemoveStaleTemporaries(dir); len(removed) > 0 {
+			logger.Info("Removed temporary files an earlier run left when it stopped mid-write", "dir", dir, "files", removed)
+		}
+	}
 	if err := validKubeconfig(cfg.Kubeconfig); err == nil {
 		logger.V(2).Info("Kubeconfig holds a valid client certificate; no bootstrap needed", "kubeconfig", cfg.Kubeconfig)
 		return nil

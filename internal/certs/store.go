@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/util/certificate"
@@ -143,6 +144,31 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("failed to write %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// RemoveStaleTemporaries removes, from dir, the temporary files that
+// WriteFileAtomic and FileStore.Update create (".<name>.tmp-*" and
+// ".<prefix>-updated.pem"): a process killed between creating and renaming
+// one leaves it behind. Only this process writes them, and it calls this
+// before writing, so none of them is in use. It returns the names removed.
+func RemoveStaleTemporaries(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, ".") || e.IsDir() {
+			continue
+		}
+		if strings.Contains(name, ".tmp-") || strings.HasSuffix(name, "-updated.pem") {
+			if os.Remove(filepath.Join(dir, name)) == nil {
+				removed = append(removed, name)
+			}
+		}
+	}
+	return removed
 }
 
 func syncDir(dir string) error {

@@ -189,3 +189,30 @@ func assertLink(t *testing.T, link, want string) {
 		t.Errorf("%s -> %s, want %s", link, got, want)
 	}
 }
+
+// A crash between creating a temporary file and renaming it leaves the
+// temporary behind; the next start removes it and nothing else.
+func TestRemoveStaleTemporaries(t *testing.T) {
+	dir := t.TempDir()
+	keep := []string{"kubelet-client-current.pem", "kubelet-client-2026-01-01-00-00-00.pem", "kubelet-client.key.tmp", ".hidden-config"}
+	stale := []string{".kubelet-client-current.pem.tmp-123", ".kubelet.kubeconfig.tmp-9", ".kubelet-client-updated.pem"}
+	for _, n := range append(append([]string{}, keep...), stale...) {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed := RemoveStaleTemporaries(dir)
+	if len(removed) != len(stale) {
+		t.Errorf("removed %v, want %v", removed, stale)
+	}
+	for _, n := range stale {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			t.Errorf("%s was left", n)
+		}
+	}
+	for _, n := range keep {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s was removed", n)
+		}
+	}
+}
