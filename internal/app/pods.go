@@ -144,7 +144,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			return st
 		},
 	})
-	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: syncer.KillContainer})
+	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: p.workers.KillContainer})
 	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
 	go p.probes.RunCheckpoint(time.Second)
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)

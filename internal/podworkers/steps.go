@@ -1,6 +1,7 @@
 package podworkers
 
 import (
+	"context"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,13 @@ func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Durat
 		wk.mu.Unlock()
 		wk.setState(terminating)
 		return 0
+	}
+	wk.mu.Lock()
+	kills := wk.kills
+	wk.kills = nil
+	wk.mu.Unlock()
+	for _, k := range kills {
+		w.cfg.Syncer.KillContainer(wk.syncCtx, pod, k.id, k.grace, k.reason)
 	}
 	res, err := w.cfg.Syncer.Sync(wk.syncCtx, pod)
 	if err != nil {
@@ -76,10 +84,24 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, false, "", ""))
 	}
 	grace := podsync.GracePeriod(pod)
-	if removed && pod.DeletionTimestamp == nil && !isStatic(pod) {
+	if removed && !isStatic(pod) {
 		grace = 0 // force-deleted from the apiserver: no graceful phase
 	}
-	if err := w.cfg.Syncer.Kill(w.ctx, pod, rp, grace); err != nil {
+	wk.mu.Lock()
+	killCtx, cancel := context.WithCancel(w.ctx)
+	wk.killCtx, wk.cancelKill, wk.killGrace = killCtx, cancel, grace
+	wk.mu.Unlock()
+	err = w.cfg.Syncer.Kill(killCtx, pod, rp, grace)
+	wk.mu.Lock()
+	wk.killCtx, wk.cancelKill = nil, nil
+	wk.mu.Unlock()
+	cancelled := killCtx.Err() != nil
+	cancel()
+	if err != nil {
+		if cancelled && w.ctx.Err() == nil {
+			logger.V(2).Info("Stopping the pod again with a shorter grace period", "pod", klog.KObj(pod))
+			return 0
+		}
 		logger.Error(err, "Error stopping pod, will retry", "pod", klog.KObj(pod))
 		return wk.retryDelay()
 	}

@@ -26,6 +26,9 @@ type Syncer interface {
 	Inspect(ctx context.Context, uid string) (*podsync.RuntimePod, error)
 	Kill(ctx context.Context, pod *corev1.Pod, rp *podsync.RuntimePod, grace int64) error
 	Remove(ctx context.Context, pod *corev1.Pod) error
+	// KillContainer stops one container (a failed liveness or startup
+	// probe) with grace seconds, recording reason.
+	KillContainer(ctx context.Context, pod *corev1.Pod, id string, grace int64, reason string)
 }
 
 // StatusSink receives pod statuses and the end of pods.
@@ -86,6 +89,21 @@ type worker struct {
 	cancelSync context.CancelFunc
 	seq        uint64 // creation order, for static pods sharing a name
 	failures   int    // consecutive failed steps, for the retry backoff
+	// killCtx is the context of the pod's stop in flight, and killGrace
+	// its grace period: a shorter grace period or a force delete cancels
+	// it, and the stop starts again with the new one.
+	killCtx    context.Context
+	cancelKill context.CancelFunc
+	killGrace  int64
+	// kills are container kills asked for by probes, carried out by the
+	// worker, the pod's single owner, before its next sync.
+	kills []killRequest
+}
+
+type killRequest struct {
+	id     string
+	grace  int64
+	reason string
 }
 
 // New returns workers that stop when ctx ends.
@@ -138,7 +156,35 @@ func (w *Workers) Update(pod *corev1.Pod) {
 	wk.mu.Unlock()
 	if pod.DeletionTimestamp != nil {
 		wk.cancelSync()
+		if g := pod.DeletionGracePeriodSeconds; g != nil {
+			wk.shortenKill(*g)
+		}
 	}
+	wk.poke()
+}
+
+// shortenKill cancels a stop in flight that uses a longer grace period.
+func (wk *worker) shortenKill(grace int64) {
+	wk.mu.Lock()
+	defer wk.mu.Unlock()
+	if wk.cancelKill != nil && grace < wk.killGrace {
+		wk.cancelKill()
+	}
+}
+
+// KillContainer asks a pod's worker to stop one of its containers (a
+// failed liveness or startup probe); the worker does it before its next
+// sync, so that no two parties act on the pod at once.
+func (w *Workers) KillContainer(_ context.Context, pod *corev1.Pod, id string, grace int64, reason string) {
+	w.mu.Lock()
+	wk, ok := w.pods[pod.UID]
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	wk.mu.Lock()
+	wk.kills = append(wk.kills, killRequest{id: id, grace: grace, reason: reason})
+	wk.mu.Unlock()
 	wk.poke()
 }
 
@@ -171,6 +217,9 @@ func (w *Workers) Delete(pod *corev1.Pod) {
 	wk.removed = true
 	wk.mu.Unlock()
 	wk.cancelSync()
+	if !isStatic(pod) {
+		wk.shortenKill(0) // force-deleted: no graceful phase left
+	}
 	wk.poke()
 }
 

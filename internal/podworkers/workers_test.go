@@ -3,6 +3,8 @@ package podworkers
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -67,16 +69,30 @@ func (f *fakeSyncer) Inspect(context.Context, string) (*podsync.RuntimePod, erro
 	return &podsync.RuntimePod{}, nil
 }
 
-func (f *fakeSyncer) Kill(_ context.Context, pod *corev1.Pod, _ *podsync.RuntimePod, _ int64) error {
+func (f *fakeSyncer) Kill(ctx context.Context, pod *corev1.Pod, _ *podsync.RuntimePod, grace int64) error {
 	f.mu.Lock()
 	was := f.running[pod.UID]
+	f.mu.Unlock()
+	if !was {
+		return nil
+	}
+	f.log(fmt.Sprintf("stopping %s grace %d", pod.UID, grace))
+	// Stopping takes the grace period (in tenths of a second here) unless
+	// the context ends first.
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Duration(grace)*100*time.Millisecond + 300*time.Millisecond):
+	}
+	f.mu.Lock()
 	f.running[pod.UID] = false
 	f.mu.Unlock()
-	if was {
-		time.Sleep(300 * time.Millisecond) // stopping takes a while
-		f.log("stop " + string(pod.UID))
-	}
+	f.log("stop " + string(pod.UID))
 	return nil
+}
+
+func (f *fakeSyncer) KillContainer(_ context.Context, pod *corev1.Pod, id string, grace int64, reason string) {
+	f.log(fmt.Sprintf("kill container %s of %s: %s", id, pod.UID, reason))
 }
 
 func (f *fakeSyncer) Remove(context.Context, *corev1.Pod) error { return nil }
@@ -144,8 +160,8 @@ func TestEditedStaticPodStopsBeforeItsSuccessorStarts(t *testing.T) {
 	eventually(t, "the new static pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["new"] })
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	want := []string{"start old", "stop old", "start new"}
-	if len(f.events) != 3 || f.events[0] != want[0] || f.events[1] != want[1] || f.events[2] != want[2] {
+	want := []string{"start old", "stopping old grace 30", "stop old", "start new"}
+	if !reflect.DeepEqual(f.events, want) {
 		t.Errorf("events = %v, want %v (the old pod stopped before the new one started)", f.events, want)
 	}
 }
@@ -180,3 +196,52 @@ func TestRetryDelayDoublesToCap(t *testing.T) {
 		t.Errorf("after a success the delay is %s, want it back at %s", d, retryAfterError)
 	}
 }
+
+// A force delete (or a shorter grace period) while the pod is stopping
+// with a long grace period stops it again at once.
+func TestForceDeleteShortensAStopInFlight(t *testing.T) {
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	pod := testPod("a", "a", false)
+	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(600)) // a minute in the fake's time
+	w.Update(pod)
+	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["a"] })
+	deleted := pod.DeepCopy()
+	now := metav1.Now()
+	deleted.DeletionTimestamp, deleted.DeletionGracePeriodSeconds = &now, ptrTo(int64(600))
+	w.Update(deleted)
+	eventually(t, "the graceful stop to begin", func() bool { return f.has("stopping a grace 600") })
+	start := time.Now()
+	w.Delete(deleted) // force-deleted from the apiserver
+	eventually(t, "the pod to stop", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return !f.running["a"] })
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("a force delete took %s to stop the pod; the 60 s grace period was not cut short", took)
+	}
+	if !f.has("stopping a grace 0") {
+		t.Errorf("no stop with grace 0 after the force delete: %v", f.events)
+	}
+}
+
+// Probe kills are carried out by the pod's worker.
+func TestProbeKillGoesThroughTheWorker(t *testing.T) {
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	pod := testPod("a", "a", false)
+	w.Update(pod)
+	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["a"] })
+	w.KillContainer(context.Background(), pod, "c1", 5, "liveness failed")
+	eventually(t, "the kill", func() bool { return f.has("kill container c1 of a: liveness failed") })
+}
+
+func (f *fakeSyncer) has(event string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.events {
+		if e == event {
+			return true
+		}
+	}
+	return false
+}
+
+func ptrTo[T any](v T) *T { return &v }
