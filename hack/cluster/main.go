@@ -26,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver|restart-containerd")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -56,6 +56,9 @@ func main() {
 		l.stopDaemon("kube-apiserver", 30*time.Second)
 	case "start-apiserver":
 		err = l.startAPIServer(ctx)
+	case "restart-containerd":
+		l.stopDaemon("containerd", 20*time.Second)
+		err = l.ensureContainerd(ctx)
 	case "kill-agent":
 		err = l.killAgent()
 	case "start-agent":

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -615,3 +616,75 @@ func countLines(file string) int {
 	data, _ := os.ReadFile(file)
 	return strings.Count(string(data), "\n")
 }
+
+// taskPids maps running container IDs to their main process.
+func taskPids(t *testing.T, env clusterEnv) map[string]int {
+	t.Helper()
+	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr tasks ls: %v: %s", err, out)
+	}
+	pids := map[string]int{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == "RUNNING" {
+			var pid int
+			fmt.Sscan(f[1], &pid)
+			pids[f[0]] = pid
+		}
+	}
+	return pids
+}
+
+// Restart containerd under running pods: the agent survives, keeps the
+// containers that survived, restarts the one that died meanwhile and
+// counts that restart.
+func TestDropInContainerdRestart(t *testing.T) {
+	env := loadEnv(t)
+	requirePromise(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	for _, name := range []string{"keeps", "dies"} {
+		p := busyboxPod(name, corev1.RestartPolicyAlways, "trap 'exit 0' TERM; sleep 100000 & wait")
+		p.Spec.Containers[0].ReadinessProbe = &corev1.Probe{PeriodSeconds: 5,
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}
+		create(t, cs, ns, p)
+	}
+	keeps := waitPod(t, cs, ns, "keeps", 60*time.Second, "Ready", podReady)
+	dies := waitPod(t, cs, ns, "dies", 60*time.Second, "Ready", podReady)
+	agentPid := agentPidOf(t, env["AGENT_PID"])
+	pids := taskPids(t, env)
+	diesPid := pids[strings.TrimPrefix(dies.Status.ContainerStatuses[0].ContainerID, "containerd://")]
+	if diesPid == 0 {
+		t.Fatalf("no task for %s", dies.Status.ContainerStatuses[0].ContainerID)
+	}
+	harness(t, env["KUBELET"], "restart-containerd")
+	// The container dies while containerd was away (its shim reports it).
+	if err := syscallKill(diesPid); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, cs, ns, "dies", 60*time.Second, "restarted and Ready", func(p *corev1.Pod) bool {
+		return podReady(p) && p.Status.ContainerStatuses[0].RestartCount == 1
+	})
+	after := waitPod(t, cs, ns, "keeps", 10*time.Second, "Ready", podReady)
+	if a, b := after.Status.ContainerStatuses[0], keeps.Status.ContainerStatuses[0]; a.ContainerID != b.ContainerID || a.RestartCount != b.RestartCount {
+		broken(t, env, "a container that survived the containerd restart was replaced: %s (%d) -> %s (%d)", b.ContainerID, b.RestartCount, a.ContainerID, a.RestartCount)
+	}
+	if now := agentPidOf(t, env["AGENT_PID"]); now != agentPid || !processRunning(now) {
+		broken(t, env, "the node agent did not survive the containerd restart (pid %d -> %d)\n%s", agentPid, now, tailLog(env["AGENT_LOG"], 30))
+	}
+}
+
+func agentPidOf(t *testing.T, file string) int {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	fmt.Sscan(strings.TrimSpace(string(data)), &pid)
+	return pid
+}
+
+func processRunning(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+
+func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
