@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -25,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/bosun-dev/bosun/hack/clusterenv"
 	"github.com/bosun-dev/bosun/internal/runtime"
 )
 
@@ -67,7 +66,7 @@ func main() {
 	kills := flag.Int("kills", 50, "how many times to kill the agent")
 	out := flag.String("out", "", "write the report (JSON) here")
 	flag.Parse()
-	env, err := loadEnv("_output/local/env")
+	env, err := clusterenv.Load("_output/local/env")
 	if err != nil {
 		fail(err)
 	}
@@ -379,28 +378,6 @@ func harnessEnv(extra []string, args ...string) error {
 		return fmt.Errorf("cluster %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-func loadEnv(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("no local cluster (%v): run make up first", err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "export ")
-		if !ok {
-			continue
-		}
-		k, v, _ := strings.Cut(line, "=")
-		if uq, err := strconv.Unquote(v); err == nil {
-			v = uq
-		}
-		env[k] = v
-	}
-	return env, nil
 }
 
 func gitCommit() string {

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/bosun-dev/bosun/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,7 +98,7 @@ func (s *FileStore) pointCurrentAt(path string) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("failed to make %s current: %w", abs, err)
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 // LoadPairFile reads a PEM file holding a certificate chain and its key.
@@ -117,33 +118,10 @@ func LoadPairFile(path string) (*tls.Certificate, error) {
 	return &pair, nil
 }
 
-// WriteFileAtomic writes data to a temporary file beside path, syncs it,
-// renames it into place and syncs the folder: a reader (or a restart after a
-// crash) sees the old content or the new, never a part.
+// WriteFileAtomic writes a file so that a crash leaves the old content or
+// the new, never a part (see atomicfile.Write).
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, werr := tmp.Write(data)
-	if werr == nil {
-		werr = tmp.Chmod(mode)
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return fmt.Errorf("failed to write %s: %w", path, werr)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("failed to write %s: %w", path, err)
-	}
-	return syncDir(dir)
+	return atomicfile.Write(path, data, mode)
 }
 
 // RemoveStaleTemporaries removes, from dir, the temporary files that
@@ -169,15 +147,6 @@ func RemoveStaleTemporaries(dir string) []string {
 		}
 	}
 	return removed
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // pemBlocks encodes DER blocks of one type.

@@ -176,9 +176,7 @@ func (wk *worker) shortenKill(grace int64) {
 // failed liveness or startup probe); the worker does it before its next
 // sync, so that no two parties act on the pod at once.
 func (w *Workers) KillContainer(_ context.Context, pod *corev1.Pod, id string, grace int64, reason string) {
-	w.mu.Lock()
-	wk, ok := w.pods[pod.UID]
-	w.mu.Unlock()
+	wk, ok := w.worker(pod.UID)
 	if !ok {
 		return
 	}
@@ -186,6 +184,14 @@ func (w *Workers) KillContainer(_ context.Context, pod *corev1.Pod, id string, g
 	wk.kills = append(wk.kills, killRequest{id: id, grace: grace, reason: reason})
 	wk.mu.Unlock()
 	wk.poke()
+}
+
+// worker returns the worker of a pod UID.
+func (w *Workers) worker(uid types.UID) (*worker, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wk, ok := w.pods[uid]
+	return wk, ok
 }
 
 // rejected runs admission for a new pod against the active ones. Callers hold w.mu.
@@ -207,9 +213,7 @@ func (w *Workers) rejected(pod *corev1.Pod) (bool, string, string) {
 
 // Delete says the pod is gone from the apiserver.
 func (w *Workers) Delete(pod *corev1.Pod) {
-	w.mu.Lock()
-	wk, ok := w.pods[pod.UID]
-	w.mu.Unlock()
+	wk, ok := w.worker(pod.UID)
 	if !ok {
 		return
 	}

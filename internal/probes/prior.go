@@ -3,15 +3,15 @@ package probes
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/atomicfile"
 )
 
 // A restarted agent (or one swapped in for the upstream kubelet) finds
@@ -205,32 +205,5 @@ func (m *Manager) WriteCheckpoint() error {
 		a, b := f.Results[i], f.Results[j]
 		return a.ContainerID < b.ContainerID || (a.ContainerID == b.ContainerID && a.Kind < b.Kind)
 	})
-	data, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return writeAtomic(path, data)
-}
-
-func writeAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteJSON(path, f)
 }

@@ -6,14 +6,11 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/bosun-dev/bosun/hack/clusterenv"
 )
 
 // clusterEnv is _output/local/env as a map.
@@ -30,24 +29,9 @@ type clusterEnv map[string]string
 
 func loadEnv(t *testing.T) clusterEnv {
 	t.Helper()
-	file := filepath.Join("..", "..", "_output", "local", "env")
-	f, err := os.Open(file)
+	env, err := clusterenv.Load(filepath.Join("..", "..", "_output", "local", "env"))
 	if err != nil {
-		t.Fatalf("no local cluster (%v): run make up first", err)
-	}
-	defer f.Close()
-	env := clusterEnv{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), "export ")
-		if !ok {
-			continue
-		}
-		k, v, _ := strings.Cut(line, "=")
-		if uq, err := strconv.Unquote(v); err == nil {
-			v = uq
-		}
-		env[k] = v
+		t.Fatal(err)
 	}
 	return env
 }
