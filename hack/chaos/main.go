@@ -1,7 +1,8 @@
 // Command chaos kills the local cluster's node agent with SIGKILL at random
-// moments, again and again, while pods are created and deleted and (every
-// fifth kill) while the agent bootstraps its client certificate from
-// scratch, and checks after each restart what a crash must never cost:
+// moments, again and again, while pods are created and deleted, and (one
+// kill in five each) while the agent bootstraps its client certificate
+// from scratch or requests a serving certificate, and checks after each
+// restart what a crash must never cost:
 //   - the node Ready again, with a valid client certificate;
 //   - a cert dir with no partial, temporary or dangling files;
 //   - no pod with two running containers for one spec container, or two
@@ -58,6 +59,7 @@ type Report struct {
 	PodsGone   int       `json:"podsDeleted"`
 	Failed     int       `json:"killsWithProblems"`
 	Bootstraps int       `json:"bootstrapKills"`
+	Servings   int       `json:"servingCertKills"`
 }
 
 const ns = "chaos"
@@ -92,9 +94,13 @@ func main() {
 	go func() { defer wg.Done(); w.run(wctx) }()
 	for i := 1; i <= *kills; i++ {
 		k := Kill{N: i, Mode: "running"}
-		if i%5 == 0 {
+		switch i % 5 {
+		case 0:
 			k.Mode = "bootstrap"
 			rep.Bootstraps++
+		case 3:
+			k.Mode = "serving"
+			rep.Servings++
 		}
 		k.AfterSeconds, k.ReadySeconds, k.Problems = killOnce(ctx, env, k.Mode)
 		if len(k.Problems) == 0 {
@@ -113,8 +119,8 @@ func main() {
 	wg.Wait()
 	rep.PodsMade, rep.PodsGone = w.made, w.gone
 	_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
-	fmt.Printf("chaos: %d kills (%d during bootstrap), %d with problems; %d pods created and %d deleted meanwhile\n",
-		len(rep.Kills), rep.Bootstraps, rep.Failed, rep.PodsMade, rep.PodsGone)
+	fmt.Printf("chaos: %d kills (%d during client bootstrap, %d during a serving certificate request), %d with problems; %d pods created and %d deleted meanwhile\n",
+		len(rep.Kills), rep.Bootstraps, rep.Servings, rep.Failed, rep.PodsMade, rep.PodsGone)
 	if *out != "" {
 		data, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err == nil {
@@ -133,25 +139,35 @@ func main() {
 // and no kubeconfig), kills it after a random moment, starts it again and
 // waits for the node to be Ready.
 func killOnce(ctx context.Context, env map[string]string, mode string) (after, ready float64, problems []string) {
-	if mode == "bootstrap" {
+	// bootstrap: from no client certificate and no kubeconfig, so the
+	// agent sends a CSR and writes both; serving: from no serving
+	// certificate, so it sends a kubelet-serving CSR (the harness approves
+	// it when it next waits for the node).
+	remove := map[string][]string{
+		"bootstrap": {"kubelet-client-*.pem", "kubelet-client.key.tmp", env["NODE_KUBECONFIG"]},
+		"serving":   {"kubelet-server-*.pem"},
+	}[mode]
+	if len(remove) > 0 {
 		if err := harness("kill-agent"); err != nil {
 			return 0, 0, []string{err.Error()}
 		}
-		for _, pattern := range []string{"kubelet-client-*.pem", "kubelet-client.key.tmp"} {
-			files, _ := filepath.Glob(filepath.Join(env["CERT_DIR"], pattern))
+		for _, pattern := range remove {
+			if !filepath.IsAbs(pattern) {
+				pattern = filepath.Join(env["CERT_DIR"], pattern)
+			}
+			files, _ := filepath.Glob(pattern)
 			for _, f := range files {
 				_ = os.Remove(f)
 			}
 		}
-		_ = os.Remove(env["NODE_KUBECONFIG"])
 		if err := harnessEnv([]string{"WAIT=none"}, "start-agent"); err != nil {
 			return 0, 0, []string{err.Error()}
 		}
 	}
-	// Bootstrap takes about a second; a running agent's work comes in
-	// bursts of a few seconds (pod starts, deletions, probes).
+	// A certificate request takes about a second; a running agent's work
+	// comes in bursts of a few seconds (pod starts, deletions, probes).
 	limit := 4 * time.Second
-	if mode == "bootstrap" {
+	if len(remove) > 0 {
 		limit = 1500 * time.Millisecond
 	}
 	d := time.Duration(rand.Int64N(int64(limit)))

@@ -59,7 +59,10 @@ func New(client kubernetes.Interface, pods corelisters.PodLister) *Manager {
 	return &Manager{
 		client: client, pods: pods, entries: map[types.UID]*entry{},
 		static: map[types.UID]*corev1.PodStatus{}, staticDirty: make(chan struct{}, 1),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[types.UID](),
+		// Retries back off from half a second to half a minute per pod: an
+		// apiserver outage must not turn into a flood of patches and logs.
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[types.UID](500*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[types.UID]{Name: "pod_status"}),
 	}
 }
@@ -147,7 +150,9 @@ func (m *Manager) processNext(ctx context.Context) bool {
 		return true
 	}
 	if err := m.sync(ctx, uid); err != nil {
-		klog.FromContext(ctx).Error(err, "Failed to update pod status, will retry", "podUID", uid)
+		if n := m.queue.NumRequeues(uid); n == 0 || n%10 == 0 { // the first failure, then every tenth
+			klog.FromContext(ctx).Error(err, "Failed to update pod status, will retry", "podUID", uid, "failures", n+1)
+		}
 		m.queue.AddRateLimited(uid)
 		return true
 	}
