@@ -354,7 +354,7 @@ func (w *workload) run(ctx context.Context) {
 			live = append(live, name)
 			w.made++
 		}
-		if len(live) > 6 {
+		if len(live) > 4 {
 			if err := w.cs.CoreV1().Pods(ns).Delete(ctx, live[0], metav1.DeleteOptions{}); err == nil || apierrors.IsNotFound(err) {
 				w.gone++
 			}
@@ -362,7 +362,7 @@ func (w *workload) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(1500 * time.Millisecond):
+		case <-time.After(700 * time.Millisecond):
 		}
 	}
 }

@@ -688,3 +688,53 @@ func agentPidOf(t *testing.T, file string) int {
 func processRunning(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil && !isZombie(pid) }
 
 func syscallKill(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
+
+const staticPortPod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: edited-static
+  namespace: %s
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 3
+  containers:
+  - name: web
+    image: ` + busybox + `
+    command: ["sh", "-c", "echo version %s; exec httpd -f -p 18089"]
+    readinessProbe:
+      tcpSocket: {port: 18089}
+      periodSeconds: 1
+`
+
+// Static pods you can trust: a FIFO in the manifest folder does not hang
+// the source, and a manifest edited in place stops the old pod (which holds
+// a host port) before the new one starts, so the new one starts once and
+// stays up.
+func TestDropInStaticPodEditedInPlace(t *testing.T) {
+	env := loadEnv(t)
+	requirePromise(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	fifo := filepath.Join(env["STATIC_POD_PATH"], "trap-"+ns+".yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(fifo) })
+	manifest := filepath.Join(env["STATIC_POD_PATH"], "edited-"+ns+".yaml")
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	name := "edited-static-" + env["NODE_NAME"]
+	for _, version := range []string{"1", "2"} {
+		if err := os.WriteFile(manifest, []byte(fmt.Sprintf(staticPortPod, ns, version)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := waitPod(t, cs, ns, name, 90*time.Second, "running version "+version, func(p *corev1.Pod) bool {
+			return podReady(p) && strings.Contains(strings.Join(p.Spec.Containers[0].Command, " "), "version "+version)
+		})
+		// Stay up: the port was free when it started.
+		time.Sleep(5 * time.Second)
+		p = waitPod(t, cs, ns, name, 5*time.Second, "still up", podReady)
+		if c := p.Status.ContainerStatuses[0]; c.RestartCount != 0 || p.Annotations["kubernetes.io/config.mirror"] == "" {
+			broken(t, env, "version %s of the static pod restarted %d times (its host port was still held?): %s", version, c.RestartCount, describePod(p))
+		}
+	}
+}
