@@ -7,7 +7,8 @@
 //   - a cert dir with no partial, temporary or dangling files;
 //   - no pod with two running containers for one spec container, or two
 //     ready sandboxes;
-//   - no sandbox or container of a deleted pod left behind.
+//   - no sandbox or container of a deleted pod left behind (20 s after
+//     each restart, and 2 minutes after the last).
 //
 // Usage: chaos -kills N -out FILE (run from the repo with the cluster up;
 // make chaos does). It prints what it checked after each kill and exits 1
@@ -60,6 +61,7 @@ type Report struct {
 	Failed     int       `json:"killsWithProblems"`
 	Bootstraps int       `json:"bootstrapKills"`
 	Servings   int       `json:"servingCertKills"`
+	LeftAtEnd  []string  `json:"leftAtEnd,omitempty"` // leaks still there finalWait after the last kill
 }
 
 const ns = "chaos"
@@ -108,7 +110,7 @@ func main() {
 		}
 		status := "ok"
 		if len(k.Problems) > 0 {
-			status = "PROBLEMS: " + strings.Join(k.Problems, "; ")
+			status = fmt.Sprintf("%d PROBLEMS: %s", len(k.Problems), strings.Join(k.Problems[:min(3, len(k.Problems))], "; "))
 			rep.Failed++
 		}
 		fmt.Printf("kill %d/%d (%s, %.1fs after start): Ready after %.1fs; cert dir, duplicates, leaks: %s\n",
@@ -118,6 +120,9 @@ func main() {
 	stopWork()
 	wg.Wait()
 	rep.PodsMade, rep.PodsGone = w.made, w.gone
+	// Whatever a kill left must be gone once the agent has run a while.
+	rep.LeftAtEnd = waitLeaks(ctx, cs, rt, finalWait)
+	fmt.Printf("after the last kill and %s: %d sandboxes or containers of deleted pods left\n", finalWait, len(rep.LeftAtEnd))
 	_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	fmt.Printf("chaos: %d kills (%d during client bootstrap, %d during a serving certificate request), %d with problems; %d pods created and %d deleted meanwhile\n",
 		len(rep.Kills), rep.Bootstraps, rep.Servings, rep.Failed, rep.PodsMade, rep.PodsGone)
@@ -130,7 +135,7 @@ func main() {
 			fail(err)
 		}
 	}
-	if rep.Failed > 0 {
+	if rep.Failed > 0 || len(rep.LeftAtEnd) > 0 {
 		os.Exit(1)
 	}
 }
@@ -188,15 +193,26 @@ func check(ctx context.Context, env map[string]string, cs kubernetes.Interface, 
 	problems = append(problems, checkDuplicates(ctx, rt)...)
 	// Pods deleted while the agent was down are cleaned up by its
 	// housekeeping: give it a few rounds.
+	return append(problems, waitLeaks(ctx, cs, rt, leakWait)...)
+}
+
+// leakWait is how long after a restart the agent has to remove what is left
+// of pods deleted meanwhile; finalWait the same at the end of the run.
+const (
+	leakWait  = 20 * time.Second
+	finalWait = 2 * time.Minute
+)
+
+func waitLeaks(ctx context.Context, cs kubernetes.Interface, rt *runtime.Runtime, wait time.Duration) []string {
 	var leaks []string
-	for deadline := time.Now().Add(45 * time.Second); ; {
+	for deadline := time.Now().Add(wait); ; {
 		leaks = checkLeaks(ctx, cs, rt)
 		if len(leaks) == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(2 * time.Second)
 	}
-	return append(problems, leaks...)
+	return leaks
 }
 
 // checkCertDir: no temporary or partial file, every certificate file a

@@ -36,6 +36,7 @@ type chaosRecord struct {
 	Failed     int       `json:"killsWithProblems"`
 	Bootstraps int       `json:"bootstrapKills"`
 	Servings   int       `json:"servingCertKills"`
+	LeftAtEnd  []string  `json:"leftAtEnd"`
 	Kills      []struct {
 		Mode         string   `json:"mode"`
 		ReadySeconds float64  `json:"readyAfterSeconds"`
@@ -126,12 +127,12 @@ func main() {
 			m["staticPodStartedDuringOutage"], toFloat(m["nodeReadySecondsAfterReturn"]), num(m["containersRestarted"]), num(m["logLinesDuringOutage"]))
 	}
 
-	fmt.Fprintf(&b, "\n## Crash loop\n\n`hack/chaos` kills the agent with SIGKILL at a random moment (within 4 s of its node being Ready again, while pods are created and deleted; one kill in five within 1.5 s of a start from no client certificate, during TLS bootstrap, and one in five within 1.5 s of a start from no serving certificate, during its CSR), starts it again and checks: node Ready with a valid client certificate, no temporary or dangling file in the cert dir, no pod with two running containers for one spec container or two ready sandboxes, no sandbox or container of a deleted pod left (45 s allowed for cleanup).\n\n")
-	fmt.Fprintf(&b, "| agent | kills | during client bootstrap | during a serving CSR | kills with problems | Ready after restart (median / max) | pods created / deleted meanwhile |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "\n## Crash loop\n\n`hack/chaos` kills the agent with SIGKILL at a random moment (within 4 s of its node being Ready again, while pods are created and deleted; one kill in five within 1.5 s of a start from no client certificate, during TLS bootstrap, and one in five within 1.5 s of a start from no serving certificate, during its CSR), starts it again and checks: node Ready with a valid client certificate, no temporary or dangling file in the cert dir, no pod with two running containers for one spec container or two ready sandboxes, no sandbox or container of a deleted pod left 20 s after the restart; and, 2 minutes after the last kill, nothing of a deleted pod left at all.\n\n")
+	fmt.Fprintf(&b, "| agent | kills | during client bootstrap | during a serving CSR | kills with problems | Ready after restart (median / max) | pods created / deleted meanwhile | left 2 min after the last kill |\n|---|---|---|---|---|---|---|---|\n")
 	for _, agent := range agents {
 		c := chaos[agent]
 		if c == nil {
-			fmt.Fprintf(&b, "| %s | not run | | | | | |\n", agent)
+			fmt.Fprintf(&b, "| %s | not run | | | | | | |\n", agent)
 			continue
 		}
 		var ready []float64
@@ -143,16 +144,20 @@ func main() {
 		if len(ready) > 0 {
 			med, mx = ready[len(ready)/2], ready[len(ready)-1]
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %.1f s / %.1f s | %d / %d |\n", agent, len(c.Kills), c.Bootstraps, c.Servings, c.Failed, med, mx, c.PodsMade, c.PodsGone)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %.1f s / %.1f s | %d / %d | %d |\n", agent, len(c.Kills), c.Bootstraps, c.Servings, c.Failed, med, mx, c.PodsMade, c.PodsGone, len(c.LeftAtEnd))
 	}
 	for _, agent := range agents {
 		c := chaos[agent]
 		if c == nil || c.Failed == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\nProblems found after kills of %s:\n\n", agent)
+		fmt.Fprintf(&b, "\nProblems found after kills of %s (at most three per kill):\n\n", agent)
 		for i, k := range c.Kills {
-			for _, p := range k.Problems {
+			for j, p := range k.Problems {
+				if j == 3 {
+					fmt.Fprintf(&b, "- kill %d (%s): ... and %d more\n", i+1, k.Mode, len(k.Problems)-3)
+					break
+				}
 				fmt.Fprintf(&b, "- kill %d (%s): %s\n", i+1, k.Mode, p)
 			}
 		}
