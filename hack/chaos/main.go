@@ -223,11 +223,12 @@ func checkCertDir(dir string) []string {
 	if err != nil {
 		return []string{err.Error()}
 	}
+	var temporaries []string
 	for _, e := range entries {
 		name, path := e.Name(), filepath.Join(dir, e.Name())
 		switch {
 		case strings.HasPrefix(name, "."):
-			problems = append(problems, "temporary file left in the cert dir: "+name)
+			temporaries = append(temporaries, name)
 		case name == "kubelet-client.key.tmp":
 			problems = append(problems, "bootstrap key left after the bootstrap completed: "+name)
 		case strings.HasSuffix(name, "-current.pem"):
@@ -245,6 +246,17 @@ func checkCertDir(dir string) []string {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kubelet-client-current.pem")); err != nil {
 		problems = append(problems, "no kubelet-client-current.pem")
+	}
+	// A temporary file may be a write in flight (the serving certificate
+	// arrives while the node is already Ready): only one still there a
+	// moment later was left behind.
+	if len(temporaries) > 0 {
+		time.Sleep(2 * time.Second)
+		for _, name := range temporaries {
+			if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+				problems = append(problems, "temporary file left in the cert dir: "+name)
+			}
+		}
 	}
 	return problems
 }

@@ -610,6 +610,31 @@ func TestDropInAPIServerOutage(t *testing.T) {
 	if !measuring(env) {
 		waitPod(t, cs, ns, staticName, 60*time.Second, "mirrored and Ready", podReady)
 	}
+	// Leave the node schedulable for the next tests: the node lifecycle
+	// controller lifts the taints it set during the outage a while after
+	// the node is Ready again.
+	err = wait.PollUntilContextTimeout(context.Background(), time.Second, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, env["NODE_NAME"], metav1.GetOptions{})
+		return err == nil && len(n.Spec.Taints) == 0, nil
+	})
+	if err != nil {
+		t.Errorf("the node kept the outage's taints: %v", err)
+	}
+	// ... and the controller-manager, whose watches back off for a while
+	// after the outage too: a new namespace gets its service account.
+	probe, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "after-outage-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), probe.Name, metav1.DeleteOptions{}) }()
+	err = wait.PollUntilContextTimeout(context.Background(), time.Second, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := cs.CoreV1().ServiceAccounts(probe.Name).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Errorf("the controller-manager did not come back after the outage: %v", err)
+	}
 }
 
 func countLines(file string) int {
