@@ -128,10 +128,10 @@ func main() {
 		len(rep.Kills), rep.Bootstraps, rep.Servings, rep.Failed, rep.PodsMade, rep.PodsGone)
 	if *out != "" {
 		data, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err == nil {
-			err = os.WriteFile(*out, data, 0o644)
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			fail(err)
 		}
-		if err != nil {
+		if err := os.WriteFile(*out, data, 0o644); err != nil {
 			fail(err)
 		}
 	}

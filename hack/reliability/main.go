@@ -212,8 +212,9 @@ func machine() string {
 		for _, line := range strings.Split(string(data), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
 				var kb int64
-				fmt.Sscan(f[1], &kb)
-				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+				if _, err := fmt.Sscan(f[1], &kb); err == nil {
+					mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -652,9 +653,9 @@ func taskPids(t *testing.T, env clusterEnv) map[string]int {
 	pids := map[string]int{}
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) == 3 && f[2] == "RUNNING" {
-			var pid int
-			fmt.Sscan(f[1], &pid)
-			pids[f[0]] = pid
+			if pid, err := strconv.Atoi(f[1]); err == nil {
+				pids[f[0]] = pid
+			}
 		}
 	}
 	return pids
@@ -705,8 +706,10 @@ func agentPidOf(t *testing.T, file string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pid int
-	fmt.Sscan(strings.TrimSpace(string(data)), &pid)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
 	return pid
 }
 
@@ -752,12 +755,12 @@ func TestDropInStaticPodEditedInPlace(t *testing.T) {
 		if err := os.WriteFile(manifest, []byte(fmt.Sprintf(staticPortPod, ns, version)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p := waitPod(t, cs, ns, name, 90*time.Second, "running version "+version, func(p *corev1.Pod) bool {
+		waitPod(t, cs, ns, name, 90*time.Second, "running version "+version, func(p *corev1.Pod) bool {
 			return podReady(p) && strings.Contains(strings.Join(p.Spec.Containers[0].Command, " "), "version "+version)
 		})
 		// Stay up: the port was free when it started.
 		time.Sleep(5 * time.Second)
-		p = waitPod(t, cs, ns, name, 5*time.Second, "still up", podReady)
+		p := waitPod(t, cs, ns, name, 5*time.Second, "still up", podReady)
 		if c := p.Status.ContainerStatuses[0]; c.RestartCount != 0 || p.Annotations["kubernetes.io/config.mirror"] == "" {
 			broken(t, env, "version %s of the static pod restarted %d times (its host port was still held?): %s", version, c.RestartCount, describePod(p))
 		}
