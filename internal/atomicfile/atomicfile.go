@@ -5,6 +5,7 @@ package atomicfile
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,4 +61,17 @@ func WriteJSON(path string, v any) error {
 		return err
 	}
 	return Write(path, data, 0o600)
+}
+
+// ReadJSON decodes the JSON file at path into v. A missing file is not an
+// error: found is false.
+func ReadJSON(path string, v any) (found bool, err error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return true, err
+	}
+	return true, json.Unmarshal(data, v)
 }

@@ -23,12 +23,7 @@ func (s *Syncer) RunningStaticPod(ctx context.Context, pod *corev1.Pod, modTime 
 	if err != nil {
 		return ""
 	}
-	hashes := map[string]string{}
-	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for i := range list {
-			hashes[list[i].Name] = ContainerHash(&list[i])
-		}
-	}
+	hashes := containerHashes(pod)
 	for _, sb := range sandboxes {
 		uid := sb.Labels[labelPodUID]
 		if uid == "" || uid == string(pod.UID) || sb.Annotations["kubernetes.io/config.source"] != "file" ||

@@ -113,14 +113,7 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 	if err != nil {
 		return nil, err
 	}
-	hashes := map[string]string{}
-	for i := range pod.Spec.Containers {
-		hashes[pod.Spec.Containers[i].Name] = ContainerHash(&pod.Spec.Containers[i])
-	}
-	for i := range pod.Spec.InitContainers {
-		hashes[pod.Spec.InitContainers[i].Name] = ContainerHash(&pod.Spec.InitContainers[i])
-	}
-	plan := ComputePlan(PlanInput{Pod: pod, Runtime: rp, Hashes: hashes, Started: s.cfg.Started, InBackOff: func(name string, finished time.Time) bool {
+	plan := ComputePlan(PlanInput{Pod: pod, Runtime: rp, Hashes: containerHashes(pod), Started: s.cfg.Started, InBackOff: func(name string, finished time.Time) bool {
 		return s.backoff.InBackOffSince(backoffKey(pod, name), finished)
 	}})
 	res := &SyncResult{Waiting: map[string]Waiting{}, InitFailed: plan.InitFailed != ""}

@@ -64,6 +64,18 @@ func ContainerHash(c *corev1.Container) string {
 	return strconv.FormatUint(uint64(h.Sum32()), 16)
 }
 
+// containerHashes maps each container of the pod (init containers, sidecars
+// among them, and app containers) to its ContainerHash.
+func containerHashes(pod *corev1.Pod) map[string]string {
+	hashes := make(map[string]string, len(pod.Spec.InitContainers)+len(pod.Spec.Containers))
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range list {
+			hashes[list[i].Name] = ContainerHash(&list[i])
+		}
+	}
+	return hashes
+}
+
 // containerAnnotations are a container's annotations, as upstream writes
 // them (the restart count, hash and termination message settings are read
 // back by both agents; the grace periods and preStop hook let an agent stop

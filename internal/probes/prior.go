@@ -1,9 +1,6 @@
 package probes
 
 import (
-	"encoding/json"
-	"errors"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -54,18 +51,14 @@ func (m *Manager) LoadCheckpoint(path string) {
 	m.mu.Lock()
 	m.checkpoint = path
 	m.mu.Unlock()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	logger := klog.FromContext(m.ctx)
-	if err != nil {
-		logger.Info("Warning: ignoring the probe checkpoint", "path", path, "err", err)
+	var f checkpointFile
+	found, err := atomicfile.ReadJSON(path, &f)
+	if !found {
 		return
 	}
-	var f checkpointFile
-	if err := json.Unmarshal(data, &f); err != nil {
-		logger.Info("Warning: ignoring a corrupt probe checkpoint", "path", path, "err", err)
+	if err != nil {
+		logger.Info("Warning: ignoring a corrupt or unreadable probe checkpoint", "path", path, "err", err)
 		return
 	}
 	if f.Version != checkpointVersion {

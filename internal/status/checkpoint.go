@@ -1,9 +1,7 @@
 package status
 
 import (
-	"encoding/json"
 	"errors"
-	"os"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -38,13 +36,10 @@ func (m *Manager) LoadStaticCheckpoint(logger klog.Logger, path string) {
 	m.mu.Lock()
 	m.checkpoint = path
 	m.mu.Unlock()
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	var cp staticCheckpoint
-	if err == nil {
-		err = json.Unmarshal(data, &cp)
+	found, err := atomicfile.ReadJSON(path, &cp)
+	if !found {
+		return
 	}
 	if err == nil && cp.Version != staticCheckpointVersion {
 		err = errors.New("unknown version")
