@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/certs"
+	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
@@ -66,6 +67,12 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if *kc.FailSwapOn && machine.SwapOn {
 		return fmt.Errorf("running with swap on is not supported, please disable swap (swapoff -a) or set failSwapOn: false "+
 			"(--fail-swap-on=false); /proc/swaps contains: %s", machine.SwapDescription)
+	}
+	if root := kc.CgroupRoot; root != "" && root != "/" && *kc.CgroupsPerQOS {
+		// As upstream: the cgroup root is the operator's to make.
+		if missing := cgroups.New("/sys/fs/cgroup").Missing(root); len(missing) > 0 {
+			return fmt.Errorf("invalid configuration: cgroupRoot (--cgroup-root) %q does not exist in %s", root, strings.Join(missing, ", "))
+		}
 	}
 	nodeIPs, err := nodeIPsOf(cfg.NodeIP)
 	if err != nil {

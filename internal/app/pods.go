@@ -108,7 +108,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Node: podsync.NodeSettings{
 			ClusterDNS: kc.ClusterDNS, ClusterDomain: kc.ClusterDomain, ResolvConf: *kc.ResolverConfig, PodLogsDir: kc.PodLogsDir,
 			ContainerLogsDir: podsync.ContainerLogsDir,
-			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CPUCFSQuota: *kc.CPUCFSQuota,
+			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CgroupRoot: kc.CgroupRoot,
+			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
 			PodPidsLimit: *kc.PodPidsLimit,
 		},

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -181,6 +182,19 @@ func removeTree(dir string) error {
 		return fmt.Errorf("remove cgroup %s: %w", dir, err)
 	}
 	return nil
+}
+
+// Missing lists the hierarchies ("" on v2) in which cgroup name does not
+// exist; on v1 every hierarchy a pod cgroup is made in is checked.
+func (m *Manager) Missing(name string) []string {
+	var missing []string
+	for ctrl, dir := range m.dirs(name) {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			missing = append(missing, filepath.Join(m.Root, ctrl))
+		}
+	}
+	slices.Sort(missing)
+	return missing
 }
 
 // Children lists the pod cgroups (pod<uid>) under a QoS cgroup.

@@ -3,6 +3,7 @@ package cgroups
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -100,5 +101,26 @@ func TestSharesToWeight(t *testing.T) {
 		if got := SharesToWeight(shares); got != want {
 			t.Errorf("SharesToWeight(%d) = %d, want %d", shares, got, want)
 		}
+	}
+}
+
+func TestMissing(t *testing.T) {
+	root := t.TempDir()
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids"} {
+		if err := os.MkdirAll(filepath.Join(root, c, "present"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(root, "memory", "half"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := New(root)
+	if got := m.Missing("/present"); len(got) != 0 {
+		t.Errorf("Missing(/present) = %v, want none", got)
+	}
+	got := m.Missing("/half")
+	want := []string{filepath.Join(root, "cpu"), filepath.Join(root, "cpuacct"), filepath.Join(root, "pids")}
+	if !slices.Equal(got, want) {
+		t.Errorf("Missing(/half) = %v, want %v", got, want)
 	}
 }

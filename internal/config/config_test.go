@@ -151,6 +151,8 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad address", func(*testing.T) []string { return []string{"--address=not-an-ip"} }, `address (--address) "not-an-ip"`},
 		{"bad taint", func(*testing.T) []string { return []string{"--register-with-taints=a=b"} }, "lacks an effect"},
 		{"bad eviction flag", func(*testing.T) []string { return []string{"--eviction-hard=memory.available=1Gi"} }, "signal<threshold"},
+		{"relative cgroup root", func(*testing.T) []string { return []string{"--cgroup-root=bosun"} }, `cgroupRoot (--cgroup-root) "bosun" must be an absolute`},
+		{"cgroup root with systemd", func(*testing.T) []string { return []string{"--cgroup-root=/bosun", "--cgroup-driver=systemd"} }, "is not supported by Bosun"},
 		{"stray argument", func(*testing.T) []string { return []string{"run"} }, "unexpected arguments"},
 	}
 	for _, tc := range cases {

@@ -102,6 +102,7 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.Int32Var(&kc.MaxPods, "max-pods", kc.MaxPods, "Number of Pods that can run on this Kubelet.")
 	fs.StringVar(&kc.StaticPodPath, "pod-manifest-path", kc.StaticPodPath, "Path to the directory containing static pod files to run.")
 	fs.StringVar(&kc.CgroupDriver, "cgroup-driver", kc.CgroupDriver, "Driver that the kubelet uses to manipulate cgroups on the host (cgroupfs or systemd).")
+	fs.StringVar(&kc.CgroupRoot, "cgroup-root", kc.CgroupRoot, "Optional root cgroup to use for pods (the cgroupfs driver's parent of kubepods).")
 	fs.Var(boolPtrValue{&kc.FailSwapOn}, "fail-swap-on", "Makes the Kubelet fail to start if swap is enabled on the node.")
 	fs.Var(int32PtrValue{&kc.KubeAPIQPS}, "kube-api-qps", "QPS to use while talking with kubernetes apiserver.")
 	fs.Int32Var(&kc.KubeAPIBurst, "kube-api-burst", kc.KubeAPIBurst, "Burst to use while talking with kubernetes apiserver.")

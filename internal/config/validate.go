@@ -70,6 +70,12 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	if kc.ContainerRuntimeEndpoint == "" {
 		bad("the containerRuntimeEndpoint (--container-runtime-endpoint) was not specified or empty")
 	}
+	if kc.CgroupRoot != "" && !strings.HasPrefix(kc.CgroupRoot, "/") {
+		bad("cgroupRoot (--cgroup-root) %q must be an absolute cgroup path", kc.CgroupRoot)
+	}
+	if kc.CgroupDriver == "systemd" && kc.CgroupRoot != "" && kc.CgroupRoot != "/" {
+		bad("cgroupRoot (--cgroup-root) %q with cgroupDriver systemd is not supported by Bosun (its systemd driver puts pods under kubepods.slice only); use cgroupDriver cgroupfs or leave cgroupRoot unset", kc.CgroupRoot)
+	}
 	errs = append(errs, validateEnums(kc)...)
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)

@@ -223,6 +223,13 @@ func TestQOSAndResources(t *testing.T) {
 			t.Errorf("%s: shares=%d quota=%d oom=%d, want %d %d %d", tc.qos, r.CpuShares, r.CpuQuota, r.OomScoreAdj, tc.shares, tc.quota, tc.oom)
 		}
 	}
+	rooted := n
+	for root, want := range map[string]string{"/bosun-n2": "/bosun-n2/kubepods/burstable/podu", "nodes/a/": "/nodes/a/kubepods/burstable/podu", "/": "/kubepods/burstable/podu"} {
+		rooted.CgroupRoot = root
+		if got := CgroupParent(rooted, pod(res("250m", "1"))); got != want {
+			t.Errorf("cgroupRoot %q: parent %s, want %s", root, got, want)
+		}
+	}
 	sys := NodeSettings{CgroupsPerQOS: true, CgroupDriver: "systemd"}
 	if got := CgroupParent(sys, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "a-b"}}); got != "kubepods-besteffort-poda_b.slice" {
 		t.Errorf("systemd parent %s", got)

@@ -1,6 +1,7 @@
 package podsync
 
 import (
+	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -105,18 +106,28 @@ func PodCgroupLimits(n NodeSettings, pod *corev1.Pod) cgroups.Limits {
 	return l
 }
 
-// qosCgroups are the class folders pod cgroups live in, with their settings.
-var qosCgroups = []struct {
+// qosCgroup is a class folder pod cgroups live in, with its settings.
+type qosCgroup struct {
 	name   string
 	limits cgroups.Limits
-}{{"/kubepods", cgroups.Limits{}}, {"/kubepods/burstable", cgroups.Limits{}}, {"/kubepods/besteffort", cgroups.Limits{CPUShares: 2}}}
+}
+
+// qosCgroups are the class folders under cgroupRoot.
+func qosCgroups(n NodeSettings) []qosCgroup {
+	root := n.cgroupRoot()
+	return []qosCgroup{
+		{path.Join(root, "kubepods"), cgroups.Limits{}},
+		{path.Join(root, "kubepods", "burstable"), cgroups.Limits{}},
+		{path.Join(root, "kubepods", "besteffort"), cgroups.Limits{CPUShares: 2}},
+	}
+}
 
 // ensurePodCgroup makes the pod's cgroup with its limits before its sandbox.
 func (s *Syncer) ensurePodCgroup(pod *corev1.Pod) error {
 	if s.cfg.Cgroups == nil || !s.cfg.Node.CgroupsPerQOS || s.cfg.Node.CgroupDriver == "systemd" {
 		return nil
 	}
-	for _, q := range qosCgroups {
+	for _, q := range qosCgroups(s.cfg.Node) {
 		if err := s.cfg.Cgroups.Ensure(q.name, q.limits); err != nil {
 			return err
 		}
@@ -129,7 +140,7 @@ func (s *Syncer) removePodCgroup(uid types.UID) error {
 	if s.cfg.Cgroups == nil || uid == "" {
 		return nil
 	}
-	for _, q := range qosCgroups {
+	for _, q := range qosCgroups(s.cfg.Node) {
 		if err := s.cfg.Cgroups.Remove(q.name + "/pod" + string(uid)); err != nil {
 			return err
 		}
@@ -144,7 +155,7 @@ func (s *Syncer) orphanedCgroups(known func(uid string) bool, sandboxUIDs map[st
 		return nil
 	}
 	var errs []error
-	for _, q := range qosCgroups {
+	for _, q := range qosCgroups(s.cfg.Node) {
 		for _, child := range s.cfg.Cgroups.Children(q.name) {
 			uid := strings.TrimPrefix(child, "pod")
 			if known(uid) || sandboxUIDs[uid] {

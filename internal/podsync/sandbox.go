@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -23,6 +24,7 @@ type NodeSettings struct {
 	RootDir          string // --root-dir
 	CgroupsPerQOS    bool   // cgroupsPerQOS
 	CgroupDriver     string // cgroupDriver
+	CgroupRoot       string // cgroupRoot: the parent of kubepods ("" or "/": the top)
 	CPUCFSQuota      bool   // cpuCFSQuota
 	CFSPeriodUS      int64  // cpuCFSQuotaPeriod in microseconds
 	NodeName         string // the node's name
@@ -151,8 +153,8 @@ func supplementalGroupsPolicy(sc *corev1.PodSecurityContext) runtimeapi.Suppleme
 }
 
 // CgroupParent is the pod's cgroup under the QoS cgroup of its class:
-// /kubepods/pod<uid> (Guaranteed), /kubepods/burstable/pod<uid>,
-// /kubepods/besteffort/pod<uid>; "" when cgroupsPerQOS is off.
+// <cgroupRoot>/kubepods/pod<uid> (Guaranteed), .../kubepods/burstable/pod<uid>,
+// .../kubepods/besteffort/pod<uid>; "" when cgroupsPerQOS is off.
 func CgroupParent(n NodeSettings, pod *corev1.Pod) string {
 	if !n.CgroupsPerQOS {
 		return ""
@@ -168,8 +170,11 @@ func CgroupParent(n NodeSettings, pod *corev1.Pod) string {
 		// kubepods-burstable-pod<uid>.slice, with the UID's dashes escaped.
 		return strings.Join(parts, "-") + "-pod" + strings.ReplaceAll(string(pod.UID), "-", "_") + ".slice"
 	}
-	return "/" + strings.Join(append(parts, "pod"+string(pod.UID)), "/")
+	return path.Join(append([]string{n.cgroupRoot()}, append(parts, "pod"+string(pod.UID))...)...)
 }
+
+// cgroupRoot is cgroupRoot as an absolute cgroup path ("/" when unset).
+func (n NodeSettings) cgroupRoot() string { return path.Join("/", n.CgroupRoot) }
 
 // podHostname is spec.hostnameOverride, else spec.hostname or the pod name
 // within 63 characters.
