@@ -27,16 +27,20 @@ deps: ## Install the node software from Debian when missing
 	@hack/install-deps.sh
 
 .PHONY: tools
-tools: ## Build the pinned upstream control plane, kubelet, kubectl, etcd, agnhost
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet agnhost nnp
+tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns
 
 .PHONY: harness
 harness:
 	@$(GO) build -o $(BIN)/cluster ./hack/cluster
 
+# How many nodes make up starts: node 1 is the machine, the others network
+# namespaces on it, each with its own containerd and node agent.
+NODES ?= 1
+
 .PHONY: up
-up: deps build tools harness ## Start the single-node cluster (KUBELET=bosun|upstream)
-	@KUBELET=$(KUBELET) $(BIN)/cluster up
+up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n)
+	@KUBELET=$(KUBELET) NODES=$(NODES) $(BIN)/cluster up
 
 .PHONY: down
 down: harness ## Stop the cluster and clean the machine
@@ -54,7 +58,7 @@ test-unit: ## Unit tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test-e2e
-test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=)
+test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, a mixed two-node cluster (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=, SKIP_CLUSTER=)
 	@rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
 	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
@@ -62,7 +66,7 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CONFORMANCE)" ]; then \
 	    echo ">>> e2e: the fast NodeConformance subset (hack/conformance/fast.txt) against KUBELET=bosun"; \
 	    hack/build-tools.sh e2e.test ginkgo && \
-	    KUBELET=bosun OUT=_output/conformance/fast PROCS=4 FOCUS_FILE=hack/conformance/fast.txt STRICT=1 hack/conformance.sh || rc=1; \
+	    KUBELET=bosun SUITE=fast OUT=_output/conformance/fast/bosun PROCS=4 STRICT=1 hack/conformance.sh || rc=1; \
 	  fi; \
 	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CHAOS)" ]; then \
 	    echo ">>> e2e: crash loop, $(TEST_KILLS) kills (make chaos runs $(KILLS))"; \
@@ -76,12 +80,25 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 	    $(GO) test -count=1 -tags e2e -timeout 10m -v -run 'TestClientCertRotation' ./test/e2e/ || rc=1; \
 	  else rc=1; fi; \
 	  $(MAKE) --no-print-directory down >/dev/null; \
+	fi; \
+	if [ -z "$(SKIP_CLUSTER)" ]; then \
+	  echo ">>> e2e: a two-node cluster, Bosun and the upstream kubelet side by side (KUBELET=mixed NODES=2)"; \
+	  if $(MAKE) --no-print-directory up KUBELET=mixed NODES=2; then \
+	    $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster' ./test/e2e/ || rc=1; \
+	  else rc=1; fi; \
+	  $(MAKE) --no-print-directory down >/dev/null; \
 	fi; exit $$rc
 
+# Which conformance suite make conformance runs: node (NodeConformance),
+# certified (every [Conformance] spec, on a 2-node cluster) or fast.
+SUITE ?= node
+CONFORMANCE_NODES = $(if $(filter command line environment,$(origin NODES)),$(NODES),$(if $(filter certified,$(SUITE)),2,1))
+
 .PHONY: conformance
-conformance: up ## Upstream NodeConformance specs against the node agent (KUBELET=, FOCUS=, SKIP=)
+conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
+	@$(MAKE) --no-print-directory up KUBELET=$(KUBELET) NODES=$(CONFORMANCE_NODES)
 	@hack/build-tools.sh e2e.test ginkgo
-	@KUBELET=$(KUBELET) hack/conformance.sh
+	@KUBELET=$(KUBELET) SUITE=$(SUITE) hack/conformance.sh
 
 # How many times make chaos kills the node agent, and the short slice in make test.
 KILLS ?= 50
@@ -112,8 +129,8 @@ reliability-doc: ## Regenerate docs/reliability.md from the latest records of bo
 	$(GO) run ./hack/reliability docs/reliability.md _output/reliability
 
 .PHONY: conformance-doc
-conformance-doc: ## Regenerate docs/conformance.md from the latest runs of both agents
-	$(GO) run ./hack/conformance doc docs/conformance.md _output/conformance/upstream _output/conformance/bosun
+conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each suite and agent
+	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
 
 .PHONY: bench
 bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, BIG=)

@@ -10,17 +10,20 @@ mkdir -p "$out"
 cd "$root/tools"
 # The version key: the pinned module versions (go.sum) and the Go toolchain.
 key="$(go env GOVERSION)-$(sha256sum go.mod go.sum | sha256sum | cut -c1-16)"
+# CoreDNS's own module has its own key.
+coredns_key="$(go env GOVERSION)-$(sha256sum coredns/go.mod coredns/go.sum coredns/main.go | sha256sum | cut -c1-16)"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.36.3 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=v1.36.3"
 
 build_one() {
-  local name=$1 stamp="$out/.stamp-$1"
+  local name=$1 stamp="$out/.stamp-$1" key=$key
+  [[ $name == coredns ]] && key=$coredns_key
   if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     return 0
   fi
   echo ">>> building $name (upstream, pinned)"
   local start=$SECONDS
   case $name in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet)
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy)
       go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "k8s.io/kubernetes/cmd/$name" ;;
     etcd)
       go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" ./etcd ;;
@@ -30,6 +33,9 @@ build_one() {
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/agnhost ;;
     nnp)
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/nonewprivs ;;
+    coredns)
+      # Its own module (tools/coredns), so its dependencies stay out of ours.
+      (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .) ;;
     ginkgo)
       go build -trimpath -o "$out/$name.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
     *) echo "unknown tool $name" >&2; return 2 ;;

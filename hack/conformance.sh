@@ -1,48 +1,86 @@
 #!/usr/bin/env bash
-# Runs the upstream NodeConformance specs against the local cluster's node
-# agent and writes _output/conformance/<agent>/{junit.xml,summary.txt,run.log}.
-# Exits non-zero only when the run itself broke (no report), not for failed
+# Runs upstream e2e.test conformance specs against the local cluster and writes
+# _output/conformance/<suite>/<agent>/<pass>/{junit.xml,run.log} with a
+# summary of all passes in _output/conformance/<suite>/<agent>/.
+# Exits non-zero only when a run itself broke (no report), not for failed
 # specs: the summary is the result.
-#   KUBELET=bosun|upstream  FOCUS=regexp  SKIP=regexp  PROCS=n  LABELS=expr  OUT=dir
-#   FOCUS_FILE=file (one regexp per line, # comments; any may match)
-#   STRICT=1: exit 1 when a spec failed (make test's fast subset)
+#   SUITE=node       NodeConformance: the parallel specs, then the Serial and
+#                    Disruptive ones alone (250 in v1.36.3)
+#   SUITE=certified  every [Conformance] spec (the certification's suite): the
+#                    parallel ones with PROCS, then the [Serial] ones alone
+#   SUITE=fast       the subset in hack/conformance/fast.txt (make test)
+#   KUBELET=bosun|upstream|mixed  FOCUS=regexp  SKIP=regexp  PROCS=n  OUT=dir
+#   PASSES="parallel serial" (the passes to run)  STRICT=1: exit 1 when a spec failed
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 agent=${KUBELET:-bosun}
+suite=${SUITE:-node}
 procs=${PROCS:-4}
-labels=${LABELS:-NodeConformance && !Serial && !Disruptive && !Flaky && !Slow}
-out="${OUT:-_output/conformance/$agent}"
 source _output/local/env
 if [[ "$KUBELET" != "$agent" ]]; then
-  echo "the running cluster's agent is $KUBELET, not $agent" >&2
+  echo "the running cluster's agents are KUBELET=$KUBELET, not $agent" >&2
   exit 2
 fi
+case $suite in
+  node)
+    parallel='NodeConformance && !Serial && !Disruptive && !Flaky'
+    serial='NodeConformance && (Serial || Disruptive) && !Flaky' ;;
+  certified)
+    parallel='Conformance && !Serial'
+    serial='Conformance && Serial' ;;
+  fast)
+    parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'
+    serial=''
+    FOCUS_FILE=${FOCUS_FILE:-hack/conformance/fast.txt} ;;
+  *) echo "SUITE must be node, certified or fast, not $suite" >&2; exit 2 ;;
+esac
+passes=${PASSES:-parallel serial}
+[[ -z "$serial" ]] && passes=parallel
+out="${OUT:-_output/conformance/$suite/$agent}"
 rm -rf "$out" && mkdir -p "$out"
-args=(run --procs="$procs" --timeout=60m --no-color --label-filter="$labels" --junit-report=junit.xml --output-dir="$out")
-[[ -n "${FOCUS:-}" ]] && args+=(--focus="$FOCUS")
-if [[ -n "${FOCUS_FILE:-}" ]]; then
-  while IFS= read -r line; do
-    [[ -z "$line" || "$line" == \#* ]] || args+=(--focus="$line")
-  done < "$FOCUS_FILE"
-fi
-[[ -n "${SKIP:-}" ]] && args+=(--skip="$SKIP")
-echo ">>> NodeConformance against KUBELET=$agent ($procs processes; log in $out/run.log)"
-start=$SECONDS
-_output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
-  --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$out" > "$out/run.log" 2>&1
-rc=$?
-# Some specs write files into the working directory, which ginkgo sets to the
-# binary's folder: keep them with this run's report instead.
-mkdir -p "$out/artifacts"
-find _output/bin -mindepth 1 -maxdepth 1 \( -type d -o -name "junit_*.xml" \) -exec mv -t "$out/artifacts" {} + 2>/dev/null || true
-echo $((SECONDS - start)) > "$out/wall-seconds"
-git rev-parse --short HEAD > "$out/commit" 2>/dev/null || true
-if [[ ! -s "$out/junit.xml" ]]; then
-  echo "the conformance run broke (exit $rc) without a report; see $out/run.log" >&2
-  tail -20 "$out/run.log" >&2
-  exit 1
-fi
+# What the run measures, written first so that a stopped run still says it.
+{
+  echo "suite=$suite"
+  echo "agent=$agent"
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null)"
+  echo "nodes=$NODES"
+  echo "runtime=${RUNTIME:-containerd1}"
+  echo "machine=$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/tmpfs/cgroup v1/; s/cgroup2fs/cgroup v2/')"
+  echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+} > "$out/run.env"
+rc_all=0
+for pass in $passes; do
+  labels=$parallel; n=$procs
+  if [[ $pass == serial ]]; then labels=$serial; n=1; fi
+  dir="$out/$pass"
+  mkdir -p "$dir"
+  args=(run --procs="$n" --timeout=180m --no-color --label-filter="$labels" --junit-report=junit.xml --output-dir="$dir")
+  [[ -n "${FOCUS:-}" ]] && args+=(--focus="$FOCUS")
+  if [[ -n "${FOCUS_FILE:-}" ]]; then
+    while IFS= read -r line; do
+      [[ -z "$line" || "$line" == \#* ]] || args+=(--focus="$line")
+    done < "$FOCUS_FILE"
+  fi
+  [[ -n "${SKIP:-}" ]] && args+=(--skip="$SKIP")
+  echo ">>> $suite conformance, $pass pass ($labels), against KUBELET=$agent on $NODES node(s), $n process(es); log in $dir/run.log"
+  start=$SECONDS
+  _output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
+    --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$dir" > "$dir/run.log" 2>&1
+  rc=$?
+  echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc" >> "$out/passes"
+  # Some specs write files into the working directory, which ginkgo sets to
+  # the binary's folder: keep them with this pass's report instead.
+  mkdir -p "$dir/artifacts"
+  find _output/bin -mindepth 1 -maxdepth 1 \( -type d -o -name "junit_*.xml" \) -exec mv -t "$dir/artifacts" {} + 2>/dev/null || true
+  if [[ ! -s "$dir/junit.xml" ]]; then
+    echo "the $pass pass broke (exit $rc) without a report; see $dir/run.log" >&2
+    tail -20 "$dir/run.log" >&2
+    rc_all=1
+  fi
+done
+echo "finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$out/run.env"
+[[ $rc_all == 0 ]] || exit 1
 line=$(go run ./hack/conformance summary "$out" | head -1)
 echo "$line"
 echo "(details: $out/summary.txt)"

@@ -18,16 +18,15 @@ import (
 // bootstrapToken returns the cluster's bootstrap token "<id>.<secret>",
 // creating and saving one on first use.
 func (l *layout) bootstrapToken() (string, error) {
-	file := filepath.Join(l.out, "bootstrap-token")
-	if data, err := os.ReadFile(file); err == nil && strings.HasPrefix(string(data), bootstrapTokenID+".") {
+	file := filepath.Join(l.out, "bootstrap-token"+l.suffix())
+	if data, err := os.ReadFile(file); err == nil && strings.HasPrefix(string(data), l.bootstrapTokenID()+".") {
 		return strings.TrimSpace(string(data)), nil
 	}
-	token := bootstrapTokenID + "." + randomToken(16)
+	token := l.bootstrapTokenID() + "." + randomToken(16)
 	return token, writeFileAtomic(file, []byte(token+"\n"), 0o600)
 }
 
-// applyBootstrapObjects creates the seed's objects: the bootstrap token Secret,
-// the kubelet-bootstrap binding, csr-crb.yaml and kube-apiserver:kubelet-apis.
+// applyBootstrapObjects creates the node's bootstrap token Secret.
 func (l *layout) applyBootstrapObjects(ctx context.Context, cs kubernetes.Interface, token string) error {
 	id, secret, _ := strings.Cut(token, ".")
 	tokenSecret := &corev1.Secret{
@@ -46,6 +45,12 @@ func (l *layout) applyBootstrapObjects(ctx context.Context, cs kubernetes.Interf
 	if err := ignoreExists(cs.CoreV1().Secrets("kube-system").Create(ctx, tokenSecret, metav1.CreateOptions{})); err != nil {
 		return fmt.Errorf("bootstrap token secret: %w", err)
 	}
+	return nil
+}
+
+// applyClusterRBAC creates the seed's bindings: kubelet-bootstrap, csr-crb.yaml
+// and kube-apiserver:kubelet-apis.
+func applyClusterRBAC(ctx context.Context, cs kubernetes.Interface) error {
 	bind := func(name, role string, subjects ...rbacv1.Subject) *rbacv1.ClusterRoleBinding {
 		return &rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: name},

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,20 +20,35 @@ var controlPlaneOrder = []string{"agent", "kube-scheduler", "kube-controller-man
 
 // teardown stops everything a cluster (this one, or one an earlier session or
 // another clone left behind) runs, and removes its state. With keepContainerd,
-// our containerd stays up for the next start.
+// node 1's containerd stays up for the next start.
 func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
-	l.stopDaemon("agent", 30*time.Second)
+	nodes := l.teardownNodes()
+	for _, n := range nodes {
+		n.stopDaemon("kube-proxy", 10*time.Second)
+		n.stopDaemon("agent", 30*time.Second)
+	}
 	for _, p := range strayClusterProcs() {
-		if filepath.Base(p.exe) == "kubelet" || filepath.Base(p.exe) == "bosun" {
-			fmt.Printf("stopping a stray node agent (pid %d: %s)\n", p.pid, p.exe)
+		if name := filepath.Base(p.exe); name == "kubelet" || name == "bosun" || name == "kube-proxy" {
+			fmt.Printf("stopping a stray node process (pid %d: %s)\n", p.pid, p.exe)
 			stopPid(p.pid, 10*time.Second)
 		}
 	}
-	// Pods go while containerd can still run CNI DEL for them.
-	if _, err := l.criRuntime(ctx); err == nil {
-		if err := l.removeAllPods(ctx); err != nil {
-			fmt.Printf("warning: removing pods: %v\n", err)
+	l.cleanKubeProxyRules()
+	for _, n := range nodes {
+		// Pods go while containerd can still run CNI DEL for them.
+		if _, err := n.criRuntime(ctx); err == nil {
+			if err := n.removeAllPods(ctx); err != nil {
+				fmt.Printf("warning: removing pods of %s: %v\n", n.nodeName, err)
+			}
 		}
+		if n.node.index > 1 || !keepContainerd {
+			n.stopDaemon("containerd", 20*time.Second)
+		}
+		_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
+		if root := n.cgroupRoot(); root != "" {
+			removeCgroupTree(root)
+		}
+		_ = os.RemoveAll(n.podLogsDir())
 	}
 	// Pod cgroups (the cgroupfs driver's kubepods tree) go with the pods.
 	if err := cgroups.New("/sys/fs/cgroup").Remove("/kubepods"); err != nil {
@@ -45,8 +61,10 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		fmt.Printf("stopping a stray cluster process (pid %d: %s)\n", p.pid, p.exe)
 		stopPid(p.pid, 10*time.Second)
 	}
+	for _, ns := range nodeNamespaces() {
+		removeNodeNetwork(ns)
+	}
 	if !keepContainerd {
-		l.stopDaemon("containerd", 20*time.Second)
 		l.stopDaemon("registry-mirror", 5*time.Second)
 		l.stopDaemon("registry-private", 5*time.Second)
 	}
@@ -57,12 +75,38 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 			fmt.Printf("warning: remove %s: %v\n", d, err)
 		}
 	}
-	_ = os.Remove(filepath.Join(l.out, "bootstrap-token"))
+	for _, n := range nodes {
+		_ = os.Remove(filepath.Join(l.out, "bootstrap-token"+n.suffix()))
+		_ = os.RemoveAll(n.containerdState())
+	}
+	_ = os.Remove(filepath.Join(l.run, "nodes"))
 	_ = os.Remove(l.envFile())
 	if !keepContainerd {
-		_ = exec.Command("ip", "link", "del", dummyLink).Run()
+		_ = exec.Command("ip", "link", "del", hostBridge).Run()
 	}
 	return nil
+}
+
+// teardownNodes are the nodes to clean: those of the recorded cluster, of
+// NODES, and any whose namespace or files are still on the machine.
+func (l *layout) teardownNodes() []*layout {
+	n := max(l.nodes, l.recordedNodes())
+	for _, ns := range nodeNamespaces() {
+		if i, err := strconv.Atoi(strings.TrimPrefix(ns, "bosun-n")); err == nil && i <= maxNodes {
+			n = max(n, i)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(nodeDir, "nodes", "n*"))
+	for _, d := range dirs {
+		if i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "n")); err == nil && i <= maxNodes {
+			n = max(n, i)
+		}
+	}
+	out := make([]*layout, 0, n)
+	for i := 1; i <= n; i++ {
+		out = append(out, l.on(i))
+	}
+	return out
 }
 
 // unmountUnder lazily unmounts every mount at or below dir, deepest first.
@@ -78,7 +122,8 @@ func unmountUnder(dir string) {
 // host-local IP allocations, cached results and pod network namespaces. It is
 // called once every sandbox is gone, so everything there is stale.
 func cleanCNIState() {
-	for _, d := range []string{filepath.Join("/var/lib/cni/networks", cniNetwork), "/var/lib/cni/results"} {
+	nets, _ := filepath.Glob(filepath.Join("/var/lib/cni/networks", cniNetwork+"*"))
+	for _, d := range append(nets, "/var/lib/cni/results") {
 		_ = os.RemoveAll(d)
 	}
 	entries, _ := os.ReadDir("/run/netns")
@@ -94,14 +139,21 @@ func cleanCNIState() {
 func (l *layout) envFile() string { return filepath.Join(l.out, "env") }
 
 // writeEnv writes _output/local/env, a file to source.
+// It describes node 1 (the machine), with the names of all nodes.
 func (l *layout) writeEnv() error {
+	l = l.on(1)
+	if a := l.runningAgent(); a != "" {
+		l.agent = a
+	}
 	pk := func(n string) string { return filepath.Join(l.pki, n) }
 	vars := [][2]string{
 		{"KUBELET", l.agent},
 		{"KUBECONFIG", l.adminKubeconfig()},
 		{"KUBECTL", l.binary("kubectl")},
 		{"NODE_NAME", l.nodeName},
-		{"NODE_IP", nodeIP},
+		{"NODE_IP", l.node.ip},
+		{"NODES", strconv.Itoa(l.nodes)},
+		{"NODE_NAMES", strings.Join(l.nodeNames(), " ")},
 		{"CERT_DIR", l.certDir()},
 		{"ROOT_DIR", l.rootDir()},
 		{"CONFIG_FILE", l.configFile()},
@@ -121,7 +173,7 @@ func (l *layout) writeEnv() error {
 		{"AGENT_BIN", l.agentBinary()},
 		{"AGENT_ARGS", strings.Join(l.agentArgs(), " ")},
 		{"LOG_DIR", l.logs},
-		{"CRI_ENDPOINT", "unix://" + containerdSock},
+		{"CRI_ENDPOINT", "unix://" + l.containerdSock()},
 		{"CLUSTER_SIGNING_DURATION", envOr("CLUSTER_SIGNING_DURATION", "8760h")},
 		{"REGISTRY_MIRROR", mirrorAddr},
 		{"PRIVATE_REGISTRY", privateAddr},

@@ -43,6 +43,20 @@ func (l *layout) writeContainerdConfig() (string, error) {
 	if n != 1 {
 		return "", fmt.Errorf("containerd default config has %d sandbox_image lines", n)
 	}
+	// Each node's containerd has its own socket, root, state and CNI config.
+	for _, e := range [][2]string{
+		{"root = ", `root = "` + l.containerdRoot() + `"`},
+		{"state = ", `state = "` + l.containerdState() + `/state"`},
+		{`address = "/run/containerd/containerd.sock"`, `address = "` + l.containerdSock() + `"`},
+		{"conf_dir = ", `conf_dir = "` + l.cniConfDir() + `"`},
+	} {
+		if l.node.index <= 1 {
+			break // node 1 keeps the machine's usual places
+		}
+		if cfg, n = replaceLinePrefix(cfg, e[0], e[1]); n != 1 {
+			return "", fmt.Errorf("containerd default config has %d lines starting %q", n, e[0])
+		}
+	}
 	// Registry hosts (the local mirror and private registry) come from files.
 	if cfg, n = replaceLinePrefix(cfg, "config_path = ", `config_path = "`+l.registriesHostsDir()+`"`); n != 1 {
 		return "", fmt.Errorf("containerd default config has %d config_path lines", n)
@@ -71,21 +85,23 @@ func replaceLinePrefix(text, prefix, repl string) (string, int) {
 	return strings.Join(lines, "\n"), n
 }
 
-// cniConflist is the pod network: a bridge with host-local IPAM, portmap for
-// hostPort and loopback for lo inside the sandbox.
+// cniConflist is a node's pod network: a bridge with host-local IPAM on the
+// node's pod CIDR, portmap for hostPort and loopback for lo inside the
+// sandbox. No masquerade: pods see each other's own addresses across nodes,
+// routed over the host bridge.
 const cniConflist = `{
   "cniVersion": "1.0.0",
-  "name": "` + cniNetwork + `",
+  "name": "{{NETWORK}}",
   "plugins": [
     {
       "type": "bridge",
       "bridge": "cni0",
       "isGateway": true,
-      "ipMasq": true,
+      "ipMasq": false,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{"subnet": "` + podCIDR + `"}]],
+        "ranges": [[{"subnet": "{{SUBNET}}"}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
     },
@@ -95,19 +111,24 @@ const cniConflist = `{
 }
 `
 
-// writeCNIConfig makes the bosun network the only one containerd loads.
-func writeCNIConfig() error {
-	if err := os.MkdirAll(cniConfDir, 0o755); err != nil {
+const cniConfFile = "10-bosun.conflist"
+
+// writeCNIConfig makes the node's network on subnet the only one its
+// containerd loads.
+func (l *layout) writeCNIConfig(subnet string) error {
+	dir := l.cniConfDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	entries, _ := os.ReadDir(cniConfDir)
+	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if e.Name() != "10-bosun.conflist" && (strings.HasSuffix(e.Name(), ".conf") || strings.HasSuffix(e.Name(), ".conflist") || strings.HasSuffix(e.Name(), ".json")) {
+		if e.Name() != cniConfFile && (strings.HasSuffix(e.Name(), ".conf") || strings.HasSuffix(e.Name(), ".conflist") || strings.HasSuffix(e.Name(), ".json")) {
 			// containerd loads the first file by name; park others aside.
-			_ = os.Rename(filepath.Join(cniConfDir, e.Name()), filepath.Join(cniConfDir, e.Name()+".disabled-by-bosun"))
+			_ = os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, e.Name()+".disabled-by-bosun"))
 		}
 	}
-	return writeFileAtomic(filepath.Join(cniConfDir, "10-bosun.conflist"), []byte(cniConflist), 0o644)
+	conf := strings.NewReplacer("{{NETWORK}}", l.cniNetwork(), "{{SUBNET}}", subnet).Replace(cniConflist)
+	return writeFileAtomic(filepath.Join(dir, cniConfFile), []byte(conf), 0o644)
 }
 
 // ensureContainerd leaves exactly one containerd running with our config.
@@ -124,13 +145,13 @@ func (l *layout) ensureContainerd(ctx context.Context) error {
 		fmt.Println("containerd's config changed: restarting it")
 		l.stopDaemon("containerd", 20*time.Second)
 	}
-	if err := writeCNIConfig(); err != nil {
-		return err
-	}
 	ours := l.daemonPid("containerd")
 	for _, p := range containerdProcs() {
 		if p.pid == ours && slices.Contains(p.cmdline, l.containerdConfig()) {
 			continue
+		}
+		if l.node.index > 1 || l.ownsContainerd(p) {
+			continue // another node's: node 1 stops the strangers
 		}
 		fmt.Printf("stopping a containerd not started with this cluster's config (pid %d: %s)\n", p.pid, strings.Join(p.cmdline, " "))
 		stopPid(p.pid, 10*time.Second)
@@ -139,7 +160,7 @@ func (l *layout) ensureContainerd(ctx context.Context) error {
 		}
 	}
 	if ours == 0 {
-		_ = os.Remove(containerdSock)
+		_ = os.Remove(l.containerdSock())
 		if _, err := l.startDaemon("containerd", "containerd", "--config", l.containerdConfig()); err != nil {
 			return err
 		}
@@ -155,12 +176,31 @@ func (l *layout) ensureContainerd(ctx context.Context) error {
 }
 
 func (l *layout) criRuntime(ctx context.Context) (internalapi.RuntimeService, error) {
-	conn, err := net.DialTimeout("unix", containerdSock, time.Second)
+	conn, err := net.DialTimeout("unix", l.containerdSock(), time.Second)
 	if err != nil {
 		return nil, err
 	}
 	conn.Close()
-	return criremote.NewRemoteRuntimeService(ctx, "unix://"+containerdSock, 10*time.Second, nil, false)
+	return criremote.NewRemoteRuntimeService(ctx, "unix://"+l.containerdSock(), 10*time.Second, nil, false)
+}
+
+// containerdRoot is the node's containerd root (node 1: the machine's).
+func (l *layout) containerdRoot() string {
+	if l.node.index <= 1 {
+		return "/var/lib/containerd"
+	}
+	return filepath.Join(l.node.dir, "containerd")
+}
+
+// ownsContainerd reports whether p is the containerd of another node of
+// this cluster (started with one of its node configs).
+func (l *layout) ownsContainerd(p proc) bool {
+	for i := 2; i <= maxNodes; i++ {
+		if slices.Contains(p.cmdline, l.on(i).containerdConfig()) {
+			return true
+		}
+	}
+	return false
 }
 
 // removeAllPods stops and removes every CRI sandbox and container: what the

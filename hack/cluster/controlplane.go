@@ -25,7 +25,7 @@ func (l *layout) writeKubeconfig(file, user, cert, key, token string) error {
 		return err
 	}
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubernetes"] = &clientcmdapi.Cluster{Server: apiServerURL, CertificateAuthorityData: ca}
+	cfg.Clusters["kubernetes"] = &clientcmdapi.Cluster{Server: l.apiServer(), CertificateAuthorityData: ca}
 	auth := &clientcmdapi.AuthInfo{Token: token}
 	if cert != "" {
 		if auth.ClientCertificateData, err = os.ReadFile(cert); err != nil {
@@ -88,7 +88,8 @@ func (l *layout) startControlPlane(ctx context.Context) error {
 		"--cluster-signing-duration="+envOr("CLUSTER_SIGNING_DURATION", "8760h"),
 		"--root-ca-file="+pk("ca.pem"), "--service-account-private-key-file="+pk("sa.key"),
 		"--use-service-account-credentials", "--controllers=*,bootstrapsigner,tokencleaner",
-		"--service-cluster-ip-range="+serviceCIDR, "--leader-elect=false", "--v=1"); err != nil {
+		"--service-cluster-ip-range="+serviceCIDR, "--leader-elect=false", "--v=1",
+		"--allocate-node-cidrs", "--cluster-cidr="+clusterCIDR, "--node-cidr-mask-size=24"); err != nil {
 		return err
 	}
 	if _, err := l.startDaemon("kube-scheduler", l.binary("kube-scheduler"),
@@ -105,8 +106,8 @@ func (l *layout) startControlPlane(ctx context.Context) error {
 func (l *layout) startAPIServer(ctx context.Context) error {
 	pk := func(name string) string { return filepath.Join(l.pki, name) }
 	if _, err := l.startDaemon("kube-apiserver", l.binary("kube-apiserver"),
-		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=127.0.0.1", "--secure-port=6443",
-		"--advertise-address="+nodeIP,
+		"--etcd-servers=http://127.0.0.1:2379", "--bind-address=0.0.0.0", "--secure-port=6443",
+		"--advertise-address="+hostIP,
 		"--tls-cert-file="+pk("kubernetes.pem"), "--tls-private-key-file="+pk("kubernetes-key.pem"),
 		"--client-ca-file="+pk("ca.pem"),
 		"--kubelet-client-certificate="+pk("kubernetes.pem"), "--kubelet-client-key="+pk("kubernetes-key.pem"),

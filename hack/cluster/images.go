@@ -27,6 +27,7 @@ var offlineImages = []imageSpec{
 		Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{defaultPath},
 		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}},
 	}},
+	{ref: corednsImage, fill: fillCoreDNS, config: imageConfig{Entrypoint: []string{"/coredns"}}},
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -157,16 +158,14 @@ func upstreamSourceDir(rel string) (string, error) {
 	return filepath.Join(strings.TrimSpace(string(out)), rel), nil
 }
 
-// ensureImages builds each offline image and imports it into containerd's
-// k8s.io namespace unless the same manifest is there already. It returns
-// each image's digest.
-func (l *layout) ensureImages() (map[string]string, error) {
-	have, err := importedImages()
-	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(l.root, "_output", "images")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+// imageFile is the OCI archive of image ref.
+func (l *layout) imageFile(ref string) string {
+	return filepath.Join(l.root, "_output", "images", strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+}
+
+// buildImages builds each offline image's archive and returns its digest.
+func (l *layout) buildImages() (map[string]string, error) {
+	if err := os.MkdirAll(filepath.Join(l.root, "_output", "images"), 0o755); err != nil {
 		return nil, err
 	}
 	digests := map[string]string{}
@@ -175,27 +174,39 @@ func (l *layout) ensureImages() (map[string]string, error) {
 		if err := img.fill(l, r); err != nil {
 			return nil, fmt.Errorf("image %s: %w", img.ref, err)
 		}
-		file := filepath.Join(dir, strings.NewReplacer("/", "_", ":", "_").Replace(img.ref)+".tar")
-		digest, err := ociArchive(file, img.ref, r, img.config)
+		digest, err := ociArchive(l.imageFile(img.ref), img.ref, r, img.config)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", img.ref, err)
 		}
 		digests[img.ref] = digest
-		if have[img.ref] == digest {
-			continue
-		}
-		out, err := exec.Command("ctr", "-n", "k8s.io", "images", "import", file).CombinedOutput()
-		if err != nil {
-			return nil, fmt.Errorf("import %s: %v: %s", img.ref, err, out)
-		}
-		fmt.Printf("imported %s (%s)\n", img.ref, digest[:19])
 	}
 	return digests, nil
 }
 
-// importedImages maps each image name in containerd's k8s.io namespace to its digest.
-func importedImages() (map[string]string, error) {
-	out, err := exec.Command("ctr", "-n", "k8s.io", "images", "ls").Output()
+// importImages imports each image into the node's containerd (k8s.io
+// namespace) unless the same manifest is there already.
+func (l *layout) importImages(digests map[string]string) error {
+	have, err := l.importedImages()
+	if err != nil {
+		return err
+	}
+	for ref, digest := range digests {
+		if have[ref] == digest {
+			continue
+		}
+		out, err := exec.Command("ctr", "--address", l.containerdSock(), "-n", "k8s.io", "images", "import", l.imageFile(ref)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("import %s: %v: %s", ref, err, out)
+		}
+		fmt.Printf("imported %s (%s) into %s's containerd\n", ref, digest[:19], l.nodeName)
+	}
+	return nil
+}
+
+// importedImages maps each image name in the node's containerd (k8s.io
+// namespace) to its digest.
+func (l *layout) importedImages() (map[string]string, error) {
+	out, err := exec.Command("ctr", "--address", l.containerdSock(), "-n", "k8s.io", "images", "ls").Output()
 	if err != nil {
 		return nil, fmt.Errorf("ctr images ls: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -11,43 +12,61 @@ import (
 // the seed's /etc/kubernetes and ${K8S_DIR}/kubelet, so that a fresh clone in
 // another folder still finds (and cleans) what an earlier cluster left behind.
 const (
-	nodeDir          = "/var/lib/bosun-local"            // the node's files: certs, kubeconfigs, config, root dir
-	containerdSock   = "/run/containerd/containerd.sock" // the CRI endpoint
-	cniConfDir       = "/etc/cni/net.d"                  // containerd's CNI config folder
+	nodeDir          = "/var/lib/bosun-local"            // node 1's files: certs, kubeconfigs, config, root dir; nodes/n<i> below it
+	containerdSock   = "/run/containerd/containerd.sock" // node 1's CRI endpoint
+	cniConfDir       = "/etc/cni/net.d"                  // node 1's CNI config folder
 	cniBinDir        = "/usr/lib/cni"                    // Debian's CNI plugins
-	cniNetwork       = "bosun"                           // the CNI network name (host-local IPAM dir)
-	podCIDR          = "10.88.0.0/16"                    // pod addresses on the cni0 bridge
+	cniNetwork       = "bosun"                           // node 1's CNI network name (host-local IPAM dir); bosun-n<i> for the others
+	clusterCIDR      = "10.88.0.0/16"                    // pod addresses: a /24 per node, allocated by the controller-manager
 	serviceCIDR      = "10.254.0.0/16"                   // service cluster IPs
 	clusterDNSIP     = "10.254.0.2"                      // the seed's CLUSTER_DNS_SVC_IP
-	dummyLink        = "bosun0"                          // dummy interface carrying the node IP
-	nodeIP           = "10.250.250.1"                    // the node's InternalIP, on dummyLink: never leaves the machine
-	apiServerURL     = "https://127.0.0.1:6443"
-	bootstrapTokenID = "bosun0" // the bootstrap token id (6 chars [a-z0-9])
+	hostBridge       = "bosun0"                          // the bridge the node IPs live on: never leaves the machine
+	nodeNet          = "10.250.250."                     // node i's InternalIP is nodeNet+i (/24 on the bridge)
+	hostIP           = nodeNet + "1"                     // node 1's InternalIP, the machine's address on the bridge
+	apiServerURL     = "https://127.0.0.1:6443"          // the apiserver, from the machine
+	nodeAPIServerURL = "https://" + hostIP + ":6443"     // the apiserver, from every node's network namespace
+	maxNodes         = 9
 )
 
-// layout names every file of the local cluster.
-type layout struct {
-	root     string // the repo root
-	out      string // _output/local
-	bin      string // _output/bin
-	pki      string // _output/local/pki
-	logs     string // _output/local/logs
-	run      string // _output/local/run (pid files)
-	etcdData string // _output/local/etcd
-	nodeName string // the node's name: the machine's hostname
-	agent    string // "bosun" or "upstream"
+// nodeInfo names one node of the local cluster. Node 1 is the machine itself;
+// node i > 1 has a network namespace of its own on the host bridge, with its
+// own containerd, files, cgroup root and node agent.
+type nodeInfo struct {
+	index int    // 1..maxNodes
+	name  string // the Node's name
+	ip    string // its InternalIP on the host bridge
+	netns string // its network namespace ("" for node 1: the machine's)
+	dir   string // its files (cert dir, root dir, kubeconfigs, config)
 }
 
-func newLayout(root, agent string) (*layout, error) {
+// layout names every file of the local cluster; node-scoped names (the
+// agent, containerd, kube-proxy, the node's files) are those of node.
+type layout struct {
+	root     string   // the repo root
+	out      string   // _output/local
+	bin      string   // _output/bin
+	pki      string   // _output/local/pki
+	logs     string   // _output/local/logs
+	run      string   // _output/local/run (pid files)
+	etcdData string   // _output/local/etcd
+	host     string   // the machine's hostname: node 1's name, the stem of the others'
+	nodes    int      // how many nodes the cluster has (NODES)
+	kubelet  string   // KUBELET: bosun, upstream or mixed (odd nodes bosun, even upstream)
+	node     nodeInfo // the node this layout's node-scoped names are for (NODE)
+	nodeName string   // node.name
+	agent    string   // the agent of node: bosun or upstream
+}
+
+func newLayout(root, kubelet string) (*layout, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		return nil, err
 	}
-	if agent != "bosun" && agent != "upstream" {
-		return nil, fmt.Errorf("KUBELET must be bosun or upstream, not %q", agent)
+	if kubelet != "bosun" && kubelet != "upstream" && kubelet != "mixed" {
+		return nil, fmt.Errorf("KUBELET must be bosun, upstream or mixed, not %q", kubelet)
 	}
 	out := filepath.Join(root, "_output", "local")
-	return &layout{
+	l := &layout{
 		root:     root,
 		out:      out,
 		bin:      filepath.Join(root, "_output", "bin"),
@@ -55,29 +74,156 @@ func newLayout(root, agent string) (*layout, error) {
 		logs:     filepath.Join(out, "logs"),
 		run:      filepath.Join(out, "run"),
 		etcdData: filepath.Join(out, "etcd"),
-		nodeName: strings.ToLower(host),
-		agent:    agent,
-	}, nil
+		host:     strings.ToLower(host),
+		kubelet:  kubelet,
+	}
+	if l.nodes, err = envInt("NODES", l.recordedNodes(), 1, maxNodes); err != nil {
+		return nil, err
+	}
+	index, err := envInt("NODE", 1, 1, maxNodes)
+	if err != nil {
+		return nil, err
+	}
+	return l.on(index), nil
+}
+
+// envInt reads a whole number in [lo, hi] from the environment.
+func envInt(name string, def, lo, hi int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s=%q: want a number from %d to %d", name, v, lo, hi)
+	}
+	return n, nil
+}
+
+// recordedNodes is the node count of the cluster that is up (1 if none).
+func (l *layout) recordedNodes() int {
+	data, _ := os.ReadFile(filepath.Join(l.run, "nodes"))
+	n, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || n < 1 || n > maxNodes {
+		return 1
+	}
+	return n
+}
+
+// on is the layout for node i: the same cluster, node i's names.
+func (l *layout) on(i int) *layout {
+	c := *l
+	c.node = nodeInfo{index: i, name: l.host, ip: hostIP, dir: nodeDir}
+	if i > 1 {
+		c.node = nodeInfo{index: i, name: fmt.Sprintf("%s-n%d", l.host, i), ip: fmt.Sprintf("%s%d", nodeNet, i),
+			netns: fmt.Sprintf("bosun-n%d", i), dir: filepath.Join(nodeDir, "nodes", fmt.Sprintf("n%d", i))}
+	}
+	c.nodeName = c.node.name
+	c.agent = l.kubelet
+	if l.kubelet == "mixed" {
+		c.agent = map[bool]string{true: "bosun", false: "upstream"}[i%2 == 1]
+	}
+	return &c
+}
+
+// each is the layout of every node, node 1 first.
+func (l *layout) each() []*layout {
+	out := make([]*layout, 0, l.nodes)
+	for i := 1; i <= l.nodes; i++ {
+		out = append(out, l.on(i))
+	}
+	return out
+}
+
+// nodeScoped are the daemons each node runs one of: their pid and log
+// files carry the node's suffix, and they run in the node's netns.
+var nodeScoped = map[string]bool{"agent": true, "containerd": true, "kube-proxy": true}
+
+// suffix is "" for node 1 and "-n<i>" for node i.
+func (l *layout) suffix() string {
+	if l.node.index <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("-n%d", l.node.index)
+}
+
+func (l *layout) daemonFile(name string) string {
+	if nodeScoped[name] {
+		return name + l.suffix()
+	}
+	return name
 }
 
 func (l *layout) binary(name string) string  { return filepath.Join(l.bin, name) }
-func (l *layout) logFile(name string) string { return filepath.Join(l.logs, name+".log") }
-func (l *layout) pidFile(name string) string { return filepath.Join(l.run, name+".pid") }
+func (l *layout) logFile(name string) string { return filepath.Join(l.logs, l.daemonFile(name)+".log") }
+func (l *layout) pidFile(name string) string { return filepath.Join(l.run, l.daemonFile(name)+".pid") }
 
 // The node's files, named as in the seed's unit file.
-func (l *layout) certDir() string { return filepath.Join(nodeDir, "cert") }
-func (l *layout) rootDir() string { return filepath.Join(nodeDir, "kubelet") }
+func (l *layout) certDir() string { return filepath.Join(l.node.dir, "cert") }
+func (l *layout) rootDir() string { return filepath.Join(l.node.dir, "kubelet") }
 func (l *layout) bootstrapKubeconfig() string {
-	return filepath.Join(nodeDir, "kubelet-bootstrap.kubeconfig")
+	return filepath.Join(l.node.dir, "kubelet-bootstrap.kubeconfig")
 }
-func (l *layout) nodeKubeconfig() string   { return filepath.Join(nodeDir, "kubelet.kubeconfig") }
-func (l *layout) configFile() string       { return filepath.Join(nodeDir, "kubelet-config.yaml") }
-func (l *layout) staticPodPath() string    { return filepath.Join(nodeDir, "manifests") }
-func (l *layout) adminKubeconfig() string  { return filepath.Join(l.out, "admin.kubeconfig") }
-func (l *layout) containerdConfig() string { return filepath.Join(l.out, "containerd", "config.toml") }
+func (l *layout) nodeKubeconfig() string  { return filepath.Join(l.node.dir, "kubelet.kubeconfig") }
+func (l *layout) configFile() string      { return filepath.Join(l.node.dir, "kubelet-config.yaml") }
+func (l *layout) staticPodPath() string   { return filepath.Join(l.node.dir, "manifests") }
+func (l *layout) adminKubeconfig() string { return filepath.Join(l.out, "admin.kubeconfig") }
+func (l *layout) containerdConfig() string {
+	return filepath.Join(l.out, "containerd", "config"+l.suffix()+".toml")
+}
+
+// The node's runtime: node 1 uses the machine's usual places.
+func (l *layout) containerdSock() string {
+	if l.node.index <= 1 {
+		return containerdSock
+	}
+	return filepath.Join(l.containerdState(), "containerd.sock")
+}
+func (l *layout) containerdState() string {
+	return fmt.Sprintf("/run/bosun-n%d", l.node.index)
+}
+func (l *layout) cniConfDir() string {
+	if l.node.index <= 1 {
+		return cniConfDir
+	}
+	return filepath.Join(l.node.dir, "cni", "net.d")
+}
+func (l *layout) cniNetwork() string { return cniNetwork + l.suffix() }
+
+// cgroupRoot is the node's cgroupRoot ("" for node 1: the top).
+func (l *layout) cgroupRoot() string {
+	if l.node.index <= 1 {
+		return ""
+	}
+	return "/bosun" + l.suffix()
+}
+
+// podLogsDir is the node's podLogsDir.
+func (l *layout) podLogsDir() string { return "/var/log/pods" + l.suffix() }
+
+// apiServer is the apiserver's URL as the node reaches it.
+func (l *layout) apiServer() string {
+	if l.node.index <= 1 {
+		return apiServerURL
+	}
+	return nodeAPIServerURL
+}
+
+// bootstrapTokenID is the node's bootstrap token id (6 chars [a-z0-9]).
+func (l *layout) bootstrapTokenID() string { return fmt.Sprintf("bosun%d", l.node.index-1) }
+
 func (l *layout) agentBinary() string {
 	if l.agent == "upstream" {
 		return l.binary("kubelet")
 	}
 	return l.binary("bosun")
+}
+
+// nodeNames are the names of the cluster's nodes, node 1 first.
+func (l *layout) nodeNames() []string {
+	var out []string
+	for _, n := range l.each() {
+		out = append(out, n.nodeName)
+	}
+	return out
 }

@@ -22,11 +22,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver|restart-containerd")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver|restart-containerd   (KUBELET=bosun|upstream|mixed NODES=n NODE=i)")
 		os.Exit(2)
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -34,6 +35,13 @@ func main() {
 	l, err := newLayout(repoRoot(), envOr("KUBELET", "bosun"))
 	if err != nil {
 		fail(err)
+	}
+	switch os.Args[1] {
+	case "up", "down", "status", "images":
+		l = l.on(1) // cluster-wide: the control plane's kubeconfigs are node 1's
+		if os.Args[1] == "up" && os.Getenv("NODES") == "" {
+			l.nodes = 1 // make up starts one node unless told otherwise
+		}
 	}
 	switch os.Args[1] {
 	case "up":
@@ -46,10 +54,15 @@ func main() {
 	case "status":
 		err = l.healthy(ctx)
 		if err == nil {
-			fmt.Printf("local cluster is up: node %s Ready, agent %s\n", l.nodeName, l.runningAgent())
+			for _, n := range l.each() {
+				fmt.Printf("local cluster is up: node %s Ready, agent %s\n", n.nodeName, n.runningAgent())
+			}
 		}
 	case "images":
-		_, err = l.ensureImages()
+		var digests map[string]string
+		if digests, err = l.buildImages(); err == nil {
+			err = l.importImages(digests)
+		}
 	case "swap":
 		err = l.swap(ctx)
 	case "stop-apiserver":
@@ -90,9 +103,9 @@ func repoRoot() string {
 	return dir
 }
 
-func (l *layout) agentFile() string { return filepath.Join(l.run, "agent.kind") }
+func (l *layout) agentFile() string { return filepath.Join(l.run, l.daemonFile("agent")+".kind") }
 
-func (l *layout) stampFile() string { return filepath.Join(l.run, "agent.stamp") }
+func (l *layout) stampFile() string { return filepath.Join(l.run, l.daemonFile("agent")+".stamp") }
 
 // agentStamp identifies the agent binary's build by its content.
 func (l *layout) agentStamp() string {
@@ -118,10 +131,10 @@ func (l *layout) runningAgent() string {
 	return strings.TrimSpace(string(data))
 }
 
-// healthy reports whether this cluster is running with the requested agent
-// and its node is Ready.
+// healthy reports whether this cluster is running with the requested agents
+// on all its nodes and every node is Ready.
 func (l *layout) healthy(ctx context.Context) error {
-	for _, name := range append([]string{"containerd"}, controlPlaneOrder...) {
+	for _, name := range controlPlaneOrder[1:] {
 		if l.daemonPid(name) == 0 {
 			return fmt.Errorf("%s is not running", name)
 		}
@@ -133,29 +146,62 @@ func (l *layout) healthy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	node, err := cs.CoreV1().Nodes().Get(ctx, l.nodeName, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-			return nil
+	for _, n := range l.each() {
+		for _, name := range []string{"containerd", "agent"} {
+			if n.daemonPid(name) == 0 {
+				return fmt.Errorf("%s of node %s is not running", name, n.nodeName)
+			}
+		}
+		node, err := cs.CoreV1().Nodes().Get(ctx, n.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !nodeReady(node) {
+			return fmt.Errorf("node %s is not Ready", n.nodeName)
 		}
 	}
-	return fmt.Errorf("node %s is not Ready", l.nodeName)
+	return nil
+}
+
+func nodeReady(node *corev1.Node) bool {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// sameAgents reports whether every node runs the agent it should.
+func (l *layout) sameAgents() bool {
+	for _, n := range l.each() {
+		if n.runningAgent() != n.agent {
+			return false
+		}
+	}
+	return l.recordedNodes() == l.nodes
 }
 
 func (l *layout) up(ctx context.Context) error {
 	start := time.Now()
-	if l.healthy(ctx) == nil && l.runningAgent() == l.agent {
-		if l.agentStamp() == l.recordedStamp() {
-			fmt.Printf("local cluster already up (agent %s)\n", l.agent)
-			return l.printUsage()
+	if l.healthy(ctx) == nil && l.sameAgents() {
+		rebuilt := false
+		for _, n := range l.each() {
+			if n.agentStamp() != n.recordedStamp() {
+				fmt.Printf(">>> %s was rebuilt: restarting the node agent of %s\n", n.agentBinary(), n.nodeName)
+				n.stopDaemon("agent", 30*time.Second)
+				if err := n.startAgentAndWait(ctx); err != nil {
+					return err
+				}
+				rebuilt = true
+			}
 		}
-		fmt.Printf(">>> %s was rebuilt: restarting the node agent only\n", l.agentBinary())
-		return l.restartAgent(ctx, start)
+		if !rebuilt {
+			fmt.Printf("local cluster already up (KUBELET=%s, %d node(s))\n", l.kubelet, l.nodes)
+		}
+		return l.printUsage()
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns"} {
 		if !fileExists(l.binary(b)) {
 			return fmt.Errorf("%s is missing: run hack/build-tools.sh (make up does)", l.binary(b))
 		}
@@ -164,21 +210,25 @@ func (l *layout) up(ctx context.Context) error {
 	if err := l.teardown(ctx, true); err != nil {
 		return err
 	}
-	fmt.Println(">>> node software: containerd, CNI, node IP")
-	if err := ensureNodeIP(); err != nil {
+	fmt.Printf(">>> node software: %d node(s), containerd, node IPs on %s\n", l.nodes, hostBridge)
+	if err := ensureHostBridge(); err != nil {
 		return err
 	}
-	if err := l.ensureContainerd(ctx); err != nil {
-		return fmt.Errorf("%w\n%s", err, tailFile(l.logFile("containerd"), 20))
-	}
-	if err := l.removeAllPods(ctx); err != nil {
-		return err
+	for _, n := range l.each() {
+		if err := n.ensureNodeMachine(ctx); err != nil {
+			return fmt.Errorf("node %s: %w", n.nodeName, err)
+		}
 	}
 	cleanCNIState()
 	fmt.Println(">>> offline images, local registries")
-	digests, err := l.ensureImages()
+	digests, err := l.buildImages()
 	if err != nil {
 		return err
+	}
+	for _, n := range l.each() {
+		if err := n.importImages(digests); err != nil {
+			return fmt.Errorf("node %s: %w", n.nodeName, err)
+		}
 	}
 	if err := l.ensureRegistries(ctx); err != nil {
 		return err
@@ -187,7 +237,7 @@ func (l *layout) up(ctx context.Context) error {
 		return err
 	}
 	fmt.Println(">>> control plane")
-	if _, err := ensurePKI(l.pki, nodeIP); err != nil {
+	if _, err := ensurePKI(l.pki, hostIP); err != nil {
 		return err
 	}
 	if err := l.startControlPlane(ctx); err != nil {
@@ -197,6 +247,37 @@ func (l *layout) up(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := applyClusterRBAC(ctx, cs); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(l.run, "nodes"), []byte(fmt.Sprintf("%d\n", l.nodes)), 0o644); err != nil {
+		return err
+	}
+	for _, n := range l.each() {
+		fmt.Printf(">>> node %s (%s): %s joins through TLS bootstrap\n", n.nodeName, n.node.ip, n.agent)
+		if err := n.joinNode(ctx, cs); err != nil {
+			return err
+		}
+	}
+	if err := l.writeEnv(); err != nil {
+		return err
+	}
+	for _, n := range l.each() {
+		if err := n.startAgentAndWait(ctx); err != nil {
+			return err
+		}
+	}
+	fmt.Println(">>> cluster DNS (CoreDNS at " + clusterDNSIP + ")")
+	if err := l.deployCoreDNS(ctx, cs); err != nil {
+		return err
+	}
+	fmt.Printf(">>> up in %s\n", time.Since(start).Round(time.Second))
+	return l.printUsage()
+}
+
+// joinNode writes the node's files and starts its agent: the seed's
+// TLS-bootstrap join.
+func (l *layout) joinNode(ctx context.Context, cs kubernetes.Interface) error {
 	token, err := l.bootstrapToken()
 	if err != nil {
 		return err
@@ -204,51 +285,52 @@ func (l *layout) up(ctx context.Context) error {
 	if err := l.applyBootstrapObjects(ctx, cs, token); err != nil {
 		return err
 	}
-	fmt.Printf(">>> node %s: %s joins through TLS bootstrap\n", l.nodeName, l.agent)
 	if err := l.writeNodeFiles(token); err != nil {
 		return err
 	}
 	if err := os.WriteFile(l.agentFile(), []byte(l.agent+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := l.writeEnv(); err != nil {
-		return err
-	}
-	return l.startAgentAndWait(ctx, start)
-}
-
-// restartAgent stops the running agent and starts the rebuilt one.
-func (l *layout) restartAgent(ctx context.Context, start time.Time) error {
-	l.stopDaemon("agent", 30*time.Second)
-	return l.startAgentAndWait(ctx, start)
-}
-
-func (l *layout) startAgentAndWait(ctx context.Context, start time.Time) error {
-	cs, err := l.adminClient()
-	if err != nil {
-		return err
-	}
 	if err := l.startAgent(); err != nil {
 		return err
 	}
 	_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
+	return nil
+}
+
+// startAgentAndWait waits for the node to be Ready (a fresh node: its
+// serving CSR approved), starting its agent first if it does not run, then
+// gives the node its pod network and kube-proxy.
+func (l *layout) startAgentAndWait(ctx context.Context) error {
+	cs, err := l.adminClient()
+	if err != nil {
+		return err
+	}
+	if l.daemonPid("agent") == 0 {
+		if err := l.startAgent(); err != nil {
+			return err
+		}
+		_ = os.WriteFile(l.stampFile(), []byte(l.agentStamp()), 0o644)
+	}
+	if err := l.ensurePodNetwork(ctx, cs); err != nil {
+		return err
+	}
 	if err := l.waitNodeReady(ctx, cs, 90*time.Second, time.Time{}); err != nil {
 		return fmt.Errorf("%w\nlast lines of %s:\n%s\n(the rest of the cluster is left running for inspection; make down stops it)",
 			err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))
 	}
-	fmt.Printf(">>> up in %s\n", time.Since(start).Round(time.Second))
-	return l.printUsage()
+	return l.ensureKubeProxy(ctx)
 }
 
 func (l *layout) printUsage() error {
 	out, _ := exec.Command(l.binary("kubectl"), "--kubeconfig", l.adminKubeconfig(), "get", "nodes", "-o", "wide").CombinedOutput()
 	rel, _ := filepath.Rel(l.root, l.envFile())
 	fmt.Printf(`%s
-The cluster is up; its node agent is %s. To use it:
+The cluster is up: %d node(s), node agents KUBELET=%s. To use it:
   source %s
   $KUBECTL get nodes
   $KUBECTL run demo --image=registry.k8s.io/e2e-test-images/busybox:1.37.0-1 -- sh -c 'echo hi; sleep 3600'
 Logs are in %s; make down stops everything.
-`, out, l.agent, rel, filepath.Join("_output", "local", "logs"))
+`, out, l.nodes, l.kubelet, rel, filepath.Join("_output", "local", "logs"))
 	return nil
 }

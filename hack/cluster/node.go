@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,30 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
-
-// ensureNodeIP gives the machine the node's InternalIP on an interface of its own,
-// so that every packet to the node stays on this machine.
-func ensureNodeIP() error {
-	if exec.Command("ip", "link", "show", dummyLink).Run() != nil {
-		// A dummy link where the kernel has the module; else a bridge with no
-		// ports, which holds a local address just as well.
-		if out, err := exec.Command("ip", "link", "add", dummyLink, "type", "dummy").CombinedOutput(); err != nil {
-			if out2, err2 := exec.Command("ip", "link", "add", dummyLink, "type", "bridge").CombinedOutput(); err2 != nil {
-				return fmt.Errorf("ip link add %s: dummy: %v: %s; bridge: %v: %s", dummyLink, err, out, err2, out2)
-			}
-		}
-	}
-	out, _ := exec.Command("ip", "-4", "addr", "show", "dev", dummyLink).Output()
-	if !strings.Contains(string(out), " "+nodeIP+"/") {
-		if out, err := exec.Command("ip", "addr", "add", nodeIP+"/32", "dev", dummyLink).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip addr add %s: %v: %s", nodeIP, err, out)
-		}
-	}
-	if out, err := exec.Command("ip", "link", "set", dummyLink, "up").CombinedOutput(); err != nil {
-		return fmt.Errorf("ip link set %s up: %v: %s", dummyLink, err, out)
-	}
-	return nil
-}
 
 // kubeletConfigTemplate is the seed's kubelet-config.yaml.template with the
 // local cluster's values filled in.
@@ -56,7 +31,6 @@ authorization:
 clusterDomain: "cluster.local"
 clusterDNS:
   - "{{DNS}}"
-podCIDR: "{{POD_CIDR}}"
 maxPods: 220
 serializeImagePulls: false
 hairpinMode: promiscuous-bridge
@@ -71,6 +45,10 @@ address: "{{NODE_IP}}"
 # unless told otherwise; static pods for the tests.
 failCgroupV1: false
 staticPodPath: "{{STATIC}}"
+# Not in the seed: this node's own runtime, pod log folder and cgroup root,
+# since several nodes share the machine.
+containerRuntimeEndpoint: "unix://{{CRI}}"
+podLogsDir: "{{POD_LOGS}}"
 `
 
 // writeNodeFiles writes the bootstrap kubeconfig and the KubeletConfiguration.
@@ -84,7 +62,11 @@ func (l *layout) writeNodeFiles(token string) error {
 		return err
 	}
 	cfg := strings.NewReplacer("{{CA}}", filepath.Join(l.pki, "ca.pem"), "{{DNS}}", clusterDNSIP,
-		"{{POD_CIDR}}", podCIDR, "{{NODE_IP}}", nodeIP, "{{STATIC}}", l.staticPodPath()).Replace(kubeletConfigTemplate)
+		"{{NODE_IP}}", l.node.ip, "{{STATIC}}", l.staticPodPath(), "{{CRI}}", l.containerdSock(),
+		"{{POD_LOGS}}", l.podLogsDir()).Replace(kubeletConfigTemplate)
+	if root := l.cgroupRoot(); root != "" {
+		cfg += "cgroupRoot: \"" + root + "\"\n"
+	}
 	return writeFileAtomic(l.configFile(), []byte(cfg), 0o644)
 }
 
@@ -97,7 +79,7 @@ func (l *layout) agentArgs() []string {
 		"--kubeconfig=" + l.nodeKubeconfig(),
 		"--config=" + l.configFile(),
 		"--hostname-override=" + l.nodeName,
-		"--node-ip=" + nodeIP,
+		"--node-ip=" + l.node.ip,
 	}
 	// kubelet v1.36 no longer has --pod-infra-container-image: the runtime's
 	// sandbox_image (set in our containerd config) decides.
@@ -124,7 +106,7 @@ func (l *layout) startAgent() error {
 func (l *layout) waitNodeReady(ctx context.Context, cs kubernetes.Interface, timeout time.Duration, since time.Time) error {
 	approved := map[string]bool{}
 	since = since.Truncate(time.Second) // heartbeats carry whole seconds
-	return waitFor(ctx, timeout, "node "+l.nodeName, func() error {
+	return waitFor(ctx, timeout, "node "+l.nodeName+" Ready", func() error {
 		if l.daemonPid("agent") == 0 {
 			return fmt.Errorf("the node agent exited")
 		}
@@ -248,11 +230,19 @@ func (l *layout) startAgentAgain(ctx context.Context) error {
 			if l.daemonPid("agent") == 0 {
 				return fmt.Errorf("the node agent exited")
 			}
-			return httpOK("http://127.0.0.1:10248/healthz", nil)
+			return l.nodeHTTPOK("http://127.0.0.1:10248/healthz")
 		})
 	}
 	if err := l.waitNodeReady(ctx, cs, 90*time.Second, start); err != nil {
 		return fmt.Errorf("%w\nlast lines of %s:\n%s", err, l.logFile("agent"), tailFile(l.logFile("agent"), 30))
 	}
 	return nil
+}
+
+// nodeHTTPOK asks url from inside the node's network namespace.
+func (l *layout) nodeHTTPOK(url string) error {
+	if l.node.netns == "" {
+		return httpOK(url, nil)
+	}
+	return l.inNode("curl", "-sf", "-o", "/dev/null", url)
 }

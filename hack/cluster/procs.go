@@ -25,6 +25,12 @@ func (l *layout) startDaemon(name, bin string, args ...string) (int, error) {
 		return 0, err
 	}
 	defer logf.Close()
+	if nodeScoped[name] && l.node.netns != "" {
+		// Only the network namespace: the node shares the machine's mounts,
+		// as a kubelet and its runtime must.
+		args = append([]string{"--net=/run/netns/" + l.node.netns, "--", bin}, args...)
+		bin = "nsenter"
+	}
 	fmt.Fprintf(logf, "==== %s starting: %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -122,7 +128,7 @@ func listProcs() []proc {
 // clusterBinaries are the programs a local cluster runs from some _output/bin.
 var clusterBinaries = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true,
-	"kube-scheduler": true, "kubelet": true, "bosun": true,
+	"kube-scheduler": true, "kubelet": true, "bosun": true, "kube-proxy": true,
 }
 
 // strayClusterProcs finds cluster processes started from any clone's

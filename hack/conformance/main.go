@@ -1,7 +1,8 @@
-// Command conformance summarizes a ginkgo JUnit report of the upstream
-// NodeConformance specs: `conformance summary DIR` writes DIR/summary.txt
-// (and prints it); `conformance doc OUT DIR...` writes the table of
-// docs/conformance.md from the summaries of each agent's run.
+// Command conformance summarizes the ginkgo JUnit reports of a conformance
+// run (hack/conformance.sh): `conformance summary DIR` reads the junit.xml of
+// each pass below DIR and writes DIR/summary.txt (and prints it) and
+// DIR/result.json; `conformance doc OUT DIR...` writes docs/conformance.md
+// from the result.json of each suite and agent run.
 package main
 
 import (
@@ -39,14 +40,44 @@ type message struct {
 
 // result is one run's outcome, saved as result.json beside the summary.
 type result struct {
+	Suite    string            `json:"suite,omitempty"`
 	Agent    string            `json:"agent"`
 	Passed   int               `json:"passed"`
 	Failed   int               `json:"failed"`
 	Skipped  int               `json:"skipped"`
 	Seconds  float64           `json:"wallSeconds"`
 	Commit   string            `json:"commit,omitempty"`
-	Failures map[string]string `json:"failures"` // spec -> first failure line
+	Nodes    string            `json:"nodes,omitempty"`
+	Runtime  string            `json:"runtime,omitempty"`
+	Machine  string            `json:"machine,omitempty"`
+	Passes   []string          `json:"passes,omitempty"` // "parallel procs=8 seconds=1136 exit=1"
+	Failures map[string]string `json:"failures"`         // spec -> first failure line
+	Passing  []string          `json:"passingSpecs,omitempty"`
 }
+
+// runEnv reads the key=value lines hack/conformance.sh writes first.
+func runEnv(dir string) map[string]string {
+	env := map[string]string{}
+	data, _ := os.ReadFile(filepath.Join(dir, "run.env"))
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// reports are the JUnit files of a run: one per pass below dir, or dir's own.
+func reports(dir string) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*", "junit.xml"))
+	if own := filepath.Join(dir, "junit.xml"); fileExists(own) {
+		files = append(files, own)
+	}
+	sort.Strings(files)
+	return files
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func main() {
 	if len(os.Args) < 3 {
@@ -89,21 +120,15 @@ func firstLine(m *message) string {
 	return "(no message)"
 }
 
-func summarize(dir string) error {
-	data, err := os.ReadFile(filepath.Join(dir, "junit.xml"))
+// add counts the specs of one JUnit report.
+func (r *result) add(file string) error {
+	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
 	}
 	var j junit
 	if err := xml.Unmarshal(data, &j); err != nil {
-		return fmt.Errorf("junit.xml: %w", err)
-	}
-	r := result{Agent: filepath.Base(dir), Failures: map[string]string{}}
-	if b, err := os.ReadFile(filepath.Join(dir, "commit")); err == nil {
-		r.Commit = strings.TrimSpace(string(b))
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "wall-seconds")); err == nil {
-		_, _ = fmt.Sscanf(string(b), "%g", &r.Seconds)
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	for _, s := range j.Suites {
 		for _, c := range s.Cases {
@@ -121,9 +146,43 @@ func summarize(dir string) error {
 				r.Skipped++
 			default:
 				r.Passed++
+				r.Passing = append(r.Passing, specName(c.Name))
 			}
 		}
 	}
+	return nil
+}
+
+func summarize(dir string) error {
+	files := reports(dir)
+	if len(files) == 0 {
+		return fmt.Errorf("no junit.xml in %s or its passes", dir)
+	}
+	env := runEnv(dir)
+	r := result{Suite: env["suite"], Agent: env["agent"], Commit: env["commit"], Nodes: env["nodes"], Runtime: env["runtime"],
+		Machine: env["machine"], Failures: map[string]string{}}
+	if r.Agent == "" {
+		r.Agent = filepath.Base(dir)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "commit")); err == nil && r.Commit == "" {
+		r.Commit = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "passes")); err == nil {
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			r.Passes = append(r.Passes, line)
+			var secs float64
+			if i := strings.Index(line, "seconds="); i >= 0 {
+				_, _ = fmt.Sscanf(line[i:], "seconds=%g", &secs)
+			}
+			r.Seconds += secs
+		}
+	}
+	for _, f := range files {
+		if err := r.add(f); err != nil {
+			return err
+		}
+	}
+	sort.Strings(r.Passing)
 	var b strings.Builder
 	fmt.Fprintf(&b, "conformance: %d passed, %d failed, %d skipped\n", r.Passed, r.Failed, r.Skipped)
 	names := make([]string, 0, len(r.Failures))
@@ -164,52 +223,107 @@ func group(spec string) string {
 	return "other"
 }
 
+// suiteTitles say what each suite is, for the doc.
+var suiteTitles = map[string]string{
+	"node":      "NodeConformance (`make conformance SUITE=node`): the parallel specs, then the Serial and Disruptive ones alone",
+	"certified": "The certified conformance suite (`make conformance SUITE=certified`): every `[Conformance]` spec, the parallel ones with ginkgo processes, then the `[Serial]` ones alone",
+	"fast":      "The fast NodeConformance subset of `make test` (`hack/conformance/fast.txt`)",
+}
+
 func doc(out string, dirs []string) error {
-	var results []result
+	bySuite := map[string][]result{}
 	for _, d := range dirs {
 		data, err := os.ReadFile(filepath.Join(d, "result.json"))
 		if err != nil {
-			continue // that agent was not run
+			continue // that agent or suite was not run
 		}
 		var r result
 		if err := json.Unmarshal(data, &r); err != nil {
 			return err
 		}
-		results = append(results, r)
+		if r.Suite == "" {
+			r.Suite = "node"
+		}
+		bySuite[r.Suite] = append(bySuite[r.Suite], r)
 	}
-	if len(results) == 0 {
+	if len(bySuite) == 0 {
 		return fmt.Errorf("no result.json in %v", dirs)
 	}
 	var b strings.Builder
-	b.WriteString("# NodeConformance against the node agents\n\n")
-	b.WriteString("Generated by `make conformance KUBELET=bosun` and `make conformance KUBELET=upstream` (then `make conformance-doc`):\n")
-	b.WriteString("the upstream v1.36.3 `e2e.test` specs labelled `NodeConformance && !Serial && !Disruptive && !Flaky && !Slow`,\n")
-	b.WriteString("run with the ginkgo CLI against the local cluster of `make up`. Nothing here is typed by hand.\n\n")
-	b.WriteString("| agent | passed | failed | skipped | wall time | Bosun commit |\n|---|---|---|---|---|---|\n")
-	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %.0f s | %s |\n", r.Agent, r.Passed, r.Failed, r.Skipped, r.Seconds, r.Commit)
-	}
-	for _, r := range results {
-		if r.Failed == 0 {
+	b.WriteString("# Conformance of the node agents\n\n")
+	b.WriteString("Generated by `make conformance-doc` from the records of `make conformance SUITE=... KUBELET=...`: the upstream\n")
+	b.WriteString("v1.36.3 `e2e.test` specs, run with the ginkgo CLI against the local cluster of `make up`. Nothing here is typed by hand.\n")
+	for _, suite := range []string{"certified", "node", "fast"} {
+		results := bySuite[suite]
+		if len(results) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n## Failing specs with %s, by the feature they need\n", r.Agent)
-		byGroup := map[string][]string{}
-		for spec, msg := range r.Failures {
-			g := group(spec)
-			byGroup[g] = append(byGroup[g], fmt.Sprintf("- %s  \n  `%s`", spec, strings.ReplaceAll(truncate(msg, 200), "`", "'")))
+		sort.Slice(results, func(i, j int) bool { return results[i].Agent > results[j].Agent }) // upstream first
+		fmt.Fprintf(&b, "\n## %s\n\n", suiteTitles[suite])
+		b.WriteString("| agent | passed | failed | skipped | wall time | passes run | Bosun commit | nodes | runtime | machine |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, r := range results {
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %.0f s | %s | %s | %s | %s | %s |\n", r.Agent, r.Passed, r.Failed, r.Skipped, r.Seconds,
+				strings.Join(r.Passes, "; "), r.Commit, r.Nodes, r.Runtime, r.Machine)
 		}
-		groups := make([]string, 0, len(byGroup))
-		for g := range byGroup {
-			groups = append(groups, g)
-		}
-		sort.Strings(groups)
-		for _, g := range groups {
-			sort.Strings(byGroup[g])
-			fmt.Fprintf(&b, "\n### %s (%d)\n%s\n", g, len(byGroup[g]), strings.Join(byGroup[g], "\n"))
+		writeDefects(&b, results)
+		for _, r := range results {
+			writeFailures(&b, r)
 		}
 	}
 	return os.WriteFile(out, []byte(b.String()), 0o644)
+}
+
+// writeDefects lists the specs Bosun fails that the upstream kubelet passed
+// in its run of the same suite: Bosun's defects.
+func writeDefects(b *strings.Builder, results []result) {
+	var up, bosun *result
+	for i := range results {
+		switch results[i].Agent {
+		case "upstream":
+			up = &results[i]
+		case "bosun":
+			bosun = &results[i]
+		}
+	}
+	if up == nil || bosun == nil {
+		return
+	}
+	passed := map[string]bool{}
+	for _, s := range up.Passing {
+		passed[s] = true
+	}
+	var defects []string
+	for spec, msg := range bosun.Failures {
+		if passed[spec] {
+			defects = append(defects, fmt.Sprintf("- %s  \n  `%s`", spec, strings.ReplaceAll(truncate(msg, 200), "`", "'")))
+		}
+	}
+	sort.Strings(defects)
+	fmt.Fprintf(b, "\n### Bosun fails, the upstream kubelet passes (%d): Bosun's defects\n", len(defects))
+	if len(defects) > 0 {
+		b.WriteString(strings.Join(defects, "\n") + "\n")
+	}
+}
+
+func writeFailures(b *strings.Builder, r result) {
+	if r.Failed == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### Failing specs with %s, by the feature they need\n", r.Agent)
+	byGroup := map[string][]string{}
+	for spec, msg := range r.Failures {
+		g := group(spec)
+		byGroup[g] = append(byGroup[g], fmt.Sprintf("- %s  \n  `%s`", spec, strings.ReplaceAll(truncate(msg, 200), "`", "'")))
+	}
+	groups := make([]string, 0, len(byGroup))
+	for g := range byGroup {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	for _, g := range groups {
+		sort.Strings(byGroup[g])
+		fmt.Fprintf(b, "\n#### %s (%d)\n%s\n", g, len(byGroup[g]), strings.Join(byGroup[g], "\n"))
+	}
 }
 
 func truncate(s string, n int) string {
