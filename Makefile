@@ -27,8 +27,8 @@ deps: ## Install the node software from Debian when missing
 	@hack/install-deps.sh
 
 .PHONY: tools
-tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns
+tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, containerd 2 and runc
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns $(if $(filter containerd2,$(RUNTIME)),runtime)
 
 .PHONY: harness
 harness:
@@ -38,9 +38,13 @@ harness:
 # namespaces on it, each with its own containerd and node agent.
 NODES ?= 1
 
+# The container runtime: containerd2 (containerd 2.2 and runc 1.5, built from
+# tools/runtime) or containerd1 (Debian's 1.6).
+RUNTIME ?= containerd2
+
 .PHONY: up
-up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n)
-	@KUBELET=$(KUBELET) NODES=$(NODES) $(BIN)/cluster up
+up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1)
+	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) $(BIN)/cluster up
 
 .PHONY: down
 down: harness ## Stop the cluster and clean the machine

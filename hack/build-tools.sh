@@ -10,13 +10,15 @@ mkdir -p "$out"
 cd "$root/tools"
 # The version key: the pinned module versions (go.sum) and the Go toolchain.
 key="$(go env GOVERSION)-$(sha256sum go.mod go.sum | sha256sum | cut -c1-16)"
-# CoreDNS's own module has its own key.
+# CoreDNS's and the runtime's own modules have their own keys.
 coredns_key="$(go env GOVERSION)-$(sha256sum coredns/go.mod coredns/go.sum coredns/main.go | sha256sum | cut -c1-16)"
+runtime_key="$(go env GOVERSION)-$(sha256sum runtime/go.mod runtime/go.sum | sha256sum | cut -c1-16)"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.36.3 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=v1.36.3"
 
 build_one() {
   local name=$1 stamp="$out/.stamp-$1" key=$key
   [[ $name == coredns ]] && key=$coredns_key
+  [[ $name == runtime ]] && key=$runtime_key
   if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     return 0
   fi
@@ -36,6 +38,15 @@ build_one() {
     coredns)
       # Its own module (tools/coredns), so its dependencies stay out of ours.
       (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .) ;;
+    runtime)
+      # containerd 2 with its shim and ctr, and runc with seccomp (Debian's
+      # libseccomp), from their own module (tools/runtime), into _output/bin/runtime.
+      mkdir -p "$out/runtime.tmp"
+      (cd runtime && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -tags "no_btrfs no_zfs no_devmapper" -o "$out/runtime.tmp/" \
+          github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+          github.com/containerd/containerd/v2/cmd/ctr &&
+        CGO_ENABLED=1 go build -trimpath -ldflags "-s -w" -tags seccomp -o "$out/runtime.tmp/runc" github.com/opencontainers/runc)
+      rm -rf "$out/runtime" ;;
     ginkgo)
       go build -trimpath -o "$out/$name.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
     *) echo "unknown tool $name" >&2; return 2 ;;

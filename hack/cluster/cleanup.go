@@ -41,7 +41,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 				fmt.Printf("warning: removing pods of %s: %v\n", n.nodeName, err)
 			}
 		}
-		if n.node.index > 1 || !keepContainerd {
+		if n.node.index > 1 || !keepContainerd || n.runtime != l.runtime {
 			n.stopDaemon("containerd", 20*time.Second)
 		}
 		_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
@@ -60,6 +60,14 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	for _, p := range strayClusterProcs() {
 		fmt.Printf("stopping a stray cluster process (pid %d: %s)\n", p.pid, p.exe)
 		stopPid(p.pid, 10*time.Second)
+	}
+	for _, p := range strayShims() {
+		fmt.Printf("stopping a containerd shim whose containerd is gone, and its containers (pid %d: %s)\n", p.pid, strings.Join(p.cmdline, " "))
+		bundle, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.pid)) // the task's bundle: its rootfs mount
+		killTree(p.pid)
+		if strings.Contains(bundle, "io.containerd.runtime.v2.task") {
+			unmountUnder(bundle)
+		}
 	}
 	for _, ns := range nodeNamespaces() {
 		removeNodeNetwork(ns)
@@ -80,6 +88,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		_ = os.RemoveAll(n.containerdState())
 	}
 	_ = os.Remove(filepath.Join(l.run, "nodes"))
+	_ = os.Remove(filepath.Join(l.run, "runtime"))
 	_ = os.Remove(l.envFile())
 	if !keepContainerd {
 		_ = exec.Command("ip", "link", "del", hostBridge).Run()
@@ -102,9 +111,14 @@ func (l *layout) teardownNodes() []*layout {
 			n = max(n, i)
 		}
 	}
+	// The nodes run the runtime the cluster was started with.
+	was := *l
+	if r := l.recordedRuntime(); r != "" {
+		was.runtime = r
+	}
 	out := make([]*layout, 0, n)
 	for i := 1; i <= n; i++ {
-		out = append(out, l.on(i))
+		out = append(out, was.on(i))
 	}
 	return out
 }
@@ -153,6 +167,8 @@ func (l *layout) writeEnv() error {
 		{"NODE_NAME", l.nodeName},
 		{"NODE_IP", l.node.ip},
 		{"NODES", strconv.Itoa(l.nodes)},
+		{"RUNTIME", l.runtime},
+		{"CTR", l.runtimeBinary("ctr")},
 		{"NODE_NAMES", strings.Join(l.nodeNames(), " ")},
 		{"CERT_DIR", l.certDir()},
 		{"ROOT_DIR", l.rootDir()},

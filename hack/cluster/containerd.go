@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,48 +19,67 @@ import (
 const pauseImage = "registry.k8s.io/pause:3.10.2"
 
 // containerdEdits turn `containerd config default` into the local cluster's
-// config. Each old string must be found, so a changed default fails loudly.
-var containerdEdits = [][2]string{
-	// The machine lacks CAP_SYS_RESOURCE: a sandbox's oom_score_adj of -998
-	// fails in runc unless containerd clamps it.
-	{"restrict_oom_score_adj = false", "restrict_oom_score_adj = true"},
-	{`bin_dir = "/opt/cni/bin"`, `bin_dir = "` + cniBinDir + `"`},
+// config: exact strings to replace, each of which must be found, so that a
+// changed default fails loudly.
+func (l *layout) containerdEdits() [][2]string {
+	if l.runtime == containerd1 {
+		return [][2]string{
+			// The machine lacks CAP_SYS_RESOURCE: a sandbox's oom_score_adj of -998
+			// fails in runc unless containerd clamps it.
+			{"restrict_oom_score_adj = false", "restrict_oom_score_adj = true"},
+			{`bin_dir = "/opt/cni/bin"`, `bin_dir = "` + cniBinDir + `"`},
+		}
+	}
+	return [][2]string{ // containerd 2's version 3 config
+		{"restrict_oom_score_adj = false", "restrict_oom_score_adj = true"},
+		{`bin_dirs = ['/opt/cni/bin']`, `bin_dirs = ['` + cniBinDir + `']`},
+		// runc from tools/runtime, not the machine's.
+		{`BinaryName = ''`, `BinaryName = '` + l.runtimeBinary("runc") + `'`},
+	}
+}
+
+// containerdLines are the settings replaced by line (the first words of a
+// line, its new text, how many lines must match): the sandbox image, the
+// registry hosts folder, and the node's own socket, root, state and CNI
+// config.
+func (l *layout) containerdLines() [][3]string {
+	q := `"`
+	lines := [][3]string{{"sandbox_image = ", `sandbox_image = "` + pauseImage + `"`, "1"}}
+	if l.runtime == containerd2 {
+		q = "'"
+		lines = [][3]string{{"sandbox = ", `sandbox = '` + pauseImage + `'`, "1"}}
+	}
+	// Registry hosts (the local mirror and private registry) come from files:
+	// containerd 2 reads them for the CRI and the transfer service.
+	lines = append(lines, [3]string{"config_path = ", "config_path = " + q + l.registriesHostsDir() + q, map[string]string{containerd1: "1", containerd2: "2"}[l.runtime]})
+	if l.node.index > 1 || l.runtime == containerd2 {
+		lines = append(lines,
+			[3]string{"root = ", "root = " + q + l.containerdRoot() + q, "1"},
+			[3]string{"state = ", "state = " + q + l.containerdState() + "/state" + q, "1"},
+			[3]string{"address = " + q + "/run/containerd/containerd.sock" + q, "address = " + q + l.containerdSock() + q, "1"},
+			[3]string{"conf_dir = ", "conf_dir = " + q + l.cniConfDir() + q, "1"})
+	}
+	return lines
 }
 
 // writeContainerdConfig writes the config file and returns its content.
 func (l *layout) writeContainerdConfig() (string, error) {
-	out, err := exec.Command("containerd", "config", "default").Output()
+	out, err := exec.Command(l.runtimeBinary("containerd"), "config", "default").Output()
 	if err != nil {
 		return "", fmt.Errorf("containerd config default: %w", err)
 	}
 	cfg := string(out)
-	for _, e := range containerdEdits {
+	for _, e := range l.containerdEdits() {
 		if !strings.Contains(cfg, e[0]) {
 			return "", fmt.Errorf("containerd default config lacks %q", e[0])
 		}
 		cfg = strings.Replace(cfg, e[0], e[1], 1)
 	}
-	cfg, n := replaceLinePrefix(cfg, "sandbox_image = ", `sandbox_image = "`+pauseImage+`"`)
-	if n != 1 {
-		return "", fmt.Errorf("containerd default config has %d sandbox_image lines", n)
-	}
-	// Each node's containerd has its own socket, root, state and CNI config.
-	for _, e := range [][2]string{
-		{"root = ", `root = "` + l.containerdRoot() + `"`},
-		{"state = ", `state = "` + l.containerdState() + `/state"`},
-		{`address = "/run/containerd/containerd.sock"`, `address = "` + l.containerdSock() + `"`},
-		{"conf_dir = ", `conf_dir = "` + l.cniConfDir() + `"`},
-	} {
-		if l.node.index <= 1 {
-			break // node 1 keeps the machine's usual places
+	for _, e := range l.containerdLines() {
+		var n int
+		if cfg, n = replaceLinePrefix(cfg, e[0], e[1]); strconv.Itoa(n) != e[2] {
+			return "", fmt.Errorf("containerd default config has %d lines starting %q, want %s", n, e[0], e[2])
 		}
-		if cfg, n = replaceLinePrefix(cfg, e[0], e[1]); n != 1 {
-			return "", fmt.Errorf("containerd default config has %d lines starting %q", n, e[0])
-		}
-	}
-	// Registry hosts (the local mirror and private registry) come from files.
-	if cfg, n = replaceLinePrefix(cfg, "config_path = ", `config_path = "`+l.registriesHostsDir()+`"`); n != 1 {
-		return "", fmt.Errorf("containerd default config has %d config_path lines", n)
 	}
 	if err := l.writeRegistryHosts(); err != nil {
 		return "", err
@@ -161,7 +181,7 @@ func (l *layout) ensureContainerd(ctx context.Context) error {
 	}
 	if ours == 0 {
 		_ = os.Remove(l.containerdSock())
-		if _, err := l.startDaemon("containerd", "containerd", "--config", l.containerdConfig()); err != nil {
+		if _, err := l.startDaemon("containerd", l.runtimeBinary("containerd"), "--config", l.containerdConfig()); err != nil {
 			return err
 		}
 	}
@@ -184,12 +204,16 @@ func (l *layout) criRuntime(ctx context.Context) (internalapi.RuntimeService, er
 	return criremote.NewRemoteRuntimeService(ctx, "unix://"+l.containerdSock(), 10*time.Second, nil, false)
 }
 
-// containerdRoot is the node's containerd root (node 1: the machine's).
+// containerdRoot is the node's containerd root (node 1: the machine's;
+// containerd 2 keeps its own, since containerd 1.6 cannot read what 2 writes).
 func (l *layout) containerdRoot() string {
-	if l.node.index <= 1 {
-		return "/var/lib/containerd"
+	switch {
+	case l.node.index > 1:
+		return filepath.Join(l.node.dir, "containerd")
+	case l.runtime == containerd2:
+		return "/var/lib/containerd2"
 	}
-	return filepath.Join(l.node.dir, "containerd")
+	return "/var/lib/containerd"
 }
 
 // ownsContainerd reports whether p is the containerd of another node of

@@ -194,7 +194,7 @@ func (l *layout) importImages(digests map[string]string) error {
 		if have[ref] == digest {
 			continue
 		}
-		out, err := exec.Command("ctr", "--address", l.containerdSock(), "-n", "k8s.io", "images", "import", l.imageFile(ref)).CombinedOutput()
+		out, err := exec.Command(l.runtimeBinary("ctr"), "--address", l.containerdSock(), "-n", "k8s.io", "images", "import", l.imageFile(ref)).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("import %s: %v: %s", ref, err, out)
 		}
@@ -206,7 +206,7 @@ func (l *layout) importImages(digests map[string]string) error {
 // importedImages maps each image name in the node's containerd (k8s.io
 // namespace) to its digest.
 func (l *layout) importedImages() (map[string]string, error) {
-	out, err := exec.Command("ctr", "--address", l.containerdSock(), "-n", "k8s.io", "images", "ls").Output()
+	out, err := exec.Command(l.runtimeBinary("ctr"), "--address", l.containerdSock(), "-n", "k8s.io", "images", "ls").Output()
 	if err != nil {
 		return nil, fmt.Errorf("ctr images ls: %w", err)
 	}

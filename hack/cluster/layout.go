@@ -52,6 +52,7 @@ type layout struct {
 	host     string   // the machine's hostname: node 1's name, the stem of the others'
 	nodes    int      // how many nodes the cluster has (NODES)
 	kubelet  string   // KUBELET: bosun, upstream or mixed (odd nodes bosun, even upstream)
+	runtime  string   // RUNTIME: containerd2 (from tools/runtime) or containerd1 (Debian's)
 	node     nodeInfo // the node this layout's node-scoped names are for (NODE)
 	nodeName string   // node.name
 	agent    string   // the agent of node: bosun or upstream
@@ -78,6 +79,9 @@ func newLayout(root, kubelet string) (*layout, error) {
 		kubelet:  kubelet,
 	}
 	if l.nodes, err = envInt("NODES", l.recordedNodes(), 1, maxNodes); err != nil {
+		return nil, err
+	}
+	if l.runtime, err = l.runtimeKind(); err != nil {
 		return nil, err
 	}
 	index, err := envInt("NODE", 1, 1, maxNodes)
@@ -174,12 +178,15 @@ func (l *layout) containerdConfig() string {
 
 // The node's runtime: node 1 uses the machine's usual places.
 func (l *layout) containerdSock() string {
-	if l.node.index <= 1 {
+	if l.node.index <= 1 && l.runtime == containerd1 {
 		return containerdSock
 	}
 	return filepath.Join(l.containerdState(), "containerd.sock")
 }
 func (l *layout) containerdState() string {
+	if l.node.index <= 1 {
+		return "/run/containerd2"
+	}
 	return fmt.Sprintf("/run/bosun-n%d", l.node.index)
 }
 func (l *layout) cniConfDir() string {

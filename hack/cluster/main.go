@@ -42,6 +42,9 @@ func main() {
 		if os.Args[1] == "up" && os.Getenv("NODES") == "" {
 			l.nodes = 1 // make up starts one node unless told otherwise
 		}
+		if os.Args[1] == "up" && os.Getenv("RUNTIME") == "" {
+			l.runtime = containerd2 // and the default runtime
+		}
 	}
 	switch os.Args[1] {
 	case "up":
@@ -184,7 +187,7 @@ func (l *layout) sameAgents() bool {
 
 func (l *layout) up(ctx context.Context) error {
 	start := time.Now()
-	if l.healthy(ctx) == nil && l.sameAgents() {
+	if l.healthy(ctx) == nil && l.sameAgents() && l.recordedRuntime() == l.runtime {
 		rebuilt := false
 		for _, n := range l.each() {
 			if n.agentStamp() != n.recordedStamp() {
@@ -201,7 +204,11 @@ func (l *layout) up(ctx context.Context) error {
 		}
 		return l.printUsage()
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns"} {
+	need := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns"}
+	if l.runtime == containerd2 {
+		need = append(need, "runtime/containerd", "runtime/containerd-shim-runc-v2", "runtime/ctr", "runtime/runc")
+	}
+	for _, b := range need {
 		if !fileExists(l.binary(b)) {
 			return fmt.Errorf("%s is missing: run hack/build-tools.sh (make up does)", l.binary(b))
 		}
@@ -251,6 +258,9 @@ func (l *layout) up(ctx context.Context) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(l.run, "nodes"), []byte(fmt.Sprintf("%d\n", l.nodes)), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(l.run, "runtime"), []byte(l.runtime+"\n"), 0o644); err != nil {
 		return err
 	}
 	for _, n := range l.each() {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +36,7 @@ func (l *layout) startDaemon(name, bin string, args ...string) (int, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Stdin = nil
+	cmd.Env = l.daemonEnv()
 	cmd.Dir = l.root
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -159,4 +161,51 @@ func containerdProcs() []proc {
 		}
 	}
 	return out
+}
+
+// strayShims finds containerd shims whose containerd is gone (its socket
+// answers no more): what a killed or stopped containerd left running.
+func strayShims() []proc {
+	var out []proc
+	for _, p := range listProcs() {
+		if !strings.HasPrefix(filepath.Base(p.exe), "containerd-shim") {
+			continue
+		}
+		for i, a := range p.cmdline {
+			if a == "-address" && i+1 < len(p.cmdline) {
+				if c, err := net.DialTimeout("unix", p.cmdline[i+1], time.Second); err == nil {
+					c.Close()
+				} else {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// killTree kills pid and every process below it, children first.
+func killTree(pid int) {
+	children := map[int][]int{}
+	for _, p := range listProcs() {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid))
+		if err != nil {
+			continue
+		}
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 1 {
+				if ppid, err := strconv.Atoi(f[1]); err == nil {
+					children[ppid] = append(children[ppid], p.pid)
+				}
+			}
+		}
+	}
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range children[p] {
+			walk(c)
+		}
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	walk(pid)
 }

@@ -177,12 +177,12 @@ func (l *layout) pushImages(digests map[string]string) error {
 		if want != "" && registryDigest(p.addr, p.repoTag, p.user, pw) == want {
 			continue
 		}
-		args := []string{"-n", "k8s.io", "images", "push", "--plain-http"}
+		args := []string{"--address", l.containerdSock(), "-n", "k8s.io", "images", "push", "--plain-http"}
 		if p.user != "" {
 			args = append(args, "--user", p.user+":"+pw)
 		}
 		args = append(args, p.addr+"/"+p.repoTag, p.local)
-		if out, err := exec.Command("ctr", args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(l.runtimeBinary("ctr"), args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("push %s to %s: %v: %s", p.local, p.addr, err, out)
 		}
 		fmt.Printf("pushed %s to %s/%s\n", p.local, p.addr, p.repoTag)

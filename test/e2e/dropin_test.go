@@ -442,7 +442,7 @@ func TestDropInDeadWhileDownGoesUnready(t *testing.T) {
 	id := p.Status.ContainerStatuses[0].ContainerID
 	harness(t, "bosun", "kill-agent")
 	// The container dies while the agent is down.
-	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
+	out, err := exec.Command(env["CTR"], "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
 		"task", "kill", "-s", "SIGKILL", strings.TrimPrefix(id, "containerd://")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr task kill: %v: %s", err, out)
@@ -461,7 +461,7 @@ func TestDropInDeadWhileDownGoesUnready(t *testing.T) {
 // runningTasks lists the IDs of the containers containerd has running.
 func runningTasks(t *testing.T, env clusterEnv) map[string]bool {
 	t.Helper()
-	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	out, err := exec.Command(env["CTR"], "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr tasks ls: %v: %s", err, out)
 	}
@@ -477,7 +477,7 @@ func runningTasks(t *testing.T, env clusterEnv) map[string]bool {
 // containersOfPod lists the container IDs containerd has for a pod name.
 func containersOfPod(t *testing.T, env clusterEnv, podName string) []string {
 	t.Helper()
-	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
+	out, err := exec.Command(env["CTR"], "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io",
 		"containers", "ls", "-q", fmt.Sprintf(`labels."io.kubernetes.pod.name"==%s`, podName)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr containers ls: %v: %s", err, out)
@@ -646,7 +646,7 @@ func countLines(file string) int {
 // taskPids maps running container IDs to their main process.
 func taskPids(t *testing.T, env clusterEnv) map[string]int {
 	t.Helper()
-	out, err := exec.Command("ctr", "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	out, err := exec.Command(env["CTR"], "--address", strings.TrimPrefix(env["CRI_ENDPOINT"], "unix://"), "-n", "k8s.io", "tasks", "ls").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr tasks ls: %v: %s", err, out)
 	}
