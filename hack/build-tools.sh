@@ -29,6 +29,11 @@ build_one() {
       go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "k8s.io/kubernetes/cmd/$name" ;;
     etcd)
       go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" ./etcd ;;
+    etcd-static)
+      # For the offline etcd image: no C libraries to carry.
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" ./etcd ;;
+    sample-apiserver)
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/sample-apiserver ;;
     e2e.test)
       go test -c -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" k8s.io/kubernetes/test/e2e ;;
     agnhost)

@@ -49,4 +49,5 @@ import (
 	_ "k8s.io/kubernetes/test/images/agnhost"
 	_ "k8s.io/kubernetes/test/images/nonewprivs"
 	_ "k8s.io/kubernetes/test/utils/format"
+	_ "k8s.io/sample-apiserver"
 )

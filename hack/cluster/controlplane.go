@@ -118,7 +118,13 @@ func (l *layout) startAPIServer(ctx context.Context) error {
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
 		"--enable-bootstrap-token-auth", "--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction", "--service-cluster-ip-range="+serviceCIDR,
-		"--allow-privileged=true", "--event-ttl=1h", "--v=1"); err != nil {
+		"--allow-privileged=true", "--event-ttl=1h", "--v=1",
+		// The aggregation layer (the Aggregator spec registers an APIService).
+		"--requestheader-client-ca-file="+pk("ca.pem"), "--requestheader-allowed-names=aggregator",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-", "--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-username-headers=X-Remote-User",
+		"--proxy-client-cert-file="+pk("proxy-client.pem"), "--proxy-client-key-file="+pk("proxy-client-key.pem"),
+		"--enable-aggregator-routing=true"); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, 90*time.Second, "kube-apiserver", func() error { return l.apiserverHealthy() }); err != nil {

@@ -23,12 +23,30 @@ var offlineImages = []imageSpec{
 	{ref: "registry.k8s.io/e2e-test-images/busybox:1.36.1-1", fill: fillBusybox, config: busyboxConfig},
 	{ref: "registry.k8s.io/e2e-test-images/nonroot:1.5", fill: fillBusybox, config: imageConfig{Cmd: []string{"sh"}, Env: []string{defaultPath}, User: "1234"}},
 	{ref: "registry.k8s.io/e2e-test-images/nonewprivs:1.4", fill: fillNonewprivs, config: imageConfig{Cmd: []string{"nnp"}, Env: []string{defaultPath}}},
-	{ref: "registry.k8s.io/e2e-test-images/agnhost:2.63.0", fill: fillAgnhost, config: imageConfig{
-		Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{defaultPath},
-		ExposedPorts: map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}},
-	}},
+	{ref: "registry.k8s.io/e2e-test-images/agnhost:2.63.0", fill: fillAgnhost, config: agnhostConfig},
+	// The suite's previous agnhost (StatefulSets, kubectl's update demo).
+	{ref: "registry.k8s.io/e2e-test-images/agnhost:2.55", fill: fillAgnhost, config: agnhostConfig},
+	{ref: "registry.k8s.io/e2e-test-images/kitten:1.8", fill: fillWebserver("kitten"), config: webserverConfig},
+	{ref: "registry.k8s.io/e2e-test-images/nautilus:1.8", fill: fillWebserver("nautilus"), config: webserverConfig},
+	{ref: "registry.k8s.io/e2e-test-images/nginx:1.27-0", fill: fillNginx, config: nginxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/nginx:1.15-4", fill: fillNginx, config: nginxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.0.0", fill: fillDNSTesting, config: busyboxConfig},
+	{ref: "registry.k8s.io/e2e-test-images/sample-apiserver:1.29.2", fill: fillSampleAPIServer, config: imageConfig{Entrypoint: []string{"/sample-apiserver"}, Env: []string{defaultPath}}},
+	{ref: "registry.k8s.io/etcd:3.6.8-0", fill: fillEtcd, config: imageConfig{Cmd: []string{"/usr/local/bin/etcd"}, Env: []string{defaultPath}}},
 	{ref: corednsImage, fill: fillCoreDNS, config: imageConfig{Entrypoint: []string{"/coredns"}}},
 }
+
+var agnhostConfig = imageConfig{
+	Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{defaultPath},
+	ExposedPorts: map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}},
+}
+
+// kitten and nautilus are agnhost serving their picture (test-webserver).
+var webserverConfig = imageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}, Env: []string{defaultPath}}
+
+// The e2e nginx images stand in as busybox's httpd serving nginx's folder on 80.
+var nginxConfig = imageConfig{Cmd: []string{"httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"}, Env: []string{defaultPath},
+	ExposedPorts: map[string]struct{}{"80/tcp": {}}}
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -95,6 +113,14 @@ func fillBusybox(_ *layout, r *rootfs) error {
 	r.dir("/tmp", 0o1777)
 	r.file("/etc/passwd", []byte(passwd), 0o644)
 	r.file("/etc/group", []byte(group), 0o644)
+	// sh is bash: Debian's busybox 1.35 sh (and dash) drop environment
+	// variables whose names are no shell identifiers (the suite's "data-1"
+	// from a ConfigMap), where the registry's busybox keeps them; and its sh
+	// runs its own nc applet whatever PATH says.
+	if err := r.hostBinaryWithLibs("/bin/bash"); err != nil {
+		return err
+	}
+	r.symlink("/bin/sh", "bash")
 	return nil
 }
 
@@ -126,6 +152,9 @@ func fillAgnhost(l *layout, r *rootfs) error {
 		}
 	}
 	r.symlink("/usr/bin/nc", "/bin/nc.openbsd")
+	if err := addDNSTools(r); err != nil {
+		return err
+	}
 	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
 	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
 	r.dir("/home/user-defined-in-image", 0o755)
@@ -145,7 +174,77 @@ func fillNonewprivs(l *layout, r *rootfs) error {
 }
 
 // agnhostTools are the host programs copied into the agnhost image.
-var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd", "/bin/bash"}
+var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd"}
+
+// dnsTools are the resolver programs the DNS specs run (dig, host,
+// nslookup from Debian's bind9-dnsutils; getent from glibc), with the glibc
+// resolver's configuration.
+var dnsTools = []string{"/usr/bin/dig", "/usr/bin/host", "/usr/bin/nslookup", "/usr/bin/getent"}
+
+func addDNSTools(r *rootfs) error {
+	for _, tool := range dnsTools {
+		if err := r.hostBinaryWithLibs(tool); err != nil {
+			return fmt.Errorf("%w (install Debian's bind9-dnsutils)", err)
+		}
+	}
+	r.file("/etc/nsswitch.conf", []byte("passwd: files\ngroup: files\nhosts: files dns\n"), 0o644)
+	return nil
+}
+
+// fillDNSTesting is the querier image of the DNS specs: busybox with the
+// resolver programs.
+func fillDNSTesting(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	return addDNSTools(r)
+}
+
+// fillWebserver is agnhost with the picture and data of upstream's kitten or
+// nautilus image.
+func fillWebserver(name string) func(*layout, *rootfs) error {
+	return func(l *layout, r *rootfs) error {
+		if err := fillAgnhost(l, r); err != nil {
+			return err
+		}
+		html, err := upstreamSourceDir(filepath.Join("test/images", name, "html"))
+		if err != nil {
+			return err
+		}
+		for _, f := range []string{name + ".jpg", "data.json"} {
+			if err := r.hostFile("/"+f, filepath.Join(html, f), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func fillNginx(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	r.file("/usr/share/nginx/html/index.html", []byte("<html><body><h1>Welcome to nginx!</h1></body></html>\n"), 0o644)
+	return nil
+}
+
+// fillSampleAPIServer is the pinned k8s.io/sample-apiserver, for the
+// Aggregator spec.
+func fillSampleAPIServer(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	return r.hostFile("/sample-apiserver", l.binary("sample-apiserver"), 0o755)
+}
+
+// fillEtcd is a static etcd (the Aggregator spec runs one beside the
+// sample apiserver).
+func fillEtcd(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	return r.hostFile("/usr/local/bin/etcd", l.binary("etcd-static"), 0o755)
+}
 
 // upstreamSourceDir finds a folder of the pinned k8s.io/kubernetes module.
 func upstreamSourceDir(rel string) (string, error) {

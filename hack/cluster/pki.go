@@ -50,6 +50,8 @@ func ensurePKI(dir string, nodeIP string) (*pki, error) {
 			ips: []string{"127.0.0.1", "10.254.0.1", nodeIP}},
 		{name: "admin", cn: "admin", orgs: []string{"system:masters"}},
 		{name: "kube-proxy", cn: "system:kube-proxy", orgs: []string{"k8s"}},
+		// The aggregation layer's client certificate (--proxy-client-cert-file).
+		{name: "proxy-client", cn: "aggregator", orgs: []string{"k8s"}},
 		{name: "kube-controller-manager", cn: "system:kube-controller-manager", server: true,
 			dns: []string{"localhost"}, ips: []string{"127.0.0.1"}},
 		{name: "kube-scheduler", cn: "system:kube-scheduler", server: true,
