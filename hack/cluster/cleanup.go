@@ -43,6 +43,9 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		}
 		if n.node.index > 1 || !keepContainerd || n.runtime != l.runtime {
 			n.stopDaemon("containerd", 20*time.Second)
+			if n.containerdSock() != containerdSock { // Debian's keeps its own state folder
+				_ = os.RemoveAll(n.containerdState())
+			}
 		}
 		_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
 		if root := n.cgroupRoot(); root != "" {
@@ -85,7 +88,6 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	}
 	for _, n := range nodes {
 		_ = os.Remove(filepath.Join(l.out, "bootstrap-token"+n.suffix()))
-		_ = os.RemoveAll(n.containerdState())
 	}
 	_ = os.Remove(filepath.Join(l.run, "nodes"))
 	_ = os.Remove(filepath.Join(l.run, "runtime"))
