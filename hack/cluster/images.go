@@ -113,14 +113,17 @@ func fillBusybox(_ *layout, r *rootfs) error {
 	r.dir("/tmp", 0o1777)
 	r.file("/etc/passwd", []byte(passwd), 0o644)
 	r.file("/etc/group", []byte(group), 0o644)
-	// sh is bash: Debian's busybox 1.35 sh (and dash) drop environment
-	// variables whose names are no shell identifiers (the suite's "data-1"
-	// from a ConfigMap), where the registry's busybox keeps them; and its sh
-	// runs its own nc applet whatever PATH says.
-	if err := r.hostBinaryWithLibs("/bin/bash"); err != nil {
+	return nil
+}
+
+// dashAsSh makes dash the image's sh: Debian's busybox sh runs its own
+// applets (nc without -u, nslookup) whatever PATH says, where the
+// registry's agnhost image runs the programs it carries.
+func dashAsSh(r *rootfs) error {
+	if err := r.hostBinaryWithLibs("/bin/dash"); err != nil {
 		return err
 	}
-	r.symlink("/bin/sh", "bash")
+	r.symlink("/bin/sh", "dash")
 	return nil
 }
 
@@ -155,6 +158,9 @@ func fillAgnhost(l *layout, r *rootfs) error {
 	if err := addDNSTools(r); err != nil {
 		return err
 	}
+	if err := dashAsSh(r); err != nil {
+		return err
+	}
 	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
 	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
 	r.dir("/home/user-defined-in-image", 0o755)
@@ -174,7 +180,7 @@ func fillNonewprivs(l *layout, r *rootfs) error {
 }
 
 // agnhostTools are the host programs copied into the agnhost image.
-var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd"}
+var agnhostTools = []string{"/usr/bin/curl", "/bin/nc.openbsd", "/bin/bash"}
 
 // dnsTools are the resolver programs the DNS specs run (dig, host,
 // nslookup from Debian's bind9-dnsutils; getent from glibc), with the glibc
@@ -197,7 +203,10 @@ func fillDNSTesting(l *layout, r *rootfs) error {
 	if err := fillBusybox(l, r); err != nil {
 		return err
 	}
-	return addDNSTools(r)
+	if err := addDNSTools(r); err != nil {
+		return err
+	}
+	return dashAsSh(r)
 }
 
 // fillWebserver is agnhost with the picture and data of upstream's kitten or
