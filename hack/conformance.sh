@@ -65,14 +65,14 @@ for pass in $passes; do
   [[ -n "${SKIP:-}" ]] && args+=(--skip="$SKIP")
   echo ">>> $suite conformance, $pass pass ($labels), against KUBELET=$agent on $NODES node(s), $n process(es); log in $dir/run.log"
   start=$SECONDS
-  _output/bin/ginkgo "${args[@]}" _output/bin/e2e.test -- \
+  # Some specs write files into the working directory, which ginkgo sets to
+  # the binary's folder: run it through a link in this pass's folder, so that
+  # they stay with its report.
+  ln -sf "$root/_output/bin/e2e.test" "$dir/e2e.test"
+  _output/bin/ginkgo "${args[@]}" "$dir/e2e.test" -- \
     --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$dir" > "$dir/run.log" 2>&1
   rc=$?
   echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc" >> "$out/passes"
-  # Some specs write files into the working directory, which ginkgo sets to
-  # the binary's folder: keep them with this pass's report instead.
-  mkdir -p "$dir/artifacts"
-  find _output/bin -mindepth 1 -maxdepth 1 \( -type d -o -name "junit_*.xml" \) -exec mv -t "$dir/artifacts" {} + 2>/dev/null || true
   if [[ ! -s "$dir/junit.xml" ]]; then
     echo "the $pass pass broke (exit $rc) without a report; see $dir/run.log" >&2
     tail -20 "$dir/run.log" >&2
