@@ -144,8 +144,13 @@ func podSettled(p *corev1.Pod) bool {
 	case "never-done":
 		return p.Status.Phase == corev1.PodSucceeded
 	case "crashloop":
+		// Crashed and restarted at least once. During a backoff the upstream
+		// kubelet may go on reporting the last termination rather than
+		// waiting CrashLoopBackOff (seen in make test: terminated, 4 restarts,
+		// while its log said "back-off 1m20s").
 		for _, c := range p.Status.ContainerStatuses {
-			if c.RestartCount >= 1 && c.State.Waiting != nil && c.State.Waiting.Reason == "CrashLoopBackOff" {
+			backingOff := c.State.Waiting != nil && c.State.Waiting.Reason == "CrashLoopBackOff"
+			if c.RestartCount >= 1 && (backingOff || c.State.Terminated != nil) {
 				return true
 			}
 		}
