@@ -62,7 +62,7 @@ test-unit: ## Unit tests
 	$(GO) test -count=1 ./...
 
 .PHONY: test-e2e
-test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, a mixed two-node cluster (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=, SKIP_CLUSTER=)
+test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, a mixed two-node cluster, make up after every process was killed (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=, SKIP_CLUSTER=, SKIP_CRASH=)
 	@rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
 	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
@@ -90,8 +90,14 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 	  if $(MAKE) --no-print-directory up KUBELET=mixed NODES=2; then \
 	    $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster' ./test/e2e/ || rc=1; \
 	  else rc=1; fi; \
+	fi; \
+	if [ -z "$(SKIP_CRASH)" ]; then \
+	  echo ">>> e2e: every cluster process killed at once (as a session's end leaves the machine), then make up, make down, nothing left"; \
+	  $(BIN)/cluster crash; \
+	  if $(MAKE) --no-print-directory up KUBELET=bosun NODES=1; then $(BIN)/cluster status || rc=1; else rc=1; fi; \
 	  $(MAKE) --no-print-directory down >/dev/null; \
-	fi; exit $$rc
+	  $(BIN)/cluster leftovers || rc=1; \
+	else $(MAKE) --no-print-directory down >/dev/null; fi; exit $$rc
 
 # Which conformance suite make conformance runs: node (NodeConformance),
 # certified (every [Conformance] spec, on a 2-node cluster) or fast.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -96,7 +97,8 @@ func (l *layout) deployCoreDNS(ctx context.Context, cs kubernetes.Interface) err
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("%w\nthe CoreDNS pods: kubectl -n kube-system describe pods -l k8s-app=kube-dns; agent logs in %s", err, filepath.Join("_output", "local", "logs"))
+		return fmt.Errorf("%w\n%s\nmore: kubectl -n kube-system describe pods -l k8s-app=kube-dns; agent logs in %s",
+			err, podTrouble(ctx, cs, ns, "k8s-app=kube-dns"), filepath.Join("_output", "local", "logs"))
 	}
 	return nil
 }
@@ -137,4 +139,43 @@ func corednsDeployment(labels map[string]string) *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// podTrouble says, a line each, where the selected pods stand and the last
+// warnings about them: what a failed wait prints, so a run's log shows why.
+func podTrouble(ctx context.Context, cs kubernetes.Interface, ns, selector string) string {
+	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return "listing the pods: " + err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s on %q: %s", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, c := range p.Status.ContainerStatuses {
+			switch {
+			case c.State.Waiting != nil:
+				fmt.Fprintf(&b, "; %s waiting: %s %s", c.Name, c.State.Waiting.Reason, c.State.Waiting.Message)
+			case c.State.Terminated != nil:
+				fmt.Fprintf(&b, "; %s terminated: %s (exit %d)", c.Name, c.State.Terminated.Reason, c.State.Terminated.ExitCode)
+			default:
+				fmt.Fprintf(&b, "; %s running, ready=%v, restarts %d", c.Name, c.Ready, c.RestartCount)
+			}
+		}
+		b.WriteString("\n")
+		events, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + p.Name})
+		if err != nil {
+			continue
+		}
+		shown := 0
+		for i := len(events.Items) - 1; i >= 0 && shown < 3; i-- {
+			if e := events.Items[i]; e.Type == corev1.EventTypeWarning {
+				fmt.Fprintf(&b, "  %s (x%d): %s\n", e.Reason, max(e.Count, 1), e.Message)
+				shown++
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return "no pods match " + selector
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -35,26 +34,44 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	}
 	l.cleanKubeProxyRules()
 	for _, n := range nodes {
-		// Pods go while containerd can still run CNI DEL for them.
+		// Pods go while containerd can still run CNI DEL for them. When its
+		// containerd is gone (killed), node 1's CNI config stays for the next
+		// start's containerd to tear the old pods' networks down with.
+		podsGone := n.node.index > 1
 		if _, err := n.criRuntime(ctx); err == nil {
 			if err := n.removeAllPods(ctx); err != nil {
 				fmt.Printf("warning: removing pods of %s: %v\n", n.nodeName, err)
+			} else {
+				podsGone = true
 			}
 		}
 		if n.node.index > 1 || !keepContainerd || n.runtime != l.runtime {
 			n.stopDaemon("containerd", 20*time.Second)
 			if n.containerdSock() != containerdSock { // Debian's keeps its own state folder
+				unmountUnder(n.containerdState())
 				_ = os.RemoveAll(n.containerdState())
 			}
+			// make down removes node 1's containerd 2 root (images, snapshots)
+			// too; make up keeps it for the next start.
+			if n.node.index == 1 && n.runtime == containerd2 && !keepContainerd {
+				unmountUnder(n.containerdRoot())
+				if err := os.RemoveAll(n.containerdRoot()); err != nil {
+					fmt.Printf("warning: %v\n", err)
+				}
+			}
 		}
-		_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
+		if podsGone || !keepContainerd {
+			_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
+		}
 		if root := n.cgroupRoot(); root != "" {
-			removeCgroupTree(root)
+			if err := removeCgroupTree(root); err != nil {
+				fmt.Printf("warning: removing the cgroups of %s: %v\n", n.nodeName, err)
+			}
 		}
 		_ = os.RemoveAll(n.podLogsDir())
 	}
 	// Pod cgroups (the cgroupfs driver's kubepods tree) go with the pods.
-	if err := cgroups.New("/sys/fs/cgroup").Remove("/kubepods"); err != nil {
+	if err := removeCgroupTree("/kubepods"); err != nil {
 		fmt.Printf("warning: removing pod cgroups: %v\n", err)
 	}
 	for _, name := range controlPlaneOrder[1:] {
@@ -74,6 +91,11 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	}
 	for _, ns := range nodeNamespaces() {
 		removeNodeNetwork(ns)
+	}
+	// The pod CIDR routes to other nodes: the next cluster may give node 1 one
+	// of those CIDRs, and a route left for it would win over node 1's bridge.
+	if err := exec.Command("ip", "link", "show", hostBridge).Run(); err == nil {
+		_ = run("ip", "route", "flush", "dev", hostBridge, "proto", "boot")
 	}
 	if !keepContainerd {
 		l.stopDaemon("registry-mirror", 5*time.Second)
@@ -135,9 +157,17 @@ func unmountUnder(dir string) {
 }
 
 // cleanCNIState removes what CNI plugins keep for pods that no longer exist:
-// host-local IP allocations, cached results and pod network namespaces. It is
-// called once every sandbox is gone, so everything there is stale.
+// host-local IP allocations, cached results, pod network namespaces and node
+// 1's pod bridge. It is called once every sandbox is gone, so everything there
+// is stale. The bridge keeps the gateway address of the CIDR node 1 had: the
+// plugin refuses to reuse it for another one ("already has an IP address
+// different from ..."), and the next cluster may give node 1 another CIDR.
 func cleanCNIState() {
+	if err := exec.Command("ip", "link", "show", cniBridge).Run(); err == nil {
+		if err := run("ip", "link", "del", cniBridge); err != nil {
+			fmt.Printf("warning: %v\n", err)
+		}
+	}
 	nets, _ := filepath.Glob(filepath.Join("/var/lib/cni/networks", cniNetwork+"*"))
 	for _, d := range append(nets, "/var/lib/cni/results") {
 		_ = os.RemoveAll(d)

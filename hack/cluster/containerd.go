@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -115,7 +116,7 @@ const cniConflist = `{
   "plugins": [
     {
       "type": "bridge",
-      "bridge": "cni0",
+      "bridge": "{{BRIDGE}}",
       "isGateway": true,
       "ipMasq": false,
       "hairpinMode": true,
@@ -133,6 +134,10 @@ const cniConflist = `{
 
 const cniConfFile = "10-bosun.conflist"
 
+// cniBridge is the bridge the CNI plugin makes in each node's network
+// namespace, with the gateway address of the node's pod CIDR.
+const cniBridge = "cni0"
+
 // writeCNIConfig makes the node's network on subnet the only one its
 // containerd loads.
 func (l *layout) writeCNIConfig(subnet string) error {
@@ -147,7 +152,7 @@ func (l *layout) writeCNIConfig(subnet string) error {
 			_ = os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dir, e.Name()+".disabled-by-bosun"))
 		}
 	}
-	conf := strings.NewReplacer("{{NETWORK}}", l.cniNetwork(), "{{SUBNET}}", subnet).Replace(cniConflist)
+	conf := strings.NewReplacer("{{NETWORK}}", l.cniNetwork(), "{{SUBNET}}", subnet, "{{BRIDGE}}", cniBridge).Replace(cniConflist)
 	return writeFileAtomic(filepath.Join(dir, cniConfFile), []byte(conf), 0o644)
 }
 
@@ -239,26 +244,30 @@ func (l *layout) removeAllPods(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
+	removedCtrs, removedPods := 0, 0
 	for _, c := range ctrs {
 		_ = rs.StopContainer(ctx, c.Id, 0)
 		if err := rs.RemoveContainer(ctx, c.Id); err != nil {
-			fmt.Printf("warning: remove container %s: %v\n", c.Id, err)
+			errs = append(errs, fmt.Errorf("remove container %s: %w", c.Id, err))
+			continue
 		}
+		removedCtrs++
 	}
 	sandboxes, err := rs.ListPodSandbox(ctx, nil)
 	if err != nil {
 		return err
 	}
 	for _, s := range sandboxes {
-		if err := rs.StopPodSandbox(ctx, s.Id); err != nil {
-			fmt.Printf("warning: stop sandbox %s: %v\n", s.Id, err)
-		}
+		// Removing stops the sandbox first, tearing its network down.
 		if err := rs.RemovePodSandbox(ctx, s.Id); err != nil {
-			fmt.Printf("warning: remove sandbox %s: %v\n", s.Id, err)
+			errs = append(errs, fmt.Errorf("remove sandbox %s: %w", s.Id, err))
+			continue
 		}
+		removedPods++
 	}
-	if n := len(ctrs) + len(sandboxes); n > 0 {
-		fmt.Printf("removed %d containers and %d pod sandboxes from containerd\n", len(ctrs), len(sandboxes))
+	if removedCtrs+removedPods > 0 {
+		fmt.Printf("removed %d containers and %d pod sandboxes from %s's containerd\n", removedCtrs, removedPods, l.nodeName)
 	}
-	return nil
+	return errors.Join(errs...)
 }

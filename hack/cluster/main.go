@@ -23,13 +23,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 )
 
 func main() {
 	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver|restart-containerd   (KUBELET=bosun|upstream|mixed NODES=n NODE=i)")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|images|swap|kill-agent|start-agent|stop-apiserver|start-apiserver|restart-containerd|crash|leftovers   (KUBELET=bosun|upstream|mixed NODES=n NODE=i)")
 		os.Exit(2)
 	}
+	// The CRI client logs each failed call; the harness says what failed itself.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	l, err := newLayout(repoRoot(), envOr("KUBELET", "bosun"))
@@ -37,7 +41,7 @@ func main() {
 		fail(err)
 	}
 	switch os.Args[1] {
-	case "up", "down", "status", "images":
+	case "up", "down", "status", "images", "leftovers":
 		l = l.on(1) // cluster-wide: the control plane's kubeconfigs are node 1's
 		if os.Args[1] == "up" && os.Getenv("NODES") == "" {
 			l.nodes = 1 // make up starts one node unless told otherwise
@@ -77,6 +81,14 @@ func main() {
 		err = l.ensureContainerd(ctx)
 	case "kill-agent":
 		err = l.killAgent()
+	case "crash":
+		fmt.Printf("killed %d cluster processes with SIGKILL\n", crash())
+	case "leftovers":
+		if left := l.leftovers(); len(left) > 0 {
+			err = fmt.Errorf("the stopped cluster left on the machine:\n  %s", strings.Join(left, "\n  "))
+		} else {
+			fmt.Println("nothing of the cluster is left on the machine")
+		}
 	case "start-agent":
 		if os.Getenv("KUBELET") == "" && l.runningAgent() != "" {
 			l.agent = l.runningAgent() // the agent the node has, not the default
@@ -150,7 +162,7 @@ func (l *layout) healthy(ctx context.Context) error {
 		return err
 	}
 	for _, n := range l.each() {
-		for _, name := range []string{"containerd", "agent"} {
+		for _, name := range []string{"containerd", "agent", "kube-proxy"} {
 			if n.daemonPid(name) == 0 {
 				return fmt.Errorf("%s of node %s is not running", name, n.nodeName)
 			}
@@ -162,6 +174,14 @@ func (l *layout) healthy(ctx context.Context) error {
 		if !nodeReady(node) {
 			return fmt.Errorf("node %s is not Ready", n.nodeName)
 		}
+	}
+	// A start that failed at the cluster DNS left everything else running.
+	d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if d.Status.AvailableReplicas < 1 {
+		return fmt.Errorf("CoreDNS is not available")
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -106,14 +107,7 @@ func (l *layout) ensureCgroupRoot() error {
 	if root == "" {
 		return nil
 	}
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
-	if fileExists("/sys/fs/cgroup/cgroup.controllers") {
-		hierarchies = []string{"/sys/fs/cgroup"} // v2: one tree
-	}
-	for _, h := range hierarchies {
-		if st, err := os.Stat(h); err != nil || !st.IsDir() {
-			continue
-		}
+	for _, h := range cgroupHierarchies() {
 		dir := filepath.Join(h, root)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("cgroup root %s: %w", dir, err)
@@ -129,12 +123,28 @@ func (l *layout) ensureCgroupRoot() error {
 	return nil
 }
 
+// cgroupHierarchies are the machine's cgroup trees: the one tree on cgroup
+// v2, every mounted hierarchy on v1.
+func cgroupHierarchies() []string {
+	if fileExists("/sys/fs/cgroup/cgroup.controllers") {
+		return []string{"/sys/fs/cgroup"}
+	}
+	var out []string
+	all, _ := filepath.Glob("/sys/fs/cgroup/*")
+	for _, h := range all {
+		if st, err := os.Stat(h); err == nil && st.IsDir() {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
 // removeCgroupTree removes cgroup name and everything below it in every
-// hierarchy, deepest first (the pods in it are gone by then).
-func removeCgroupTree(name string) {
-	hierarchies, _ := filepath.Glob("/sys/fs/cgroup/*")
-	hierarchies = append(hierarchies, "/sys/fs/cgroup")
-	for _, h := range hierarchies {
+// hierarchy, deepest first (the pods in it are gone by then). It says which
+// cgroups it could not remove.
+func removeCgroupTree(name string) error {
+	var errs []error
+	for _, h := range cgroupHierarchies() {
 		var dirs []string
 		_ = filepath.WalkDir(filepath.Join(h, name), func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -143,9 +153,12 @@ func removeCgroupTree(name string) {
 			return nil
 		})
 		for i := len(dirs) - 1; i >= 0; i-- {
-			_ = os.Remove(dirs[i])
+			if err := os.Remove(dirs[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // ensureNodeMachine readies what the node's agent runs on: its network
@@ -160,7 +173,14 @@ func (l *layout) ensureNodeMachine(ctx context.Context) error {
 	if err := l.ensureContainerd(ctx); err != nil {
 		return fmt.Errorf("%w\n%s", err, tailFile(l.logFile("containerd"), 20))
 	}
-	return l.removeAllPods(ctx)
+	if err := l.removeAllPods(ctx); err != nil {
+		return err
+	}
+	// The node's network comes with its pod CIDR (ensurePodNetwork).
+	if err := os.Remove(filepath.Join(l.cniConfDir(), cniConfFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // ensurePodNetwork waits for the controller-manager to give the node its pod
@@ -247,6 +267,17 @@ func (l *layout) ensureKubeProxy(ctx context.Context) error {
 func (l *layout) cleanKubeProxyRules() {
 	if fileExists(l.binary("kube-proxy")) {
 		_ = exec.Command(l.binary("kube-proxy"), "--cleanup").Run()
+	}
+	// The upstream kubelet's own chains on node 1: its firewall against
+	// outside traffic to localhost, and its canaries.
+	for _, hook := range []string{"INPUT", "OUTPUT"} {
+		for exec.Command("iptables", "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL").Run() == nil {
+		}
+	}
+	for _, c := range [][2]string{{"filter", "KUBE-FIREWALL"}, {"filter", "KUBE-KUBELET-CANARY"}, {"nat", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-IPTABLES-HINT"}} {
+		if exec.Command("iptables", "-t", c[0], "-F", c[1]).Run() == nil {
+			_ = exec.Command("iptables", "-t", c[0], "-X", c[1]).Run()
+		}
 	}
 }
 

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func TestPodTroubleNamesWaitingReasonAndWarnings(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "coredns-1", Namespace: "kube-system", Labels: map[string]string{"k8s-app": "kube-dns"}},
+		Spec:       corev1.PodSpec{NodeName: "vm"},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "coredns", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}}},
+	}
+	warn := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "e1", Namespace: "kube-system"},
+		InvolvedObject: corev1.ObjectReference{Name: "coredns-1"},
+		Type:           corev1.EventTypeWarning, Reason: "FailedCreatePodSandBox", Count: 4,
+		Message: `"cni0" already has an IP address different from 10.88.0.1/24`,
+	}
+	normal := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "e2", Namespace: "kube-system"},
+		InvolvedObject: corev1.ObjectReference{Name: "coredns-1"},
+		Type:           corev1.EventTypeNormal, Reason: "Scheduled",
+	}
+	cs := fake.NewSimpleClientset(pod, warn, normal)
+	got := podTrouble(context.Background(), cs, "kube-system", "k8s-app=kube-dns")
+	for _, want := range []string{`pod coredns-1 on "vm": Pending`, "coredns waiting: ContainerCreating", "FailedCreatePodSandBox (x4)", "already has an IP address"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("podTrouble() = %q, want it to contain %q", got, want)
+		}
+	}
+	if strings.Contains(got, "Scheduled") {
+		t.Errorf("podTrouble() = %q, shows a normal event", got)
+	}
+	if got := podTrouble(context.Background(), fake.NewSimpleClientset(), "kube-system", "k8s-app=kube-dns"); !strings.Contains(got, "no pods match") {
+		t.Errorf("podTrouble() with no pods = %q", got)
+	}
+}
