@@ -178,18 +178,19 @@ func (s *Server) Run(ctx context.Context) error {
 	if tlsCfg.MinVersion == 0 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
-	secure := &http.Server{Addr: s.cfg.Address, Handler: withLogger(logger, s.Handler()), TLSConfig: tlsCfg,
-		ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: 1 << 20}
+	secure := newHTTPServer(s.cfg.Address, withLogger(logger, s.Handler()))
+	secure.TLSConfig = tlsCfg
 	servers := []*http.Server{secure}
 	errs := make(chan error, 3)
 	go func() { errs <- serveTLS(secure) }()
 	if s.cfg.HealthzAddress != "" {
-		h := &http.Server{Addr: s.cfg.HealthzAddress, Handler: onlyPath(http.HandlerFunc(s.healthz), "/healthz"), ReadHeaderTimeout: 5 * time.Second}
+		h := newHTTPServer(s.cfg.HealthzAddress, onlyPath(http.HandlerFunc(s.healthz), "/healthz"))
+		h.ReadTimeout, h.WriteTimeout = time.Minute, time.Minute
 		servers = append(servers, h)
 		go func() { errs <- h.ListenAndServe() }()
 	}
 	if s.cfg.ReadOnlyAddr != "" {
-		ro := &http.Server{Addr: s.cfg.ReadOnlyAddr, Handler: withLogger(logger, s.readOnly()), ReadHeaderTimeout: 30 * time.Second}
+		ro := newHTTPServer(s.cfg.ReadOnlyAddr, withLogger(logger, s.readOnly()))
 		servers = append(servers, ro)
 		go func() { errs <- ro.ListenAndServe() }()
 	}
@@ -208,6 +209,21 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	return nil
+}
+
+// Connection limits of the node's servers, as the upstream kubelet sets them:
+// a keep-alive connection with no request is closed after idleTimeout (the
+// keep-alive of Go's default client transport), and a request, streams
+// included, may take up to 4 hours to read or write.
+var (
+	idleTimeout       = 90 * time.Second
+	readHeaderTimeout = 30 * time.Second
+	streamTimeout     = 4 * time.Hour
+)
+
+func newHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{Addr: addr, Handler: h, IdleTimeout: idleTimeout, ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout: streamTimeout, WriteTimeout: streamTimeout, MaxHeaderBytes: 1 << 20}
 }
 
 func serveTLS(srv *http.Server) error {

@@ -1,0 +1,66 @@
+package server
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An idle keep-alive connection and a client that never finishes its headers
+// are both closed by the server, not held for ever.
+func TestServerClosesIdleAndSlowConnections(t *testing.T) {
+	oldIdle, oldHeader := idleTimeout, readHeaderTimeout
+	idleTimeout, readHeaderTimeout = 200*time.Millisecond, 200*time.Millisecond
+	defer func() { idleTimeout, readHeaderTimeout = oldIdle, oldHeader }()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newHTTPServer(ln.Addr().String(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	closedWithin := func(t *testing.T, conn net.Conn, r *bufio.Reader, limit time.Duration) {
+		t.Helper()
+		_ = conn.SetReadDeadline(time.Now().Add(limit))
+		if _, err := r.ReadByte(); err == nil {
+			t.Fatal("read a byte from a connection the server should have closed")
+		} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection still open after %s", limit)
+		}
+	}
+
+	t.Run("idle keep-alive", func(t *testing.T) {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		r := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "ok" || strings.EqualFold(resp.Header.Get("Connection"), "close") {
+			t.Fatalf("want a kept-alive answer ok, got %q (Connection: %q)", body, resp.Header.Get("Connection"))
+		}
+		closedWithin(t, conn, r, 3*time.Second)
+	})
+	t.Run("slow headers", func(t *testing.T) {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n")
+		closedWithin(t, conn, bufio.NewReader(conn), 3*time.Second)
+	})
+}
