@@ -205,8 +205,12 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 	sc := server.Config{
 		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
+		SystemLogs:   *kc.EnableSystemLogHandler,
 		ProbeMetrics: probeMetricsHandler(),
 		Stats:        &stats.Provider{Runtime: rt.RuntimeService, Images: rt.Images, NodeName: nodeName, RootDir: cfg.RootDir, LogDir: kc.PodLogsDir},
+	}
+	if !*kc.EnableServer {
+		sc.Address = "" // no node API on the port; healthz stays
 	}
 	if *kc.HealthzPort > 0 {
 		sc.HealthzAddress = net.JoinHostPort(kc.HealthzBindAddress, fmt.Sprint(*kc.HealthzPort))

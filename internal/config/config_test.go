@@ -154,6 +154,7 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"relative cgroup root", func(*testing.T) []string { return []string{"--cgroup-root=bosun"} }, `cgroupRoot (--cgroup-root) "bosun" must be an absolute`},
 		{"cgroup root with systemd", func(*testing.T) []string { return []string{"--cgroup-root=/bosun", "--cgroup-driver=systemd"} }, "is not supported by Bosun"},
 		{"stray argument", func(*testing.T) []string { return []string{"run"} }, "unexpected arguments"},
+		{"allow-privileged off", func(*testing.T) []string { return []string{"--allow-privileged=false"} }, "--allow-privileged=false cannot be honoured"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -50,6 +50,11 @@ func Load(args []string) (*Config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: bosun takes only flags (see --help)", fs.Args())
 	}
+	if f := fs.Lookup("allow-privileged"); f != nil && f.Changed && f.Value.String() == "false" {
+		return nil, errors.New("--allow-privileged=false cannot be honoured: the flag was removed in v1.15 and Bosun runs the " +
+			"privileged containers the apiserver admits; forbid them with the apiserver's --allow-privileged=false or Pod Security admission, " +
+			"and drop the flag here")
+	}
 	cfg := &Config{Kubelet: &kubeletv1beta1.KubeletConfiguration{}}
 	for _, line := range strings.Split(strings.TrimSpace(notices.String()), "\n") {
 		if line != "" {

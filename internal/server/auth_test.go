@@ -68,7 +68,7 @@ func (fakeHost) Spec() any                             { return map[string]int{"
 
 func testServer(t *testing.T, authz *fakeAuthz) *Server {
 	t.Helper()
-	return &Server{cfg: Config{Debugging: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
+	return &Server{cfg: Config{Debugging: true, SystemLogs: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
 		auth: &Auth{authn: fakeAuthn{}, authz: authz, nodeName: "node-1"}}
 }
 
@@ -240,6 +240,36 @@ func TestLogOptionsFromQuery(t *testing.T) {
 		{"sinceSeconds": {"1"}, "sinceTime": {"2024-01-01T00:00:00Z"}}} {
 		if _, err := LogOptionsFromQuery(bad); err == nil {
 			t.Errorf("accepted %v", bad)
+		}
+	}
+}
+
+// enableDebuggingHandlers and enableSystemLogHandler take their handlers off
+// the API; the rest stays.
+func TestSwitchesTakeHandlersOff(t *testing.T) {
+	paths := []string{"/logs/", "/containerLogs/ns/pod/c", "/exec/ns/pod/c", "/attach/ns/pod/c", "/portForward/ns/pod", "/pods"}
+	served := func(cfg Config) map[string]bool {
+		s := &Server{cfg: cfg, host: fakeHost{rt: critest.NewFakeRuntimeService()}}
+		mux := s.Routes()
+		out := map[string]bool{}
+		for _, p := range paths {
+			_, pattern := mux.Handler(httptest.NewRequest("GET", p, nil))
+			out[p] = pattern != ""
+		}
+		return out
+	}
+	all := served(Config{Debugging: true, SystemLogs: true})
+	noLogs := served(Config{Debugging: true, SystemLogs: false})
+	noDebug := served(Config{Debugging: false, SystemLogs: true})
+	for _, p := range paths {
+		if !all[p] {
+			t.Errorf("%s not served with every handler on", p)
+		}
+		if want := p != "/logs/"; noLogs[p] != want {
+			t.Errorf("enableSystemLogHandler false: %s served = %v, want %v", p, noLogs[p], want)
+		}
+		if want := p == "/pods"; noDebug[p] != want {
+			t.Errorf("enableDebuggingHandlers false: %s served = %v, want %v", p, noDebug[p], want)
 		}
 	}
 }

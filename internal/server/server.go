@@ -51,7 +51,7 @@ type StatsSource interface {
 
 // Config says where and how to serve.
 type Config struct {
-	Address        string                                               // address:port of the API
+	Address        string                                               // address:port of the API ("" disables: enableServer false)
 	HealthzAddress string                                               // address:port of healthz ("" disables)
 	ReadOnlyAddr   string                                               // address:port of the read-only API ("" disables)
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error) // the serving certificate, re-read each handshake
@@ -60,6 +60,7 @@ type Config struct {
 	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
 	LogDir         string                                               // the folder /logs/ serves (/var/log)
 	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
+	SystemLogs     bool                                                 // enableSystemLogHandler: /logs/ (with Debugging)
 	Stats          StatsSource                                          // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
 	ProbeMetrics   http.Handler                                         // /metrics/probes (nil: not served)
 }
@@ -129,10 +130,12 @@ func (s *Server) routeTable() []route {
 	}
 	rs = append(rs,
 		route{"GET /containerLogs/{namespace}/{pod}/{container}", http.HandlerFunc(s.containerLogs)},
-		route{"GET /logs/", http.StripPrefix("/logs", http.HandlerFunc(s.varLogs))},
 		route{"POST /run/{namespace}/{pod}/{container}", http.HandlerFunc(s.run)},
 		route{"POST /run/{namespace}/{pod}/{uid}/{container}", http.HandlerFunc(s.run)},
 	)
+	if s.cfg.SystemLogs {
+		rs = append(rs, route{"GET /logs/", http.StripPrefix("/logs", http.HandlerFunc(s.varLogs))})
+	}
 	for _, method := range []string{"GET", "POST"} {
 		rs = append(rs,
 			route{method + " /exec/{namespace}/{pod}/{container}", http.HandlerFunc(s.exec)},
@@ -178,11 +181,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if tlsCfg.MinVersion == 0 {
 		tlsCfg.MinVersion = tls.VersionTLS12
 	}
-	secure := newHTTPServer(s.cfg.Address, withLogger(logger, s.Handler()))
-	secure.TLSConfig = tlsCfg
-	servers := []*http.Server{secure}
+	var servers []*http.Server
 	errs := make(chan error, 3)
-	go func() { errs <- serveTLS(secure) }()
+	if s.cfg.Address != "" {
+		secure := newHTTPServer(s.cfg.Address, withLogger(logger, s.Handler()))
+		secure.TLSConfig = tlsCfg
+		servers = append(servers, secure)
+		go func() { errs <- serveTLS(secure) }()
+	}
 	if s.cfg.HealthzAddress != "" {
 		h := newHTTPServer(s.cfg.HealthzAddress, onlyPath(http.HandlerFunc(s.healthz), "/healthz"))
 		h.ReadTimeout, h.WriteTimeout = time.Minute, time.Minute
