@@ -343,6 +343,9 @@ func DecodeStatic(data []byte, source, nodeName, kind string) (*corev1.Pod, erro
 	if pod.Namespace == "" {
 		pod.Namespace = metav1.NamespaceDefault
 	}
+	if errs := validateStatic(pod); len(errs) > 0 {
+		return nil, staticError(source, errs)
+	}
 	h := sha256.New()
 	_, _ = h.Write(data)
 	fmt.Fprintf(h, "|%s|%s", nodeName, source)

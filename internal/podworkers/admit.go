@@ -37,10 +37,14 @@ func sysctlAllowed(name string) bool {
 }
 
 // Admit decides whether a new pod may run beside the active ones on node,
-// with upstream's reasons: PodOSNotSupported, OutOfpods, OutOf<resource> (requests beyond
+// with upstream's reasons: UnsafeName (Bosun's own: a name that cannot become a
+// path component), PodOSNotSupported, OutOfpods, OutOf<resource> (requests beyond
 // allocatable), NodeAffinity (selector or required affinity mismatch), Taint
 // (a NoExecute taint not tolerated).
 func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
+	if bad := podsync.UnsafePathName(pod); bad != "" {
+		return false, "UnsafeName", fmt.Sprintf("Pod rejected: its %s cannot be used in a path on the node", bad)
+	}
 	if node == nil {
 		return true, "", ""
 	}

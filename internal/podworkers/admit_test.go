@@ -8,6 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+var testMeta = metav1.ObjectMeta{Namespace: "default", Name: "p", UID: "u-1"}
+
 func TestAdmit(t *testing.T) {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"kubernetes.io/os": "linux", "zone": "a"}},
@@ -17,7 +19,7 @@ func TestAdmit(t *testing.T) {
 	}
 	tolerate := []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpExists}}
 	pod := func(cpu string, mutate func(*corev1.Pod)) *corev1.Pod {
-		p := &corev1.Pod{Spec: corev1.PodSpec{Tolerations: tolerate, Containers: []corev1.Container{{Name: "c"}}}}
+		p := &corev1.Pod{ObjectMeta: testMeta, Spec: corev1.PodSpec{Tolerations: tolerate, Containers: []corev1.Container{{Name: "c"}}}}
 		if cpu != "" {
 			p.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu)}
 		}
@@ -34,6 +36,9 @@ func TestAdmit(t *testing.T) {
 		reason string
 	}{
 		{"fits", pod("1", nil), one, ""},
+		{"container name with a slash", pod("", func(p *corev1.Pod) { p.Spec.Containers[0].Name = "../c" }), nil, "UnsafeName"},
+		{"volume name ..", pod("", func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: ".."}} }), nil, "UnsafeName"},
+		{"namespace with a slash", pod("", func(p *corev1.Pod) { p.Namespace = "a/b" }), nil, "UnsafeName"},
 		{"too many pods", pod("", nil), []*corev1.Pod{pod("", nil), pod("", nil)}, "OutOfpods"},
 		{"cpu beyond allocatable", pod("1500m", nil), one, "OutOfcpu"},
 		{"init container counted as the max", pod("", func(p *corev1.Pod) {
@@ -64,7 +69,7 @@ func TestAdmit(t *testing.T) {
 func TestSysctlAdmission(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubernetes.io/os": "linux"}}}
 	pod := func(name string) *corev1.Pod {
-		return &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: name, Value: "1"}}}}}
+		return &corev1.Pod{ObjectMeta: testMeta, Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{Sysctls: []corev1.Sysctl{{Name: name, Value: "1"}}}}}
 	}
 	if ok, _, _ := Admit(pod("kernel.shm_rmid_forced"), nil, node); !ok {
 		t.Error("a safe sysctl was refused")
@@ -83,7 +88,7 @@ func TestSupplementalGroupsPolicyAdmission(t *testing.T) {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubernetes.io/os": "linux"}}}
 	strict, merge := corev1.SupplementalGroupsPolicyStrict, corev1.SupplementalGroupsPolicyMerge
 	pod := func(p *corev1.SupplementalGroupsPolicy) *corev1.Pod {
-		return &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SupplementalGroupsPolicy: p}}}
+		return &corev1.Pod{ObjectMeta: testMeta, Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SupplementalGroupsPolicy: p}}}
 	}
 	if ok, _, _ := Admit(pod(&merge), nil, node); !ok {
 		t.Error("Merge refused")
