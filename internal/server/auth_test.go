@@ -205,7 +205,29 @@ func TestVarLogsStaysInside(t *testing.T) {
 	if err := os.Symlink(filepath.Join(base, "secret"), filepath.Join(logDir, "escape")); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{cfg: Config{LogDir: logDir}}
+	// The node agent's own links: containers/x.log -> <pod logs>/x/0.log, an
+	// absolute path inside the log folder, and one into a pod log folder
+	// elsewhere (podLogsDir).
+	podLogs := filepath.Join(base, "pods")
+	for _, d := range []string{filepath.Join(logDir, "pods", "p"), filepath.Join(logDir, "containers"), filepath.Join(podLogs, "q")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for file, content := range map[string]string{filepath.Join(logDir, "pods", "p", "0.log"): "line p", filepath.Join(podLogs, "q", "0.log"): "line q"} {
+		if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{
+		"p.log": filepath.Join(logDir, "pods", "p", "0.log"), "q.log": filepath.Join(podLogs, "q", "0.log"),
+		"out.log": filepath.Join(base, "secret"), "dots.log": filepath.Join(logDir, "..", "secret"),
+	} {
+		if err := os.Symlink(target, filepath.Join(logDir, "containers", link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{cfg: Config{LogDir: logDir, PodLogsDir: podLogs}}
 	h := http.StripPrefix("/logs", http.HandlerFunc(s.varLogs))
 	get := func(raw string) (int, string) {
 		req := httptest.NewRequest("GET", "/", nil)
@@ -220,7 +242,13 @@ func TestVarLogsStaysInside(t *testing.T) {
 	if code, body := get("/logs/"); code != 200 || !strings.Contains(body, "sub/") {
 		t.Errorf("listing: %d %q", code, body)
 	}
-	for _, p := range []string{"/logs/../secret", "/logs/sub/../../secret", "/logs/escape", "/logs//etc/passwd", "/logs/%2e%2e/secret"} {
+	for p, want := range map[string]string{"/logs/containers/p.log": "line p", "/logs/containers/q.log": "line q"} {
+		if code, body := get(p); code != 200 || body != want {
+			t.Errorf("%s: %d %q, want the linked log %q", p, code, body, want)
+		}
+	}
+	for _, p := range []string{"/logs/../secret", "/logs/sub/../../secret", "/logs/escape", "/logs//etc/passwd", "/logs/%2e%2e/secret",
+		"/logs/containers/out.log", "/logs/containers/dots.log"} {
 		if code, body := get(p); code == 200 || strings.Contains(body, "outside") || strings.Contains(body, "root:") {
 			t.Errorf("%s escaped the log dir: %d %q", p, code, body)
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -135,17 +136,11 @@ func (fw flushWriter) Write(p []byte) (int, error) {
 // varLogs serves files and folders under the log dir. os.Root keeps every
 // open inside it: no "..", no absolute paths and no symlink out of it.
 func (s *Server) varLogs(w http.ResponseWriter, r *http.Request) {
-	root, err := os.OpenRoot(s.cfg.LogDir)
-	if err != nil {
-		writeText(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	defer func() { _ = root.Close() }()
 	rel := strings.TrimPrefix(r.URL.Path, "/")
 	if rel == "" {
 		rel = "."
 	}
-	f, err := root.Open(rel)
+	f, err := s.openLog(rel)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			http.NotFound(w, r)
@@ -179,4 +174,41 @@ func (s *Server) varLogs(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "<a href=\"%s\">%s</a>\n", html.EscapeString(url.PathEscape(e.Name())+strings.TrimPrefix(n, e.Name())), html.EscapeString(n))
 	}
 	fmt.Fprint(w, "</pre>\n")
+}
+
+// openLog opens rel below the log folder without leaving it. A last component
+// that is an absolute symlink into the log folder or the pod log folder (the
+// links in containers/ the node agent writes to pods/<pod>/<container>/N.log)
+// is followed, and only then.
+func (s *Server) openLog(rel string) (*os.File, error) {
+	root, err := os.OpenRoot(s.cfg.LogDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = root.Close() }()
+	f, err := root.Open(rel)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return f, err
+	}
+	target, lerr := root.Readlink(rel)
+	if lerr != nil || !filepath.IsAbs(target) {
+		return nil, err
+	}
+	for _, dir := range []string{s.cfg.LogDir, s.cfg.PodLogsDir} {
+		if dir == "" {
+			continue
+		}
+		inside, rerr := filepath.Rel(filepath.Clean(dir), filepath.Clean(target))
+		if rerr != nil || inside == ".." || strings.HasPrefix(inside, "../") {
+			continue
+		}
+		sub, oerr := os.OpenRoot(dir)
+		if oerr != nil {
+			return nil, oerr
+		}
+		f, err := sub.Open(inside) // the target's own links stay inside dir
+		_ = sub.Close()
+		return f, err
+	}
+	return nil, err
 }

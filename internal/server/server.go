@@ -59,6 +59,7 @@ type Config struct {
 	CipherSuites   []uint16                                             // tlsCipherSuites
 	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
 	LogDir         string                                               // the folder /logs/ serves (/var/log)
+	PodLogsDir     string                                               // podLogsDir: links under LogDir into it are followed
 	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
 	SystemLogs     bool                                                 // enableSystemLogHandler: /logs/ (with Debugging)
 	Stats          StatsSource                                          // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
