@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"time"
@@ -205,9 +206,12 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 	sc := server.Config{
 		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
-		SystemLogs:   *kc.EnableSystemLogHandler,
+		SystemLogs: *kc.EnableSystemLogHandler, PodLogsDir: kc.PodLogsDir, Profiling: *kc.EnableProfilingHandler,
 		ProbeMetrics: probeMetricsHandler(),
 		Stats:        &stats.Provider{Runtime: rt.RuntimeService, Images: rt.Images, NodeName: nodeName, RootDir: cfg.RootDir, LogDir: kc.PodLogsDir},
+	}
+	if kc.EnableContentionProfiling && *kc.EnableProfilingHandler {
+		goruntime.SetBlockProfileRate(1) // /debug/pprof/block, as upstream
 	}
 	if !*kc.EnableServer {
 		sc.Address = "" // no node API on the port; healthz stays

@@ -68,7 +68,7 @@ func (fakeHost) Spec() any                             { return map[string]int{"
 
 func testServer(t *testing.T, authz *fakeAuthz) *Server {
 	t.Helper()
-	return &Server{cfg: Config{Debugging: true, SystemLogs: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
+	return &Server{cfg: Config{Debugging: true, SystemLogs: true, Profiling: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
 		auth: &Auth{authn: fakeAuthn{}, authz: authz, nodeName: "node-1"}}
 }
 
@@ -99,6 +99,9 @@ func TestEveryRouteIsAuthenticatedAndAuthorized(t *testing.T) {
 	}
 	for _, r := range routes {
 		method, path := samplePath(r.pattern)
+		if strings.HasPrefix(path, "/debug/pprof/") {
+			path += "?seconds=1" // a profile, allowed, runs for 30 s by default
+		}
 		for _, tc := range []struct {
 			name  string
 			authz *fakeAuthz
@@ -161,6 +164,7 @@ func TestAttributes(t *testing.T) {
 		{"GET", "/metrics/cadvisor", "get", []string{"metrics"}},
 		{"GET", "/stats/summary", "get", []string{"stats"}},
 		{"GET", "/logs/syslog", "get", []string{"log"}},
+		{"GET", "/debug/pprof/profile", "get", []string{"proxy"}},
 		{"GET", "/pods", "get", []string{"pods", "proxy"}},
 		{"GET", "/runningpods/", "get", []string{"pods", "proxy"}},
 		{"GET", "/healthz", "get", []string{"healthz", "proxy"}},
@@ -275,7 +279,7 @@ func TestLogOptionsFromQuery(t *testing.T) {
 // enableDebuggingHandlers and enableSystemLogHandler take their handlers off
 // the API; the rest stays.
 func TestSwitchesTakeHandlersOff(t *testing.T) {
-	paths := []string{"/logs/", "/containerLogs/ns/pod/c", "/exec/ns/pod/c", "/attach/ns/pod/c", "/portForward/ns/pod", "/pods"}
+	paths := []string{"/logs/", "/containerLogs/ns/pod/c", "/exec/ns/pod/c", "/attach/ns/pod/c", "/portForward/ns/pod", "/pods", "/debug/pprof/"}
 	served := func(cfg Config) map[string]bool {
 		s := &Server{cfg: cfg, host: fakeHost{rt: critest.NewFakeRuntimeService()}}
 		mux := s.Routes()
@@ -286,15 +290,19 @@ func TestSwitchesTakeHandlersOff(t *testing.T) {
 		}
 		return out
 	}
-	all := served(Config{Debugging: true, SystemLogs: true})
-	noLogs := served(Config{Debugging: true, SystemLogs: false})
+	all := served(Config{Debugging: true, SystemLogs: true, Profiling: true})
+	noLogs := served(Config{Debugging: true, SystemLogs: false, Profiling: true})
 	noDebug := served(Config{Debugging: false, SystemLogs: true})
+	noProfiling := served(Config{Debugging: true, SystemLogs: true})
 	for _, p := range paths {
 		if !all[p] {
 			t.Errorf("%s not served with every handler on", p)
 		}
 		if want := p != "/logs/"; noLogs[p] != want {
 			t.Errorf("enableSystemLogHandler false: %s served = %v, want %v", p, noLogs[p], want)
+		}
+		if want := p != "/debug/pprof/"; noProfiling[p] != want {
+			t.Errorf("enableProfilingHandler false: %s served = %v, want %v", p, noProfiling[p], want)
 		}
 		if want := p == "/pods"; noDebug[p] != want {
 			t.Errorf("enableDebuggingHandlers false: %s served = %v, want %v", p, noDebug[p], want)

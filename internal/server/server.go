@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,6 +63,7 @@ type Config struct {
 	PodLogsDir     string                                               // podLogsDir: links under LogDir into it are followed
 	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
 	SystemLogs     bool                                                 // enableSystemLogHandler: /logs/ (with Debugging)
+	Profiling      bool                                                 // enableProfilingHandler: /debug/pprof/
 	Stats          StatsSource                                          // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
 	ProbeMetrics   http.Handler                                         // /metrics/probes (nil: not served)
 }
@@ -102,6 +104,14 @@ func (s *Server) routeTable() []route {
 		{"GET /configz", s.jsonOf(func() any { return map[string]any{"kubeletconfig": s.host.Configz()} })},
 		{"GET /spec/", s.jsonOf(s.host.Spec)},
 		{"GET /metrics", legacyregistry.Handler()},
+	}
+	if s.cfg.Profiling {
+		rs = append(rs, route{"GET /debug/pprof/", http.HandlerFunc(pprof.Index)},
+			route{"GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline)},
+			route{"GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile)},
+			route{"GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
+			route{"POST /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
+			route{"GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace)})
 	}
 	if s.cfg.ProbeMetrics != nil {
 		rs = append(rs, route{"GET /metrics/probes", s.cfg.ProbeMetrics})
