@@ -154,6 +154,10 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"relative cgroup root", func(*testing.T) []string { return []string{"--cgroup-root=bosun"} }, `cgroupRoot (--cgroup-root) "bosun" must be an absolute`},
 		{"cgroup root with systemd", func(*testing.T) []string { return []string{"--cgroup-root=/bosun", "--cgroup-driver=systemd"} }, "is not supported by Bosun"},
 		{"stray argument", func(*testing.T) []string { return []string{"run"} }, "unexpected arguments"},
+		{"unsafe sysctl not namespaced", func(*testing.T) []string { return []string{"--allowed-unsafe-sysctls=vm.swappiness"} }, `the sysctl "vm.swappiness" are not known to be namespaced`},
+		{"unsafe sysctl pattern not namespaced", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"allowedUnsafeSysctls: [\"kernel.*\"]\n")}
+		}, `the sysctls "kernel.*" are not known to be namespaced`},
 		{"allow-privileged off", func(*testing.T) []string { return []string{"--allow-privileged=false"} }, "--allow-privileged=false cannot be honoured"},
 	}
 	for _, tc := range cases {

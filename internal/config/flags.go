@@ -98,6 +98,7 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.StringVar(&kc.Authentication.X509.ClientCAFile, "client-ca-file", kc.Authentication.X509.ClientCAFile, "A certificate bundle that signs client certificates.")
 	fs.Var((*authzModeValue)(&kc.Authorization.Mode), "authorization-mode", "Authorization mode for Kubelet server: AlwaysAllow or Webhook.")
 	fs.StringSliceVar(&kc.ClusterDNS, "cluster-dns", kc.ClusterDNS, "Comma-separated list of DNS server IP addresses.")
+	fs.StringSliceVar(&kc.AllowedUnsafeSysctls, "allowed-unsafe-sysctls", kc.AllowedUnsafeSysctls, "Comma-separated list of unsafe sysctls or sysctl patterns (ending in *) pods may set.")
 	fs.StringVar(&kc.ClusterDomain, "cluster-domain", kc.ClusterDomain, "Domain for this cluster.")
 	fs.Int32Var(&kc.MaxPods, "max-pods", kc.MaxPods, "Number of Pods that can run on this Kubelet.")
 	fs.StringVar(&kc.StaticPodPath, "pod-manifest-path", kc.StaticPodPath, "Path to the directory containing static pod files to run.")

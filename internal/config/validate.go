@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 	"net"
 	"slices"
 	"strings"
@@ -80,6 +81,15 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)
 	errs = append(errs, validateTaints(kc)...)
+	for _, pattern := range kc.AllowedUnsafeSysctls {
+		if ns, _, prefixed := utilsysctl.GetNamespace(pattern); ns == utilsysctl.UnknownNamespace {
+			what := "sysctl"
+			if prefixed {
+				what = "sysctls"
+			}
+			bad("allowedUnsafeSysctls (--allowed-unsafe-sysctls): the %s %q are not known to be namespaced: a pod may set only sysctls of its own IPC or network namespace", what, pattern)
+		}
+	}
 	return errors.Join(errs...)
 }
 

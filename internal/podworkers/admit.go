@@ -2,13 +2,14 @@ package podworkers
 
 import (
 	"fmt"
-	"github.com/bosun-dev/bosun/internal/podsync"
 	"strings"
 
+	"github.com/bosun-dev/bosun/internal/podsync"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 	"k8s.io/klog/v2"
 )
 
@@ -23,17 +24,26 @@ var safeSysctls = map[string]bool{
 // AllowedUnsafeSysctls is allowedUnsafeSysctls (names, or prefixes ending in *).
 var AllowedUnsafeSysctls []string
 
-func sysctlAllowed(name string) bool {
-	name = strings.ReplaceAll(name, "/", ".")
-	if safeSysctls[name] {
-		return true
-	}
+// sysctlRefusal says why a pod may not set sysctl name, or "" when it may:
+// it must be safe or allowlisted, and not of a namespace the pod shares with
+// the host (net.* with hostNetwork, IPC sysctls with hostIPC).
+func sysctlRefusal(name string, hostNet, hostIPC bool) string {
+	name = utilsysctl.NormalizeName(name)
+	allowed := safeSysctls[name]
 	for _, a := range AllowedUnsafeSysctls {
+		a = utilsysctl.NormalizeName(a)
 		if a == name || (strings.HasSuffix(a, "*") && strings.HasPrefix(name, strings.TrimSuffix(a, "*"))) {
-			return true
+			allowed = true
 		}
 	}
-	return false
+	if !allowed {
+		return fmt.Sprintf("%q not allowlisted", name)
+	}
+	switch ns, _, _ := utilsysctl.GetNamespace(name); {
+	case ns == utilsysctl.NetNamespace && hostNet, ns == utilsysctl.IPCNamespace && hostIPC:
+		return fmt.Sprintf("%q not allowed with host %s enabled", name, ns)
+	}
+	return ""
 }
 
 // Admit decides whether a new pod may run beside the active ones on node,
@@ -54,8 +64,8 @@ func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, stri
 	}
 	if sc := pod.Spec.SecurityContext; sc != nil {
 		for _, s := range sc.Sysctls {
-			if !sysctlAllowed(s.Name) {
-				return false, "SysctlForbidden", fmt.Sprintf("Pod forbidden sysctl: %q not allowlisted", s.Name)
+			if why := sysctlRefusal(s.Name, pod.Spec.HostNetwork, pod.Spec.HostIPC); why != "" {
+				return false, "SysctlForbidden", "Pod forbidden sysctl: " + why
 			}
 		}
 	}

@@ -77,10 +77,25 @@ func TestSysctlAdmission(t *testing.T) {
 	if ok, reason, msg := Admit(pod("kernel.msgmax"), nil, node); ok || reason != "SysctlForbidden" || msg != `Pod forbidden sysctl: "kernel.msgmax" not allowlisted` {
 		t.Errorf("unsafe sysctl: %v %q %q", ok, reason, msg)
 	}
-	AllowedUnsafeSysctls = []string{"kernel.msg*"}
+	AllowedUnsafeSysctls = []string{"kernel.msg*", "net.core.somaxconn"}
 	defer func() { AllowedUnsafeSysctls = nil }()
 	if ok, _, _ := Admit(pod("kernel.msgmax"), nil, node); !ok {
 		t.Error("an allowlisted unsafe sysctl was refused")
+	}
+	if ok, _, _ := Admit(pod("net/core/somaxconn"), nil, node); !ok {
+		t.Error("an allowlisted sysctl written with slashes was refused")
+	}
+	hostNet, hostIPC := pod("net.ipv4.ip_local_port_range"), pod("kernel.msgmax")
+	hostNet.Spec.HostNetwork, hostIPC.Spec.HostIPC = true, true
+	if ok, reason, msg := Admit(hostNet, nil, node); ok || reason != "SysctlForbidden" || msg != `Pod forbidden sysctl: "net.ipv4.ip_local_port_range" not allowed with host Net enabled` {
+		t.Errorf("net sysctl with hostNetwork: %v %q %q", ok, reason, msg)
+	}
+	if ok, _, msg := Admit(hostIPC, nil, node); ok || msg != `Pod forbidden sysctl: "kernel.msgmax" not allowed with host IPC enabled` {
+		t.Errorf("IPC sysctl with hostIPC: %v %q", ok, msg)
+	}
+	hostIPC.Spec.HostIPC, hostIPC.Spec.HostNetwork = false, true
+	if ok, _, msg := Admit(hostIPC, nil, node); !ok {
+		t.Errorf("an IPC sysctl with only hostNetwork was refused: %q", msg)
 	}
 }
 
