@@ -39,6 +39,9 @@ type SyncerConfig struct {
 	// RuntimeHandler resolves a RuntimeClass name to its CRI handler (nil:
 	// the name is the handler).
 	RuntimeHandler func(ctx context.Context, runtimeClass string) (string, error)
+	// RecursiveReadOnly tells whether a runtime handler ("" the default) can
+	// mount read-only recursively (nil: none can).
+	RecursiveReadOnly func(ctx context.Context, handler string) bool
 }
 
 // VolumeManager sets up a pod's volumes (again on every sync, to refresh
@@ -214,14 +217,9 @@ func (s *Syncer) runSandbox(ctx context.Context, pod *corev1.Pod, attempt uint32
 	if err := s.ensurePodCgroup(pod); err != nil {
 		return nil, nil, err
 	}
-	handler := ""
-	if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
-		handler = *rc
-		if s.cfg.RuntimeHandler != nil {
-			if handler, err = s.cfg.RuntimeHandler(ctx, *rc); err != nil {
-				return nil, nil, err
-			}
-		}
+	handler, err := s.handler(ctx, pod)
+	if err != nil {
+		return nil, nil, err
 	}
 	id, err := s.cfg.Runtime.RunPodSandbox(ctx, cfg, handler)
 	if err != nil {
@@ -296,6 +294,18 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 	return nil, nil
 }
 
+// handler is the CRI runtime handler of the pod's RuntimeClass ("" for none).
+func (s *Syncer) handler(ctx context.Context, pod *corev1.Pod) (string, error) {
+	rc := pod.Spec.RuntimeClassName
+	if rc == nil || *rc == "" {
+		return "", nil
+	}
+	if s.cfg.RuntimeHandler == nil {
+		return *rc, nil
+	}
+	return s.cfg.RuntimeHandler(ctx, *rc)
+}
+
 func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1.Container, restarts int32, imageRef string,
 	image *runtimeapi.Image, podIPs []string, vols map[string]volumes.Volume) (*runtimeapi.ContainerConfig, error) {
 	var uid *int64
@@ -321,7 +331,15 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 	for _, kv := range env {
 		vars[kv.Key] = kv.Value
 	}
-	mounts, err := volumes.Mounts(c, vols, func(in string) string { return Expand(in, vars) })
+	rro := false
+	if s.cfg.RecursiveReadOnly != nil {
+		handler, err := s.handler(ctx, pod)
+		if err != nil {
+			return nil, err
+		}
+		rro = s.cfg.RecursiveReadOnly(ctx, handler)
+	}
+	mounts, err := volumes.Mounts(c, vols, func(in string) string { return Expand(in, vars) }, rro)
 	if err != nil {
 		return nil, &ConfigError{Msg: err.Error()}
 	}

@@ -124,8 +124,12 @@ func initDone(in StatusInput) bool {
 }
 
 func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitReason string) corev1.ContainerStatus {
-	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, VolumeMounts: volumeMountStatuses(c)}
 	runs := in.Runtime.ContainersNamed(c.Name)
+	var applied []*runtimeapi.Mount
+	if len(runs) > 0 {
+		applied = runs[0].GetMounts()
+	}
+	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, VolumeMounts: volumeMountStatuses(c, applied)}
 	if prev := previousStatus(in.Pod, c.Name); prev != nil {
 		cs.RestartCount = prev.RestartCount
 		cs.LastTerminationState = prev.LastTerminationState
@@ -214,14 +218,19 @@ func podResources(pod *corev1.Pod) (*corev1.ResourceRequirements, corev1.Resourc
 }
 
 // volumeMountStatuses lists a container's mounts as upstream reports them:
-// read-only ones say whether the read-only mount is recursive.
-func volumeMountStatuses(c corev1.Container) []corev1.VolumeMountStatus {
+// read-only ones say whether the runtime mounted them recursively read-only
+// (applied: the mounts of the container's latest instance).
+func volumeMountStatuses(c corev1.Container, applied []*runtimeapi.Mount) []corev1.VolumeMountStatus {
+	recursive := map[string]bool{}
+	for _, m := range applied {
+		recursive[m.GetContainerPath()] = m.GetRecursiveReadOnly()
+	}
 	var out []corev1.VolumeMountStatus
 	for _, m := range c.VolumeMounts {
 		vs := corev1.VolumeMountStatus{Name: m.Name, MountPath: m.MountPath, ReadOnly: m.ReadOnly}
 		if m.ReadOnly {
 			rro := corev1.RecursiveReadOnlyDisabled
-			if m.RecursiveReadOnly != nil && *m.RecursiveReadOnly == corev1.RecursiveReadOnlyEnabled {
+			if recursive[m.MountPath] {
 				rro = corev1.RecursiveReadOnlyEnabled
 			}
 			vs.RecursiveReadOnly = &rro

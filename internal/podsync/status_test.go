@@ -169,3 +169,18 @@ func TestStatusMatchesUpstreamShape(t *testing.T) {
 		t.Errorf("resources %+v allocated %+v, want the container's requests", cs.Resources, cs.AllocatedResources)
 	}
 }
+
+// A read-only mount reports Enabled only when the runtime mounted it
+// recursively read-only, whatever the spec asked.
+func TestVolumeMountStatusReportsWhatWasApplied(t *testing.T) {
+	ifPossible := corev1.RecursiveReadOnlyIfPossible
+	c := corev1.Container{VolumeMounts: []corev1.VolumeMount{
+		{Name: "a", MountPath: "/a", ReadOnly: true, RecursiveReadOnly: &ifPossible},
+		{Name: "b", MountPath: "/b", ReadOnly: true, RecursiveReadOnly: &ifPossible},
+		{Name: "c", MountPath: "/c"},
+	}}
+	got := volumeMountStatuses(c, []*runtimeapi.Mount{{ContainerPath: "/a", RecursiveReadOnly: true}, {ContainerPath: "/b"}, {ContainerPath: "/c"}})
+	if *got[0].RecursiveReadOnly != corev1.RecursiveReadOnlyEnabled || *got[1].RecursiveReadOnly != corev1.RecursiveReadOnlyDisabled || got[2].RecursiveReadOnly != nil {
+		t.Fatalf("statuses %+v", got)
+	}
+}

@@ -105,3 +105,24 @@ func HealthFromStatus(st *runtimeapi.RuntimeStatus) Health {
 	}
 	return h
 }
+
+// RecursiveReadOnly tells whether the runtime's handler ("" the default) can
+// make a read-only mount recursively read-only, as its status reports.
+func (r *Runtime) RecursiveReadOnly(ctx context.Context, handler string) bool {
+	st, err := r.Status(ctx, false)
+	if err != nil {
+		return false
+	}
+	return HandlerSupportsRRO(st.GetRuntimeHandlers(), handler)
+}
+
+// HandlerSupportsRRO reads a handler's recursive read-only feature; the
+// default handler is the one named "".
+func HandlerSupportsRRO(handlers []*runtimeapi.RuntimeHandler, handler string) bool {
+	for _, h := range handlers {
+		if h.GetName() == handler {
+			return h.GetFeatures().GetRecursiveReadOnlyMounts()
+		}
+	}
+	return false
+}

@@ -22,7 +22,10 @@ var propagation = map[corev1.MountPropagationMode]runtimeapi.MountPropagation{
 // symlinks are resolved: a container that swapped a subPath folder for a
 // symlink cannot make the node mount something outside the volume
 // (upstream CVE-2017-1002101, CVE-2021-25741).
-func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string) ([]*runtimeapi.Mount, error) {
+//
+// A read-only mount asking for recursiveReadOnly gets it where the runtime
+// handler supports it (rro); Enabled where it does not is an error.
+func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string, rro bool) ([]*runtimeapi.Mount, error) {
 	var out []*runtimeapi.Mount
 	for _, vm := range c.VolumeMounts {
 		vol, ok := vols[vm.Name]
@@ -45,6 +48,11 @@ func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) str
 		if vm.MountPropagation != nil {
 			m.Propagation = propagation[*vm.MountPropagation]
 		}
+		recursive, err := recursiveReadOnly(vm, rro)
+		if err != nil {
+			return nil, fmt.Errorf("container %q: %w", c.Name, err)
+		}
+		m.RecursiveReadOnly = recursive
 		out = append(out, m)
 	}
 	return out, nil
@@ -123,4 +131,29 @@ func chmodNoFollow(dir string, perm os.FileMode) error {
 		mode |= unix.S_ISVTX
 	}
 	return unix.Fchmod(fd, mode)
+}
+
+// recursiveReadOnly decides a mount's recursiveReadOnly as upstream does: only
+// on a read-only mount without propagation; IfPossible follows the runtime,
+// Enabled needs it.
+func recursiveReadOnly(vm corev1.VolumeMount, supported bool) (bool, error) {
+	if vm.RecursiveReadOnly == nil || *vm.RecursiveReadOnly == corev1.RecursiveReadOnlyDisabled {
+		return false, nil
+	}
+	if !vm.ReadOnly {
+		return false, fmt.Errorf("volume %q requested recursive read-only mode, but it is not read-only", vm.Name)
+	}
+	if vm.MountPropagation != nil && *vm.MountPropagation != corev1.MountPropagationNone {
+		return false, fmt.Errorf("volume %q requested recursive read-only mode, but it is not compatible with propagation %q", vm.Name, *vm.MountPropagation)
+	}
+	switch *vm.RecursiveReadOnly {
+	case corev1.RecursiveReadOnlyIfPossible:
+		return supported, nil
+	case corev1.RecursiveReadOnlyEnabled:
+		if !supported {
+			return false, fmt.Errorf("volume %q requested recursive read-only mode, but it is not supported by the runtime", vm.Name)
+		}
+		return true, nil
+	}
+	return false, fmt.Errorf("volume %q: unknown recursive read-only mode %q", vm.Name, *vm.RecursiveReadOnly)
 }

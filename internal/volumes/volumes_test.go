@@ -116,7 +116,7 @@ func TestSubPathCannotEscape(t *testing.T) {
 	}
 	vols := map[string]Volume{"v": {Path: vol}}
 	mount := func(sub string) error {
-		_, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPath: sub}}}, vols, func(s string) string { return s })
+		_, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPath: sub}}}, vols, func(s string) string { return s }, false)
 		return err
 	}
 	for _, bad := range []string{"evil", "evil/passwd", "../", "/etc", "ok/../../x"} {
