@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -334,5 +335,36 @@ func TestSupplementalGroupsPolicyAndHostUsers(t *testing.T) {
 	pod.Spec.HostUsers = &no
 	if _, err := SandboxConfig(NodeSettings{}, pod, 0); err == nil || !strings.Contains(err.Error(), "hostUsers: false") {
 		t.Errorf("hostUsers false: %v", err)
+	}
+}
+
+func TestProcMountAndSELinuxReachTheRuntime(t *testing.T) {
+	unmasked := corev1.UnmaskedProcMount
+	level := &corev1.SELinuxOptions{Level: "s0:c1,c2"}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{SELinuxOptions: level}}}
+	sc, err := containerSecurity(NodeSettings{}, pod, &corev1.Container{Name: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(sc.MaskedPaths, "/proc/kcore") || !slices.Contains(sc.ReadonlyPaths, "/proc/sysrq-trigger") {
+		t.Errorf("default procMount: masked %v, read-only %v", sc.MaskedPaths, sc.ReadonlyPaths)
+	}
+	if sc.SelinuxOptions.GetLevel() != "s0:c1,c2" {
+		t.Errorf("the pod's SELinux level did not reach the container: %v", sc.SelinuxOptions)
+	}
+	own := &corev1.Container{Name: "c", SecurityContext: &corev1.SecurityContext{ProcMount: &unmasked, SELinuxOptions: &corev1.SELinuxOptions{Type: "spc_t"}}}
+	sc, err = containerSecurity(NodeSettings{}, pod, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.MaskedPaths == nil || len(sc.MaskedPaths) != 0 || sc.ReadonlyPaths == nil || len(sc.ReadonlyPaths) != 0 {
+		t.Errorf("Unmasked procMount: masked %v, read-only %v, want both empty and set", sc.MaskedPaths, sc.ReadonlyPaths)
+	}
+	if sc.SelinuxOptions.GetType() != "spc_t" || sc.SelinuxOptions.GetLevel() != "" {
+		t.Errorf("the container's SELinux options should win: %v", sc.SelinuxOptions)
+	}
+	lx, err := sandboxLinux(NodeSettings{}, pod)
+	if err != nil || lx.SecurityContext.SelinuxOptions.GetLevel() != "s0:c1,c2" {
+		t.Errorf("sandbox SELinux options %v (%v)", lx.SecurityContext.GetSelinuxOptions(), err)
 	}
 }

@@ -112,6 +112,9 @@ func containerSecurity(n NodeSettings, pod *corev1.Pod, c *corev1.Container) (*r
 	if out.Seccomp, err = seccompProfile(n, pick(csc.SeccompProfile, psc.SeccompProfile)); err != nil {
 		return nil, err
 	}
+	out.Apparmor, out.ApparmorProfile = appArmorProfile(pod, c)
+	out.SelinuxOptions = seLinuxOptions(pick(csc.SELinuxOptions, psc.SELinuxOptions))
+	out.MaskedPaths, out.ReadonlyPaths = procPaths(csc.ProcMount)
 	return out, nil
 }
 

@@ -132,6 +132,7 @@ func sandboxLinux(n NodeSettings, pod *corev1.Pod) (*runtimeapi.LinuxPodSandboxC
 			lx.SecurityContext.SupplementalGroups = append(lx.SecurityContext.SupplementalGroups, *sc.FSGroup)
 		}
 		lx.SecurityContext.SupplementalGroupsPolicy = supplementalGroupsPolicy(sc)
+		lx.SecurityContext.SelinuxOptions = seLinuxOptions(sc.SELinuxOptions)
 	}
 	var psp *corev1.SeccompProfile
 	if pod.Spec.SecurityContext != nil {

@@ -21,6 +21,33 @@ var safeSysctls = map[string]bool{
 	"net.ipv4.tcp_keepalive_probes": true, "net.ipv4.tcp_rmem": true, "net.ipv4.tcp_wmem": true,
 }
 
+// AppArmorEnabled tells whether the host enforces AppArmor profiles.
+var AppArmorEnabled = podsync.HostAppArmorEnabled()
+
+// needsAppArmor tells whether a pod asks for an AppArmor profile other than
+// unconfined, in the fields or the older annotations.
+func needsAppArmor(pod *corev1.Pod) bool {
+	confined := func(p *corev1.AppArmorProfile) bool {
+		return p != nil && p.Type != corev1.AppArmorProfileTypeUnconfined
+	}
+	if pod.Spec.SecurityContext != nil && confined(pod.Spec.SecurityContext.AppArmorProfile) {
+		return true
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if c.SecurityContext != nil && confined(c.SecurityContext.AppArmorProfile) {
+				return true
+			}
+		}
+	}
+	for k, v := range pod.Annotations {
+		if strings.HasPrefix(k, corev1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix) && v != corev1.DeprecatedAppArmorBetaProfileNameUnconfined {
+			return true
+		}
+	}
+	return false
+}
+
 // AllowedUnsafeSysctls is allowedUnsafeSysctls (names, or prefixes ending in *).
 var AllowedUnsafeSysctls []string
 
@@ -54,6 +81,9 @@ func sysctlRefusal(name string, hostNet, hostIPC bool) string {
 func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
 	if bad := podsync.UnsafePathName(pod); bad != "" {
 		return false, "UnsafeName", fmt.Sprintf("Pod rejected: its %s cannot be used in a path on the node", bad)
+	}
+	if needsAppArmor(pod) && !AppArmorEnabled {
+		return false, "AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host"
 	}
 	if node == nil {
 		return true, "", ""

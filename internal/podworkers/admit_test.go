@@ -117,3 +117,42 @@ func TestSupplementalGroupsPolicyAdmission(t *testing.T) {
 		t.Errorf("Strict refused where the runtime supports it: %s", reason)
 	}
 }
+
+func TestAppArmorAdmission(t *testing.T) {
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"kubernetes.io/os": "linux"}}}
+	was := AppArmorEnabled
+	defer func() { AppArmorEnabled = was }()
+	AppArmorEnabled = false
+	pod := func(mutate func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: testMeta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+		mutate(p)
+		return p
+	}
+	confined := []*corev1.Pod{
+		pod(func(p *corev1.Pod) {
+			p.Spec.SecurityContext = &corev1.PodSecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}}
+		}),
+		pod(func(p *corev1.Pod) {
+			p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeLocalhost}}
+		}),
+		pod(func(p *corev1.Pod) {
+			p.Annotations = map[string]string{corev1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix + "c": "runtime/default"}
+		}),
+	}
+	for i, p := range confined {
+		if ok, reason, msg := Admit(p, nil, node); ok || reason != "AppArmor" || msg != "Cannot enforce AppArmor: AppArmor is not enabled on the host" {
+			t.Errorf("pod %d on a host without AppArmor: %v %q %q", i, ok, reason, msg)
+		}
+	}
+	unconfined := pod(func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}}
+		p.Annotations = map[string]string{corev1.DeprecatedAppArmorBetaContainerAnnotationKeyPrefix + "c": "unconfined"}
+	})
+	if ok, _, msg := Admit(unconfined, nil, node); !ok {
+		t.Errorf("an unconfined pod was refused: %q", msg)
+	}
+	AppArmorEnabled = true
+	if ok, _, msg := Admit(confined[0], nil, node); !ok {
+		t.Errorf("a confined pod on a host with AppArmor was refused: %q", msg)
+	}
+}
