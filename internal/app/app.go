@@ -358,11 +358,11 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 	clientFn certificate.ClientsetFunc) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), func(), error) {
 	kc := cfg.Kubelet
 	if kc.TLSCertFile != "" {
-		pair, err := tls.LoadX509KeyPair(kc.TLSCertFile, kc.TLSPrivateKeyFile)
+		pair, err := certs.LoadFilePair(kc.TLSCertFile, kc.TLSPrivateKeyFile, time.Minute)
 		if err != nil {
-			return nil, nil, fmt.Errorf("failed to load tlsCertFile/tlsPrivateKeyFile: %w", err)
+			return nil, nil, err
 		}
-		return func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }, func() {}, nil
+		return pair.GetCertificate, func() {}, nil
 	}
 	self, err := certs.SelfSignedServing(cfg.CertDir, nodeName, ips)
 	if err != nil {
