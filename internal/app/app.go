@@ -397,7 +397,9 @@ func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pres
 			o.SupplementalGroupsPolicy = &h.Features.SupplementalGroupsPolicy
 		}
 		for _, rh := range h.Handlers {
-			rro, userns := rh.GetFeatures().GetRecursiveReadOnlyMounts(), rh.GetFeatures().GetUserNamespaces()
+			// Bosun refuses hostUsers: false (user namespaces are not built yet),
+			// so the node says no whatever the handler could do.
+			rro, userns := rh.GetFeatures().GetRecursiveReadOnlyMounts(), false
 			o.RuntimeHandlers = append(o.RuntimeHandlers, corev1.NodeRuntimeHandler{Name: rh.Name,
 				Features: &corev1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &rro, UserNamespaces: &userns}})
 		}
