@@ -134,6 +134,19 @@ reliability: ## Drop-in scenarios and the crash loop against both agents -> docs
 	done; \
 	$(MAKE) --no-print-directory reliability-doc; exit $$rc
 
+# How long make fuzz runs each fuzz target; their seed corpora run in make test.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := internal/config:FuzzDecode internal/config:FuzzFlags internal/podsource:FuzzDecodeStatic \
+  internal/volumes:FuzzWriteAtomicKeys internal/volumes:FuzzSubPath internal/server:FuzzVarLogsPath \
+  internal/server:FuzzLogOptionsFromQuery
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME (default 30s): config decoder and flags, static pods, atomic writer keys, subPath, /logs/ paths, log queries
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t#*:}; echo ">>> $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) ./$$pkg; \
+	done
+
 .PHONY: reliability-doc
 reliability-doc: ## Regenerate docs/reliability.md from the latest records of both agents
 	$(GO) run ./hack/reliability docs/reliability.md _output/reliability
