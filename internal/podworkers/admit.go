@@ -129,6 +129,9 @@ func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, stri
 	if !matchesNode(pod, node) {
 		return false, "NodeAffinity", "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
 	}
+	if hostPortsTaken(pod, active) {
+		return false, "NodePorts", "Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+	}
 	for _, t := range node.Spec.Taints {
 		if t.Effect == corev1.TaintEffectNoExecute && !tolerates(pod.Spec.Tolerations, t) {
 			return false, "Taint", fmt.Sprintf("Predicate TaintToleration failed: node(s) had untolerated taint {%s: %s}", t.Key, t.Value)
@@ -212,6 +215,65 @@ func tolerates(tolerations []corev1.Toleration, t corev1.Taint) bool {
 	for _, tol := range tolerations {
 		if tol.ToleratesTaint(klog.Background(), &t, false) {
 			return true
+		}
+	}
+	return false
+}
+
+// hostPort is a (host IP, protocol, port) a pod binds on the node.
+type hostPort struct {
+	ip, protocol string
+	port         int32
+}
+
+// hostPorts are the host ports of a pod's containers and sidecars (the
+// containers that run as long as the pod), defaults filled in.
+func hostPorts(pod *corev1.Pod) []hostPort {
+	var out []hostPort
+	add := func(c corev1.Container) {
+		for _, p := range c.Ports {
+			if p.HostPort <= 0 {
+				continue
+			}
+			hp := hostPort{ip: p.HostIP, protocol: string(p.Protocol), port: p.HostPort}
+			if hp.ip == "" {
+				hp.ip = "0.0.0.0"
+			}
+			if hp.protocol == "" {
+				hp.protocol = string(corev1.ProtocolTCP)
+			}
+			out = append(out, hp)
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			add(c)
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		add(c)
+	}
+	return out
+}
+
+// hostPortsTaken tells whether a host port of pod is bound by an active pod
+// already: the same protocol and port on the same IP, or on any IP when
+// either side binds 0.0.0.0.
+func hostPortsTaken(pod *corev1.Pod, active []*corev1.Pod) bool {
+	want := hostPorts(pod)
+	if len(want) == 0 {
+		return false
+	}
+	for _, other := range active {
+		if other.UID == pod.UID {
+			continue
+		}
+		for _, used := range hostPorts(other) {
+			for _, w := range want {
+				if w.port == used.port && w.protocol == used.protocol && (w.ip == used.ip || w.ip == "0.0.0.0" || used.ip == "0.0.0.0") {
+					return true
+				}
+			}
 		}
 	}
 	return false

@@ -36,6 +36,25 @@ func TestAdmit(t *testing.T) {
 		reason string
 	}{
 		{"fits", pod("1", nil), one, ""},
+		{"host port taken", pod("", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017, ContainerPort: 80}}
+		}),
+			[]*corev1.Pod{pod("", func(p *corev1.Pod) {
+				p.UID = "other"
+				p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017, HostIP: "10.0.0.1", Protocol: corev1.ProtocolTCP}}
+			})}, "NodePorts"},
+		{"host port free on another protocol", pod("", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017, Protocol: corev1.ProtocolUDP}}
+		}), []*corev1.Pod{pod("", func(p *corev1.Pod) {
+			p.UID = "other"
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017}}
+		})}, ""},
+		{"host port free on another IP", pod("", func(p *corev1.Pod) {
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017, HostIP: "10.0.0.2"}}
+		}), []*corev1.Pod{pod("", func(p *corev1.Pod) {
+			p.UID = "other"
+			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{HostPort: 21017, HostIP: "10.0.0.1"}}
+		})}, ""},
 		{"container name with a slash", pod("", func(p *corev1.Pod) { p.Spec.Containers[0].Name = "../c" }), nil, "UnsafeName"},
 		{"volume name ..", pod("", func(p *corev1.Pod) { p.Spec.Volumes = []corev1.Volume{{Name: ".."}} }), nil, "UnsafeName"},
 		{"namespace with a slash", pod("", func(p *corev1.Pod) { p.Namespace = "a/b" }), nil, "UnsafeName"},
