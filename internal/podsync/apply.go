@@ -173,6 +173,11 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 	if sb == nil {
 		return nil
 	}
+	if !plan.CreateSandbox && !plan.KillPod && pod.DeletionTimestamp == nil {
+		if err := s.resizeRunning(ctx, pod, rp, sb.Id); err != nil {
+			klog.FromContext(ctx).Error(err, "Resizing the pod's containers", "pod", klog.KObj(pod))
+		}
+	}
 	ips := sandboxIPs(pod, sb, s.cfg.HostIPs)
 	for _, name := range plan.Start {
 		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips, vols); err != nil {

@@ -1,0 +1,125 @@
+package podsync
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+)
+
+// resizeRunning applies changed requests and limits to the pod's running
+// containers in place (in-place pod resize): a container whose resizePolicy
+// says RestartContainer for a changed resource is restarted with them; the
+// others get their cgroups updated through the runtime, inside a pod cgroup
+// loosened first and set to the new pod limits last, so that neither a
+// growing container nor a shrinking pod is ever squeezed by the other.
+func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, sandboxID string) error {
+	type update struct {
+		id, name string
+		want     *runtimeapi.LinuxContainerResources
+	}
+	var updates []update
+	var restarts []update
+	var oldMemory int64
+	memoryKnown := true
+	for _, c := range runningSpecs(pod) {
+		st := rp.Latest(c.Name)
+		if st == nil || st.SandboxID != sandboxID || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+			memoryKnown = false
+			continue
+		}
+		cur := st.GetResources().GetLinux()
+		if cur == nil || cur.GetCpuShares() == 0 { // a runtime that does not report them (shares are 2 at least)
+			memoryKnown = false
+			continue
+		}
+		oldMemory += cur.GetMemoryLimitInBytes()
+		if cur.GetMemoryLimitInBytes() == 0 {
+			memoryKnown = false
+		}
+		want := containerResources(s.cfg.Node, pod, c, s.cfg.MemCapacity)
+		cpuChanged := cur.GetCpuShares() != want.CpuShares || cur.GetCpuQuota() != want.CpuQuota && (cur.GetCpuQuota() > 0 || want.CpuQuota > 0)
+		memChanged := cur.GetMemoryLimitInBytes() != want.MemoryLimitInBytes
+		if !cpuChanged && !memChanged {
+			continue
+		}
+		u := update{id: st.Id, name: c.Name, want: want}
+		if (cpuChanged && restartOnResize(c, corev1.ResourceCPU)) || (memChanged && restartOnResize(c, corev1.ResourceMemory)) {
+			restarts = append(restarts, u)
+		} else {
+			updates = append(updates, u)
+		}
+	}
+	if len(updates)+len(restarts) == 0 {
+		return nil
+	}
+	logger := klog.FromContext(ctx)
+	podCgroup := s.cfg.Cgroups != nil && s.cfg.Node.CgroupsPerQOS && s.cfg.Node.CgroupDriver != "systemd"
+	final := PodCgroupLimits(s.cfg.Node, pod)
+	if podCgroup {
+		loose := final
+		if loose.CPUPeriodUS > 0 {
+			loose.CPUQuotaUS = -1 // no quota while the containers move
+		}
+		if loose.MemoryBytes > 0 && memoryKnown {
+			loose.MemoryBytes = max(loose.MemoryBytes, oldMemory)
+		} else if loose.MemoryBytes > 0 {
+			loose.MemoryBytes = 0 // left as it is until the end
+		}
+		if err := s.cfg.Cgroups.Ensure(CgroupParent(s.cfg.Node, pod), loose); err != nil {
+			return fmt.Errorf("resize: loosening the pod cgroup: %w", err)
+		}
+	}
+	var firstErr error
+	for _, u := range updates {
+		if err := s.cfg.Runtime.UpdateContainerResources(ctx, u.id, &runtimeapi.ContainerResources{Linux: u.want}); err != nil {
+			s.event(pod, corev1.EventTypeWarning, "ResizeFailed", fmt.Sprintf("Failed to resize container %q: %v", u.name, err))
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		logger.V(2).Info("Resized container in place", "pod", klog.KObj(pod), "container", u.name,
+			"cpuShares", u.want.CpuShares, "cpuQuota", u.want.CpuQuota, "memoryLimit", u.want.MemoryLimitInBytes)
+	}
+	for _, u := range restarts {
+		logger.V(2).Info("Restarting container to resize it, as its resizePolicy asks", "pod", klog.KObj(pod), "container", u.name)
+		if err := s.stopWithPreStop(ctx, pod, u.name, u.id, gracePeriod(pod)); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if podCgroup {
+		if err := s.cfg.Cgroups.Ensure(CgroupParent(s.cfg.Node, pod), final); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("resize: setting the pod cgroup: %w", err)
+		}
+	}
+	return firstErr
+}
+
+// runningSpecs are the containers that run for the pod's whole life: its
+// sidecars and app containers.
+func runningSpecs(pod *corev1.Pod) []*corev1.Container {
+	var out []*corev1.Container
+	for i := range pod.Spec.InitContainers {
+		if isSidecar(pod.Spec.InitContainers[i]) {
+			out = append(out, &pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		out = append(out, &pod.Spec.Containers[i])
+	}
+	return out
+}
+
+// restartOnResize tells whether the container's resizePolicy asks for a
+// restart when resource changes.
+func restartOnResize(c *corev1.Container, resource corev1.ResourceName) bool {
+	for _, p := range c.ResizePolicy {
+		if p.ResourceName == resource {
+			return p.RestartPolicy == corev1.RestartContainer
+		}
+	}
+	return false
+}
