@@ -225,6 +225,9 @@ func fillWebserver(name string) func(*layout, *rootfs) error {
 				return err
 			}
 		}
+		// Upstream's images are built on Alpine; the image volume spec mounts
+		// kitten and reads its os-release.
+		r.file("/etc/os-release", []byte("NAME=\"Alpine Linux\"\nID=alpine\nPRETTY_NAME=\"Alpine Linux (Bosun's offline stand-in)\"\n"), 0o644)
 		return nil
 	}
 }

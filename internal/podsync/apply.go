@@ -274,6 +274,13 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		}
 		return nil, err
 	}
+	if vols, err = s.pullImageVolumes(ctx, pod, c, vols); err != nil {
+		var ie *ImageError
+		if errors.As(err, &ie) {
+			return &Waiting{Reason: ie.Reason, Message: ie.Msg}, nil
+		}
+		return nil, err
+	}
 	config, err := s.containerConfig(ctx, pod, c, restarts, imageRef, image, podIPs, vols)
 	if err != nil {
 		var ce *ConfigError
@@ -297,6 +304,36 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 	s.linkContainerLog(pod.Name, pod.Namespace, name, id, filepath.Join(sbConfig.GetLogDirectory(), config.GetLogPath()))
 	s.postStart(ctx, pod, c, id)
 	return nil, nil
+}
+
+// pullImageVolumes makes the images of the image volumes c mounts present,
+// per each volume's pull policy, and returns the volumes with the pulled
+// images' references.
+func (s *Syncer) pullImageVolumes(ctx context.Context, pod *corev1.Pod, c *corev1.Container, vols map[string]volumes.Volume) (map[string]volumes.Volume, error) {
+	var out map[string]volumes.Volume
+	for _, vm := range c.VolumeMounts {
+		v, ok := vols[vm.Name]
+		if !ok || v.Image == "" {
+			continue
+		}
+		image := v.Image
+		ref, _, err := s.cfg.Images.EnsureImage(ctx, pod, image, v.ImagePullPolicy, func() []*runtimeapi.AuthConfig { return s.pullAuth(ctx, pod, image) })
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = make(map[string]volumes.Volume, len(vols))
+			for k, x := range vols {
+				out[k] = x
+			}
+		}
+		v.Image = ref
+		out[vm.Name] = v
+	}
+	if out == nil {
+		return vols, nil
+	}
+	return out, nil
 }
 
 // handler is the CRI runtime handler of the pod's RuntimeClass ("" for none).

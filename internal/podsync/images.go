@@ -43,8 +43,15 @@ func (e *ImageError) Error() string { return e.Msg }
 // the image reference to create the container with, and the image's user.
 // auth is asked for the registry credentials only when a pull happens.
 func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, auth func() []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
+	return p.EnsureImage(ctx, pod, c.Image, c.ImagePullPolicy, auth)
+}
+
+// EnsureImage makes image present per policy ("" defaults as the apiserver
+// does: Always for :latest or no tag, else IfNotPresent): a container's
+// image, or an image volume's.
+func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image string, policy corev1.PullPolicy, auth func() []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
+	c := &corev1.Container{Image: image}
 	spec := &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image}
-	policy := c.ImagePullPolicy
 	if policy == "" {
 		policy = corev1.PullIfNotPresent
 		if !strings.Contains(lastSegment(c.Image), ":") || strings.HasSuffix(c.Image, ":latest") {

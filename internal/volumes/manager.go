@@ -31,6 +31,11 @@ type Volume struct {
 	Path     string // on the host
 	ReadOnly bool   // content volumes are always mounted read-only
 	HostPath bool   // a hostPath volume: subPath needs no containment check against our own folders
+	// Image is an image volume's reference (no host folder: the runtime
+	// mounts the image); the pod's sync pulls it and puts the pulled
+	// image's reference here before the mounts are made.
+	Image           string
+	ImagePullPolicy corev1.PullPolicy
 }
 
 // Manager sets volumes up under <root-dir>/pods/<uid>/volumes.
@@ -75,6 +80,8 @@ func (m *Manager) setupOne(ctx context.Context, pod *corev1.Pod, v *corev1.Volum
 		return filepath.Join(m.podVolumesDir(pod), "kubernetes.io~"+plugin, v.Name)
 	}
 	switch {
+	case v.Image != nil:
+		return Volume{Image: v.Image.Reference, ImagePullPolicy: v.Image.PullPolicy, ReadOnly: true}, nil
 	case v.EmptyDir != nil:
 		return m.emptyDir(dir("empty-dir"), v.EmptyDir, gid)
 	case v.HostPath != nil:

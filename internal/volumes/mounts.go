@@ -37,6 +37,18 @@ func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) str
 		if vm.SubPathExpr != "" {
 			sub = expand(vm.SubPathExpr)
 		}
+		if vol.Image != "" {
+			// The runtime mounts the image itself, read-only; a subPath is a
+			// folder inside the image, which the runtime resolves there.
+			if sub != "" {
+				if err := ValidatePath(sub); err != nil {
+					return nil, fmt.Errorf("image volume %q of container %q: subPath: %w", vm.Name, c.Name, err)
+				}
+			}
+			out = append(out, &runtimeapi.Mount{ContainerPath: vm.MountPath, Image: &runtimeapi.ImageSpec{Image: vol.Image},
+				ImageSubPath: sub, Readonly: true})
+			continue
+		}
 		if sub != "" {
 			resolved, err := subPath(vol, sub)
 			if err != nil {

@@ -46,3 +46,20 @@ func TestRecursiveReadOnlyFollowsRequestAndRuntime(t *testing.T) {
 		})
 	}
 }
+
+func TestImageVolumeMountsTheImageReadOnly(t *testing.T) {
+	vols := map[string]Volume{"img": {Image: "sha256:abc", ReadOnly: true}}
+	c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "img", MountPath: "/volume", SubPath: "etc"}}}
+	got, err := Mounts(c, vols, func(s string) string { return s }, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := got[0]
+	if m.GetImage().GetImage() != "sha256:abc" || m.HostPath != "" || !m.Readonly || m.ImageSubPath != "etc" || m.ContainerPath != "/volume" {
+		t.Fatalf("mount %+v, want the image read-only at /volume with subPath etc and no host path", m)
+	}
+	c.VolumeMounts[0].SubPath = "../etc"
+	if _, err := Mounts(c, vols, func(s string) string { return s }, false); err == nil {
+		t.Fatal("an image subPath with .. was accepted")
+	}
+}
