@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
@@ -37,6 +38,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/podworkers"
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
+	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/status"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
@@ -157,8 +159,20 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
 		Keep: []string{d.cfg.PodInfraContainerImage}}
+	vm := &volumes.Manager{RootDir: d.cfg.RootDir}
+	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
-		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect})
+		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect,
+		LocalStorage: &eviction.LocalStorage{
+			PodStats: func(ctx context.Context) ([]statsapi.PodStats, error) {
+				sum, err := statsProvider.Summary(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return sum.Pods, nil
+			},
+			EmptyDirUsage: vm.EmptyDirUsage,
+		}})
 	return p, nil
 }
 

@@ -98,6 +98,7 @@ type Config struct {
 	ReclaimImages func(ctx context.Context) error // image GC, tried before evicting for disk
 	Every         time.Duration
 	Read          func() (Signals, error) // for tests; defaults to the machine
+	LocalStorage  *LocalStorage           // ephemeral storage limits (nil: not enforced)
 }
 
 // Manager runs the checks.
@@ -142,6 +143,9 @@ func (m *Manager) Run(ctx context.Context) {
 
 // Check reads the signals once and acts.
 func (m *Manager) Check(ctx context.Context) {
+	if m.checkLocalStorage(ctx) > 0 {
+		return // as upstream: pods over their own limits go first, pressure waits for the next round
+	}
 	s, err := m.cfg.Read()
 	if err != nil {
 		klog.FromContext(ctx).Error(err, "Failed to read eviction signals")

@@ -404,3 +404,52 @@ func MountsUnder(dir string) []string {
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
 }
+
+// EmptyDirUsage is the disk each of the pod's disk-backed emptyDir volumes
+// uses, in bytes (allocated blocks, as du counts them), by volume name.
+func (m *Manager) EmptyDirUsage(pod *corev1.Pod) map[string]int64 {
+	out := map[string]int64{}
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir == nil || v.EmptyDir.Medium == corev1.StorageMediumMemory {
+			continue
+		}
+		out[v.Name] = diskUsage(filepath.Join(m.podVolumesDir(pod), "kubernetes.io~empty-dir", v.Name))
+	}
+	return out
+}
+
+// diskUsage sums the allocated blocks under dir, without following links or
+// crossing into other filesystems mounted below it.
+func diskUsage(dir string) int64 {
+	root, err := os.Lstat(dir)
+	if err != nil {
+		return 0
+	}
+	rootDev := uint64(0)
+	if st, ok := root.Sys().(*syscall.Stat_t); ok {
+		rootDev = uint64(st.Dev)
+	}
+	var total int64
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		if uint64(st.Dev) != rootDev {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		total += st.Blocks * 512
+		return nil
+	})
+	return total
+}

@@ -1,6 +1,8 @@
 package volumes
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -61,5 +63,29 @@ func TestImageVolumeMountsTheImageReadOnly(t *testing.T) {
 	c.VolumeMounts[0].SubPath = "../etc"
 	if _, err := Mounts(c, vols, func(s string) string { return s }, false); err == nil {
 		t.Fatal("an image subPath with .. was accepted")
+	}
+}
+
+func TestEmptyDirUsageCountsDiskBackedVolumes(t *testing.T) {
+	m := &Manager{RootDir: t.TempDir()}
+	pod := &corev1.Pod{}
+	pod.UID = "u"
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "disk", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "mem", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}},
+	}
+	dir := filepath.Join(m.RootDir, "pods", "u", "volumes", "kubernetes.io~empty-dir", "disk", "sub")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := m.EmptyDirUsage(pod)
+	if got["disk"] < 1<<20 || got["disk"] > 2<<20 {
+		t.Errorf("disk emptyDir with a 1 MiB file uses %d bytes", got["disk"])
+	}
+	if _, ok := got["mem"]; ok {
+		t.Error("a memory-backed emptyDir was counted as disk")
 	}
 }

@@ -1,0 +1,134 @@
+package eviction
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	resourcehelper "k8s.io/component-helpers/resource"
+	"k8s.io/klog/v2"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+)
+
+// LocalStorage enforces local ephemeral storage limits, as upstream's
+// eviction manager does whatever the node's pressure: an emptyDir over its
+// sizeLimit, a pod over the sum of its containers' ephemeral-storage limits
+// (writable layers, logs and disk-backed emptyDirs), a container over its
+// own (writable layer and logs). Each such pod is evicted once, with
+// upstream's message.
+type LocalStorage struct {
+	PodStats      func(ctx context.Context) ([]statsapi.PodStats, error) // containers' rootfs and logs usage
+	EmptyDirUsage func(pod *corev1.Pod) map[string]int64                 // disk-backed emptyDir usage by volume
+}
+
+// Violation says why pod must go, or "" when it stays within its limits.
+func Violation(pod *corev1.Pod, stats *statsapi.PodStats, emptyDirs map[string]int64) string {
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.Sign() <= 0 {
+			continue
+		}
+		if used, ok := emptyDirs[v.Name]; ok && used > v.EmptyDir.SizeLimit.Value() {
+			return fmt.Sprintf("Usage of EmptyDir volume %q exceeds the limit %q. ", v.Name, v.EmptyDir.SizeLimit.String())
+		}
+	}
+	containerUse := map[string]int64{}
+	var total int64
+	if stats != nil {
+		for _, c := range stats.Containers {
+			var use int64
+			if c.Rootfs != nil && c.Rootfs.UsedBytes != nil {
+				use += int64(*c.Rootfs.UsedBytes)
+			}
+			if c.Logs != nil && c.Logs.UsedBytes != nil {
+				use += int64(*c.Logs.UsedBytes)
+			}
+			containerUse[c.Name] += use
+			total += use
+		}
+	}
+	for _, used := range emptyDirs {
+		total += used
+	}
+	if limit, ok := resourcehelper.PodLimits(pod, resourcehelper.PodResourcesOptions{})[corev1.ResourceEphemeralStorage]; ok {
+		if resource.NewQuantity(total, resource.BinarySI).Cmp(limit) > 0 {
+			return fmt.Sprintf("Pod ephemeral local storage usage exceeds the total limit of containers %s. ", limit.String())
+		}
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			limit, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]
+			if !ok {
+				continue
+			}
+			if resource.NewQuantity(containerUse[c.Name], resource.BinarySI).Cmp(limit) > 0 {
+				return fmt.Sprintf("Container %s exceeded its local ephemeral storage limit %q. ", c.Name, limit.String())
+			}
+		}
+	}
+	return ""
+}
+
+// checkLocalStorage evicts the running pods over their local storage limits
+// and says how many it evicted.
+func (m *Manager) checkLocalStorage(ctx context.Context) int {
+	ls := m.cfg.LocalStorage
+	if ls == nil || m.cfg.Pods == nil || m.cfg.Evict == nil {
+		return 0
+	}
+	pods := m.cfg.Pods()
+	needed := false
+	for _, p := range pods {
+		if limitsLocalStorage(p) {
+			needed = true
+			break
+		}
+	}
+	if !needed {
+		return 0
+	}
+	byUID := map[string]*statsapi.PodStats{}
+	if ls.PodStats != nil {
+		all, err := ls.PodStats(ctx)
+		if err != nil {
+			klog.FromContext(ctx).Error(err, "Failed to read pod stats for local storage limits")
+			return 0
+		}
+		for i := range all {
+			byUID[all[i].PodRef.UID] = &all[i]
+		}
+	}
+	evicted := 0
+	for _, p := range pods {
+		if !limitsLocalStorage(p) {
+			continue
+		}
+		var emptyDirs map[string]int64
+		if ls.EmptyDirUsage != nil {
+			emptyDirs = ls.EmptyDirUsage(p)
+		}
+		if msg := Violation(p, byUID[string(p.UID)], emptyDirs); msg != "" {
+			klog.FromContext(ctx).Info("Evicting pod over its local storage limit", "pod", klog.KObj(p), "message", msg)
+			m.cfg.Evict(p.UID, "Evicted", msg)
+			evicted++
+		}
+	}
+	return evicted
+}
+
+// limitsLocalStorage tells whether a pod has any local storage limit.
+func limitsLocalStorage(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.EmptyDir != nil && v.EmptyDir.SizeLimit != nil && v.EmptyDir.SizeLimit.Sign() > 0 {
+			return true
+		}
+	}
+	for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range list {
+			if _, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}

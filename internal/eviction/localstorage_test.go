@@ -1,0 +1,67 @@
+package eviction
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+)
+
+func TestLocalStorageLimitsEvictWithUpstreamMessages(t *testing.T) {
+	u := func(n uint64) *uint64 { return &n }
+	limit := func(q string) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse(q)}}
+	}
+	size := resource.MustParse("1Mi")
+	pods := []*corev1.Pod{
+		{ObjectMeta: metav1.ObjectMeta{Name: "emptydir", UID: "a"}, Spec: corev1.PodSpec{
+			Volumes:    []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &size}}}},
+			Containers: []corev1.Container{{Name: "c"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "container", UID: "b"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "writer", Resources: limit("10Mi")}, {Name: "idle"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "within", UID: "c"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Resources: limit("100Mi")}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "unlimited", UID: "d"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}},
+	}
+	stats := []statsapi.PodStats{
+		{PodRef: statsapi.PodReference{UID: "b"}, Containers: []statsapi.ContainerStats{
+			{Name: "writer", Rootfs: &statsapi.FsStats{UsedBytes: u(8 << 20)}, Logs: &statsapi.FsStats{UsedBytes: u(4 << 20)}},
+			{Name: "idle", Rootfs: &statsapi.FsStats{UsedBytes: u(1 << 20)}}}},
+		{PodRef: statsapi.PodReference{UID: "c"}, Containers: []statsapi.ContainerStats{{Name: "c", Rootfs: &statsapi.FsStats{UsedBytes: u(50 << 20)}}}},
+		{PodRef: statsapi.PodReference{UID: "d"}, Containers: []statsapi.ContainerStats{{Name: "c", Rootfs: &statsapi.FsStats{UsedBytes: u(900 << 20)}}}},
+	}
+	evicted := map[types.UID]string{}
+	m := New(Config{Pods: func() []*corev1.Pod { return pods }, Evict: func(uid types.UID, reason, msg string) { evicted[uid] = reason + ": " + msg },
+		Read: func() (Signals, error) { return Signals{}, nil },
+		LocalStorage: &LocalStorage{
+			PodStats: func(context.Context) ([]statsapi.PodStats, error) { return stats, nil },
+			EmptyDirUsage: func(p *corev1.Pod) map[string]int64 {
+				if p.UID == "a" {
+					return map[string]int64{"scratch": 2 << 20}
+				}
+				return nil
+			},
+		}})
+	m.Check(context.Background())
+	want := map[types.UID]string{
+		"a": `Evicted: Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `,
+		"b": "Evicted: Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+	}
+	if len(evicted) != len(want) {
+		t.Fatalf("evicted %v, want %v", evicted, want)
+	}
+	for uid, msg := range want {
+		if evicted[uid] != msg {
+			t.Errorf("pod %s: %q, want %q", uid, evicted[uid], msg)
+		}
+	}
+	// A container over its own limit in a pod whose total is within the sum.
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "small", Resources: limit("1Mi")}, {Name: "big", Resources: limit("100Mi")}}}}
+	got := Violation(pod, &statsapi.PodStats{Containers: []statsapi.ContainerStats{{Name: "small", Logs: &statsapi.FsStats{UsedBytes: u(2 << 20)}}}}, nil)
+	if !strings.HasPrefix(got, `Container small exceeded its local ephemeral storage limit "1Mi".`) {
+		t.Errorf("container over its limit: %q", got)
+	}
+}
