@@ -42,6 +42,9 @@ type Auth struct {
 	authn    authenticator.Request
 	authz    authorizer.Authorizer
 	nodeName string
+	// onAuthenticated is told of each request that authenticated (the
+	// connection gate frees its connection's slot).
+	onAuthenticated func(r *http.Request)
 }
 
 // NewAuth builds the delegating authenticator (x509, TokenReview, anonymous)
@@ -161,6 +164,9 @@ func (a *Auth) Filter(h http.Handler) http.Handler {
 		if err != nil || !ok {
 			writeText(w, http.StatusUnauthorized, "Unauthorized")
 			return
+		}
+		if a.onAuthenticated != nil {
+			a.onAuthenticated(r)
 		}
 		attrs := a.Attributes(resp.User, r)
 		var subresources []string

@@ -195,8 +195,11 @@ func (s *Server) Run(ctx context.Context) error {
 	var servers []*http.Server
 	errs := make(chan error, 3)
 	if s.cfg.Address != "" {
+		gate := newConnGate(maxUnauthenticated)
+		s.auth.onAuthenticated = gate.authenticated
 		secure := newHTTPServer(s.cfg.Address, withLogger(logger, s.Handler()))
 		secure.TLSConfig = tlsCfg
+		gate.install(secure)
 		servers = append(servers, secure)
 		go func() { errs <- serveTLS(secure) }()
 	}
