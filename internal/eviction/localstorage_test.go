@@ -65,3 +65,21 @@ func TestLocalStorageLimitsEvictWithUpstreamMessages(t *testing.T) {
 		t.Errorf("container over its limit: %q", got)
 	}
 }
+
+func TestPressureMessageIsUpstreams(t *testing.T) {
+	mem := resource.MustParse("100Mi")
+	s := Signals{MemoryAvailable: 50 << 20, MemoryCapacity: 1 << 30, NodeFsAvailable: 1 << 30, NodeFsCapacity: 10 << 30, NodeFsInodesFree: 100, NodeFsInodes: 1000}
+	cases := []struct {
+		t    Threshold
+		want string
+	}{
+		{Threshold{Signal: "memory.available", Quantity: &mem}, "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "},
+		{Threshold{Signal: "nodefs.available", Percent: 20}, "The node was low on resource: ephemeral-storage. Threshold quantity: 2Gi, available: 1Gi. "},
+		{Threshold{Signal: "nodefs.inodesFree", Percent: 50}, "The node was low on resource: inodes. Threshold quantity: 500, available: 100. "},
+	}
+	for _, tc := range cases {
+		if got := pressureMessage(tc.t, s); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.t.Signal, got, tc.want)
+		}
+	}
+}

@@ -62,31 +62,60 @@ func ParseThresholds(m map[string]string) ([]Threshold, error) {
 	return out, nil
 }
 
+// observed is what the signals say of one threshold's signal: available and
+// capacity (available -1 when the signal is not observed).
+func observed(signal string, s Signals) (avail, capacity int64) {
+	switch signal {
+	case "memory.available":
+		return s.MemoryAvailable, s.MemoryCapacity
+	case "nodefs.available", "imagefs.available", "containerfs.available":
+		return s.NodeFsAvailable, s.NodeFsCapacity
+	case "nodefs.inodesFree", "imagefs.inodesFree", "containerfs.inodesFree":
+		return s.NodeFsInodesFree, s.NodeFsInodes
+	}
+	return -1, 0
+}
+
+// limit is the threshold's absolute value for capacity.
+func (t Threshold) limit(capacity int64) int64 {
+	if t.Quantity != nil {
+		return t.Quantity.Value()
+	}
+	return int64(float64(capacity) * t.Percent / 100)
+}
+
 // Crossed returns the thresholds the signals are under.
 func Crossed(ts []Threshold, s Signals) []Threshold {
 	var out []Threshold
 	for _, t := range ts {
-		avail, capacity := int64(-1), int64(0)
-		switch t.Signal {
-		case "memory.available":
-			avail, capacity = s.MemoryAvailable, s.MemoryCapacity
-		case "nodefs.available", "imagefs.available", "containerfs.available":
-			avail, capacity = s.NodeFsAvailable, s.NodeFsCapacity
-		case "nodefs.inodesFree", "imagefs.inodesFree", "containerfs.inodesFree":
-			avail, capacity = s.NodeFsInodesFree, s.NodeFsInodes
-		}
+		avail, capacity := observed(t.Signal, s)
 		if avail < 0 || capacity == 0 {
 			continue
 		}
-		limit := int64(float64(capacity) * t.Percent / 100)
-		if t.Quantity != nil {
-			limit = t.Quantity.Value()
-		}
-		if avail < limit {
+		if avail < t.limit(capacity) {
 			out = append(out, t)
 		}
 	}
 	return out
+}
+
+// pressureMessage is upstream's eviction message for a crossed threshold:
+// the resource to reclaim, then the threshold and what is available.
+func pressureMessage(t Threshold, s Signals) string {
+	avail, capacity := observed(t.Signal, s)
+	resourceName, format := "ephemeral-storage", resource.BinarySI
+	switch {
+	case t.Signal == "memory.available":
+		resourceName = "memory"
+	case strings.HasSuffix(t.Signal, "inodesFree"):
+		resourceName, format = "inodes", resource.DecimalSI
+	}
+	threshold := t.Quantity
+	if threshold == nil {
+		threshold = resource.NewQuantity(t.limit(capacity), format)
+	}
+	return fmt.Sprintf("The node was low on resource: %s. Threshold quantity: %s, available: %s. ",
+		resourceName, threshold.String(), resource.NewQuantity(avail, format).String())
 }
 
 // Config wires a Manager.
@@ -163,6 +192,7 @@ func (m *Manager) Check(ctx context.Context) {
 	if disk && m.cfg.ReclaimImages != nil {
 		_ = m.cfg.ReclaimImages(ctx)
 		if s2, err := m.cfg.Read(); err == nil {
+			s = s2
 			crossed = Crossed(m.cfg.Thresholds, s2)
 			disk = false
 			for _, t := range crossed {
@@ -180,11 +210,13 @@ func (m *Manager) Check(ctx context.Context) {
 	if victim == nil {
 		return
 	}
-	resourceName := "memory"
-	if !memory {
-		resourceName = "ephemeral-storage"
+	reclaim := crossed[0]
+	for _, t := range crossed {
+		if t.Signal == "memory.available" {
+			reclaim = t // memory first, as upstream ranks it
+		}
 	}
-	msg := fmt.Sprintf("The node was low on resource: %s. Threshold quantity: %s.", resourceName, crossed[0].Signal)
+	msg := pressureMessage(reclaim, s)
 	klog.FromContext(ctx).Info("Evicting pod", "pod", klog.KObj(victim), "reason", msg)
 	m.cfg.Evict(victim.UID, "Evicted", msg)
 }
