@@ -41,6 +41,9 @@ func main() {
 	for _, w := range cfg.Warnings {
 		logger.Info("WARNING: " + w)
 	}
+	for _, w := range config.Insecure(cfg) {
+		logger.Info("WARNING: insecure setting: " + w)
+	}
 	if err := app.Run(klog.NewContext(ctx, logger), cfg); err != nil {
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
