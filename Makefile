@@ -42,9 +42,13 @@ NODES ?= 1
 # tools/runtime) or containerd1 (Debian's 1.6).
 RUNTIME ?= containerd2
 
+# The nodes' KubeletConfiguration: seed (the guide's) or hardened
+# (deploy/kubelet-config.yaml).
+PROFILE ?= seed
+
 .PHONY: up
-up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1)
-	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) $(BIN)/cluster up
+up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1, PROFILE=seed|hardened)
+	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) PROFILE=$(PROFILE) $(BIN)/cluster up
 
 .PHONY: down
 down: harness ## Stop the cluster and clean the machine

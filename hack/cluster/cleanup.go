@@ -113,6 +113,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 	}
 	_ = os.Remove(filepath.Join(l.run, "nodes"))
 	_ = os.Remove(filepath.Join(l.run, "runtime"))
+	_ = os.Remove(filepath.Join(l.run, "profile"))
 	_ = os.Remove(l.envFile())
 	if !keepContainerd {
 		_ = exec.Command("ip", "link", "del", hostBridge).Run()

@@ -56,6 +56,7 @@ type layout struct {
 	node     nodeInfo // the node this layout's node-scoped names are for (NODE)
 	nodeName string   // node.name
 	agent    string   // the agent of node: bosun or upstream
+	profile  string   // PROFILE: seed (the guide's config) or hardened (deploy/kubelet-config.yaml)
 }
 
 func newLayout(root, kubelet string) (*layout, error) {
@@ -83,6 +84,9 @@ func newLayout(root, kubelet string) (*layout, error) {
 	}
 	if l.runtime, err = l.runtimeKind(); err != nil {
 		return nil, err
+	}
+	if l.profile = envOr("PROFILE", "seed"); l.profile != "seed" && l.profile != "hardened" {
+		return nil, fmt.Errorf("PROFILE must be seed or hardened, not %q", l.profile)
 	}
 	index, err := envInt("NODE", 1, 1, maxNodes)
 	if err != nil {

@@ -207,7 +207,7 @@ func (l *layout) sameAgents() bool {
 
 func (l *layout) up(ctx context.Context) error {
 	start := time.Now()
-	if l.healthy(ctx) == nil && l.sameAgents() && l.recordedRuntime() == l.runtime {
+	if l.healthy(ctx) == nil && l.sameAgents() && l.recordedRuntime() == l.runtime && l.recordedProfile() == l.profile {
 		rebuilt := false
 		for _, n := range l.each() {
 			if n.agentStamp() != n.recordedStamp() {
@@ -281,6 +281,9 @@ func (l *layout) up(ctx context.Context) error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(l.run, "runtime"), []byte(l.runtime+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(l.run, "profile"), []byte(l.profile+"\n"), 0o644); err != nil {
 		return err
 	}
 	for _, n := range l.each() {

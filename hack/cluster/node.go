@@ -41,15 +41,7 @@ serverTLSBootstrap: true
 readOnlyPort: 0
 port: 10250
 address: "{{NODE_IP}}"
-# Not in the seed: this machine has cgroup v1, which kubelet v1.36 refuses
-# unless told otherwise; static pods for the tests.
-failCgroupV1: false
-staticPodPath: "{{STATIC}}"
-# Not in the seed: this node's own runtime, pod log folder and cgroup root,
-# since several nodes share the machine.
-containerRuntimeEndpoint: "unix://{{CRI}}"
-podLogsDir: "{{POD_LOGS}}"
-`
+` + localConfigLines
 
 // writeNodeFiles writes the bootstrap kubeconfig and the KubeletConfiguration.
 func (l *layout) writeNodeFiles(token string) error {
@@ -61,13 +53,42 @@ func (l *layout) writeNodeFiles(token string) error {
 	if err := l.writeKubeconfig(l.bootstrapKubeconfig(), "kubelet-bootstrap", "", "", token); err != nil {
 		return err
 	}
+	cfg, err := l.kubeletConfig()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(l.configFile(), []byte(cfg), 0o600) // CIS 4.1.9
+}
+
+// localConfigLines are what every node's config adds to the seed's: this
+// machine and the cluster's several nodes need them.
+const localConfigLines = `# Not in the seed: this machine has cgroup v1, which kubelet v1.36 refuses
+# unless told otherwise; static pods for the tests; this node's own runtime
+# and pod log folder, since several nodes share the machine.
+failCgroupV1: false
+staticPodPath: "{{STATIC}}"
+containerRuntimeEndpoint: "unix://{{CRI}}"
+podLogsDir: "{{POD_LOGS}}"
+`
+
+// kubeletConfig is the node's KubeletConfiguration: the seed's template, or
+// with PROFILE=hardened deploy/kubelet-config.yaml, with the local values.
+func (l *layout) kubeletConfig() (string, error) {
+	base := kubeletConfigTemplate
+	if l.profile == "hardened" {
+		data, err := os.ReadFile(filepath.Join(l.root, "deploy", "kubelet-config.yaml"))
+		if err != nil {
+			return "", err
+		}
+		base = strings.NewReplacer("##NODE_IP##", "{{NODE_IP}}", "/etc/kubernetes/cert/ca.pem", "{{CA}}", "10.254.0.2", "{{DNS}}").Replace(string(data)) + localConfigLines
+	}
 	cfg := strings.NewReplacer("{{CA}}", filepath.Join(l.pki, "ca.pem"), "{{DNS}}", clusterDNSIP,
 		"{{NODE_IP}}", l.node.ip, "{{STATIC}}", l.staticPodPath(), "{{CRI}}", l.containerdSock(),
-		"{{POD_LOGS}}", l.podLogsDir()).Replace(kubeletConfigTemplate)
+		"{{POD_LOGS}}", l.podLogsDir()).Replace(base)
 	if root := l.cgroupRoot(); root != "" {
 		cfg += "cgroupRoot: \"" + root + "\"\n"
 	}
-	return writeFileAtomic(l.configFile(), []byte(cfg), 0o644)
+	return cfg, nil
 }
 
 // agentArgs is the seed unit's flag set with the local paths.

@@ -40,6 +40,16 @@ func (l *layout) recordedRuntime() string {
 	return strings.TrimSpace(string(data))
 }
 
+// recordedProfile is the config profile the running cluster was started with
+// ("seed" for a cluster started before profiles were recorded).
+func (l *layout) recordedProfile() string {
+	data, err := os.ReadFile(filepath.Join(l.run, "profile"))
+	if err != nil {
+		return "seed"
+	}
+	return strings.TrimSpace(string(data))
+}
+
 // runtimeBinary is the path of containerd, ctr or runc for the runtime:
 // tools/runtime's build, or the machine's (Debian's) for containerd1.
 func (l *layout) runtimeBinary(name string) string {
