@@ -381,7 +381,8 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 		}
 		rro = s.cfg.RecursiveReadOnly(ctx, handler)
 	}
-	mounts, err := volumes.Mounts(c, vols, func(in string) string { return Expand(in, vars) }, rro)
+	mounts, err := volumes.Mounts(c, vols, func(in string) string { return Expand(in, vars) }, rro,
+		filepath.Join(s.cfg.Node.PodDir(pod), "volume-subpaths"))
 	if err != nil {
 		return nil, &ConfigError{Msg: err.Error()}
 	}

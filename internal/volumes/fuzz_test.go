@@ -64,14 +64,25 @@ func FuzzSubPath(f *testing.F) {
 			t.Fatal(err)
 		}
 		resolvedVol, _ := filepath.EvalSymlinks(vol)
+		binds := filepath.Join(base, "volume-subpaths")
+		defer unmountAll(binds)
 		c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPath: sub}}}
-		mounts, err := Mounts(c, map[string]Volume{"v": {Path: vol}}, func(s string) string { return s }, false)
-		if err != nil {
+		mounts, err := Mounts(c, map[string]Volume{"v": {Path: vol}}, func(s string) string { return s }, false, binds)
+		if err != nil || sub == "" { // no subPath: the volume itself
 			return
 		}
 		host := mounts[0].HostPath
-		if host != vol && host != resolvedVol && !strings.HasPrefix(host, resolvedVol+string(filepath.Separator)) && !strings.HasPrefix(host, vol+string(filepath.Separator)) {
-			t.Fatalf("subPath %q resolved to %s, outside the volume %s", sub, host, vol)
+		if !strings.HasPrefix(host, binds+string(filepath.Separator)) {
+			t.Fatalf("subPath %q: the runtime was given %s, not a bind under %s", sub, host, binds)
+		}
+		// The bind shows a file of the volume: the same inode as the subPath
+		// resolved inside it.
+		resolved, err := filepath.EvalSymlinks(filepath.Join(vol, sub))
+		if err != nil || (resolved != resolvedVol && !strings.HasPrefix(resolved, resolvedVol+string(filepath.Separator))) {
+			t.Fatalf("subPath %q was mounted though it resolves to %s (%v), outside the volume", sub, resolved, err)
+		}
+		if !sameFile(t, host, resolved) {
+			t.Fatalf("subPath %q: the bind %s is not %s", sub, host, resolved)
 		}
 	})
 }

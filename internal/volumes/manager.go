@@ -369,18 +369,28 @@ func isMountPoint(dir string) bool {
 // Teardown unmounts and removes the pod's volume folders. It never follows
 // a symlink a container may have planted: unmounts go deepest first, and
 // removal deletes links themselves, not what they point at.
+//
+// The subPath binds under volume-subpaths go first, then the volumes; the
+// pod's folder is left with no mount below it, or an error says which
+// remain (nothing is removed through a mount).
 func (m *Manager) Teardown(pod *corev1.Pod) error {
-	root := m.podVolumesDir(pod)
+	podDir := filepath.Join(m.RootDir, "pods", string(pod.UID))
 	var errs []error
-	for _, mp := range MountsUnder(root) {
+	for _, mp := range MountsUnder(podDir) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
 		}
 	}
+	if left := MountsUnder(podDir); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("still mounted: %s", strings.Join(left, ", ")))
+	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	return os.RemoveAll(root)
+	if err := os.RemoveAll(filepath.Join(podDir, "volume-subpaths")); err != nil {
+		return err
+	}
+	return os.RemoveAll(m.podVolumesDir(pod))
 }
 
 // MountsUnder lists mount points at or below dir, deepest first, from
@@ -393,7 +403,7 @@ func MountsUnder(dir string) []string {
 	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 	var out []string
 	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
+		f := strings.Split(line, " ") // fields are space-separated; a path's own whitespace is escaped, or not (\v, \f)
 		if len(f) > 4 {
 			mp := unescape.Replace(f[4])
 			if mp == dir || strings.HasPrefix(mp, dir+"/") {

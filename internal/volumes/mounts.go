@@ -5,6 +5,7 @@ import (
 	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -25,9 +26,13 @@ var propagation = map[corev1.MountPropagationMode]runtimeapi.MountPropagation{
 //
 // A read-only mount asking for recursiveReadOnly gets it where the runtime
 // handler supports it (rro); Enabled where it does not is an error.
-func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string, rro bool) ([]*runtimeapi.Mount, error) {
+//
+// A subPath is bind-mounted to subPathRoot/<volume>/<container>/<index> (the
+// upstream kubelet's layout under <root-dir>/pods/<uid>/volume-subpaths) from
+// a descriptor opened beneath the volume, and the runtime is given that.
+func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string, rro bool, subPathRoot string) ([]*runtimeapi.Mount, error) {
 	var out []*runtimeapi.Mount
-	for _, vm := range c.VolumeMounts {
+	for i, vm := range c.VolumeMounts {
 		vol, ok := vols[vm.Name]
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %q of container %q names no volume of the pod", vm.Name, c.Name)
@@ -54,7 +59,22 @@ func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) str
 			if err != nil {
 				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: %w", vm.Name, c.Name, err)
 			}
-			host = resolved
+			if subPathRoot == "" {
+				return nil, fmt.Errorf("volumeMount %q of container %q: no folder for subPath mounts", vm.Name, c.Name)
+			}
+			base, err := filepath.EvalSymlinks(vol.Path)
+			if err != nil {
+				return nil, err
+			}
+			rel, err := filepath.Rel(base, resolved)
+			if err != nil {
+				return nil, err
+			}
+			target := filepath.Join(subPathRoot, vm.Name, c.Name, strconv.Itoa(i))
+			if err := bindSubPath(base, rel, target); err != nil {
+				return nil, fmt.Errorf("failed to prepare subPath for volumeMount %q of container %q: %w", vm.Name, c.Name, err)
+			}
+			host = target
 		}
 		m := &runtimeapi.Mount{ContainerPath: vm.MountPath, HostPath: host, Readonly: vm.ReadOnly || vol.ReadOnly}
 		if vm.MountPropagation != nil {

@@ -32,7 +32,7 @@ func TestRecursiveReadOnlyFollowsRequestAndRuntime(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.mount.Name, tc.mount.MountPath = "v", "/m"
-			got, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{tc.mount}}, vols, func(s string) string { return s }, tc.supported)
+			got, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{tc.mount}}, vols, func(s string) string { return s }, tc.supported, "")
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), `volume "v"`) {
 					t.Fatalf("error %v, want one naming the volume and %q", err, tc.err)
@@ -52,7 +52,7 @@ func TestRecursiveReadOnlyFollowsRequestAndRuntime(t *testing.T) {
 func TestImageVolumeMountsTheImageReadOnly(t *testing.T) {
 	vols := map[string]Volume{"img": {Image: "sha256:abc", ReadOnly: true}}
 	c := &corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "img", MountPath: "/volume", SubPath: "etc"}}}
-	got, err := Mounts(c, vols, func(s string) string { return s }, false)
+	got, err := Mounts(c, vols, func(s string) string { return s }, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestImageVolumeMountsTheImageReadOnly(t *testing.T) {
 		t.Fatalf("mount %+v, want the image read-only at /volume with subPath etc and no host path", m)
 	}
 	c.VolumeMounts[0].SubPath = "../etc"
-	if _, err := Mounts(c, vols, func(s string) string { return s }, false); err == nil {
+	if _, err := Mounts(c, vols, func(s string) string { return s }, false, ""); err == nil {
 		t.Fatal("an image subPath with .. was accepted")
 	}
 }

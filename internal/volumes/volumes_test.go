@@ -115,8 +115,10 @@ func TestSubPathCannotEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	vols := map[string]Volume{"v": {Path: vol}}
+	binds := filepath.Join(base, "volume-subpaths")
+	t.Cleanup(func() { unmountAll(binds) })
 	mount := func(sub string) error {
-		_, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPath: sub}}}, vols, func(s string) string { return s }, false)
+		_, err := Mounts(&corev1.Container{Name: "c", VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/m", SubPath: sub}}}, vols, func(s string) string { return s }, false, binds)
 		return err
 	}
 	for _, bad := range []string{"evil", "evil/passwd", "../", "/etc", "ok/../../x"} {
