@@ -112,7 +112,8 @@ func containerSecurity(n NodeSettings, pod *corev1.Pod, c *corev1.Container) (*r
 	if out.Seccomp, err = seccompProfile(n, pick(csc.SeccompProfile, psc.SeccompProfile)); err != nil {
 		return nil, err
 	}
-	out.Apparmor, out.ApparmorProfile = appArmorProfile(pod, c)
+	// The string form too, for runtimes that read only that (as upstream sends both).
+	out.Apparmor, out.ApparmorProfile = appArmorProfile(pod, c) //nolint:staticcheck // deprecated in CRI, still read by older runtimes
 	out.SelinuxOptions = seLinuxOptions(pick(csc.SELinuxOptions, psc.SELinuxOptions))
 	out.MaskedPaths, out.ReadonlyPaths = procPaths(csc.ProcMount)
 	return out, nil

@@ -437,7 +437,7 @@ func diskUsage(dir string) int64 {
 	}
 	rootDev := uint64(0)
 	if st, ok := root.Sys().(*syscall.Stat_t); ok {
-		rootDev = uint64(st.Dev)
+		rootDev = st.Dev
 	}
 	var total int64
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -452,7 +452,7 @@ func diskUsage(dir string) int64 {
 		if !ok {
 			return nil
 		}
-		if uint64(st.Dev) != rootDev {
+		if st.Dev != rootDev {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}

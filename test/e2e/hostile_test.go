@@ -54,7 +54,7 @@ func TestNodeAPIHostileRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
 		if _, err := io.WriteString(conn, request); err != nil {
 			return 0, "write: " + err.Error()
