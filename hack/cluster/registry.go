@@ -19,9 +19,12 @@ import (
 //     Always, a removed image) go through a real registry;
 //   - a private one with htpasswd auth, holding privateImage, for pull
 //     secrets.
+//
+// Both listen on node 1's address on the host bridge, which every node
+// reaches (a node's own 127.0.0.1 is its namespace's loopback).
 const (
-	mirrorAddr    = "127.0.0.1:5000"
-	privateAddr   = "127.0.0.1:5001"
+	mirrorAddr    = hostIP + ":5000"
+	privateAddr   = hostIP + ":5001"
 	privateUser   = "bosun"
 	privateImage  = privateAddr + "/private/busybox:1.37.0-1"
 	privateSource = "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
