@@ -175,6 +175,12 @@ func (l *layout) healthy(ctx context.Context) error {
 			return fmt.Errorf("node %s is not Ready", n.nodeName)
 		}
 	}
+	// The registries every node pulls through, where nodes reach them.
+	for _, addr := range []string{mirrorAddr, privateAddr} {
+		if err := registryUp(addr); err != nil {
+			return fmt.Errorf("registry %s: %w", addr, err)
+		}
+	}
 	// A start that failed at the cluster DNS left everything else running.
 	d, err := cs.AppsV1().Deployments("kube-system").Get(ctx, "coredns", metav1.GetOptions{})
 	if err != nil {
