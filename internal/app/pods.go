@@ -158,7 +158,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
-		Keep: []string{d.cfg.PodInfraContainerImage}}
+		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) }}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir}
 	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
@@ -428,3 +428,16 @@ var (
 	_       volumes.Objects = (*apiObjects)(nil)
 	getOpts                 = metav1.GetOptions{}
 )
+
+// imageVolumeRefs are the images the pods mount as image volumes.
+func imageVolumeRefs(pods []*corev1.Pod) []string {
+	var out []string
+	for _, pod := range pods {
+		for _, v := range pod.Spec.Volumes {
+			if v.Image != nil && v.Image.Reference != "" {
+				out = append(out, v.Image.Reference)
+			}
+		}
+	}
+	return out
+}

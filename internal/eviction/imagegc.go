@@ -24,6 +24,9 @@ type ImageGC struct {
 	Low     int           // imageGCLowThresholdPercent
 	MinAge  time.Duration // imageMinimumGCAge
 	Keep    []string      // references never removed (the pod infra image)
+	// Mounted lists the image references that pods mount as image volumes:
+	// in use though no container runs them (nil: none).
+	Mounted func() []string
 	mu      sync.Mutex
 	seen    map[string]time.Time // image ID -> first seen
 }
@@ -84,6 +87,11 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 	for _, c := range ctrs {
 		inUse[c.ImageRef] = true
 		inUse[c.Image.GetImage()] = true
+	}
+	if g.Mounted != nil {
+		for _, ref := range g.Mounted() {
+			inUse[ref] = true
+		}
 	}
 	keep := map[string]bool{}
 	for _, k := range g.Keep {
