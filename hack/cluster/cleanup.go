@@ -64,14 +64,27 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 			_ = os.Remove(filepath.Join(n.cniConfDir(), cniConfFile))
 		}
 		if root := n.cgroupRoot(); root != "" {
-			if err := removeCgroupTree(root); err != nil {
+			if err := removeCgroupTreeSoon(root, 15*time.Second); err != nil {
 				fmt.Printf("warning: removing the cgroups of %s: %v\n", n.nodeName, err)
 			}
 		}
 		_ = os.RemoveAll(n.podLogsDir())
 	}
 	// Pod cgroups (the cgroupfs driver's kubepods tree) go with the pods.
-	if err := removeCgroupTree("/kubepods"); err != nil {
+	// Node cgroup roots of nodes no record names any more.
+	roots := map[string]bool{}
+	for _, h := range cgroupHierarchies() {
+		found, _ := filepath.Glob(filepath.Join(h, "bosun-n*"))
+		for _, f := range found {
+			roots["/"+filepath.Base(f)] = true
+		}
+	}
+	for root := range roots {
+		if err := removeCgroupTreeSoon(root, 15*time.Second); err != nil {
+			fmt.Printf("warning: removing cgroup %s: %v\n", root, err)
+		}
+	}
+	if err := removeCgroupTreeSoon("/kubepods", 15*time.Second); err != nil {
 		fmt.Printf("warning: removing pod cgroups: %v\n", err)
 	}
 	for _, name := range controlPlaneOrder[1:] {

@@ -161,6 +161,20 @@ func removeCgroupTree(name string) error {
 	return errors.Join(errs...)
 }
 
+// removeCgroupTreeSoon retries removeCgroupTree for up to timeout: a
+// container the runtime has just killed leaves its cgroup busy until its
+// last process is reaped.
+func removeCgroupTreeSoon(name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := removeCgroupTree(name)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // ensureNodeMachine readies what the node's agent runs on: its network
 // namespace, cgroup root and containerd, with no pods left from before.
 func (l *layout) ensureNodeMachine(ctx context.Context) error {
