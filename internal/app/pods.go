@@ -104,6 +104,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if kc.MaxParallelImagePulls != nil {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
+	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
 	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
 		Runtime: d.rt.RuntimeService,
 		Images:  podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel),
@@ -116,7 +117,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			PodPidsLimit: *kc.PodPidsLimit,
 		},
 		Objects:           objs,
-		Volumes:           &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable},
+		Volumes:           vm,
 		Allocatable:       p.allocatable,
 		Started:           func(c *corev1.Container, id string) bool { return p.probes.Started(c, id) },
 		Recorder:          recorder,
@@ -159,7 +160,6 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
 		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) }}
-	vm := &volumes.Manager{RootDir: d.cfg.RootDir}
 	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
 		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect,
