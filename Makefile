@@ -27,8 +27,8 @@ deps: ## Install the node software from Debian when missing
 	@hack/install-deps.sh
 
 .PHONY: tools
-tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, containerd 2 and runc
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns sample-apiserver etcd-static $(if $(filter containerd2,$(RUNTIME)),runtime)
+tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, busybox, containerd 2 and runc
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns sample-apiserver etcd-static busybox $(if $(filter containerd2,$(RUNTIME)),runtime)
 
 .PHONY: harness
 harness:

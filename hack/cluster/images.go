@@ -52,7 +52,9 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 var busyboxConfig = imageConfig{Cmd: []string{"sh"}, Env: []string{defaultPath}}
 
-const busyboxBinary = "/bin/busybox" // from Debian's busybox-static
+// busyboxBinary is upstream's busybox release built by hack/build-tools.sh
+// (Debian's drops environment variables that are not shell names).
+func busyboxBinary(l *layout) string { return filepath.Join(l.root, "_output", "bin", "busybox") }
 
 func fillPause(l *layout, r *rootfs) error {
 	bin := filepath.Join(l.root, "_output", "images", "pause")
@@ -92,11 +94,11 @@ nogroup:x:65534:
 `
 
 // fillBusybox lays out busybox-static with a link per applet.
-func fillBusybox(_ *layout, r *rootfs) error {
-	if err := r.hostFile("/bin/busybox", busyboxBinary, 0o755); err != nil {
-		return fmt.Errorf("%w (install Debian's busybox-static)", err)
+func fillBusybox(l *layout, r *rootfs) error {
+	if err := r.hostFile("/bin/busybox", busyboxBinary(l), 0o755); err != nil {
+		return fmt.Errorf("%w (hack/build-tools.sh busybox builds it)", err)
 	}
-	out, err := exec.Command(busyboxBinary, "--list-full").Output()
+	out, err := exec.Command(busyboxBinary(l), "--list-full").Output()
 	if err != nil {
 		return fmt.Errorf("busybox --list-full: %w", err)
 	}
