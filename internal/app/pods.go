@@ -37,6 +37,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/podsync"
 	"github.com/bosun-dev/bosun/internal/podworkers"
 	"github.com/bosun-dev/bosun/internal/probes"
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/status"
@@ -105,9 +106,19 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
+	puller := podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel)
+	if config.FeatureEnabled(kc, config.EnsureSecretPulledImages) {
+		policy, err := pullrecords.NewPolicy(string(kc.ImagePullCredentialsVerificationPolicy), kc.PreloadedImagesVerificationAllowlist)
+		if err != nil {
+			return nil, err
+		}
+		if puller.Records, err = pullrecords.New(ctx, d.cfg.RootDir, policy, d.rt.Images); err != nil {
+			return nil, err
+		}
+	}
 	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
 		Runtime: d.rt.RuntimeService,
-		Images:  podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel),
+		Images:  puller,
 		Node: podsync.NodeSettings{
 			ClusterDNS: kc.ClusterDNS, ClusterDomain: kc.ClusterDomain, ResolvConf: *kc.ResolverConfig, PodLogsDir: kc.PodLogsDir,
 			ContainerLogsDir: podsync.ContainerLogsDir,
@@ -159,7 +170,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
-		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) }}
+		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) },
+		Records: puller.Records}
 	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
 		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
 func seedArgs(configFile string, extra ...string) []string {
@@ -159,6 +161,18 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 			return []string{"--config=" + writeConfig(t, header+"allowedUnsafeSysctls: [\"kernel.*\"]\n")}
 		}, `the sysctls "kernel.*" are not known to be namespaced`},
 		{"allow-privileged off", func(*testing.T) []string { return []string{"--allow-privileged=false"} }, "--allow-privileged=false cannot be honoured"},
+		{"bad pull verification policy", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: Sometimes\n")}
+		}, `option "Sometimes" specified for imagePullCredentialsVerificationPolicy`},
+		{"allowlist without its policy", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"preloadedImagesVerificationAllowlist: [\"registry.example/app\"]\n")}
+		}, "preloadedImagesVerificationAllowlist can only be set with imagePullCredentialsVerificationPolicy"},
+		{"bad allowlist pattern", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [\"registry.example/*/app\"]\n")}
+		}, "only patterns ending with '/*'"},
+		{"pull verification policy with the gate off", func(t *testing.T) []string {
+			return []string{"--feature-gates=KubeletEnsureSecretPulledImages=false", "--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: AlwaysVerify\n")}
+		}, "imagePullCredentialsVerificationPolicy must not be set if the KubeletEnsureSecretPulledImages feature gate is not enabled"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -170,6 +184,28 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 				t.Fatalf("error %q does not contain %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestPullVerificationPolicyDefaultsWithTheGate(t *testing.T) {
+	cfg, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Kubelet.ImagePullCredentialsVerificationPolicy; got != kubeletv1beta1.NeverVerifyPreloadedImages {
+		t.Errorf("default policy %q, want NeverVerifyPreloadedImages (upstream's with the gate on)", got)
+	}
+	cfg, err = Load([]string{"--feature-gates=KubeletEnsureSecretPulledImages=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Kubelet.ImagePullCredentialsVerificationPolicy; got != "" {
+		t.Errorf("policy %q with the gate off, want none", got)
+	}
+	for _, w := range cfg.Warnings {
+		if strings.Contains(w, "KubeletEnsureSecretPulledImages") {
+			t.Errorf("a gate Bosun honours is warned about: %s", w)
+		}
 	}
 }
 

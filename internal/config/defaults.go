@@ -138,6 +138,9 @@ func defaultRuntime(kc *kubeletv1beta1.KubeletConfiguration) {
 	setZero(&kc.VolumePluginDir, "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/")
 	setZero(&kc.ContainerRuntimeEndpoint, "unix:///run/containerd/containerd.sock")
 	setZero(&kc.PodLogsDir, "/var/log/pods")
+	if FeatureEnabled(kc, EnsureSecretPulledImages) {
+		setZero(&kc.ImagePullCredentialsVerificationPolicy, kubeletv1beta1.NeverVerifyPreloadedImages)
+	}
 }
 
 func defaultLogging(kc *kubeletv1beta1.KubeletConfiguration) {

@@ -87,6 +87,22 @@ func Load(args []string) (*Config, error) {
 	return cfg, nil
 }
 
+// EnsureSecretPulledImages is KEP-2535's gate (beta, on by default in v1.36).
+const EnsureSecretPulledImages = "KubeletEnsureSecretPulledImages"
+
+// honouredFeatureGates are the gates Bosun acts on, with their v1.36 defaults.
+var honouredFeatureGates = map[string]bool{
+	EnsureSecretPulledImages: true,
+}
+
+// FeatureEnabled says whether a gate Bosun honours is on.
+func FeatureEnabled(kc *kubeletv1beta1.KubeletConfiguration, gate string) bool {
+	if on, set := kc.FeatureGates[gate]; set {
+		return on
+	}
+	return honouredFeatureGates[gate]
+}
+
 func featureGateWarnings(gates map[string]bool) []string {
 	names := make([]string, 0, len(gates))
 	for n := range gates {
@@ -95,6 +111,9 @@ func featureGateWarnings(gates map[string]bool) []string {
 	sort.Strings(names)
 	var out []string
 	for _, n := range names {
+		if _, ok := honouredFeatureGates[n]; ok {
+			continue
+		}
 		if why, ok := removedFeatureGates[n]; ok {
 			out = append(out, fmt.Sprintf("feature gate %s=%t is ignored: %s", n, gates[n], why))
 		} else {

@@ -10,6 +10,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
 // Validate checks a defaulted configuration. Each error names the field (and
@@ -76,6 +78,18 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	}
 	if kc.CgroupDriver == "systemd" && kc.CgroupRoot != "" && kc.CgroupRoot != "/" {
 		bad("cgroupRoot (--cgroup-root) %q with cgroupDriver systemd is not supported by Bosun (its systemd driver puts pods under kubepods.slice only); use cgroupDriver cgroupfs or leave cgroupRoot unset", kc.CgroupRoot)
+	}
+	if FeatureEnabled(kc, EnsureSecretPulledImages) {
+		if _, err := pullrecords.NewPolicy(string(kc.ImagePullCredentialsVerificationPolicy), kc.PreloadedImagesVerificationAllowlist); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		if kc.ImagePullCredentialsVerificationPolicy != "" {
+			bad("imagePullCredentialsVerificationPolicy must not be set if the %s feature gate is not enabled", EnsureSecretPulledImages)
+		}
+		if len(kc.PreloadedImagesVerificationAllowlist) > 0 {
+			bad("preloadedImagesVerificationAllowlist must not be set if the %s feature gate is not enabled", EnsureSecretPulledImages)
+		}
 	}
 	errs = append(errs, validateEnums(kc)...)
 	errs = append(errs, validateAddresses(kc)...)

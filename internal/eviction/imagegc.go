@@ -10,6 +10,8 @@ import (
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
 // ImageGC removes unused images, oldest-seen first, when the image
@@ -27,6 +29,8 @@ type ImageGC struct {
 	// Mounted lists the image references that pods mount as image volumes:
 	// in use though no container runs them (nil: none).
 	Mounted func() []string
+	// Records, when set, forgets the pulls of images no longer on the node.
+	Records *pullrecords.Manager
 	mu      sync.Mutex
 	seen    map[string]time.Time // image ID -> first seen
 }
@@ -60,10 +64,16 @@ func usedPercent(path string) (int, error) {
 
 // Collect runs one pass.
 func (g *ImageGC) Collect(ctx context.Context) error {
+	listed := time.Now()
 	images, err := g.Images.ListImages(ctx, &runtimeapi.ImageFilter{})
 	if err != nil {
 		return err
 	}
+	ids := make([]string, len(images))
+	for i, img := range images {
+		ids[i] = img.Id
+	}
+	g.Records.Prune(ctx, ids, listed)
 	now := time.Now()
 	g.mu.Lock()
 	if g.seen == nil {

@@ -266,7 +266,7 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 			s.backoff.Next(backoffKey(pod, name))
 		}
 	}
-	imageRef, image, err := s.cfg.Images.Ensure(ctx, pod, c, func() []*runtimeapi.AuthConfig { return s.pullAuth(ctx, pod, c.Image) })
+	imageRef, image, err := s.cfg.Images.Ensure(ctx, pod, c, func() []PullCredential { return s.pullAuth(ctx, pod, c.Image) })
 	if err != nil {
 		var ie *ImageError
 		if errors.As(err, &ie) {
@@ -317,7 +317,7 @@ func (s *Syncer) pullImageVolumes(ctx context.Context, pod *corev1.Pod, c *corev
 			continue
 		}
 		image := v.Image
-		ref, _, err := s.cfg.Images.EnsureImage(ctx, pod, image, v.ImagePullPolicy, func() []*runtimeapi.AuthConfig { return s.pullAuth(ctx, pod, image) })
+		ref, _, err := s.cfg.Images.EnsureImage(ctx, pod, image, v.ImagePullPolicy, func() []PullCredential { return s.pullAuth(ctx, pod, image) })
 		if err != nil {
 			return nil, err
 		}

@@ -11,12 +11,17 @@ import (
 	"k8s.io/client-go/tools/record"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
 // ImagePuller applies pull policies and pulls images through CRI, with
 // upstream's reasons (ErrImagePull, ImagePullBackOff, ErrImageNeverPull) and
 // events (Pulling, Pulled with the duration, Failed, BackOff).
 type ImagePuller struct {
+	// Records, when set (KubeletEnsureSecretPulledImages), records each pull
+	// and decides whether a pod may use an image already on the node.
+	Records   *pullrecords.Manager
 	images    internalapi.ImageManagerService
 	backoff   *Backoff
 	recorder  record.EventRecorder
@@ -42,15 +47,25 @@ func (e *ImageError) Error() string { return e.Msg }
 // Ensure makes the container's image present per its pull policy and returns
 // the image reference to create the container with, and the image's user.
 // auth is asked for the registry credentials only when a pull happens.
-func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, auth func() []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
+func (p *ImagePuller) Ensure(ctx context.Context, pod *corev1.Pod, c *corev1.Container, auth func() []PullCredential) (string, *runtimeapi.Image, error) {
 	return p.EnsureImage(ctx, pod, c.Image, c.ImagePullPolicy, auth)
 }
 
 // EnsureImage makes image present per policy ("" defaults as the apiserver
 // does: Always for :latest or no tag, else IfNotPresent): a container's
-// image, or an image volume's.
-func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image string, policy corev1.PullPolicy, auth func() []*runtimeapi.AuthConfig) (string, *runtimeapi.Image, error) {
+// image, or an image volume's. With Records set, an image on the node is used
+// without a pull only if the pod could have pulled it (KEP-2535): otherwise
+// it is pulled with the pod's own credentials.
+func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image string, policy corev1.PullPolicy, auth func() []PullCredential) (string, *runtimeapi.Image, error) {
 	c := &corev1.Container{Image: image}
+	var creds []PullCredential
+	looked := false
+	lookup := func() []PullCredential {
+		if !looked && auth != nil {
+			creds, looked = auth(), true
+		}
+		return creds
+	}
 	spec := &runtimeapi.ImageSpec{Image: c.Image, UserSpecifiedImage: c.Image}
 	if policy == "" {
 		policy = corev1.PullIfNotPresent
@@ -59,12 +74,22 @@ func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image st
 		}
 	}
 	if policy != corev1.PullAlways {
-		if st, err := p.images.ImageStatus(ctx, spec, false); err == nil && st.GetImage() != nil {
+		st, err := p.images.ImageStatus(ctx, spec, false)
+		present := err == nil && st.GetImage() != nil
+		if present && p.Records == nil {
 			if policy == corev1.PullIfNotPresent {
 				p.event(pod, corev1.EventTypeNormal, "Pulled", fmt.Sprintf("Container image %q already present on machine", c.Image))
 			}
 			return st.Image.Id, st.Image, nil
 		}
+		if present && !p.Records.MustPull(ctx, c.Image, st.Image.Id, func() []pullrecords.Secret { return podSecrets(lookup()) }) {
+			if policy == corev1.PullIfNotPresent {
+				p.event(pod, corev1.EventTypeNormal, "Pulled",
+					fmt.Sprintf("Container image %q already present on machine and can be accessed by the pod", c.Image))
+			}
+			return st.Image.Id, st.Image, nil
+		}
+		// Not present, or present but this pod has not shown it may use it.
 		if policy == corev1.PullNever {
 			msg := fmt.Sprintf("Container image %q is not present with pull policy of Never", c.Image)
 			p.event(pod, corev1.EventTypeWarning, "ErrImageNeverPull", msg)
@@ -77,14 +102,21 @@ func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image st
 		p.event(pod, corev1.EventTypeNormal, "BackOff", msg)
 		return "", nil, &ImageError{Reason: "ImagePullBackOff", Msg: msg}
 	}
-	var creds []*runtimeapi.AuthConfig
-	if auth != nil {
-		creds = auth()
-	}
-	return p.pull(ctx, pod, spec, creds, key)
+	return p.pull(ctx, pod, spec, lookup(), key)
 }
 
-func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec, auth []*runtimeapi.AuthConfig, key string) (string, *runtimeapi.Image, error) {
+// podSecrets is the pull secrets behind a pod's credentials.
+func podSecrets(creds []PullCredential) []pullrecords.Secret {
+	var out []pullrecords.Secret
+	for _, c := range creds {
+		if c.Secret != nil {
+			out = append(out, *c.Secret)
+		}
+	}
+	return out
+}
+
+func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeapi.ImageSpec, auth []PullCredential, key string) (ref string, img *runtimeapi.Image, err error) {
 	if p.serialize {
 		p.serial.Lock()
 		defer p.serial.Unlock()
@@ -92,12 +124,24 @@ func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeap
 		p.parallel <- struct{}{}
 		defer func() { <-p.parallel }()
 	}
+	if err := p.Records.RecordPullIntent(spec.Image); err != nil {
+		msg := fmt.Sprintf("Failed to record image pull intent for container image %q: %v", spec.Image, err)
+		return "", nil, &ImageError{Reason: "ErrImagePull", Msg: msg}
+	}
+	var used *pullrecords.Secret
+	defer func() {
+		if err == nil {
+			p.Records.RecordPulled(ctx, spec.Image, ref, used)
+		} else {
+			p.Records.RecordPullFailed(ctx, spec.Image)
+		}
+	}()
 	p.event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", spec.Image))
 	start := time.Now()
-	var ref string
-	var err error
-	for _, a := range append(auth, nil) { // each credential in turn, then anonymous
-		if ref, err = p.images.PullImage(ctx, spec, a, nil); err == nil {
+	// Each credential in turn, then anonymous (an image every pod may use).
+	for _, c := range append(auth, PullCredential{}) {
+		if ref, err = p.images.PullImage(ctx, spec, c.Auth, nil); err == nil {
+			used = c.Secret
 			break
 		}
 	}

@@ -12,6 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
 // registryAuth is one entry of a .dockerconfigjson or .dockercfg secret.
@@ -29,6 +31,14 @@ type keyringEntry struct {
 	host   string // host[:port], possibly with a leading "*." per label
 	prefix string // path inside the registry the credential covers ("" for all)
 	auth   *runtimeapi.AuthConfig
+	source *pullrecords.Secret // the secret it came from, with the credential's hash
+}
+
+// PullCredential is one registry credential for a pull, and the pull secret
+// it came from (which the pulled-image records remember).
+type PullCredential struct {
+	Auth   *runtimeapi.AuthConfig
+	Secret *pullrecords.Secret
 }
 
 // parsePullSecret reads the registry credentials of a pull secret; the
@@ -73,7 +83,8 @@ func parsePullSecret(s *corev1.Secret) ([]keyringEntry, error) {
 		out = append(out, keyringEntry{host: host, prefix: prefix, auth: &runtimeapi.AuthConfig{
 			Username: user, Password: pass, Auth: a.Auth, // no ServerAddress: containerd reads it as a URL and drops a mismatch
 			IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
-		}})
+		}, source: &pullrecords.Secret{UID: string(s.UID), Namespace: s.Namespace, Name: s.Name,
+			CredentialHash: pullrecords.CredentialHash(user, pass, a.Email)}})
 	}
 	return out, nil
 }
@@ -153,7 +164,7 @@ func splitPort(host string) (string, string) {
 
 // matchingAuth is the credentials that apply to image, the most specific
 // location first, as the upstream keyring orders them.
-func matchingAuth(entries []keyringEntry, image string) []*runtimeapi.AuthConfig {
+func matchingAuth(entries []keyringEntry, image string) []PullCredential {
 	host, repo := imageLocation(image)
 	var hits []keyringEntry
 	for _, e := range entries {
@@ -169,9 +180,9 @@ func matchingAuth(entries []keyringEntry, image string) []*runtimeapi.AuthConfig
 		li, lj := len(hits[i].host)+len(hits[i].prefix), len(hits[j].host)+len(hits[j].prefix)
 		return li > lj
 	})
-	out := make([]*runtimeapi.AuthConfig, len(hits))
+	out := make([]PullCredential, len(hits))
 	for i := range hits {
-		out[i] = hits[i].auth
+		out[i] = PullCredential{Auth: hits[i].auth, Secret: hits[i].source}
 	}
 	return out
 }
@@ -179,7 +190,7 @@ func matchingAuth(entries []keyringEntry, image string) []*runtimeapi.AuthConfig
 // pullAuth gathers the credentials of the pod's imagePullSecrets for image.
 // A secret that cannot be read or parsed is reported as an event and
 // skipped, as upstream does: the pull still tries the others and anonymous.
-func (s *Syncer) pullAuth(ctx context.Context, pod *corev1.Pod, image string) []*runtimeapi.AuthConfig {
+func (s *Syncer) pullAuth(ctx context.Context, pod *corev1.Pod, image string) []PullCredential {
 	if len(pod.Spec.ImagePullSecrets) == 0 || s.cfg.Objects == nil {
 		return nil
 	}

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
 func dockerConfigJSON(name, body string) *corev1.Secret {
@@ -47,7 +49,7 @@ func TestMatchingAuth(t *testing.T) {
 	users := func(image string) string {
 		var u []string
 		for _, a := range matchingAuth(entries, image) {
-			u = append(u, a.Username+":"+a.Password)
+			u = append(u, a.Auth.Username+":"+a.Auth.Password)
 		}
 		return strings.Join(u, ",")
 	}
@@ -97,7 +99,9 @@ func TestPullAuthSkipsMissingSecretsWithAnEvent(t *testing.T) {
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"}, Spec: corev1.PodSpec{
 		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "gone"}, {Name: "pull"}}}}
 	got := s.pullAuth(context.Background(), pod, "r.io/app:1")
-	if len(got) != 1 || got[0].Username != "u" || got[0].ServerAddress != "" {
+	if len(got) != 1 || got[0].Auth.Username != "u" || got[0].Auth.ServerAddress != "" ||
+		got[0].Secret == nil || got[0].Secret.Namespace != "ns" || got[0].Secret.Name != "pull" ||
+		got[0].Secret.CredentialHash != pullrecords.CredentialHash("u", "p", "") {
 		t.Fatalf("credentials %+v", got)
 	}
 	select {

@@ -110,4 +110,24 @@ func TestPullSecret(t *testing.T) {
 	good.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "missing"}, {Name: "regcred"}}
 	create(t, cs, ns, good)
 	waitPod(t, cs, ns, "with-secret", 60*time.Second, "Running", running)
+
+	// KEP-2535 (KubeletEnsureSecretPulledImages, on by default in v1.36): the
+	// image is on the node now, pulled with regcred. A pod of another
+	// namespace without credentials may not use it, even with IfNotPresent;
+	// one whose own secret holds the same credentials may, without a pull.
+	other := testNamespace(t, cs)
+	thief := private("thief")
+	thief.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	create(t, cs, other, thief)
+	waitPod(t, cs, other, "thief", 60*time.Second, "ErrImagePull or ImagePullBackOff", pullFailing)
+	if _, err := cs.CoreV1().Secrets(other).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "samecred"}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: cfg}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	friend := private("friend")
+	friend.Spec.Containers[0].ImagePullPolicy = corev1.PullIfNotPresent
+	friend.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "samecred"}}
+	create(t, cs, other, friend)
+	waitPod(t, cs, other, "friend", 60*time.Second, "Running", running)
+	podEvent(t, cs, other, "friend", "Pulled", "already present on machine and can be accessed by the pod", 10*time.Second)
 }

@@ -1,0 +1,98 @@
+package podsync
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	critest "k8s.io/cri-api/pkg/apis/testing"
+
+	"github.com/bosun-dev/bosun/internal/pullrecords"
+)
+
+// privateRegistry is the fake runtime's image service, whose registry
+// serves registry.example/private/* only to alice.
+type privateRegistry struct {
+	*critest.FakeImageService
+	pulls []string // the user of each pull ("" for anonymous)
+}
+
+func (r *privateRegistry) PullImage(ctx context.Context, image *runtimeapi.ImageSpec, auth *runtimeapi.AuthConfig, sb *runtimeapi.PodSandboxConfig) (string, error) {
+	user := auth.GetUsername()
+	r.pulls = append(r.pulls, user)
+	if strings.HasPrefix(image.Image, "registry.example/private/") && user != "alice" {
+		return "", errors.New("pull access denied: unauthorized")
+	}
+	return r.FakeImageService.PullImage(ctx, image, auth, sb)
+}
+
+func TestImageOnTheNodeNeedsThePodsOwnCredentials(t *testing.T) {
+	ctx := context.Background()
+	reg := &privateRegistry{FakeImageService: critest.NewFakeImageService()}
+	rec := record.NewFakeRecorder(50)
+	p := NewImagePuller(reg, rec, false, 0)
+	policy, err := pullrecords.NewPolicy("NeverVerifyPreloadedImages", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Records, err = pullrecords.New(ctx, t.TempDir(), policy, reg); err != nil {
+		t.Fatal(err)
+	}
+	const image = "registry.example/private/app:1.0"
+	alice := []PullCredential{{Auth: &runtimeapi.AuthConfig{Username: "alice", Password: "pw"},
+		Secret: &pullrecords.Secret{UID: "u1", Namespace: "team-a", Name: "pull", CredentialHash: pullrecords.CredentialHash("alice", "pw", "")}}}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)}}
+	}
+
+	// team-a pulls it with its secret.
+	if _, _, err := p.EnsureImage(ctx, pod("a"), image, corev1.PullIfNotPresent, func() []PullCredential { return alice }); err != nil {
+		t.Fatalf("pull with the right secret: %v", err)
+	}
+	// Another pod without credentials: the image is on the node, but it must
+	// pull, and the registry refuses it.
+	_, _, err = p.EnsureImage(ctx, pod("thief"), image, corev1.PullIfNotPresent, nil)
+	var ie *ImageError
+	if !errors.As(err, &ie) || ie.Reason != "ErrImagePull" {
+		t.Fatalf("a pod without the secret used the image: %v", err)
+	}
+	if got := reg.pulls[len(reg.pulls)-1]; got != "" {
+		t.Errorf("the check pulled as %q, want anonymous", got)
+	}
+	// With pull policy Never it is refused at once, as upstream does.
+	_, _, err = p.EnsureImage(ctx, pod("never"), image, corev1.PullNever, nil)
+	if !errors.As(err, &ie) || ie.Reason != "ErrImageNeverPull" {
+		t.Fatalf("pull policy Never: %v", err)
+	}
+	// A second pod with the same secret uses the image without a pull.
+	n := len(reg.pulls)
+	if _, _, err := p.EnsureImage(ctx, pod("a2"), image, corev1.PullIfNotPresent, func() []PullCredential { return alice }); err != nil {
+		t.Fatal(err)
+	}
+	if len(reg.pulls) != n {
+		t.Error("the same secret pulled again")
+	}
+	found := false
+	for len(rec.Events) > 0 {
+		if ev := <-rec.Events; strings.Contains(ev, "already present on machine and can be accessed by the pod") {
+			found = true
+		}
+	}
+	if !found {
+		t.Error(`no "already present on machine and can be accessed by the pod" event`)
+	}
+	// A public image pulled anonymously is every pod's.
+	if _, _, err := p.EnsureImage(ctx, pod("b"), "registry.example/public/tool:1", corev1.PullIfNotPresent, nil); err != nil {
+		t.Fatal(err)
+	}
+	n = len(reg.pulls)
+	if _, _, err := p.EnsureImage(ctx, pod("c"), "registry.example/public/tool:1", corev1.PullIfNotPresent, nil); err != nil || len(reg.pulls) != n {
+		t.Errorf("a public image was checked again (err %v)", err)
+	}
+}
