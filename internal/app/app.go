@@ -159,11 +159,16 @@ func run(ctx context.Context, cfg *config.Config) error {
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
-		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure),
+		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds,
 	})
 	if err != nil {
+		return err
+	}
+	wake := statusCtl.Wake
+	pods.devicesChanged.Store(&wake)
+	if err := pods.devices.Start(ctx); err != nil {
 		return err
 	}
 	go statusCtl.Run(ctx)
@@ -387,9 +392,11 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 }
 
 // observer reads what node status reports from the runtime and PLEG.
-func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() (bool, bool)) func(ctx context.Context) nodestatus.Observed {
+func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() (bool, bool),
+	devices func() (corev1.ResourceList, corev1.ResourceList, []string)) func(ctx context.Context) nodestatus.Observed {
 	return func(ctx context.Context) nodestatus.Observed {
 		o := nodestatus.Observed{}
+		o.DeviceCapacity, o.DeviceAllocatable, o.RemovedDevices = devices()
 		o.RuntimeVersion, _ = rt.VersionString(ctx)
 		h := rt.CheckHealth(ctx)
 		o.RuntimeReady, o.NotReadyReason = h.RuntimeReady && h.NetworkReady, h.Message

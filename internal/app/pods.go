@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/devices"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
@@ -68,8 +70,12 @@ type pods struct {
 	probes   *probes.Manager
 	eviction *eviction.Manager
 	imageGC  *eviction.ImageGC
-	recorder record.EventRecorder
-	nodes    atomic.Pointer[corelisters.NodeLister] // set once the Node exists
+	devices  *devices.Manager
+	// devicesChanged is called when device plugins change what the node
+	// offers (set once node status runs).
+	devicesChanged atomic.Pointer[func()]
+	recorder       record.EventRecorder
+	nodes          atomic.Pointer[corelisters.NodeLister] // set once the Node exists
 	// apiSynced is set once the first list of the node's pods from the
 	// apiserver has been delivered.
 	apiSynced atomic.Bool
@@ -106,6 +112,17 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
+	p.devices = devices.New(d.cfg.RootDir, func() map[types.UID]bool {
+		active := map[types.UID]bool{}
+		for _, pod := range p.workers.Running() {
+			active[pod.UID] = true
+		}
+		return active
+	}, func() {
+		if f := p.devicesChanged.Load(); f != nil {
+			(*f)()
+		}
+	})
 	puller := podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel)
 	if config.FeatureEnabled(kc, config.EnsureSecretPulledImages) {
 		policy, err := pullrecords.NewPolicy(string(kc.ImagePullCredentialsVerificationPolicy), kc.PreloadedImagesVerificationAllowlist)
@@ -137,6 +154,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		RuntimeHandler:    objs.RuntimeHandler,
 		RecursiveReadOnly: d.rt.RecursiveReadOnly,
 		Cgroups:           cgroups.New("/sys/fs/cgroup"),
+		Devices:           p.devices,
 	})
 	if err != nil {
 		return nil, err
@@ -256,7 +274,19 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 		if err != nil {
 			return true, "", ""
 		}
-		return podworkers.Admit(pod, active, node)
+		if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
+			return ok, reason, msg
+		}
+		if p.devices.Needs(pod) {
+			if err := p.devices.Allocate(ctx, pod); err != nil {
+				var ae *devices.AdmissionError
+				if errors.As(err, &ae) {
+					return false, ae.Reason(), ae.Error()
+				}
+				return false, "UnexpectedAdmissionError", err.Error()
+			}
+		}
+		return true, "", ""
 	})
 	p.services.Start(ctx.Done())
 	if err := p.source.Run(ctx, p.workers); err != nil {

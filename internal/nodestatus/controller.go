@@ -48,6 +48,15 @@ type Controller struct {
 	// next updates read the Node from the apiserver until one succeeds.
 	stale      atomic.Bool
 	registered chan struct{}
+	wake       chan struct{}
+}
+
+// Wake asks for a status update now (the node's resources changed).
+func (c *Controller) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // New checks cfg and builds the controller; Run starts it.
@@ -65,7 +74,7 @@ func New(cfg Config) (*Controller, error) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.Params.NodeName).String()
 	}))
 	inf := f.Core().V1().Nodes()
-	return &Controller{cfg: cfg, nodes: inf.Lister(), synced: inf.Informer().HasSynced, informers: f, registered: make(chan struct{})}, nil
+	return &Controller{cfg: cfg, nodes: inf.Lister(), synced: inf.Informer().HasSynced, informers: f, registered: make(chan struct{}), wake: make(chan struct{}, 1)}, nil
 }
 
 // Registered is closed once the Node exists in the apiserver.
@@ -103,6 +112,7 @@ func (c *Controller) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ticker.C():
+		case <-c.wake:
 		}
 	}
 }

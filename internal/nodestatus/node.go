@@ -41,6 +41,10 @@ type Observed struct {
 	// supplementalGroupsPolicy (nil: the runtime does not say).
 	SupplementalGroupsPolicy *bool
 	RuntimeHandlers          []corev1.NodeRuntimeHandler // handlers the runtime reports
+	// Device plugin resources: every device in capacity, the healthy ones in
+	// allocatable; resources whose plugin is gone for good drop to zero.
+	DeviceCapacity, DeviceAllocatable corev1.ResourceList
+	RemovedDevices                    []string
 }
 
 // NewNode is the Node object the agent registers.
@@ -132,8 +136,25 @@ func thresholdQuantity(v string, total resource.Quantity) resource.Quantity {
 // their heartbeat is now.
 func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
 	st := &node.Status
-	st.Capacity = Capacity(p)
-	st.Allocatable = Allocatable(p, st.Capacity)
+	capacity := Capacity(p)
+	for name, q := range o.DeviceCapacity {
+		capacity[name] = q
+	}
+	for _, name := range o.RemovedDevices {
+		capacity[corev1.ResourceName(name)] = *resource.NewQuantity(0, resource.DecimalSI)
+	}
+	// Resources others put on the node (extended resources an operator or a
+	// test patched into the status) are kept, as upstream keeps them.
+	for name, q := range st.Capacity {
+		if _, ours := capacity[name]; !ours {
+			capacity[name] = q
+		}
+	}
+	st.Capacity = capacity
+	st.Allocatable = Allocatable(p, capacity)
+	for name, q := range o.DeviceAllocatable {
+		st.Allocatable[name] = q
+	}
 	st.Addresses = nil
 	for _, ip := range p.NodeIPs {
 		st.Addresses = append(st.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip.String()})

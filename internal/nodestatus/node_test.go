@@ -155,3 +155,31 @@ func TestNewRequiresFields(t *testing.T) {
 		t.Fatal("empty config accepted")
 	}
 }
+
+func TestExtendedResourcesOfOthersAndDevicePlugins(t *testing.T) {
+	p := testParams()
+	node := NewNode(p)
+	now := metav1.NewTime(time.Unix(1, 0))
+	SetStatus(node, p, Observed{RuntimeReady: true}, now)
+	// A test or an operator advertises an extended resource by patching the status.
+	node.Status.Capacity["example.com/fake"] = resource.MustParse("5")
+	dev := corev1.ResourceName("example.com/dev")
+	SetStatus(node, p, Observed{RuntimeReady: true,
+		DeviceCapacity:    corev1.ResourceList{dev: resource.MustParse("3")},
+		DeviceAllocatable: corev1.ResourceList{dev: resource.MustParse("2")}}, now)
+	for name, want := range map[corev1.ResourceName][2]int64{"example.com/fake": {5, 5}, dev: {3, 2}} {
+		c, a := node.Status.Capacity[name], node.Status.Allocatable[name]
+		if c.Value() != want[0] || a.Value() != want[1] {
+			t.Errorf("%s: capacity %s allocatable %s, want %d and %d", name, c.String(), a.String(), want[0], want[1])
+		}
+	}
+	if cpu := node.Status.Capacity[corev1.ResourceCPU]; cpu.IsZero() {
+		t.Error("cpu capacity lost")
+	}
+	// The plugin is gone for good: zero, and it stays zero.
+	SetStatus(node, p, Observed{RuntimeReady: true, RemovedDevices: []string{string(dev)}}, now)
+	SetStatus(node, p, Observed{RuntimeReady: true}, now)
+	if c, a := node.Status.Capacity[dev], node.Status.Allocatable[dev]; !c.IsZero() || !a.IsZero() {
+		t.Errorf("removed resource: capacity %s allocatable %s, want 0", c.String(), a.String())
+	}
+}

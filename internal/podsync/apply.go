@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
+	"github.com/bosun-dev/bosun/internal/devices"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -42,6 +43,9 @@ type SyncerConfig struct {
 	// RecursiveReadOnly tells whether a runtime handler ("" the default) can
 	// mount read-only recursively (nil: none can).
 	RecursiveReadOnly func(ctx context.Context, handler string) bool
+	// Devices gives containers the devices their device plugins allocated
+	// (nil: no device plugins).
+	Devices *devices.Manager
 }
 
 // VolumeManager sets up a pod's volumes (again on every sync, to refresh
@@ -396,9 +400,52 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 	} else if m != nil {
 		mounts = append(mounts, m)
 	}
-	return buildContainerConfig(s.cfg.Node, containerParams{
+	config, err := buildContainerConfig(s.cfg.Node, containerParams{
 		pod: pod, container: c, restartCount: restarts, imageRef: imageRef, env: env, mounts: mounts, memCapacity: s.cfg.MemCapacity,
 	})
+	if err != nil {
+		return nil, err
+	}
+	dev, err := s.cfg.Devices.ForContainer(ctx, pod, c)
+	if err != nil {
+		return nil, &ConfigError{Msg: err.Error()}
+	}
+	withDevices(config, dev)
+	return config, nil
+}
+
+// withDevices adds what the container's device plugins allocated: their
+// environment first (the container's own variables win), their mounts,
+// device nodes, annotations and CDI devices.
+func withDevices(config *runtimeapi.ContainerConfig, dev *devices.ContainerOptions) {
+	if dev == nil {
+		return
+	}
+	names := make([]string, 0, len(dev.Envs))
+	for k := range dev.Envs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	envs := make([]*runtimeapi.KeyValue, 0, len(names)+len(config.Envs))
+	for _, k := range names {
+		envs = append(envs, &runtimeapi.KeyValue{Key: k, Value: []byte(dev.Envs[k])})
+	}
+	config.Envs = append(envs, config.Envs...)
+	for _, m := range dev.Mounts {
+		config.Mounts = append(config.Mounts, &runtimeapi.Mount{ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.ReadOnly})
+	}
+	for _, d := range dev.Devices {
+		config.Devices = append(config.Devices, &runtimeapi.Device{ContainerPath: d.ContainerPath, HostPath: d.HostPath, Permissions: d.Permissions})
+	}
+	if len(dev.Annotations) > 0 && config.Annotations == nil {
+		config.Annotations = map[string]string{}
+	}
+	for k, v := range dev.Annotations {
+		config.Annotations[k] = v
+	}
+	for _, name := range dev.CDIDevices {
+		config.CDIDevices = append(config.CDIDevices, &runtimeapi.CDIDevice{Name: name})
+	}
 }
 
 func findContainer(pod *corev1.Pod, name string) *corev1.Container {

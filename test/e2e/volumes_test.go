@@ -250,3 +250,86 @@ func TestLifecycleHookOrder(t *testing.T) {
 		t.Fatalf("hook order in %q; want start and poststart, then prestop, then term", fmt.Sprint(log))
 	}
 }
+
+// The subPath race (CVE-2021-25741): a container swaps a subPath between a
+// folder and a symlink to the host's / in a loop while other containers of
+// the pod, mounting that subPath, start. Over SUBPATH_STARTS starts (200
+// unless set) none may see the host's files: each either gets the folder or
+// is refused and retried.
+func TestSubPathSymlinkSwapRace(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	starts := 200
+	if v := os.Getenv("SUBPATH_STARTS"); v != "" {
+		if _, err := fmt.Sscan(v, &starts); err != nil {
+			t.Fatalf("SUBPATH_STARTS=%q: %v", v, err)
+		}
+	}
+	const victims = 10 // containers per pod that mount the subPath
+	pods := (starts + victims - 1) / victims
+	swap := `mkdir -p /v/sub; end=$(( $(date +%s) + 25 ))
+while [ "$(date +%s)" -lt "$end" ]; do
+  for i in 1 2 3 4 5 6 7 8 9 10; do rm -rf /v/sub; ln -s / /v/sub; rm -f /v/sub; mkdir /v/sub; done
+done
+rm -rf /v/sub; mkdir /v/sub`
+	// A host root has proc, etc and bin; the volume's folder is empty.
+	check := `for f in proc etc bin; do if [ -e /mnt/$f ]; then echo "host files under the subPath: $(ls /mnt | head -5 | tr '\n' ' ')"; exit 1; fi; done`
+	for i := range pods {
+		pod := busyboxPod(fmt.Sprintf("race-%d", i), corev1.RestartPolicyNever, swap)
+		pod.Spec.Volumes = []corev1.Volume{{Name: "v", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		pod.Spec.Containers[0].Name = "swap"
+		pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "v", MountPath: "/v"}}
+		for j := range victims {
+			pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: fmt.Sprintf("victim-%d", j), Image: busybox,
+				Command: []string{"sh", "-c", check}, TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+				VolumeMounts: []corev1.VolumeMount{{Name: "v", MountPath: "/mnt", SubPath: "sub"}}})
+		}
+		create(t, cs, ns, pod)
+	}
+	ctx := context.Background()
+	var list *corev1.PodList
+	err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 6*time.Minute, true, func(ctx context.Context) (bool, error) {
+		var err error
+		if list, err = cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			return false, nil
+		}
+		done := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				done++
+			}
+		}
+		return done == pods, nil
+	})
+	ran, leaked := 0, 0
+	for _, p := range list.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			term := c.State.Terminated
+			if !strings.HasPrefix(c.Name, "victim-") || term == nil {
+				continue
+			}
+			ran++
+			if term.ExitCode != 0 {
+				leaked++
+				t.Errorf("%s/%s saw the host (exit %d): %s", p.Name, c.Name, term.ExitCode, term.Message)
+			}
+		}
+	}
+	refused := 0
+	if evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, e := range evs.Items {
+			if e.Type == corev1.EventTypeWarning && e.Reason == "Failed" {
+				refused += int(max(e.Count, 1))
+			}
+		}
+	}
+	t.Logf("%d subPath containers ran (%d saw the host); %d container starts were refused while the subPath was a symlink", ran, leaked, refused)
+	if err != nil {
+		t.Fatalf("not all %d pods finished in 6 minutes (%d victim containers ran)", pods, ran)
+	}
+	if ran < starts {
+		t.Fatalf("only %d of %d subPath containers ran", ran, starts)
+	}
+}

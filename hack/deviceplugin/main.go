@@ -1,0 +1,41 @@
+// Command deviceplugin is a device plugin for the e2e tests (test
+// equipment): it serves -n devices of -resource from the node agent's device
+// plugin folder, registers, and registers again whenever the agent restarts.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/bosun-dev/bosun/hack/deviceplugin/plugin"
+)
+
+func main() {
+	dir := flag.String("dir", "/var/lib/kubelet/device-plugins", "the node agent's device plugin folder")
+	res := flag.String("resource", "example.com/dev", "the extended resource to serve")
+	n := flag.Int("n", 2, "how many devices")
+	mount := flag.String("host-mount", "", "a host folder each allocation mounts at /dev-info")
+	flag.Parse()
+	p := plugin.New(*res, *dir, filepath.Base(*res)+".sock", *n)
+	p.HostMount = *mount
+	p.PreferredAllocation, p.PreStartRequired = true, true
+	if err := p.Serve(); err != nil {
+		fmt.Fprintln(os.Stderr, "serve:", err)
+		os.Exit(1)
+	}
+	defer p.Stop()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	p.RegisterAgain(ctx, func(err error) {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "register:", err)
+		} else {
+			fmt.Println("registered", *res)
+		}
+	})
+}

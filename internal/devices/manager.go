@@ -1,0 +1,699 @@
+// Package devices is the node agent's side of the device plugin API
+// (k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1), as the upstream kubelet has
+// it: plugins register on <root-dir>/device-plugins/kubelet.sock, their
+// devices become the node's extended resources (capacity counts every device,
+// allocatable the healthy ones), pods are given devices at admission through
+// the plugin's Allocate (and GetPreferredAllocation, PreStartContainer when the
+// plugin asks for them), and the allocations are kept in upstream's checkpoint
+// file so that they survive restarts and a swap of agents.
+package devices
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/klog/v2"
+	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+
+	"github.com/bosun-dev/bosun/internal/atomicfile"
+	"github.com/bosun-dev/bosun/internal/devices/checkpoint"
+)
+
+// StopGracePeriod is how long a resource whose plugin went away stays on the
+// node (with no allocatable devices) before it is removed, as upstream.
+const StopGracePeriod = 5 * time.Minute
+
+// Manager is the device plugin registry and allocator.
+type Manager struct {
+	dir     string                    // <root-dir>/device-plugins
+	active  func() map[types.UID]bool // pods that still hold their devices
+	changed func()                    // the node's resources changed
+	grace   time.Duration
+
+	allocating sync.Mutex // one allocation at a time (plugin calls happen without mu)
+	mu         sync.Mutex
+	resources  map[string]*pluginResource
+	removed    map[string]bool                                 // resources whose plugin is gone for good (reported as zero)
+	alloc      map[types.UID]map[string]map[string]*allocation // pod -> container -> resource
+	server     *grpc.Server
+	pluginapi.UnsafeRegistrationServer
+}
+
+type pluginResource struct {
+	name    string
+	conn    *grpc.ClientConn // nil once the plugin went away
+	client  pluginapi.DevicePluginClient
+	opts    *pluginapi.DevicePluginOptions
+	devices map[string]*pluginapi.Device
+	stopped time.Time // when the plugin went away (zero: connected)
+}
+
+type allocation struct {
+	ids  checkpoint.DevicesPerNUMA
+	resp *pluginapi.ContainerAllocateResponse
+}
+
+// New returns a manager for rootDir. active lists the pods whose devices stay
+// allocated (running or not yet cleaned up); changed is called when the
+// devices the node offers change.
+func New(rootDir string, active func() map[types.UID]bool, changed func()) *Manager {
+	return &Manager{
+		dir: filepath.Join(rootDir, "device-plugins"), active: active, changed: changed, grace: StopGracePeriod,
+		resources: map[string]*pluginResource{}, removed: map[string]bool{}, alloc: map[types.UID]map[string]map[string]*allocation{},
+	}
+}
+
+// SocketPath is the registration socket plugins dial.
+func (m *Manager) SocketPath() string { return filepath.Join(m.dir, "kubelet.sock") }
+
+// Start reads the checkpoint, removes the sockets of the last run (plugins
+// watch for kubelet.sock to come back and register again) and serves the
+// registration socket until ctx ends.
+func (m *Manager) Start(ctx context.Context) error {
+	log := klog.FromContext(ctx)
+	if err := os.MkdirAll(m.dir, 0o750); err != nil {
+		return fmt.Errorf("device plugins: %w", err)
+	}
+	m.readCheckpoint(log)
+	entries, err := os.ReadDir(m.dir)
+	if err != nil {
+		return fmt.Errorf("device plugins: %w", err)
+	}
+	for _, e := range entries {
+		if e.Type()&os.ModeSocket != 0 {
+			if err := os.Remove(filepath.Join(m.dir, e.Name())); err != nil {
+				log.Error(err, "Failed to remove a device plugin socket of the last run", "path", e.Name())
+			}
+		}
+	}
+	ln, err := net.Listen("unix", m.SocketPath())
+	if err != nil {
+		return fmt.Errorf("device plugin registration socket: %w", err)
+	}
+	srv := grpc.NewServer()
+	pluginapi.RegisterRegistrationServer(srv, m)
+	m.mu.Lock()
+	m.server = srv
+	m.mu.Unlock()
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			log.Error(err, "Device plugin registration server stopped")
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		m.Stop()
+	}()
+	log.Info("Serving device plugin registration", "socket", m.SocketPath())
+	return nil
+}
+
+// Stop closes the registration socket and the plugin connections.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	srv := m.server
+	m.server = nil
+	for _, r := range m.resources {
+		if r.conn != nil {
+			_ = r.conn.Close()
+		}
+	}
+	m.mu.Unlock()
+	if srv != nil {
+		srv.Stop()
+	}
+}
+
+// Register is a plugin's registration call.
+func (m *Manager) Register(ctx context.Context, r *pluginapi.RegisterRequest) (*pluginapi.Empty, error) {
+	log := klog.FromContext(ctx).WithValues("resourceName", r.ResourceName)
+	log.Info("Got registration request from device plugin")
+	if !slices.Contains(pluginapi.SupportedVersions[:], r.Version) {
+		return &pluginapi.Empty{}, fmt.Errorf("requested API version %q is not supported by kubelet. Supported version is %q", r.Version, pluginapi.SupportedVersions)
+	}
+	if !IsExtendedResourceName(r.ResourceName) {
+		return &pluginapi.Empty{}, fmt.Errorf("the ResourceName %q is invalid", r.ResourceName)
+	}
+	if r.Endpoint == "" || strings.ContainsRune(r.Endpoint, '/') || r.Endpoint == "." || r.Endpoint == ".." {
+		return &pluginapi.Empty{}, fmt.Errorf("the endpoint %q must be a socket name in %s", r.Endpoint, m.dir)
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+filepath.Join(m.dir, r.Endpoint), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithAuthority("localhost"))
+	if err != nil {
+		return &pluginapi.Empty{}, fmt.Errorf("failed to dial device plugin: %w", err)
+	}
+	client := pluginapi.NewDevicePluginClient(conn)
+	opts, err := client.GetDevicePluginOptions(dialCtx, &pluginapi.Empty{})
+	if err != nil {
+		_ = conn.Close()
+		return &pluginapi.Empty{}, fmt.Errorf("failed to get device plugin options: %w", err)
+	}
+	stream, err := client.ListAndWatch(context.Background(), &pluginapi.Empty{})
+	if err != nil {
+		_ = conn.Close()
+		return &pluginapi.Empty{}, fmt.Errorf("device plugin ListAndWatch: %w", err)
+	}
+	m.mu.Lock()
+	old := m.resources[r.ResourceName]
+	res := &pluginResource{name: r.ResourceName, conn: conn, client: client, opts: opts, devices: map[string]*pluginapi.Device{}}
+	m.resources[r.ResourceName] = res
+	delete(m.removed, r.ResourceName)
+	m.mu.Unlock()
+	if old != nil && old.conn != nil {
+		_ = old.conn.Close() // a plugin registering again replaces itself
+	}
+	go m.watch(klog.NewContext(context.Background(), log), res, stream)
+	log.Info("Device plugin registered", "endpoint", r.Endpoint)
+	return &pluginapi.Empty{}, nil
+}
+
+// watch follows a plugin's device list until its stream ends; then its
+// devices count as unhealthy until it registers again or the grace period ends.
+func (m *Manager) watch(ctx context.Context, res *pluginResource, stream pluginapi.DevicePlugin_ListAndWatchClient) {
+	log := klog.FromContext(ctx)
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			log.Info("Device plugin went away", "err", err)
+			m.mu.Lock()
+			if m.resources[res.name] == res {
+				res.stopped = time.Now()
+				for _, d := range res.devices {
+					d.Health = pluginapi.Unhealthy
+				}
+				res.conn = nil
+			}
+			m.mu.Unlock()
+			m.writeCheckpoint(log)
+			m.changed()
+			return
+		}
+		m.mu.Lock()
+		if m.resources[res.name] != res {
+			m.mu.Unlock()
+			return
+		}
+		res.devices = map[string]*pluginapi.Device{}
+		healthy := 0
+		for _, d := range resp.Devices {
+			res.devices[d.ID] = d
+			if d.Health == pluginapi.Healthy {
+				healthy++
+			}
+		}
+		m.mu.Unlock()
+		log.V(2).Info("Device plugin's devices", "total", len(resp.Devices), "healthy", healthy)
+		m.writeCheckpoint(log)
+		m.changed()
+	}
+}
+
+// Resources is what the node offers: each resource's devices in capacity,
+// its healthy ones in allocatable, and the resources removed (their plugin
+// gone for longer than the grace period), which the node status sets to zero.
+func (m *Manager) Resources() (capacity, allocatable corev1.ResourceList, removed []string) {
+	m.mu.Lock()
+	capacity, allocatable = corev1.ResourceList{}, corev1.ResourceList{}
+	dropped := false
+	for name, r := range m.resources {
+		if !r.stopped.IsZero() && time.Since(r.stopped) > m.grace {
+			delete(m.resources, name)
+			m.removed[name] = true
+			dropped = true
+			continue
+		}
+		healthy := 0
+		for _, d := range r.devices {
+			if d.Health == pluginapi.Healthy {
+				healthy++
+			}
+		}
+		capacity[corev1.ResourceName(name)] = *resource.NewQuantity(int64(len(r.devices)), resource.DecimalSI)
+		allocatable[corev1.ResourceName(name)] = *resource.NewQuantity(int64(healthy), resource.DecimalSI)
+	}
+	for name := range m.removed {
+		removed = append(removed, name)
+	}
+	m.mu.Unlock()
+	sort.Strings(removed)
+	if dropped {
+		m.writeCheckpoint(klog.Background())
+	}
+	return capacity, allocatable, removed
+}
+
+// IsExtendedResourceName is upstream's test for a resource a device plugin
+// may advertise: a domain-qualified name outside kubernetes.io, valid behind
+// the "requests." quota prefix.
+func IsExtendedResourceName(name string) bool {
+	if !strings.Contains(name, "/") || strings.Contains(name, corev1.ResourceDefaultNamespacePrefix) ||
+		strings.HasPrefix(name, corev1.DefaultResourceRequestsPrefix) {
+		return false
+	}
+	return len(validation.IsQualifiedName(corev1.DefaultResourceRequestsPrefix+name)) == 0
+}
+
+// AdmissionError is an allocation that failed at admission: the pod is
+// rejected with upstream's reason and message.
+type AdmissionError struct{ Err error }
+
+func (e *AdmissionError) Error() string {
+	return fmt.Sprintf("Allocate failed due to %v, which is unexpected", e.Err)
+}
+
+// Reason is the pod status reason of the rejection.
+func (e *AdmissionError) Reason() string { return "UnexpectedAdmissionError" }
+
+// Needs says whether a pod asks for any resource a device plugin serves.
+func (m *Manager) Needs(pod *corev1.Pod) bool {
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range allContainers(pod) {
+		for name, q := range c.Resources.Limits {
+			if _, ok := m.resources[string(name)]; ok && !q.IsZero() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func allContainers(pod *corev1.Pod) []corev1.Container {
+	return slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
+}
+
+// Allocate gives each container of pod the devices it asks for, init
+// containers first (devices of an init container that runs to completion are
+// reused by the containers after it), and records them. A pod already
+// allocated keeps its devices.
+func (m *Manager) Allocate(ctx context.Context, pod *corev1.Pod) error {
+	if m == nil {
+		return nil
+	}
+	m.allocating.Lock()
+	defer m.allocating.Unlock()
+	m.releaseInactive(pod.UID)
+	reusable := map[string][]string{} // resource -> devices an earlier init container freed
+	for i, c := range allContainers(pod) {
+		initC := i < len(pod.Spec.InitContainers)
+		sidecar := initC && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+		got, err := m.allocateContainer(ctx, pod, &c, reusable)
+		if err != nil {
+			m.Release(pod.UID)
+			return &AdmissionError{Err: err}
+		}
+		for res, ids := range got {
+			if initC && !sidecar {
+				reusable[res] = union(reusable[res], ids)
+			} else {
+				reusable[res] = slices.DeleteFunc(reusable[res], func(id string) bool { return slices.Contains(ids, id) })
+			}
+		}
+	}
+	m.writeCheckpoint(klog.FromContext(ctx))
+	return nil
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// allocateContainer allocates one container's devices, returning them by resource.
+func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, reusable map[string][]string) (map[string][]string, error) {
+	got := map[string][]string{}
+	names := make([]string, 0, len(c.Resources.Limits))
+	for name := range c.Resources.Limits {
+		names = append(names, string(name))
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		q := c.Resources.Limits[corev1.ResourceName(name)]
+		needed := int(q.Value())
+		m.mu.Lock()
+		res, ok := m.resources[name]
+		if !ok || needed == 0 {
+			m.mu.Unlock()
+			continue
+		}
+		if a := m.alloc[pod.UID][c.Name][name]; a != nil {
+			have := flatten(a.ids)
+			m.mu.Unlock()
+			if len(have) != needed {
+				return nil, fmt.Errorf("pod %q container %q changed request for resource %q from %d to %d", pod.UID, c.Name, name, len(have), needed)
+			}
+			got[name] = have
+			continue
+		}
+		ids, err := m.pickLocked(ctx, res, pod.UID, c.Name, needed, reusable[name])
+		client := res.client
+		m.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if client == nil {
+			return nil, fmt.Errorf("unknown Device Plugin %s", name)
+		}
+		resp, err := client.Allocate(ctx, &pluginapi.AllocateRequest{ContainerRequests: []*pluginapi.ContainerAllocateRequest{{DevicesIds: ids}}})
+		if err != nil {
+			m.mu.Lock()
+			delete(m.alloc[pod.UID][c.Name], name)
+			m.mu.Unlock()
+			return nil, fmt.Errorf("device plugin %s Allocate: %w", name, err)
+		}
+		if len(resp.ContainerResponses) == 0 {
+			m.mu.Lock()
+			delete(m.alloc[pod.UID][c.Name], name)
+			m.mu.Unlock()
+			return nil, fmt.Errorf("no containers return in allocation response %v", resp)
+		}
+		m.mu.Lock()
+		m.alloc[pod.UID][c.Name][name].resp = resp.ContainerResponses[0]
+		m.mu.Unlock()
+		got[name] = ids
+	}
+	return got, nil
+}
+
+// pickLocked chooses needed healthy devices not held by another container,
+// preferring ones an earlier init container of the pod freed, then the
+// plugin's preference, and reserves them. It is called with m.mu and
+// m.allocating held, and lets go of m.mu during the plugin call.
+func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types.UID, container string, needed int, reusable []string) ([]string, error) {
+	if countHealthy(res) == 0 {
+		return nil, fmt.Errorf("no healthy devices present; cannot allocate unhealthy devices %s", res.name)
+	}
+	inUse := map[string]bool{}
+	for _, byContainer := range m.alloc {
+		for _, byRes := range byContainer {
+			if a := byRes[res.name]; a != nil {
+				for _, id := range flatten(a.ids) {
+					inUse[id] = true
+				}
+			}
+		}
+	}
+	var picked []string
+	for _, id := range reusable {
+		if d := res.devices[id]; d != nil && d.Health == pluginapi.Healthy && len(picked) < needed {
+			picked = append(picked, id)
+		}
+	}
+	var available []string
+	for id, d := range res.devices {
+		if d.Health == pluginapi.Healthy && !inUse[id] && !slices.Contains(picked, id) {
+			available = append(available, id)
+		}
+	}
+	sort.Strings(available)
+	if len(picked)+len(available) < needed {
+		return nil, fmt.Errorf("requested number of devices unavailable for %s. Requested: %d, Available: %d", res.name, needed-len(picked), len(available))
+	}
+	if len(picked) < needed && res.opts.GetGetPreferredAllocationAvailable() && res.client != nil {
+		m.mu.Unlock()
+		pref, err := res.client.GetPreferredAllocation(ctx, &pluginapi.PreferredAllocationRequest{ContainerRequests: []*pluginapi.ContainerPreferredAllocationRequest{{
+			AvailableDeviceIDs: slices.Concat(picked, available), MustIncludeDeviceIDs: picked, AllocationSize: int32(needed)}}})
+		m.mu.Lock()
+		if err != nil {
+			return nil, fmt.Errorf("device plugin GetPreferredAllocation rpc failed with err: %w", err)
+		}
+		if rs := pref.GetContainerResponses(); len(rs) > 0 {
+			for _, id := range rs[0].DeviceIDs {
+				if i := slices.Index(available, id); i >= 0 && len(picked) < needed {
+					picked = append(picked, id)
+					available = slices.Delete(available, i, i+1)
+				}
+			}
+		}
+	}
+	for len(picked) < needed {
+		picked = append(picked, available[0])
+		available = available[1:]
+	}
+	ids := checkpoint.DevicesPerNUMA{}
+	for _, id := range picked {
+		d := res.devices[id]
+		if d.GetTopology() == nil || len(d.Topology.Nodes) == 0 {
+			ids[-1] = append(ids[-1], id)
+			continue
+		}
+		for _, n := range d.Topology.Nodes {
+			ids[n.ID] = append(ids[n.ID], id)
+		}
+	}
+	if m.alloc[pod] == nil {
+		m.alloc[pod] = map[string]map[string]*allocation{}
+	}
+	if m.alloc[pod][container] == nil {
+		m.alloc[pod][container] = map[string]*allocation{}
+	}
+	m.alloc[pod][container][res.name] = &allocation{ids: ids}
+	return picked, nil
+}
+
+func countHealthy(r *pluginResource) int {
+	n := 0
+	for _, d := range r.devices {
+		if d.Health == pluginapi.Healthy {
+			n++
+		}
+	}
+	return n
+}
+
+// flatten lists the device IDs of an allocation once each, sorted.
+func flatten(ids checkpoint.DevicesPerNUMA) []string {
+	var out []string
+	for _, l := range ids {
+		for _, id := range l {
+			if !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// releaseInactive frees the devices of pods no longer active (keeping pod's own).
+func (m *Manager) releaseInactive(keep types.UID) {
+	active := m.active()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for uid := range m.alloc {
+		if uid != keep && !active[uid] {
+			delete(m.alloc, uid)
+		}
+	}
+}
+
+// Release frees a pod's devices.
+func (m *Manager) Release(uid types.UID) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	_, had := m.alloc[uid]
+	delete(m.alloc, uid)
+	m.mu.Unlock()
+	if had {
+		m.writeCheckpoint(klog.Background())
+	}
+}
+
+// ContainerOptions is what a container gets from its devices' plugins.
+type ContainerOptions struct {
+	Envs        map[string]string
+	Mounts      []*pluginapi.Mount
+	Devices     []*pluginapi.DeviceSpec
+	Annotations map[string]string
+	CDIDevices  []string
+}
+
+// ForContainer returns a container's device options, first calling
+// PreStartContainer on each plugin that asks for it. A container whose
+// allocation was lost (a checkpoint gone) is allocated again.
+func (m *Manager) ForContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container) (*ContainerOptions, error) {
+	if m == nil {
+		return nil, nil
+	}
+	opts := &ContainerOptions{Envs: map[string]string{}, Annotations: map[string]string{}}
+	names := make([]string, 0)
+	for name, q := range c.Resources.Limits {
+		if !q.IsZero() {
+			names = append(names, string(name))
+		}
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		m.mu.Lock()
+		res, ok := m.resources[name]
+		a := m.alloc[pod.UID][c.Name][name]
+		m.mu.Unlock()
+		if !ok {
+			continue
+		}
+		if a == nil || a.resp == nil {
+			if err := m.Allocate(ctx, pod); err != nil {
+				return nil, err
+			}
+			m.mu.Lock()
+			a = m.alloc[pod.UID][c.Name][name]
+			m.mu.Unlock()
+			if a == nil || a.resp == nil {
+				return nil, fmt.Errorf("no devices found allocated for pod %s, container %s, resource %s", pod.UID, c.Name, name)
+			}
+		}
+		if res.opts.GetPreStartRequired() {
+			if res.client == nil {
+				return nil, fmt.Errorf("device plugin %s is not registered: cannot call PreStartContainer", name)
+			}
+			pctx, cancel := context.WithTimeout(ctx, pluginapi.KubeletPreStartContainerRPCTimeoutInSecs*time.Second)
+			_, err := res.client.PreStartContainer(pctx, &pluginapi.PreStartContainerRequest{DevicesIds: flatten(a.ids)})
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("device plugin PreStartContainer rpc failed with err: %v", err)
+			}
+		}
+		r := a.resp
+		for k, v := range r.Envs {
+			if _, dup := opts.Envs[k]; !dup {
+				opts.Envs[k] = v
+			}
+		}
+		for _, mnt := range r.Mounts {
+			if !slices.ContainsFunc(opts.Mounts, func(o *pluginapi.Mount) bool { return o.ContainerPath == mnt.ContainerPath }) {
+				opts.Mounts = append(opts.Mounts, mnt)
+			}
+		}
+		for _, d := range r.Devices {
+			if !slices.ContainsFunc(opts.Devices, func(o *pluginapi.DeviceSpec) bool { return o.ContainerPath == d.ContainerPath }) {
+				opts.Devices = append(opts.Devices, d)
+			}
+		}
+		for k, v := range r.Annotations {
+			if _, dup := opts.Annotations[k]; !dup {
+				opts.Annotations[k] = v
+			}
+		}
+		for _, d := range r.CdiDevices {
+			if !slices.Contains(opts.CDIDevices, d.Name) {
+				opts.CDIDevices = append(opts.CDIDevices, d.Name)
+			}
+		}
+	}
+	return opts, nil
+}
+
+// writeCheckpoint saves allocations and registered devices atomically.
+func (m *Manager) writeCheckpoint(log klog.Logger) {
+	m.mu.Lock()
+	var entries []checkpoint.PodDevicesEntry
+	for uid, byContainer := range m.alloc {
+		for container, byRes := range byContainer {
+			for res, a := range byRes {
+				if a.resp == nil {
+					continue
+				}
+				raw, err := proto.Marshal(a.resp)
+				if err != nil {
+					log.Error(err, "Cannot encode a device allocation", "pod", uid, "container", container)
+					continue
+				}
+				entries = append(entries, checkpoint.PodDevicesEntry{PodUID: string(uid), ContainerName: container, ResourceName: res, DeviceIDs: a.ids, AllocResp: raw})
+			}
+		}
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		a, b := entries[i], entries[j]
+		return a.PodUID+"\x00"+a.ContainerName+"\x00"+a.ResourceName < b.PodUID+"\x00"+b.ContainerName+"\x00"+b.ResourceName
+	})
+	registered := map[string][]string{}
+	for name, r := range m.resources {
+		ids := []string{}
+		for id, d := range r.devices {
+			if d.Health == pluginapi.Healthy {
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		registered[name] = ids
+	}
+	m.mu.Unlock()
+	data, err := checkpoint.Encode(entries, registered)
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(m.dir, checkpoint.FileName), data, 0o600)
+	}
+	if err != nil {
+		log.Error(err, "Failed to write the device checkpoint")
+	}
+}
+
+// readCheckpoint restores allocations, and the resources registered then
+// (as plugins that went away now, until they register again).
+func (m *Manager) readCheckpoint(log klog.Logger) {
+	data, err := os.ReadFile(filepath.Join(m.dir, checkpoint.FileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var entries []checkpoint.PodDevicesEntry
+	var registered map[string][]string
+	if err == nil {
+		entries, registered, err = checkpoint.Decode(data)
+	}
+	if err != nil {
+		log.Error(err, "Continuing without the device checkpoint: device allocations of running pods may be lost")
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range entries {
+		resp := &pluginapi.ContainerAllocateResponse{}
+		if err := proto.Unmarshal(e.AllocResp, resp); err != nil {
+			log.Error(err, "Skipping an unreadable device allocation", "pod", e.PodUID, "container", e.ContainerName)
+			continue
+		}
+		uid := types.UID(e.PodUID)
+		if m.alloc[uid] == nil {
+			m.alloc[uid] = map[string]map[string]*allocation{}
+		}
+		if m.alloc[uid][e.ContainerName] == nil {
+			m.alloc[uid][e.ContainerName] = map[string]*allocation{}
+		}
+		m.alloc[uid][e.ContainerName][e.ResourceName] = &allocation{ids: e.DeviceIDs, resp: resp}
+	}
+	now := time.Now()
+	for name, ids := range registered {
+		r := &pluginResource{name: name, devices: map[string]*pluginapi.Device{}, stopped: now}
+		for _, id := range ids {
+			r.devices[id] = &pluginapi.Device{ID: id, Health: pluginapi.Unhealthy}
+		}
+		m.resources[name] = r
+	}
+}

@@ -1,0 +1,105 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+)
+
+// A device plugin (hack/deviceplugin, run on node 1 as a plugin would be)
+// registers; its devices become the node's extended resource; a pod asking
+// for one gets it through Allocate (the plugin's environment variable and
+// mount); a pod asking for more than is free is refused at admission; when
+// the plugin stops, nothing is allocatable.
+func TestDevicePlugin(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	const res = corev1.ResourceName("example.com/bosun-e2e")
+	bin := filepath.Join(t.TempDir(), "deviceplugin")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../hack/deviceplugin").CombinedOutput(); err != nil {
+		t.Fatalf("build the device plugin: %v: %s", err, out)
+	}
+	info := t.TempDir()
+	if err := os.WriteFile(filepath.Join(info, "info"), []byte("from the plugin\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plugin := exec.Command(bin, "-dir", filepath.Join(env["ROOT_DIR"], "device-plugins"), "-resource", string(res), "-n", "2", "-host-mount", info)
+	logFile, _ := os.Create(filepath.Join(t.TempDir(), "plugin.log"))
+	plugin.Stdout, plugin.Stderr = logFile, logFile
+	if err := plugin.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = plugin.Process.Signal(os.Interrupt)
+			_ = plugin.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	node := env["NODE_NAME"]
+	offered := func(capacity, allocatable int64) func(ctx context.Context) (bool, error) {
+		return func(ctx context.Context) (bool, error) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			c, a := n.Status.Capacity[res], n.Status.Allocatable[res]
+			return c.Value() == capacity && a.Value() == allocatable, nil
+		}
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, offered(2, 2)); err != nil {
+		log, _ := os.ReadFile(logFile.Name())
+		t.Fatalf("node %s does not offer 2 %s: plugin log: %s", node, res, log)
+	}
+
+	devPod := func(name string, n int64, script string) *corev1.Pod {
+		p := busyboxPod(name, corev1.RestartPolicyNever, script)
+		p.Spec.NodeName = node // past the scheduler: the agent's admission decides
+		p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{res: *resource.NewQuantity(n, resource.DecimalSI)}}
+		return p
+	}
+	create(t, cs, ns, devPod("one", 1, "echo devices=$BOSUN_TEST_DEVICES; cat /dev-info/info; sleep 3600"))
+	waitPod(t, cs, ns, "one", 90*time.Second, "Running", running)
+	out := execIn(t, env, ns, "one", "main", "echo devices=$BOSUN_TEST_DEVICES; cat /dev-info/info")
+	if !regexp.MustCompile(`devices=bosun-e2e-[01]\b`).MatchString(out) || !strings.Contains(out, "from the plugin") {
+		t.Errorf("the container did not get its device's environment and mount: %q", out)
+	}
+	// Two more do not fit beside it.
+	create(t, cs, ns, devPod("two", 2, "true"))
+	p := waitPod(t, cs, ns, "two", 60*time.Second, "rejected", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	if p.Status.Reason != "OutOf"+string(res) {
+		t.Errorf("rejection reason %q (%s), want OutOf%s", p.Status.Reason, p.Status.Message, res)
+	}
+	// The plugin stops: the devices are not allocatable any more.
+	stop()
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, offered(2, 0)); err != nil {
+		t.Errorf("after the plugin stopped, node %s still offers %s: %v", node, res, nodeResource(ctx, cs, node, res))
+	}
+}
+
+func nodeResource(ctx context.Context, cs kubernetes.Interface, node string, res corev1.ResourceName) string {
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	c, a := n.Status.Capacity[res], n.Status.Allocatable[res]
+	return "capacity " + c.String() + ", allocatable " + a.String()
+}
