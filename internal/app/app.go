@@ -26,12 +26,14 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/restclient" // rest_client_* metrics on /metrics
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/bosun-dev/bosun/internal/certs"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
+	"github.com/bosun-dev/bosun/internal/plugins"
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/server"
@@ -169,6 +171,11 @@ func run(ctx context.Context, cfg *config.Config) error {
 	wake := statusCtl.Wake
 	pods.devicesChanged.Store(&wake)
 	if err := pods.devices.Start(ctx); err != nil {
+		return err
+	}
+	registry := &plugins.Watcher{Dir: filepath.Join(cfg.RootDir, "plugins_registry"),
+		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices}}
+	if err := registry.Run(ctx); err != nil {
 		return err
 	}
 	go statusCtl.Run(ctx)

@@ -153,36 +153,73 @@ func (m *Manager) Register(ctx context.Context, r *pluginapi.RegisterRequest) (*
 	if r.Endpoint == "" || strings.ContainsRune(r.Endpoint, '/') || r.Endpoint == "." || r.Endpoint == ".." {
 		return &pluginapi.Empty{}, fmt.Errorf("the endpoint %q must be a socket name in %s", r.Endpoint, m.dir)
 	}
+	if err := m.connect(ctx, r.ResourceName, filepath.Join(m.dir, r.Endpoint)); err != nil {
+		return &pluginapi.Empty{}, err
+	}
+	return &pluginapi.Empty{}, nil
+}
+
+// connect dials a plugin's socket, reads its options and follows its devices.
+func (m *Manager) connect(ctx context.Context, resourceName, socket string) error {
+	log := klog.FromContext(ctx).WithValues("resourceName", resourceName)
 	dialCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := grpc.NewClient("unix://"+filepath.Join(m.dir, r.Endpoint), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority("localhost"))
 	if err != nil {
-		return &pluginapi.Empty{}, fmt.Errorf("failed to dial device plugin: %w", err)
+		return fmt.Errorf("failed to dial device plugin: %w", err)
 	}
 	client := pluginapi.NewDevicePluginClient(conn)
 	opts, err := client.GetDevicePluginOptions(dialCtx, &pluginapi.Empty{})
 	if err != nil {
 		_ = conn.Close()
-		return &pluginapi.Empty{}, fmt.Errorf("failed to get device plugin options: %w", err)
+		return fmt.Errorf("failed to get device plugin options: %w", err)
 	}
 	stream, err := client.ListAndWatch(context.Background(), &pluginapi.Empty{})
 	if err != nil {
 		_ = conn.Close()
-		return &pluginapi.Empty{}, fmt.Errorf("device plugin ListAndWatch: %w", err)
+		return fmt.Errorf("device plugin ListAndWatch: %w", err)
 	}
 	m.mu.Lock()
-	old := m.resources[r.ResourceName]
-	res := &pluginResource{name: r.ResourceName, conn: conn, client: client, opts: opts, devices: map[string]*pluginapi.Device{}}
-	m.resources[r.ResourceName] = res
-	delete(m.removed, r.ResourceName)
+	old := m.resources[resourceName]
+	res := &pluginResource{name: resourceName, conn: conn, client: client, opts: opts, devices: map[string]*pluginapi.Device{}}
+	m.resources[resourceName] = res
+	delete(m.removed, resourceName)
 	m.mu.Unlock()
 	if old != nil && old.conn != nil {
 		_ = old.conn.Close() // a plugin registering again replaces itself
 	}
 	go m.watch(klog.NewContext(context.Background(), log), res, stream)
-	log.Info("Device plugin registered", "endpoint", r.Endpoint)
-	return &pluginapi.Empty{}, nil
+	log.Info("Device plugin registered", "socket", socket)
+	return nil
+}
+
+// ValidatePlugin checks a device plugin found in the plugin registry folder
+// (the plugin watcher's way to register).
+func (m *Manager) ValidatePlugin(name, endpoint string, versions []string) error {
+	if !slices.ContainsFunc(versions, func(v string) bool { return slices.Contains(pluginapi.SupportedVersions[:], v) }) {
+		return fmt.Errorf("manager version, %s, is not among plugin supported versions %v", pluginapi.Version, versions)
+	}
+	if !IsExtendedResourceName(name) {
+		return fmt.Errorf("invalid name of device plugin socket: the ResourceName %q is invalid", name)
+	}
+	return nil
+}
+
+// RegisterPlugin connects a device plugin the plugin watcher found.
+func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, _ []string) error {
+	return m.connect(ctx, name, endpoint)
+}
+
+// DeRegisterPlugin forgets a plugin whose registry socket went away: its
+// devices turn unhealthy, as when its stream ends.
+func (m *Manager) DeRegisterPlugin(name, _ string) {
+	m.mu.Lock()
+	r := m.resources[name]
+	m.mu.Unlock()
+	if r != nil && r.conn != nil {
+		_ = r.conn.Close()
+	}
 }
 
 // watch follows a plugin's device list until its stream ends; then its
