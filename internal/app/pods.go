@@ -112,13 +112,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
-	p.devices = devices.New(d.cfg.RootDir, func() map[types.UID]bool {
-		active := map[types.UID]bool{}
-		for _, pod := range p.workers.Running() {
-			active[pod.UID] = true
-		}
-		return active
-	}, func() {
+	p.devices = devices.New(d.cfg.RootDir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
 			(*f)()
 		}
@@ -161,7 +155,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.syncer = syncer
 	p.workers = podworkers.New(ctx, podworkers.Config{
-		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration,
+		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Terminated: p.devices.Release,
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
 			pod = p.withMirrorStatus(pod)
 			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
@@ -359,6 +353,7 @@ func (p *pods) housekeeping(ctx context.Context) {
 				klog.FromContext(ctx).Error(err, "Container garbage collection failed")
 			}
 		}
+		p.devices.ReleaseUnless(p.workers.HoldsDevices)
 		sandboxes, err := p.deps.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
 		if err != nil {
 			continue

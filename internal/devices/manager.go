@@ -69,12 +69,12 @@ type allocation struct {
 	resp *pluginapi.ContainerAllocateResponse
 }
 
-// New returns a manager for rootDir. active lists the pods whose devices stay
-// allocated (running or not yet cleaned up); changed is called when the
-// devices the node offers change.
-func New(rootDir string, active func() map[types.UID]bool, changed func()) *Manager {
+// New returns a manager for rootDir; changed is called when the devices the
+// node offers change. Devices stay allocated to a pod until Release (its
+// containers stopped for good) or ReleaseUnless (housekeeping).
+func New(rootDir string, changed func()) *Manager {
 	return &Manager{
-		dir: filepath.Join(rootDir, "device-plugins"), active: active, changed: changed, grace: StopGracePeriod,
+		dir: filepath.Join(rootDir, "device-plugins"), changed: changed, grace: StopGracePeriod,
 		resources: map[string]*pluginResource{}, removed: map[string]bool{}, alloc: map[types.UID]map[string]map[string]*allocation{},
 	}
 }
@@ -350,7 +350,6 @@ func (m *Manager) Allocate(ctx context.Context, pod *corev1.Pod) error {
 	}
 	m.allocating.Lock()
 	defer m.allocating.Unlock()
-	m.releaseInactive(pod.UID)
 	reusable := map[string][]string{} // resource -> devices an earlier init container freed
 	for i, c := range allContainers(pod) {
 		initC := i < len(pod.Spec.InitContainers)
@@ -538,15 +537,25 @@ func flatten(ids checkpoint.DevicesPerNUMA) []string {
 	return out
 }
 
-// releaseInactive frees the devices of pods no longer active (keeping pod's own).
-func (m *Manager) releaseInactive(keep types.UID) {
-	active := m.active()
+// ReleaseUnless frees the devices of every pod holding says no longer holds
+// them (pods that ended while no agent ran, or whose end was missed).
+func (m *Manager) ReleaseUnless(holding func(types.UID) bool) {
+	if m == nil {
+		return
+	}
+	m.allocating.Lock()
+	defer m.allocating.Unlock()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	dropped := false
 	for uid := range m.alloc {
-		if uid != keep && !active[uid] {
+		if !holding(uid) {
 			delete(m.alloc, uid)
+			dropped = true
 		}
+	}
+	m.mu.Unlock()
+	if dropped {
+		m.writeCheckpoint(klog.Background())
 	}
 }
 

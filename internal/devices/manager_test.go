@@ -24,7 +24,6 @@ const res = "example.com/dev"
 type harness struct {
 	root    string
 	m       *Manager
-	active  map[types.UID]bool
 	changes atomic.Int32
 	cancel  context.CancelFunc
 }
@@ -33,8 +32,8 @@ type harness struct {
 // to 108 bytes).
 func start(t *testing.T, root string) *harness {
 	t.Helper()
-	h := &harness{root: root, active: map[types.UID]bool{}}
-	h.m = New(root, func() map[types.UID]bool { return h.active }, func() { h.changes.Add(1) })
+	h := &harness{root: root}
+	h.m = New(root, func() { h.changes.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	if err := h.m.Start(ctx); err != nil {
@@ -152,7 +151,6 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	waitFor(t, "4 devices", func() bool { _, a := offered(h.m); return a == 4 })
 	ctx := context.Background()
 	a := devicePod("pod-a", 0, 2)
-	h.active["pod-a"] = true
 	if err := h.m.Allocate(ctx, a); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +179,6 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	}
 	// An init container's devices are reused by the containers after it.
 	c := devicePod("pod-c", 2, 1)
-	h.active["pod-c"] = true
 	if err := h.m.Allocate(ctx, c); err != nil {
 		t.Fatal(err)
 	}
@@ -190,10 +187,15 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	if len(initIDs) != 2 || len(mainIDs) != 1 || !strings.Contains(strings.Join(initIDs, ","), mainIDs[0]) {
 		t.Errorf("init %v, main %v: main must reuse an init device", initIDs, mainIDs)
 	}
-	// A pod that is gone gives its devices back.
-	delete(h.active, "pod-a")
+	// A pod that ended gives its devices back; housekeeping frees those of
+	// pods the workers no longer hold.
+	h.m.Release("pod-a")
 	if err := h.m.Allocate(ctx, devicePod("pod-d", 0, 2)); err != nil {
 		t.Errorf("devices of a finished pod were not given back: %v", err)
+	}
+	h.m.ReleaseUnless(func(uid types.UID) bool { return uid != "pod-c" })
+	if h.m.alloc["pod-c"] != nil || h.m.alloc["pod-d"] == nil {
+		t.Errorf("ReleaseUnless: %v", h.m.alloc)
 	}
 }
 
@@ -203,7 +205,6 @@ func TestAllocationsSurviveARestart(t *testing.T) {
 	servePlugin(t, h, 2, nil)
 	waitFor(t, "2 devices", func() bool { _, a := offered(h.m); return a == 2 })
 	pod := devicePod("pod-a", 0, 1)
-	h.active["pod-a"] = true
 	ctx := context.Background()
 	if err := h.m.Allocate(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -213,7 +214,6 @@ func TestAllocationsSurviveARestart(t *testing.T) {
 	// The next agent: the checkpoint gives it the allocation and the
 	// resource (unallocatable until the plugin registers again).
 	h2 := start(t, root)
-	h2.active["pod-a"] = true
 	if c, a := offered(h2.m); c != 2 || a != 0 {
 		t.Errorf("restored resource: capacity %d allocatable %d, want 2 and 0", c, a)
 	}

@@ -121,6 +121,9 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 	}
 	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod), "phase", status.Phase)
 	wk.setState(terminated)
+	if w.cfg.Terminated != nil {
+		w.cfg.Terminated(pod.UID)
+	}
 	return 0
 }
 

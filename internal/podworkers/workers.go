@@ -53,6 +53,9 @@ type Config struct {
 	Resync time.Duration // re-sync a running pod at least this often (syncFrequency)
 	Admit  func(pod *corev1.Pod, active []*corev1.Pod) (ok bool, reason, message string)
 	Clock  func() time.Time
+	// Terminated is told when a pod's containers have all stopped for good
+	// (its devices may go to other pods).
+	Terminated func(uid types.UID)
 }
 
 type state int
@@ -261,6 +264,19 @@ func (w *Workers) Known(uid types.UID) bool {
 	defer w.mu.Unlock()
 	_, ok := w.pods[uid]
 	return ok
+}
+
+// HoldsDevices says whether a pod may still have running containers (its
+// worker has not seen them all stop for good).
+func (w *Workers) HoldsDevices(uid types.UID) bool {
+	w.mu.Lock()
+	wk, ok := w.pods[uid]
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	_, _, st := wk.snapshot()
+	return st != terminated
 }
 
 // Running lists the pods whose containers should be running.
