@@ -41,9 +41,8 @@ const StopGracePeriod = 5 * time.Minute
 
 // Manager is the device plugin registry and allocator.
 type Manager struct {
-	dir     string                    // <root-dir>/device-plugins
-	active  func() map[types.UID]bool // pods that still hold their devices
-	changed func()                    // the node's resources changed
+	dir     string // <root-dir>/device-plugins
+	changed func() // the node's resources changed
 	grace   time.Duration
 
 	allocating sync.Mutex // one allocation at a time (plugin calls happen without mu)
