@@ -34,6 +34,7 @@ import (
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/plugins"
+	"github.com/bosun-dev/bosun/internal/podresources"
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/server"
@@ -176,6 +177,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 	registry := &plugins.Watcher{Dir: filepath.Join(cfg.RootDir, "plugins_registry"),
 		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices}}
 	if err := registry.Run(ctx); err != nil {
+		return err
+	}
+	if err := (&podresources.Server{Pods: pods.workers.Running, Devices: pods.devices}).Serve(ctx, cfg.RootDir); err != nil {
 		return err
 	}
 	go statusCtl.Run(ctx)

@@ -742,3 +742,50 @@ func (m *Manager) readCheckpoint(log klog.Logger) {
 		m.resources[name] = r
 	}
 }
+
+// Assigned is a container's devices by resource, grouped by NUMA node
+// (-1: no topology), for the pod resources API.
+func (m *Manager) Assigned(uid types.UID, container string) map[string]checkpoint.DevicesPerNUMA {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]checkpoint.DevicesPerNUMA{}
+	for res, a := range m.alloc[uid][container] {
+		out[res] = a.ids
+	}
+	return out
+}
+
+// Device is a healthy device the node offers, with its NUMA nodes.
+type Device struct {
+	Resource, ID string
+	NUMA         []int64
+}
+
+// Allocatable lists every healthy device of every resource.
+func (m *Manager) Allocatable() []Device {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Device
+	for name, r := range m.resources {
+		for id, d := range r.devices {
+			if d.Health != pluginapi.Healthy {
+				continue
+			}
+			dev := Device{Resource: name, ID: id}
+			for _, n := range d.GetTopology().GetNodes() {
+				dev.NUMA = append(dev.NUMA, n.ID)
+			}
+			out = append(out, dev)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Resource+"\x00"+out[i].ID < out[j].Resource+"\x00"+out[j].ID
+	})
+	return out
+}
