@@ -10,7 +10,8 @@
 #                    parallel ones with PROCS, then the [Serial] ones alone
 #   SUITE=fast       the subset in hack/conformance/fast.txt (make test)
 #   KUBELET=bosun|upstream|mixed  FOCUS=regexp  SKIP=regexp  PROCS=n  OUT=dir
-#   PASSES="parallel serial" (the passes to run)  STRICT=1: exit 1 when a spec failed
+#   PASSES="parallel serial" (the passes to run; naming some keeps the record's
+#   other passes, so a suite's passes may run at different times)  STRICT=1: exit 1 when a spec failed
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -38,12 +39,23 @@ esac
 passes=${PASSES:-parallel serial}
 [[ -z "$serial" ]] && passes=parallel
 out="${OUT:-_output/conformance/$suite/$agent}"
-rm -rf "$out" && mkdir -p "$out"
+commit=$(git rev-parse --short HEAD 2>/dev/null)
+if [[ -n "${PASSES:-}" && -f "$out/run.env" && "$(sed -n 's/^suite=//p' "$out/run.env")" == "$suite" ]]; then
+  # Only some passes asked for: the record keeps the other passes' results
+  # (each line of $out/passes names the commit it ran).
+  for pass in $passes; do rm -rf "${out:?}/$pass"; done
+  if [[ -f "$out/passes" ]]; then
+    grep -v -E "^($(echo $passes | tr ' ' '|')) " "$out/passes" > "$out/passes.keep" || true
+    mv "$out/passes.keep" "$out/passes"
+  fi
+else
+  rm -rf "$out" && mkdir -p "$out"
+fi
 # What the run measures, written first so that a stopped run still says it.
 {
   echo "suite=$suite"
   echo "agent=$agent"
-  echo "commit=$(git rev-parse --short HEAD 2>/dev/null)"
+  echo "commit=$commit"
   echo "nodes=$NODES"
   echo "runtime=$RUNTIME"
   echo "machine=$(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB, kernel $(uname -r), $(stat -fc %T /sys/fs/cgroup | sed 's/tmpfs/cgroup v1/; s/cgroup2fs/cgroup v2/')"
@@ -72,7 +84,7 @@ for pass in $passes; do
   _output/bin/ginkgo "${args[@]}" "$dir/e2e.test" -- \
     --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$dir" > "$dir/run.log" 2>&1
   rc=$?
-  echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc" >> "$out/passes"
+  echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc commit=$commit" >> "$out/passes"
   if [[ ! -s "$dir/junit.xml" ]]; then
     echo "the $pass pass broke (exit $rc) without a report; see $dir/run.log" >&2
     tail -20 "$dir/run.log" >&2
