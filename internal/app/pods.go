@@ -180,7 +180,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images, FsPath: "/var/lib/containerd",
+	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images,
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
 		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) },
 		Records: puller.Records}

@@ -2,6 +2,7 @@ package eviction
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -21,7 +22,7 @@ import (
 type ImageGC struct {
 	Runtime internalapi.RuntimeService
 	Images  internalapi.ImageManagerService
-	FsPath  string        // a path on the image filesystem
+	FsPath  string        // a path on the image filesystem ("": the runtime's ImageFsInfo says)
 	High    int           // imageGCHighThresholdPercent
 	Low     int           // imageGCLowThresholdPercent
 	MinAge  time.Duration // imageMinimumGCAge
@@ -62,6 +63,23 @@ func usedPercent(path string) (int, error) {
 	return int(100 - st.Bavail*100/st.Blocks), nil
 }
 
+// imageFs is a path on the filesystem that holds the images.
+func (g *ImageGC) imageFs(ctx context.Context) (string, error) {
+	if g.FsPath != "" {
+		return g.FsPath, nil
+	}
+	resp, err := g.Images.ImageFsInfo(ctx)
+	if err != nil {
+		return "", fmt.Errorf("image filesystem: %w", err)
+	}
+	for _, fs := range resp.GetImageFilesystems() {
+		if mp := fs.GetFsId().GetMountpoint(); mp != "" {
+			return mp, nil
+		}
+	}
+	return "", fmt.Errorf("the runtime names no image filesystem")
+}
+
 // Collect runs one pass.
 func (g *ImageGC) Collect(ctx context.Context) error {
 	listed := time.Now()
@@ -85,7 +103,11 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 		}
 	}
 	g.mu.Unlock()
-	used, err := usedPercent(g.FsPath)
+	fsPath, err := g.imageFs(ctx)
+	if err != nil {
+		return err
+	}
+	used, err := usedPercent(fsPath)
 	if err != nil || used < g.High {
 		return err
 	}
@@ -122,7 +144,7 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 	}
 	sort.Slice(victims, func(i, j int) bool { return g.seen[victims[i].Id].Before(g.seen[victims[j].Id]) })
 	for _, img := range victims {
-		if used, _ = usedPercent(g.FsPath); used < g.Low {
+		if used, _ = usedPercent(fsPath); used < g.Low {
 			break
 		}
 		klog.FromContext(ctx).Info("Removing unused image", "image", img.RepoTags, "id", img.Id)

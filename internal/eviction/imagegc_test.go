@@ -30,3 +30,22 @@ func TestImageGCKeepsImagesMountedAsVolumes(t *testing.T) {
 		t.Fatalf("images left %v, want only the mounted kitten", tags)
 	}
 }
+
+// Without a configured path the image filesystem is the one the runtime
+// reports (containerd's root may be anywhere); a runtime that reports none
+// is an error, not a pass over the wrong disk.
+func TestImageGCAsksTheRuntimeForItsFilesystem(t *testing.T) {
+	images := critest.NewFakeImageService()
+	images.SetFakeImages([]string{"registry.k8s.io/e2e-test-images/kitten:1.8"})
+	g := &ImageGC{Runtime: critest.NewFakeRuntimeService(), Images: images}
+	if err := g.Collect(context.Background()); err == nil {
+		t.Fatal("no image filesystem reported, yet no error")
+	}
+	images.SetFakeFilesystemUsage([]*runtimeapi.FilesystemUsage{{FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: t.TempDir()}}})
+	if err := g.Collect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := images.ListImages(context.Background(), &runtimeapi.ImageFilter{}); len(left) != 0 {
+		t.Errorf("with the runtime's filesystem over the threshold, %d images were kept", len(left))
+	}
+}
