@@ -20,6 +20,7 @@ func main() {
 	res := flag.String("resource", "example.com/dev", "the extended resource to serve")
 	n := flag.Int("n", 2, "how many devices")
 	mount := flag.String("host-mount", "", "a host folder each allocation mounts at /dev-info")
+	registry := flag.String("registry", "", "register through the plugin watcher in this folder (<root-dir>/plugins_registry) instead")
 	flag.Parse()
 	p := plugin.New(*res, *dir, filepath.Base(*res)+".sock", *n)
 	p.HostMount = *mount
@@ -31,6 +32,16 @@ func main() {
 	defer p.Stop()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if *registry != "" {
+		stopRegistry, err := p.ServeRegistry(*registry, func(ok bool, msg string) { fmt.Println("registration status:", ok, msg) })
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "registry:", err)
+			os.Exit(1)
+		}
+		<-ctx.Done()
+		stopRegistry()
+		return
+	}
 	p.RegisterAgain(ctx, func(err error) {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "register:", err)

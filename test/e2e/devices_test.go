@@ -54,20 +54,37 @@ func TestDevicePlugin(t *testing.T) {
 		}
 	}
 	t.Cleanup(stop)
+	// A second plugin registers through the plugin watcher (plugins_registry).
+	const viaRegistry = corev1.ResourceName("example.com/bosun-e2e-reg")
+	second := exec.Command(bin, "-dir", filepath.Join(env["ROOT_DIR"], "device-plugins"), "-resource", string(viaRegistry), "-n", "1",
+		"-registry", filepath.Join(env["ROOT_DIR"], "plugins_registry"))
+	secondLog, _ := os.Create(filepath.Join(t.TempDir(), "plugin2.log"))
+	second.Stdout, second.Stderr = secondLog, secondLog
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Process.Signal(os.Interrupt); _ = second.Wait() })
 	node := env["NODE_NAME"]
-	offered := func(capacity, allocatable int64) func(ctx context.Context) (bool, error) {
+	offeredOf := func(name corev1.ResourceName, capacity, allocatable int64) func(ctx context.Context) (bool, error) {
 		return func(ctx context.Context) (bool, error) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 			if err != nil {
 				return false, nil
 			}
-			c, a := n.Status.Capacity[res], n.Status.Allocatable[res]
+			c, a := n.Status.Capacity[name], n.Status.Allocatable[name]
 			return c.Value() == capacity && a.Value() == allocatable, nil
 		}
+	}
+	offered := func(capacity, allocatable int64) func(ctx context.Context) (bool, error) {
+		return offeredOf(res, capacity, allocatable)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, offered(2, 2)); err != nil {
 		log, _ := os.ReadFile(logFile.Name())
 		t.Fatalf("node %s does not offer 2 %s: plugin log: %s", node, res, log)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, offeredOf(viaRegistry, 1, 1)); err != nil {
+		log, _ := os.ReadFile(secondLog.Name())
+		t.Errorf("the plugin registered through plugins_registry is not offered (%s): plugin log: %s", nodeResource(ctx, cs, node, viaRegistry), log)
 	}
 
 	devPod := func(name string, n int64, script string) *corev1.Pod {

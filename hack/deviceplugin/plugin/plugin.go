@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
+	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
 // Plugin is one resource's device plugin.
@@ -189,4 +190,40 @@ func (p *Plugin) PreStartContainer(_ context.Context, r *pluginapi.PreStartConta
 	p.PreStart = append(p.PreStart, slices.Clone(r.DevicesIds))
 	p.mu.Unlock()
 	return &pluginapi.PreStartContainerResponse{}, nil
+}
+
+// ServeRegistry registers the plugin through the plugin watcher instead:
+// a registration socket in registryDir (<root-dir>/plugins_registry) that
+// answers GetInfo with the plugin's socket, and records the agent's verdict.
+// The returned stop removes the registration socket (the agent then
+// deregisters the plugin).
+func (p *Plugin) ServeRegistry(registryDir string, status func(ok bool, msg string)) (stop func(), err error) {
+	path := filepath.Join(registryDir, strings.ReplaceAll(p.Resource, "/", "_")+"-reg.sock")
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	srv := grpc.NewServer()
+	registerapi.RegisterRegistrationServer(srv, &registration{p: p, status: status})
+	go func() { _ = srv.Serve(ln) }()
+	return func() { srv.Stop(); _ = os.Remove(path) }, nil
+}
+
+type registration struct {
+	p      *Plugin
+	status func(bool, string)
+	registerapi.UnimplementedRegistrationServer
+}
+
+func (r *registration) GetInfo(context.Context, *registerapi.InfoRequest) (*registerapi.PluginInfo, error) {
+	return &registerapi.PluginInfo{Type: registerapi.DevicePlugin, Name: r.p.Resource,
+		Endpoint: filepath.Join(r.p.Dir, r.p.Socket), SupportedVersions: []string{pluginapi.Version}}, nil
+}
+
+func (r *registration) NotifyRegistrationStatus(_ context.Context, s *registerapi.RegistrationStatus) (*registerapi.RegistrationStatusResponse, error) {
+	if r.status != nil {
+		r.status(s.PluginRegistered, s.Error)
+	}
+	return &registerapi.RegistrationStatusResponse{}, nil
 }
