@@ -249,6 +249,21 @@ func TestManagedEtcHosts(t *testing.T) {
 	}
 }
 
+// With hostnameOverride the override is the whole name: no subdomain FQDN
+// (the upstream spec "a pod with subdomain and hostnameOverride fields").
+func TestManagedEtcHostsWithHostnameOverride(t *testing.T) {
+	pod := envPod()
+	override := "override-host"
+	pod.Spec.Hostname, pod.Spec.Subdomain, pod.Spec.HostnameOverride = "custom-host", "t", &override
+	got := managedHosts(NodeSettings{ClusterDomain: "cluster.local"}, pod, []string{"10.88.0.5"})
+	if !strings.Contains(got, "10.88.0.5\toverride-host\n") || strings.Contains(got, "svc.cluster.local") {
+		t.Errorf("hosts file:\n%s", got)
+	}
+	if h, err := podHostname(pod); err != nil || h != "override-host" {
+		t.Errorf("hostname %q %v", h, err)
+	}
+}
+
 func TestRunAsNonRoot(t *testing.T) {
 	yes, root, user := true, int64(0), int64(1000)
 	pod := &corev1.Pod{Spec: corev1.PodSpec{SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes}}}

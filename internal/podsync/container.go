@@ -248,7 +248,7 @@ func managedHosts(n NodeSettings, pod *corev1.Pod, podIPs []string) string {
 		"fe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n")
 	hostname, _ := podHostname(pod)
 	for _, ip := range podIPs {
-		if pod.Spec.Subdomain != "" && n.ClusterDomain != "" {
+		if pod.Spec.Subdomain != "" && n.ClusterDomain != "" && !hasHostnameOverride(pod) {
 			fmt.Fprintf(&b, "%s\t%s.%s.%s.svc.%s\t%s\n", ip, hostname, pod.Spec.Subdomain, pod.Namespace, strings.TrimSuffix(n.ClusterDomain, "."), hostname)
 		} else {
 			fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)

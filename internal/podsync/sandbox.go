@@ -177,15 +177,15 @@ func CgroupParent(n NodeSettings, pod *corev1.Pod) string {
 // cgroupRoot is cgroupRoot as an absolute cgroup path ("/" when unset).
 func (n NodeSettings) cgroupRoot() string { return path.Join("/", n.CgroupRoot) }
 
-// podHostname is spec.hostnameOverride, else spec.hostname or the pod name
+// podHostname is spec.hostnameOverride, else spec.hostname or the pod name,
 // within 63 characters.
 func podHostname(pod *corev1.Pod) (string, error) {
-	if o := pod.Spec.HostnameOverride; o != nil && *o != "" {
-		return *o, nil
-	}
 	h := pod.Spec.Hostname
 	if h == "" {
 		h = pod.Name
+	}
+	if hasHostnameOverride(pod) {
+		h = *pod.Spec.HostnameOverride
 	}
 	if len(h) > 63 {
 		h = strings.TrimRight(h[:63], "-.")
@@ -194,6 +194,12 @@ func podHostname(pod *corev1.Pod) (string, error) {
 		return "", fmt.Errorf("pod %s/%s has no usable hostname", pod.Namespace, pod.Name)
 	}
 	return h, nil
+}
+
+// hasHostnameOverride: the pod's hostname is spec.hostnameOverride, and it
+// has no domain of its own (no subdomain entry in /etc/hosts), as upstream.
+func hasHostnameOverride(pod *corev1.Pod) bool {
+	return pod.Spec.HostnameOverride != nil && *pod.Spec.HostnameOverride != ""
 }
 
 func protocol(p corev1.Protocol) runtimeapi.Protocol {
