@@ -144,8 +144,15 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 	return res, nil
 }
 
+// backoffKey names a container's crash-loop back-off. It includes the
+// container's hash, as upstream's key does, so that a new image starts
+// the back-off afresh.
 func backoffKey(pod *corev1.Pod, container string) string {
-	return string(pod.UID) + "/" + container
+	key := string(pod.UID) + "/" + container
+	if c := findContainer(pod, container); c != nil {
+		key += "/" + ContainerHash(c)
+	}
+	return key
 }
 
 func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) error {

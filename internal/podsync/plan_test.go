@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -176,5 +177,16 @@ func TestSidecarStartupProbeGatesTheNextInit(t *testing.T) {
 	started = true
 	if got := ComputePlan(in); !reflect.DeepEqual(got.Start, []string{"init"}) {
 		t.Fatalf("plan %+v", got)
+	}
+}
+
+// A new image starts a crash-looping container's back-off afresh, as
+// upstream's key (which holds the container's hash) does.
+func TestBackoffKeyChangesWithTheImage(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "u"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox:1.36"}}}}
+	before := backoffKey(pod, "c")
+	pod.Spec.Containers[0].Image = "busybox:1.37"
+	if after := backoffKey(pod, "c"); after == before {
+		t.Errorf("the back-off key %q did not change with the image", after)
 	}
 }
