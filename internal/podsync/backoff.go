@@ -44,6 +44,16 @@ func (b *Backoff) InBackOffSince(key string, since time.Time) bool {
 	return e != nil && b.Now().Sub(since) < e.delay
 }
 
+// InBackOffSinceUpdate reports whether a retry for key must still wait,
+// counting the delay from the last failure recorded with Next (upstream's
+// IsInBackOffSinceUpdate, for image pulls).
+func (b *Backoff) InBackOffSinceUpdate(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.entry(key)
+	return e != nil && b.Now().Sub(e.last) < e.delay
+}
+
 // Next records a retry for key and lengthens its delay.
 func (b *Backoff) Next(key string) {
 	b.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -97,7 +98,7 @@ func (p *ImagePuller) EnsureImage(ctx context.Context, pod *corev1.Pod, image st
 		}
 	}
 	key := string(pod.UID) + "/" + c.Image
-	if p.backoff.InBackOffSince(key, p.backoff.Now()) {
+	if p.backoff.InBackOffSinceUpdate(key) {
 		msg := fmt.Sprintf("Back-off pulling image %q", c.Image)
 		p.event(pod, corev1.EventTypeNormal, "BackOff", msg)
 		return "", nil, &ImageError{Reason: "ImagePullBackOff", Msg: msg}
@@ -138,12 +139,21 @@ func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeap
 	}()
 	p.event(pod, corev1.EventTypeNormal, "Pulling", fmt.Sprintf("Pulling image %q", spec.Image))
 	start := time.Now()
-	// Each credential in turn, then anonymous (an image every pod may use).
-	for _, c := range append(auth, PullCredential{}) {
+	// Each credential that applies in turn, as upstream (no anonymous try
+	// after them: a wrong secret fails the pull); anonymous when none applies.
+	if len(auth) == 0 {
+		auth = []PullCredential{{}}
+	}
+	var errs []error
+	for _, c := range auth {
 		if ref, err = p.images.PullImage(ctx, spec, c.Auth, nil); err == nil {
 			used = c.Secret
 			break
 		}
+		errs = append(errs, err)
+	}
+	if err != nil {
+		err = utilerrors.NewAggregate(errs)
 	}
 	if err != nil {
 		p.backoff.Next(key)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,5 +95,40 @@ func TestImageOnTheNodeNeedsThePodsOwnCredentials(t *testing.T) {
 	n = len(reg.pulls)
 	if _, _, err := p.EnsureImage(ctx, pod("c"), "registry.example/public/tool:1", corev1.PullIfNotPresent, nil); err != nil || len(reg.pulls) != n {
 		t.Errorf("a public image was checked again (err %v)", err)
+	}
+}
+
+// A failed pull is retried once its back-off has passed (10 s, then 20 s...),
+// counted from the failure, not from each look.
+func TestFailedPullIsRetriedAfterItsBackoff(t *testing.T) {
+	ctx := context.Background()
+	reg := &privateRegistry{FakeImageService: critest.NewFakeImageService()}
+	p := NewImagePuller(reg, nil, false, 0)
+	now := time.Unix(1000, 0)
+	p.backoff.Now = func() time.Time { return now }
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}}
+	const image = "registry.example/private/app:1.0"
+	pull := func() string {
+		_, _, err := p.EnsureImage(ctx, pod, image, corev1.PullIfNotPresent, nil)
+		var ie *ImageError
+		if !errors.As(err, &ie) {
+			t.Fatalf("error %v", err)
+		}
+		return ie.Reason
+	}
+	if r := pull(); r != "ErrImagePull" {
+		t.Fatalf("first try: %s", r)
+	}
+	now = now.Add(5 * time.Second)
+	if r := pull(); r != "ImagePullBackOff" || len(reg.pulls) != 1 {
+		t.Fatalf("within the back-off: %s after %d pulls", r, len(reg.pulls))
+	}
+	now = now.Add(6 * time.Second)
+	if r := pull(); r != "ErrImagePull" || len(reg.pulls) != 2 {
+		t.Fatalf("after the back-off: %s after %d pulls, want a new pull", r, len(reg.pulls))
+	}
+	now = now.Add(15 * time.Second) // the second back-off is 20 s
+	if r := pull(); r != "ImagePullBackOff" {
+		t.Fatalf("within the doubled back-off: %s", r)
 	}
 }
