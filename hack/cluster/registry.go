@@ -21,10 +21,12 @@ import (
 //     secrets.
 //
 // Both listen on node 1's address on the host bridge, which every node
-// reaches (a node's own 127.0.0.1 is its namespace's loopback).
+// reaches (a node's own 127.0.0.1 is its namespace's loopback). Not on
+// 5000: the e2e specs run a host-network registry on localhost:5000 on the
+// node, which a listener on the node's address would keep from binding.
 const (
-	mirrorAddr    = hostIP + ":5000"
-	privateAddr   = hostIP + ":5001"
+	mirrorAddr    = hostIP + ":15000"
+	privateAddr   = hostIP + ":15001"
 	privateUser   = "bosun"
 	privateImage  = privateAddr + "/private/busybox:1.37.0-1"
 	privateSource = "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
