@@ -51,6 +51,7 @@ type Manager struct {
 	removed    map[string]bool                                 // resources whose plugin is gone for good (reported as zero)
 	alloc      map[types.UID]map[string]map[string]*allocation // pod -> container -> resource
 	server     *grpc.Server
+	stopping   bool // Stop was called: the checkpoint is no longer written
 	pluginapi.UnsafeRegistrationServer
 }
 
@@ -123,9 +124,11 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop closes the registration socket and the plugin connections.
+// Stop closes the registration socket and the plugin connections; the
+// checkpoint keeps what it held (streams ending now do not rewrite it).
 func (m *Manager) Stop() {
 	m.mu.Lock()
+	m.stopping = true
 	srv := m.server
 	m.server = nil
 	for _, r := range m.resources {
@@ -355,7 +358,7 @@ func (m *Manager) Allocate(ctx context.Context, pod *corev1.Pod) error {
 		sidecar := initC && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 		got, err := m.allocateContainer(ctx, pod, &c, reusable)
 		if err != nil {
-			m.Release(pod.UID)
+			m.release(pod.UID)
 			return &AdmissionError{Err: err}
 		}
 		for res, ids := range got {
@@ -429,8 +432,14 @@ func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *cor
 			return nil, fmt.Errorf("no containers return in allocation response %v", resp)
 		}
 		m.mu.Lock()
-		m.alloc[pod.UID][c.Name][name].resp = resp.ContainerResponses[0]
+		a := m.alloc[pod.UID][c.Name][name]
+		if a != nil {
+			a.resp = resp.ContainerResponses[0]
+		}
 		m.mu.Unlock()
+		if a == nil {
+			return nil, fmt.Errorf("pod %s ended while its devices were being allocated", pod.UID)
+		}
 		got[name] = ids
 	}
 	return got, nil
@@ -563,6 +572,13 @@ func (m *Manager) Release(uid types.UID) {
 	if m == nil {
 		return
 	}
+	m.allocating.Lock()
+	defer m.allocating.Unlock()
+	m.release(uid)
+}
+
+// release frees a pod's devices; callers hold m.allocating.
+func (m *Manager) release(uid types.UID) {
 	m.mu.Lock()
 	_, had := m.alloc[uid]
 	delete(m.alloc, uid)
@@ -659,6 +675,10 @@ func (m *Manager) ForContainer(ctx context.Context, pod *corev1.Pod, c *corev1.C
 // writeCheckpoint saves allocations and registered devices atomically.
 func (m *Manager) writeCheckpoint(log klog.Logger) {
 	m.mu.Lock()
+	if m.stopping {
+		m.mu.Unlock()
+		return
+	}
 	var entries []checkpoint.PodDevicesEntry
 	for uid, byContainer := range m.alloc {
 		for container, byRes := range byContainer {
@@ -733,13 +753,11 @@ func (m *Manager) readCheckpoint(log klog.Logger) {
 		}
 		m.alloc[uid][e.ContainerName][e.ResourceName] = &allocation{ids: e.DeviceIDs, resp: resp}
 	}
+	// As upstream: the resource is known again, with no devices until its
+	// plugin registers and lists them.
 	now := time.Now()
-	for name, ids := range registered {
-		r := &pluginResource{name: name, devices: map[string]*pluginapi.Device{}, stopped: now}
-		for _, id := range ids {
-			r.devices[id] = &pluginapi.Device{ID: id, Health: pluginapi.Unhealthy}
-		}
-		m.resources[name] = r
+	for name := range registered {
+		m.resources[name] = &pluginResource{name: name, devices: map[string]*pluginapi.Device{}, stopped: now}
 	}
 }
 
