@@ -316,10 +316,10 @@ rm -rf /v/sub; mkdir /v/sub`
 			if !strings.HasPrefix(c.Name, "victim-") || term == nil {
 				continue
 			}
-			switch {
-			case term.ExitCode == 0:
+			switch term.ExitCode {
+			case 0:
 				checked++
-			case term.ExitCode == 1:
+			case 1:
 				leaked++
 				t.Errorf("%s/%s saw the host: %s", p.Name, c.Name, term.Message)
 			default:
