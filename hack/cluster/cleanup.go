@@ -121,6 +121,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 			fmt.Printf("warning: remove %s: %v\n", d, err)
 		}
 	}
+	cleanDevicePluginDir()
 	for _, n := range nodes {
 		_ = os.Remove(filepath.Join(l.out, "bootstrap-token"+n.suffix()))
 	}
@@ -249,4 +250,25 @@ func (l *layout) writeEnv() error {
 		fmt.Fprintf(&b, "export %s=%q\n", v[0], v[1])
 	}
 	return writeFileAtomic(l.envFile(), []byte(b.String()), 0o644)
+}
+
+// devicePluginDir is where both agents serve device plugins, whatever their
+// --root-dir (upstream's fixed path).
+const devicePluginDir = "/var/lib/kubelet/device-plugins"
+
+// cleanDevicePluginDir removes what the agents and the tests' plugins left
+// there (sockets, the allocation checkpoint, upstream's DEPRECATION note),
+// and the folders once empty.
+func cleanDevicePluginDir() {
+	entries, err := os.ReadDir(devicePluginDir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Type()&os.ModeSocket != 0 || e.Name() == "kubelet_internal_checkpoint" || e.Name() == "DEPRECATION" {
+			_ = os.Remove(filepath.Join(devicePluginDir, e.Name()))
+		}
+	}
+	_ = os.Remove(devicePluginDir)               // only when empty
+	_ = os.Remove(filepath.Dir(devicePluginDir)) // likewise
 }

@@ -64,7 +64,8 @@ func (l *layout) leftovers() []string {
 			}
 		}
 	}
-	folders := []string{nodeDir, l.etcdData, "/var/log/pods", "/run/containerd2", "/var/lib/containerd2"}
+	folders := []string{nodeDir, l.etcdData, "/var/log/pods", "/run/containerd2", "/var/lib/containerd2",
+		filepath.Join(devicePluginDir, "kubelet.sock"), filepath.Join(devicePluginDir, "kubelet_internal_checkpoint")}
 	for _, d := range folders {
 		if fileExists(d) {
 			out = append(out, "folder "+d)

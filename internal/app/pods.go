@@ -112,7 +112,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
-	p.devices = devices.New(d.cfg.RootDir, func() {
+	p.devices = devices.New(devices.Dir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
 			(*f)()
 		}

@@ -1,6 +1,8 @@
 // Package devices is the node agent's side of the device plugin API
 // (k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1), as the upstream kubelet has
-// it: plugins register on <root-dir>/device-plugins/kubelet.sock, their
+// it: plugins register on /var/lib/kubelet/device-plugins/kubelet.sock (a
+// fixed path, whatever --root-dir says, which device plugin DaemonSets
+// mount), their
 // devices become the node's extended resources (capacity counts every device,
 // allocatable the healthy ones), pods are given devices at admission through
 // the plugin's Allocate (and GetPreferredAllocation, PreStartContainer when the
@@ -41,7 +43,7 @@ const StopGracePeriod = 5 * time.Minute
 
 // Manager is the device plugin registry and allocator.
 type Manager struct {
-	dir     string // <root-dir>/device-plugins
+	dir     string // Dir (a test's folder in tests)
 	changed func() // the node's resources changed
 	grace   time.Duration
 
@@ -69,12 +71,17 @@ type allocation struct {
 	resp *pluginapi.ContainerAllocateResponse
 }
 
-// New returns a manager for rootDir; changed is called when the devices the
-// node offers change. Devices stay allocated to a pod until Release (its
-// containers stopped for good) or ReleaseUnless (housekeeping).
-func New(rootDir string, changed func()) *Manager {
+// Dir is where the upstream kubelet serves device plugins, whatever its
+// --root-dir.
+const Dir = "/var/lib/kubelet/device-plugins"
+
+// New returns a manager serving in dir (Dir, or a test's folder); changed is
+// called when the devices the node offers change. Devices stay allocated to
+// a pod until Release (its containers stopped for good) or ReleaseUnless
+// (housekeeping).
+func New(dir string, changed func()) *Manager {
 	return &Manager{
-		dir: filepath.Join(rootDir, "device-plugins"), changed: changed, grace: StopGracePeriod,
+		dir: dir, changed: changed, grace: StopGracePeriod,
 		resources: map[string]*pluginResource{}, removed: map[string]bool{}, alloc: map[types.UID]map[string]map[string]*allocation{},
 	}
 }

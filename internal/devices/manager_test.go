@@ -33,7 +33,7 @@ type harness struct {
 func start(t *testing.T, root string) *harness {
 	t.Helper()
 	h := &harness{root: root}
-	h.m = New(root, func() { h.changes.Add(1) })
+	h.m = New(filepath.Join(root, "device-plugins"), func() { h.changes.Add(1) })
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	if err := h.m.Start(ctx); err != nil {

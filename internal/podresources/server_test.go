@@ -30,7 +30,7 @@ func TestPodResourcesAPI(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := devices.New(root, func() {})
+	m := devices.New(filepath.Join(root, "device-plugins"), func() {})
 	if err := m.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

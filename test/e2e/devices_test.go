@@ -20,7 +20,8 @@ import (
 )
 
 // A device plugin (hack/deviceplugin, run on node 1 as a plugin would be)
-// registers; its devices become the node's extended resource; a pod asking
+// registers on /var/lib/kubelet/device-plugins/kubelet.sock (upstream's fixed
+// path, whatever --root-dir says); its devices become the node's extended resource; a pod asking
 // for one gets it through Allocate (the plugin's environment variable and
 // mount); a pod asking for more than is free is refused at admission; when
 // the plugin stops, nothing is allocatable.
@@ -39,7 +40,7 @@ func TestDevicePlugin(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(info, "info"), []byte("from the plugin\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	plugin := exec.Command(bin, "-dir", filepath.Join(env["ROOT_DIR"], "device-plugins"), "-resource", string(res), "-n", "2", "-host-mount", info)
+	plugin := exec.Command(bin, "-dir", "/var/lib/kubelet/device-plugins", "-resource", string(res), "-n", "2", "-host-mount", info)
 	logFile, _ := os.Create(filepath.Join(t.TempDir(), "plugin.log"))
 	plugin.Stdout, plugin.Stderr = logFile, logFile
 	if err := plugin.Start(); err != nil {
@@ -56,7 +57,7 @@ func TestDevicePlugin(t *testing.T) {
 	t.Cleanup(stop)
 	// A second plugin registers through the plugin watcher (plugins_registry).
 	const viaRegistry = corev1.ResourceName("example.com/bosun-e2e-reg")
-	second := exec.Command(bin, "-dir", filepath.Join(env["ROOT_DIR"], "device-plugins"), "-resource", string(viaRegistry), "-n", "1",
+	second := exec.Command(bin, "-dir", "/var/lib/kubelet/device-plugins", "-resource", string(viaRegistry), "-n", "1",
 		"-registry", filepath.Join(env["ROOT_DIR"], "plugins_registry"))
 	secondLog, _ := os.Create(filepath.Join(t.TempDir(), "plugin2.log"))
 	second.Stdout, second.Stderr = secondLog, secondLog

@@ -1,5 +1,5 @@
 // Package checkpoint reads and writes the device allocations file,
-// <root-dir>/device-plugins/kubelet_internal_checkpoint, as the upstream
+// /var/lib/kubelet/device-plugins/kubelet_internal_checkpoint, as the upstream
 // kubelet does: the same JSON and the same checksum, so that either agent
 // starts from the other's file. The checksum is FNV-32a over the data printed
 // for hashing, and that print names the types with their package: this
