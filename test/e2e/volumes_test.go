@@ -273,7 +273,7 @@ func TestSubPathSymlinkSwapRace(t *testing.T) {
 	// some victims resolve the link and others start on a folder.
 	swap := `mkdir -p /v/sub; end=$(( $(date +%s) + 25 ))
 while [ "$(date +%s)" -lt "$end" ]; do
-  for i in 1 2 3 4 5; do rm -rf /v/sub; ln -s / /v/sub; usleep 20000; rm -f /v/sub; mkdir /v/sub; usleep 400000; done
+  for i in 1 2 3 4 5; do rm -rf /v/sub; ln -s / /v/sub; usleep 30000; rm -f /v/sub; mkdir /v/sub; usleep 1000000; done
 done
 rm -rf /v/sub; mkdir /v/sub`
 	// A host root has proc, etc and bin; the volume's folder is empty.
