@@ -100,11 +100,13 @@ func TestDevicePlugin(t *testing.T) {
 	if !regexp.MustCompile(`devices=bosun-e2e-[01]\b`).MatchString(out) || !strings.Contains(out, "from the plugin") {
 		t.Errorf("the container did not get its device's environment and mount: %q", out)
 	}
-	// Two more do not fit beside it.
+	// Two more do not fit beside it: the device allocation refuses the pod
+	// (before the resource fit, as upstream orders them).
 	create(t, cs, ns, devPod("two", 2, "true"))
 	p := waitPod(t, cs, ns, "two", 60*time.Second, "rejected", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
-	if p.Status.Reason != "OutOf"+string(res) {
-		t.Errorf("rejection reason %q (%s), want OutOf%s", p.Status.Reason, p.Status.Message, res)
+	want := "Pod was rejected: Allocate failed due to requested number of devices unavailable for " + string(res) + ". Requested: 2, Available: 1, which is unexpected"
+	if p.Status.Reason != "UnexpectedAdmissionError" || p.Status.Message != want {
+		t.Errorf("rejection %q: %q, want UnexpectedAdmissionError: %q", p.Status.Reason, p.Status.Message, want)
 	}
 	// The plugin stops: the devices are not allocatable any more.
 	stop()
