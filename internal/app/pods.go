@@ -156,9 +156,6 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.syncer = syncer
 	p.workers = podworkers.New(ctx, podworkers.Config{
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Terminated: p.devices.Release,
-		Rejected: func(pod *corev1.Pod, reason, message string) {
-			recorder.Event(pod, corev1.EventTypeWarning, reason, message)
-		},
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
 			pod = p.withMirrorStatus(pod)
 			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
@@ -271,11 +268,10 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 		if err != nil {
 			return true, "", ""
 		}
-		allocated := false
-		ok, reason, msg := podworkers.AdmitWith(pod, active, node, func(pod *corev1.Pod) (bool, string, string) {
-			if !p.devices.Needs(pod) {
-				return true, "", ""
-			}
+		if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
+			return ok, reason, msg
+		}
+		if p.devices.Needs(pod) {
 			if err := p.devices.Allocate(ctx, pod); err != nil {
 				var ae *devices.AdmissionError
 				if errors.As(err, &ae) {
@@ -283,13 +279,8 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 				}
 				return false, "UnexpectedAdmissionError", err.Error()
 			}
-			allocated = true
-			return true, "", ""
-		})
-		if !ok && allocated {
-			p.devices.Release(pod.UID) // a later predicate refused the pod
 		}
-		return ok, reason, msg
+		return true, "", ""
 	})
 	p.services.Start(ctx.Done())
 	if err := p.source.Run(ctx, p.workers); err != nil {

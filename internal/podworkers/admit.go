@@ -79,13 +79,6 @@ func sysctlRefusal(name string, hostNet, hostIPC bool) string {
 // allocatable), NodeAffinity (selector or required affinity mismatch), Taint
 // (a NoExecute taint not tolerated).
 func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
-	return AdmitWith(pod, active, node, nil)
-}
-
-// AdmitWith is Admit with the node's resource managers (the device plugins'
-// allocation) asked where upstream asks them: after the sysctl check, before
-// the resource fit, affinity, port and taint predicates.
-func AdmitWith(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node, allocate func(*corev1.Pod) (bool, string, string)) (bool, string, string) {
 	if bad := podsync.UnsafePathName(pod); bad != "" {
 		return false, "UnsafeName", fmt.Sprintf("Pod rejected: its %s cannot be used in a path on the node", bad)
 	}
@@ -104,11 +97,6 @@ func AdmitWith(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node, allocat
 			if why := sysctlRefusal(s.Name, pod.Spec.HostNetwork, pod.Spec.HostIPC); why != "" {
 				return false, "SysctlForbidden", "Pod forbidden sysctl: " + why
 			}
-		}
-	}
-	if allocate != nil {
-		if ok, reason, msg := allocate(pod); !ok {
-			return false, reason, msg
 		}
 	}
 	if sc := pod.Spec.SecurityContext; sc != nil && sc.SupplementalGroupsPolicy != nil && *sc.SupplementalGroupsPolicy == corev1.SupplementalGroupsPolicyStrict &&

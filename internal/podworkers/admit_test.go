@@ -175,20 +175,3 @@ func TestAppArmorAdmission(t *testing.T) {
 		t.Errorf("a confined pod on a host with AppArmor was refused: %q", msg)
 	}
 }
-
-// The device allocation is asked after the sysctl check and before the
-// resource fit, as upstream orders its admit handlers.
-func TestAdmitAsksTheAllocatorBeforeTheResourceFit(t *testing.T) {
-	node := &corev1.Node{Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourcePods: resource.MustParse("10")}}}
-	pod := &corev1.Pod{ObjectMeta: testMeta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
-		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}}}}}
-	asked := false
-	refuse := func(*corev1.Pod) (bool, string, string) { asked = true; return false, "UnexpectedAdmissionError", "no devices" }
-	if ok, reason, _ := AdmitWith(pod, nil, node, refuse); ok || reason != "UnexpectedAdmissionError" || !asked {
-		t.Errorf("allocator refusal: ok %v reason %q asked %v", ok, reason, asked)
-	}
-	accept := func(*corev1.Pod) (bool, string, string) { return true, "", "" }
-	if ok, reason, _ := AdmitWith(pod, nil, node, accept); ok || reason != "OutOfcpu" {
-		t.Errorf("after the allocator: ok %v reason %q, want OutOfcpu", ok, reason)
-	}
-}

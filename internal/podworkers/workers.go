@@ -53,8 +53,6 @@ type Config struct {
 	Resync time.Duration // re-sync a running pod at least this often (syncFrequency)
 	Admit  func(pod *corev1.Pod, active []*corev1.Pod) (ok bool, reason, message string)
 	Clock  func() time.Time
-	// Rejected is told of each pod admission refuses (for its event).
-	Rejected func(pod *corev1.Pod, reason, message string)
 	// Terminated is told when a pod's containers have all stopped for good
 	// (its devices may go to other pods).
 	Terminated func(uid types.UID)
@@ -144,11 +142,8 @@ func (w *Workers) Update(pod *corev1.Pod) {
 		if reject, reason, msg := w.rejected(pod); reject {
 			w.mu.Unlock()
 			st := *pod.Status.DeepCopy()
-			st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, "Pod was rejected: "+msg
+			st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
 			w.cfg.Status.SetPodStatus(pod, st)
-			if w.cfg.Rejected != nil {
-				w.cfg.Rejected(pod, reason, msg)
-			}
 			return
 		}
 		w.seq++
