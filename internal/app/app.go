@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/certificate"
 	"k8s.io/component-base/metrics"
@@ -190,6 +191,13 @@ func run(ctx context.Context, cfg *config.Config) error {
 		case <-ctx.Done():
 			return
 		}
+		// Admission reads the Node from the watch: until it has listed, every
+		// pod would be admitted unchecked (maxPods, resources).
+		syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if !cache.WaitForCacheSync(syncCtx.Done(), statusCtl.NodeSynced) {
+			logger.Info("The Node watch has not listed after 30s; admitting pods with what it has")
+		}
+		cancel()
 		if err := pods.startAPI(ctx, statusCtl.NodeLister()); err != nil && ctx.Err() == nil {
 			logger.Error(err, "Failed to start the pods from the apiserver")
 		}

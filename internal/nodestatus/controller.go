@@ -80,6 +80,9 @@ func New(cfg Config) (*Controller, error) {
 // Registered is closed once the Node exists in the apiserver.
 func (c *Controller) Registered() <-chan struct{} { return c.registered }
 
+// NodeSynced says whether the node watch has delivered its first list.
+func (c *Controller) NodeSynced() bool { return c.synced() }
+
 // NodeLister lists this node as the apiserver last reported it.
 func (c *Controller) NodeLister() corelisters.NodeLister { return c.nodes }
 

@@ -202,10 +202,12 @@ func (w *Workers) rejected(pod *corev1.Pod) (bool, string, string) {
 	if w.cfg.Admit == nil || pod.DeletionTimestamp != nil {
 		return false, "", ""
 	}
+	// Pods still stopping count, as upstream's active pods do: their
+	// containers still hold the node's resources.
 	var active []*corev1.Pod
 	for _, wk := range w.pods {
 		wk.mu.Lock()
-		if wk.state == syncing && !wk.removed {
+		if wk.state != terminated {
 			active = append(active, wk.pod)
 		}
 		wk.mu.Unlock()

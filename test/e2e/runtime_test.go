@@ -96,9 +96,23 @@ func TestPodRejectedForMaxPods(t *testing.T) {
 	cs := env.client(t)
 	ns := testNamespace(t, cs)
 	ctx := context.Background()
-	list, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + env["NODE_NAME"]})
+	// Pods of earlier tests still stopping would make the count below wrong
+	// by the time the new pods arrive: wait for them to go.
+	var list *corev1.PodList
+	err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		if list, err = cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + env["NODE_NAME"]}); err != nil {
+			return false, nil
+		}
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("pods on the node still stopping after 90s: %v", err)
 	}
 	active := 0
 	for _, p := range list.Items {
