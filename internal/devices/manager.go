@@ -258,13 +258,10 @@ func (m *Manager) watch(ctx context.Context, res *pluginResource, stream plugina
 			return
 		}
 		res.devices = map[string]*pluginapi.Device{}
-		healthy := 0
 		for _, d := range resp.Devices {
 			res.devices[d.ID] = d
-			if d.Health == pluginapi.Healthy {
-				healthy++
-			}
 		}
+		healthy := countHealthy(res)
 		m.mu.Unlock()
 		log.V(2).Info("Device plugin's devices", "total", len(resp.Devices), "healthy", healthy)
 		m.writeCheckpoint(log)
@@ -286,12 +283,7 @@ func (m *Manager) Resources() (capacity, allocatable corev1.ResourceList, remove
 			dropped = true
 			continue
 		}
-		healthy := 0
-		for _, d := range r.devices {
-			if d.Health == pluginapi.Healthy {
-				healthy++
-			}
-		}
+		healthy := countHealthy(r)
 		capacity[corev1.ResourceName(name)] = *resource.NewQuantity(int64(len(r.devices)), resource.DecimalSI)
 		allocatable[corev1.ResourceName(name)] = *resource.NewQuantity(int64(healthy), resource.DecimalSI)
 	}
