@@ -1,5 +1,8 @@
 // Package status sends pod statuses to the apiserver: the latest status per
-// pod, one patch in flight per pod, coalesced, never lost.
+// pod, one patch in flight per pod, coalesced, never lost. A loss of
+// readiness is never coalesced away: a pod that went unready and back before
+// its status went out is reported unready first, so that whoever watches its
+// readiness (endpoints, rollouts) sees every time it stopped serving.
 package status
 
 import (
@@ -32,6 +35,23 @@ type entry struct {
 	status          corev1.PodStatus
 	finalize        bool // delete the pod object once the status is sent
 	static          bool // its status goes to its mirror pod
+	version, sent   uint64
+	// unready is a not-Ready status that a Ready one replaced before it
+	// was sent; it goes out first.
+	unready *corev1.PodStatus
+	// after is the pod as the patch that sent unready left it: the next
+	// patch diffs from it, as the lister may not have seen it yet.
+	after *corev1.Pod
+}
+
+// podReady reports whether the status has the Ready condition true.
+func podReady(st *corev1.PodStatus) bool {
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // mirrorRetry is how often a static pod's status looks for its mirror pod.
@@ -81,7 +101,11 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID, static: isStatic(pod)}
 		m.entries[pod.UID] = e
 	}
+	if e.version != e.sent && e.unready == nil && !podReady(&e.status) && podReady(&st) {
+		e.unready = e.status.DeepCopy()
+	}
 	e.status = *st.DeepCopy()
+	e.version++
 	e.finalize = e.finalize || finalize
 	static := isStatic(pod)
 	if static {
@@ -165,15 +189,23 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 	m.mu.Lock()
 	e, ok := m.entries[uid]
 	var want entry
+	lost := false
 	if ok {
 		want = *e
 		want.status = *e.status.DeepCopy()
+		if e.unready != nil {
+			want.status, want.finalize, lost = *e.unready.DeepCopy(), false, true
+		}
+		e.after = nil
 	}
 	m.mu.Unlock()
 	if !ok {
 		return nil
 	}
 	current, err := m.pods.Pods(want.namespace).Get(want.name)
+	if want.after != nil && err == nil && current.UID == want.after.UID {
+		current = want.after
+	}
 	if apierrors.IsNotFound(err) {
 		current, err = m.client.CoreV1().Pods(want.namespace).Get(ctx, want.name, metav1.GetOptions{})
 	}
@@ -192,11 +224,20 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 	if current.UID != uid && current.Annotations[mirrorAnnotation] != string(uid) {
 		return nil // a new pod took the name
 	}
+	var after *corev1.Pod
 	if !apiequality.Semantic.DeepEqual(current.Status, want.status) {
-		if err := m.patch(ctx, current, want.status); err != nil {
+		if after, err = m.patch(ctx, current, want.status); err != nil {
 			return err
 		}
 	}
+	m.mu.Lock()
+	if lost {
+		e.unready, e.after = nil, after
+		m.queue.Add(uid) // the latest status next
+	} else if e.sent < want.version {
+		e.sent = want.version
+	}
+	m.mu.Unlock()
 	if want.finalize {
 		grace := int64(0)
 		err := m.client.CoreV1().Pods(want.namespace).Delete(ctx, want.name, metav1.DeleteOptions{
@@ -211,30 +252,30 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 
 // patch sends a strategic merge patch from the apiserver's status to ours,
 // guarded by the pod's UID.
-func (m *Manager) patch(ctx context.Context, current *corev1.Pod, st corev1.PodStatus) error {
+func (m *Manager) patch(ctx context.Context, current *corev1.Pod, st corev1.PodStatus) (*corev1.Pod, error) {
 	oldJSON, err := json.Marshal(corev1.Pod{Status: current.Status})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	newJSON, err := json.Marshal(corev1.Pod{Status: st})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	patch, err := strategicpatch.CreateTwoWayMergePatch(oldJSON, newJSON, corev1.Pod{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var body map[string]any
 	if err := json.Unmarshal(patch, &body); err != nil {
-		return err
+		return nil, err
 	}
 	body["metadata"] = map[string]any{"uid": string(current.UID)}
 	patch, _ = json.Marshal(body)
 	start := time.Now()
-	_, err = m.client.CoreV1().Pods(current.Namespace).Patch(ctx, current.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	after, err := m.client.CoreV1().Pods(current.Namespace).Patch(ctx, current.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
 	if err != nil {
-		return fmt.Errorf("failed to patch status of pod %s/%s: %w", current.Namespace, current.Name, err)
+		return nil, fmt.Errorf("failed to patch status of pod %s/%s: %w", current.Namespace, current.Name, err)
 	}
 	klog.FromContext(ctx).V(3).Info("Patched pod status", "pod", klog.KObj(current), "phase", st.Phase, "took", time.Since(start))
-	return nil
+	return after, nil
 }

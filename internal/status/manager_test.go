@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 )
@@ -98,5 +100,45 @@ func TestStaticStatusCheckpoint(t *testing.T) {
 	m3.LoadStaticCheckpoint(klog.Background(), path)
 	if _, ok := m3.LastStaticStatus("static-uid"); ok {
 		t.Error("a corrupt checkpoint gave a status")
+	}
+}
+
+func readyStatus(ready corev1.ConditionStatus, restarts int32) corev1.PodStatus {
+	return corev1.PodStatus{Phase: corev1.PodRunning,
+		Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Ready: ready == corev1.ConditionTrue, RestartCount: restarts}}}
+}
+
+// A pod that goes unready and back before its status is sent is reported
+// unready first, then ready: the loss of readiness is not coalesced away.
+func TestUnreadyNotCoalescedAway(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Status: readyStatus(corev1.ConditionTrue, 0)}
+	cs, m := setUp(t, pod)
+	m.SetPodStatus(pod, readyStatus(corev1.ConditionFalse, 0))
+	m.SetPodStatus(pod, readyStatus(corev1.ConditionFalse, 1))
+	m.SetPodStatus(pod, readyStatus(corev1.ConditionTrue, 1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d status patches, want 2", patches(cs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var sent []string
+	for _, a := range cs.Actions() {
+		if p, ok := a.(clienttesting.PatchAction); ok && a.GetSubresource() == "status" {
+			sent = append(sent, string(p.GetPatch()))
+		}
+	}
+	if len(sent) != 2 || !strings.Contains(sent[0], `"status":"False"`) || !strings.Contains(sent[1], `"status":"True"`) {
+		t.Fatalf("patches sent: %q; want Ready=False, then Ready=True", sent)
+	}
+	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	if got.Status.Conditions[0].Status != corev1.ConditionTrue || got.Status.ContainerStatuses[0].RestartCount != 1 {
+		t.Errorf("final status %+v, want Ready with 1 restart", got.Status)
 	}
 }

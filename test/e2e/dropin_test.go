@@ -264,6 +264,18 @@ func watchFlips(t *testing.T, cs kubernetes.Interface, skip map[string]bool, nam
 	return fw
 }
 
+// waitFlip returns once a flip is recorded or after d.
+func (fw *flipWatch) waitFlip(d time.Duration) {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		fw.mu.Lock()
+		n := len(fw.flips)
+		fw.mu.Unlock()
+		if n > 0 {
+			return
+		}
+	}
+}
+
 func (fw *flipWatch) finish() (flips, others []string) {
 	close(fw.stop)
 	fw.mu.Lock()
@@ -457,6 +469,9 @@ func TestDropInDeadWhileDownGoesUnready(t *testing.T) {
 	waitPod(t, cs, ns, "dies", 30*time.Second, "restarted", func(p *corev1.Pod) bool {
 		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].RestartCount >= 1
 	})
+	// The flip watch is a watch of its own: it may see the update that
+	// waitPod saw a moment later.
+	fw.waitFlip(10 * time.Second)
 	flips, _ := fw.finish()
 	if len(flips) == 0 {
 		t.Errorf("the pod whose container died while the agent was down was never reported unready")
