@@ -9,6 +9,8 @@
 #   SUITE=certified  every [Conformance] spec (the certification's suite): the
 #                    parallel ones with PROCS, then the [Serial] ones alone
 #   SUITE=fast       the subset in hack/conformance/fast.txt (make test)
+#   SUITE=resize     the in-place pod resize specs (FeatureGate:InPlacePodVerticalScaling,
+#                    not all [Conformance]): deferred resizes, quotas, limit ranges
 #   KUBELET=bosun|upstream|mixed  FOCUS=regexp  SKIP=regexp  PROCS=n  OUT=dir
 #   PASSES="parallel serial" (the passes to run; naming some keeps the record's
 #   other passes, so a suite's passes may run at different times)  STRICT=1: exit 1 when a spec failed
@@ -30,11 +32,14 @@ case $suite in
   certified)
     parallel='Conformance && !Serial'
     serial='Conformance && Serial' ;;
+  resize)
+    parallel='FeatureGate:InPlacePodVerticalScaling && !Serial && !Flaky'
+    serial='FeatureGate:InPlacePodVerticalScaling && Serial && !Flaky' ;;
   fast)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'
     serial=''
     FOCUS_FILE=${FOCUS_FILE:-hack/conformance/fast.txt} ;;
-  *) echo "SUITE must be node, certified or fast, not $suite" >&2; exit 2 ;;
+  *) echo "SUITE must be node, certified, resize or fast, not $suite" >&2; exit 2 ;;
 esac
 passes=${PASSES:-parallel serial}
 [[ -z "$serial" ]] && passes=parallel

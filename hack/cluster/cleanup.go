@@ -114,9 +114,9 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		l.stopDaemon("registry-mirror", 5*time.Second)
 		l.stopDaemon("registry-private", 5*time.Second)
 	}
-	unmountUnder(nodeDir)
+	removeMountedDir(nodeDir)
 	cleanCNIState()
-	for _, d := range []string{nodeDir, l.etcdData, "/var/log/pods", "/var/log/containers"} {
+	for _, d := range []string{l.etcdData, "/var/log/pods", "/var/log/containers"} {
 		if err := os.RemoveAll(d); err != nil {
 			fmt.Printf("warning: remove %s: %v\n", d, err)
 		}
@@ -160,6 +160,22 @@ func (l *layout) teardownNodes() []*layout {
 		out = append(out, was.on(i))
 	}
 	return out
+}
+
+// removeMountedDir unmounts what is mounted under dir and removes it. A
+// mount can still be there after the first pass (a session's end once left
+// pod volume mounts that a second make down removed): it tries again for up
+// to 10 s before giving up with a warning.
+func removeMountedDir(dir string) {
+	var err error
+	for try := 0; try < 10; try++ {
+		unmountUnder(dir)
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	fmt.Printf("warning: remove %s: %v (still mounted: %v)\n", dir, err, volumes.MountsUnder(dir))
 }
 
 // unmountUnder lazily unmounts every mount at or below dir, deepest first.

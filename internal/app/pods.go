@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
+	"github.com/bosun-dev/bosun/internal/allocation"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/devices"
@@ -71,6 +72,7 @@ type pods struct {
 	eviction *eviction.Manager
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
+	alloc    *allocation.Manager
 	// devicesChanged is called when device plugins change what the node
 	// offers (set once node status runs).
 	devicesChanged atomic.Pointer[func()]
@@ -79,6 +81,16 @@ type pods struct {
 	// apiSynced is set once the first list of the node's pods from the
 	// apiserver has been delivered.
 	apiSynced atomic.Bool
+}
+
+// node is this node's Node object, once it exists.
+func (p *pods) node() *corev1.Node {
+	if l := p.nodes.Load(); l != nil {
+		if n, err := (*l).Get(p.deps.nodeName); err == nil {
+			return n
+		}
+	}
+	return nil
 }
 
 // allocatable is the node's allocatable, for resourceFieldRef defaults.
@@ -111,6 +123,15 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if kc.MaxParallelImagePulls != nil {
 		maxParallel = *kc.MaxParallelImagePulls
 	}
+	p.alloc = allocation.New(klog.FromContext(ctx), allocation.Config{RootDir: d.cfg.RootDir, Recorder: recorder,
+		Fit: func(pod *corev1.Pod, others []*corev1.Pod) (bool, string, string) {
+			return podworkers.Admit(pod, others, p.node())
+		},
+		Active: func() []*corev1.Pod { return p.workers.Active() },
+		Resync: func(uid types.UID) { p.workers.Resolve(uid) },
+		Known:  func(uid types.UID) bool { return p.workers.Known(uid) },
+		Ready:  p.apiSynced.Load,
+	})
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
 	p.devices = devices.New(devices.Dir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
@@ -149,18 +170,31 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		RecursiveReadOnly: d.rt.RecursiveReadOnly,
 		Cgroups:           cgroups.New("/sys/fs/cgroup"),
 		Devices:           p.devices,
+		ResizeFailed:      p.alloc.Failed,
 	})
 	if err != nil {
 		return nil, err
 	}
 	p.syncer = syncer
 	p.workers = podworkers.New(ctx, podworkers.Config{
-		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Terminated: p.devices.Release,
+		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc,
+		Terminated: func(uid types.UID) {
+			p.devices.Release(uid)
+			p.alloc.Retry() // its cpu and memory are free for deferred resizes
+		},
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
 			pod = p.withMirrorStatus(pod)
 			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
+			if !terminal {
+				p.alloc.Observe(pod, syncer.ResizeInProgress(pod, rp))
+			}
+			var previous *corev1.PodStatus
+			if st, ok := p.status.Status(pod.UID); ok {
+				previous = &st // newer than the apiserver's copy until the watch catches up
+			}
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
-				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes})
+				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes,
+				Previous: previous, ResizeConditions: p.alloc.Conditions(pod.UID, terminal)})
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
 				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
 			}
@@ -226,6 +260,7 @@ func runningContainers(pod *corev1.Pod, rp *podsync.RuntimePod) map[string]probe
 // down keeps its pods and starts its static pods.
 func (p *pods) startLocal(ctx context.Context) {
 	go p.status.Run(ctx, 2)
+	go p.alloc.Run(ctx)
 	if kc := p.deps.cfg.Kubelet; kc.StaticPodPath != "" || kc.StaticPodURL != "" {
 		p.static = &podsource.Static{
 			Dir: kc.StaticPodPath, URL: kc.StaticPodURL, Every: kc.FileCheckFrequency.Duration, NodeName: p.deps.nodeName,
@@ -264,35 +299,44 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 	p.nodes.Store(&nodes)
 	podworkers.AllowedUnsafeSysctls = p.deps.cfg.Kubelet.AllowedUnsafeSysctls
 	p.workers.SetAdmit(func(pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
-		node, err := nodes.Get(p.deps.nodeName)
-		if err != nil {
-			return true, "", ""
-		}
-		if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
-			return ok, reason, msg
-		}
-		if p.devices.Needs(pod) {
-			if err := p.devices.Allocate(ctx, pod); err != nil {
-				var ae *devices.AdmissionError
-				if errors.As(err, &ae) {
-					return false, ae.Reason(), ae.Error()
-				}
-				return false, "UnexpectedAdmissionError", err.Error()
-			}
-		}
-		return true, "", ""
+		return p.alloc.Admit(pod, active, func(pod *corev1.Pod, others []*corev1.Pod) (bool, string, string) {
+			return p.admit(ctx, pod, others)
+		})
 	})
 	p.services.Start(ctx.Done())
 	if err := p.source.Run(ctx, p.workers); err != nil {
 		return err
 	}
 	p.apiSynced.Store(true)
+	p.alloc.Retry() // resizes deferred until every pod was known
 	if p.static != nil {
 		for _, sp := range p.static.StaticPods() {
 			p.workers.Wake(sp.UID) // rebuild their status on the mirror's, now readable
 		}
 	}
 	return nil
+}
+
+// admit runs admission for a new pod (as allocated) beside the active pods
+// (as allocated), then gives it the devices it asks for.
+func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
+	node := p.node()
+	if node == nil {
+		return true, "", ""
+	}
+	if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
+		return ok, reason, msg
+	}
+	if p.devices.Needs(pod) {
+		if err := p.devices.Allocate(ctx, pod); err != nil {
+			var ae *devices.AdmissionError
+			if errors.As(err, &ae) {
+				return false, ae.Reason(), ae.Error()
+			}
+			return false, "UnexpectedAdmissionError", err.Error()
+		}
+	}
+	return true, "", ""
 }
 
 // withMirrorStatus gives a static pod the status its mirror pod holds: the

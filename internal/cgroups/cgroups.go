@@ -77,6 +77,23 @@ func (m *Manager) Ensure(name string, l Limits) error {
 	return nil
 }
 
+// MemoryUsage reads cgroup name's memory usage in bytes (memory.current on
+// v2, memory.usage_in_bytes on v1).
+func (m *Manager) MemoryUsage(name string) (int64, error) {
+	dir, file := m.dirs(name)[""], "memory.current"
+	if !m.v2 {
+		dir, file = m.dirs(name)["memory"], "memory.usage_in_bytes"
+	}
+	if dir == "" {
+		return 0, fmt.Errorf("cgroup %s: no memory controller", name)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", name, err)
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
+
 // settings are the files to write for one hierarchy ("" on v2).
 func (m *Manager) settings(ctrl string, l Limits) map[string]string {
 	s := map[string]string{}

@@ -41,6 +41,15 @@ func TestV1PodCgroup(t *testing.T) {
 			t.Errorf("%s = %q, want %q", file, got, want)
 		}
 	}
+	if err := os.WriteFile(filepath.Join(root, "memory/kubepods/burstable/pod123/memory.usage_in_bytes"), []byte("1234\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.MemoryUsage(pod); err != nil || got != 1234 {
+		t.Errorf("memory usage %d, %v; want 1234", got, err)
+	}
+	if _, err := m.MemoryUsage("/kubepods/none"); err == nil {
+		t.Error("memory usage of a missing cgroup read without error")
+	}
 	if _, err := os.Stat(filepath.Join(root, "blkio/kubepods")); err == nil {
 		t.Error("made a cgroup in a hierarchy pods do not use")
 	}

@@ -23,16 +23,19 @@ import (
 
 // SyncerConfig wires a Syncer.
 type SyncerConfig struct {
-	Runtime     internalapi.RuntimeService                // CRI runtime
-	Images      *ImagePuller                              // image policy and pulls
-	Node        NodeSettings                              // node-wide settings
-	Objects     Objects                                   // ConfigMaps, Secrets, Services for env
-	Recorder    record.EventRecorder                      // pod events
-	HostIPs     []string                                  // the node's IPs
-	MemCapacity int64                                     // node memory, for OOM scores
-	Allocatable func() corev1.ResourceList                // node allocatable, for resourceFieldRef defaults
-	Volumes     VolumeManager                             // sets up and tears down pod volumes
-	Started     func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
+	Runtime     internalapi.RuntimeService // CRI runtime
+	Images      *ImagePuller               // image policy and pulls
+	Node        NodeSettings               // node-wide settings
+	Objects     Objects                    // ConfigMaps, Secrets, Services for env
+	Recorder    record.EventRecorder       // pod events
+	HostIPs     []string                   // the node's IPs
+	MemCapacity int64                      // node memory, for OOM scores
+	Allocatable func() corev1.ResourceList // node allocatable, for resourceFieldRef defaults
+	// ResizeFailed is told when the runtime refuses a container's new
+	// resources (an in-place resize).
+	ResizeFailed func(pod *corev1.Pod, message string)
+	Volumes      VolumeManager                             // sets up and tears down pod volumes
+	Started      func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
 	// Cgroups makes and removes pod cgroups with their limits (nil: the
 	// runtime makes them, without pod-level limits: the systemd driver, or
 	// cgroupsPerQOS off).

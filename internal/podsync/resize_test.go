@@ -19,6 +19,7 @@ type updateRecorder struct {
 	mu      sync.Mutex
 	updated map[string]*runtimeapi.LinuxContainerResources
 	stopped []string
+	usage   map[string]uint64 // memory usage by container ID
 }
 
 func (r *updateRecorder) UpdateContainerResources(_ context.Context, id string, res *runtimeapi.ContainerResources) error {
@@ -71,5 +72,51 @@ func TestResizeRunningUpdatesInPlaceOrRestartsByPolicy(t *testing.T) {
 	rp = &RuntimePod{Containers: []*Container{running("id-grow", "grow", "200m", "64Mi"), running("id-same", "same", "100m", "64Mi"), running("id-restart2", "restart", "100m", "128Mi")}}
 	if err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil || len(rec.updated)+len(rec.stopped) != 0 {
 		t.Errorf("a settled pod: err %v, updated %v, stopped %v", err, rec.updated, rec.stopped)
+	}
+}
+
+func (r *updateRecorder) ContainerStats(_ context.Context, id string) (*runtimeapi.ContainerStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &runtimeapi.ContainerStats{Memory: &runtimeapi.MemoryUsage{UsageBytes: &runtimeapi.UInt64Value{Value: r.usage[id]}}}, nil
+}
+
+// A memory limit is not lowered to or below what the container uses: the
+// resize is refused whole, as upstream refuses it, and reported; once the
+// usage allows it, it is applied. ResizeInProgress tells the two apart.
+func TestResizeRefusesMemoryLimitBelowUsage(t *testing.T) {
+	rec := &updateRecorder{FakeRuntimeService: critest.NewFakeRuntimeService(), updated: map[string]*runtimeapi.LinuxContainerResources{},
+		usage: map[string]uint64{"id-a": 100 << 20}}
+	var failed []string
+	s := &Syncer{cfg: SyncerConfig{Runtime: rec, Node: NodeSettings{CPUCFSQuota: true, CFSPeriodUS: 100000},
+		ResizeFailed: func(_ *corev1.Pod, msg string) { failed = append(failed, msg) }}, backoff: NewBackoff()}
+	res := func(cpu, mem string) corev1.ResourceRequirements {
+		l := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)}
+		return corev1.ResourceRequirements{Requests: l, Limits: l}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}, Spec: corev1.PodSpec{Containers: []corev1.Container{
+		{Name: "a", Resources: res("200m", "64Mi")},
+	}}}
+	was := corev1.Container{Name: "a", Resources: res("100m", "128Mi")}
+	rp := &RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("sb", 0)}, Containers: []*Container{{SandboxID: "sb", ContainerStatus: &runtimeapi.ContainerStatus{
+		Id: "id-a", Metadata: &runtimeapi.ContainerMetadata{Name: "a"}, State: runtimeapi.ContainerState_CONTAINER_RUNNING,
+		Resources: &runtimeapi.ContainerResources{Linux: containerResources(s.cfg.Node, pod, &was, 0)}}}}}
+	if !s.ResizeInProgress(pod, rp) {
+		t.Fatal("a container running with its old resources is not in progress")
+	}
+	err := s.resizeRunning(context.Background(), pod, rp, "sb")
+	want := `cannot decrease memory limits: attempting to set container "a" memory limit (67108864) below current usage (104857600)`
+	if err == nil || err.Error() != want || len(failed) != 1 || failed[0] != want {
+		t.Fatalf("err %v, reported %q; want %q", err, failed, want)
+	}
+	if len(rec.updated) != 0 {
+		t.Fatalf("a refused resize updated %v (its cpu too must wait)", rec.updated)
+	}
+	rec.usage["id-a"] = 10 << 20
+	if err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.updated["id-a"]; got == nil || got.MemoryLimitInBytes != 64<<20 {
+		t.Errorf("with usage below the new limit the container got %+v", got)
 	}
 }

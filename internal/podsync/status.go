@@ -31,6 +31,14 @@ type StatusInput struct {
 	Reason      string // pod-level reason (DeadlineExceeded, ...) and message
 	Message     string
 	Probes      ProbeResults // startup and readiness results (nil: no probes run)
+	// Previous is the last status this agent built for the pod, which the
+	// apiserver's copy in Pod may not show yet (nil: none). As upstream's
+	// cached status, it comes first for what the agent itself decided: the
+	// start time, its own conditions' transition times, restart records.
+	Previous *corev1.PodStatus
+	// ResizeConditions are the pod's PodResizePending and
+	// PodResizeInProgress conditions, which the allocation keeps.
+	ResizeConditions []corev1.PodCondition
 }
 
 // ProbeResults answers for a running container's probes.
@@ -39,14 +47,27 @@ type ProbeResults interface {
 	Started(c *corev1.Container, containerID string) bool
 }
 
+// mine is what this agent last said of the pod: its previous status, or
+// the apiserver's copy.
+func (in StatusInput) mine() *corev1.PodStatus {
+	if in.Previous != nil {
+		return in.Previous
+	}
+	return &in.Pod.Status
+}
+
 const maxTermMessage = 4096
 
 // PodStatus derives the pod's status from the runtime's view of it.
 func PodStatus(in StatusInput) corev1.PodStatus {
 	old := in.Pod.Status
+	mine := in.mine()
 	st := corev1.PodStatus{
 		QOSClass: QOSClass(in.Pod), StartTime: old.StartTime, Reason: in.Reason, Message: in.Message,
 		NominatedNodeName: old.NominatedNodeName, Resize: old.Resize,
+	}
+	if mine.StartTime != nil {
+		st.StartTime = mine.StartTime
 	}
 	if st.StartTime == nil {
 		t := metav1.NewTime(in.Now)
@@ -78,8 +99,10 @@ func PodStatus(in StatusInput) corev1.PodStatus {
 	if in.Terminal && in.Reason != "" {
 		st.Phase = corev1.PodFailed // evicted, past its deadline: failed whatever the exit codes
 	}
-	if old.Phase == corev1.PodSucceeded || old.Phase == corev1.PodFailed {
-		st.Phase = old.Phase // terminal phases never change back
+	for _, was := range []corev1.PodPhase{old.Phase, mine.Phase} {
+		if was == corev1.PodSucceeded || was == corev1.PodFailed {
+			st.Phase = was // terminal phases never change back
+		}
 	}
 	st.Conditions = podConditions(in, &st, sb)
 	st.ObservedGeneration = in.Pod.Generation
@@ -130,7 +153,7 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 		applied = runs[0].GetMounts()
 	}
 	cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, VolumeMounts: volumeMountStatuses(c, applied)}
-	if prev := previousStatus(in.Pod, c.Name); prev != nil {
+	if prev := previousStatus(in.mine(), c.Name); prev != nil {
 		cs.RestartCount = prev.RestartCount
 		cs.LastTerminationState = prev.LastTerminationState
 	}
@@ -240,8 +263,8 @@ func volumeMountStatuses(c corev1.Container, applied []*runtimeapi.Mount) []core
 	return out
 }
 
-func previousStatus(pod *corev1.Pod, name string) *corev1.ContainerStatus {
-	for _, list := range [][]corev1.ContainerStatus{pod.Status.ContainerStatuses, pod.Status.InitContainerStatuses} {
+func previousStatus(st *corev1.PodStatus, name string) *corev1.ContainerStatus {
+	for _, list := range [][]corev1.ContainerStatus{st.ContainerStatuses, st.InitContainerStatuses} {
 		for i := range list {
 			if list[i].Name == name {
 				return &list[i]
@@ -428,26 +451,28 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 		conds[1].Reason = "PodCompleted"
 	}
 	// Upstream's order: conditions others own (readiness gates', the
-	// disruption target) as they were, then the kubelet's own, PodScheduled
-	// last. Each carries the pod generation it describes.
+	// disruption target) as they were, then the resize conditions, then the
+	// kubelet's own, PodScheduled last. Each carries the pod generation it describes.
 	var out []corev1.PodCondition
 	for _, c := range in.Pod.Status.Conditions {
 		if c.Type != corev1.PodScheduled && !ownCondition(c.Type) {
 			out = append(out, c)
 		}
 	}
+	out = append(out, in.ResizeConditions...)
 	conds[2], conds[3] = conds[3], conds[2] // Ready before ContainersReady
 	conds = append(conds, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
 	for _, c := range conds {
 		c.ObservedGeneration = in.Pod.Generation
-		out = append(out, keepTransition(in.Pod.Status.Conditions, c, in.Now))
+		out = append(out, keepTransition(in.mine().Conditions, c, in.Now))
 	}
 	return out
 }
 
 func ownCondition(t corev1.PodConditionType) bool {
 	switch t {
-	case corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady:
+	case corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady,
+		corev1.PodResizePending, corev1.PodResizeInProgress:
 		return true
 	}
 	return false

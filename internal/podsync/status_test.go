@@ -184,3 +184,53 @@ func TestVolumeMountStatusReportsWhatWasApplied(t *testing.T) {
 		t.Fatalf("statuses %+v", got)
 	}
 }
+
+// Resize conditions come from the allocation, after the conditions others
+// own and before the kubelet's own; the old status's are replaced.
+func TestResizeConditionsPlacedAsUpstream(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a")
+	pod.Generation = 4
+	pod.Status.Conditions = []corev1.PodCondition{
+		{Type: "example.com/gate", Status: corev1.ConditionTrue},
+		{Type: corev1.PodResizeInProgress, Status: corev1.ConditionTrue, ObservedGeneration: 2},
+	}
+	pending := corev1.PodCondition{Type: corev1.PodResizePending, Status: corev1.ConditionTrue, Reason: "Deferred", ObservedGeneration: 3}
+	st := PodStatus(StatusInput{Pod: pod, Runtime: &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{ctr("a", "s1", running, 0)}},
+		RuntimeName: "containerd", Now: time.Unix(100, 0), ResizeConditions: []corev1.PodCondition{pending}})
+	var order []corev1.PodConditionType
+	for _, c := range st.Conditions {
+		order = append(order, c.Type)
+	}
+	want := []corev1.PodConditionType{"example.com/gate", corev1.PodResizePending, corev1.PodReadyToStartContainers, corev1.PodInitialized,
+		corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled}
+	if !reflect.DeepEqual(order, want) {
+		t.Errorf("conditions in order %v, want %v", order, want)
+	}
+	if c := condition(st, corev1.PodResizePending); c.ObservedGeneration != 3 {
+		t.Errorf("pending condition's generation %d, want the allocation's 3", c.ObservedGeneration)
+	}
+}
+
+// The agent's previous status comes first for what the agent decided: a
+// status built from an apiserver copy that does not show the last one yet
+// keeps its start time and transition times.
+func TestPreviousStatusComesFirst(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a") // the apiserver's copy: no status yet
+	then := metav1.NewTime(time.Unix(50, 0))
+	prev := &corev1.PodStatus{StartTime: &then, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: then},
+	}}
+	in := StatusInput{Pod: pod, Runtime: &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{ctr("a", "s1", running, 0)}},
+		RuntimeName: "containerd", Now: time.Unix(100, 0), Previous: prev}
+	st := PodStatus(in)
+	if st.StartTime == nil || !st.StartTime.Equal(&then) {
+		t.Errorf("start time %v, want the previous status's %v", st.StartTime, then)
+	}
+	if c := condition(st, corev1.PodReady); c.Status != corev1.ConditionTrue || !c.LastTransitionTime.Equal(&then) {
+		t.Errorf("Ready %+v, want True since %v", c, then)
+	}
+	in.Previous = nil
+	if st := PodStatus(in); st.StartTime == nil || !st.StartTime.Equal(&metav1.Time{Time: time.Unix(100, 0)}) {
+		t.Errorf("without a previous status the start time is %v, want now", st.StartTime)
+	}
+}

@@ -56,6 +56,21 @@ type Config struct {
 	// Terminated is told when a pod's containers have all stopped for good
 	// (its devices may go to other pods).
 	Terminated func(uid types.UID)
+	// Allocation gives each pod the resources allocated to it, which an
+	// in-place resize changes only once they fit (nil: the spec's).
+	Allocation Allocation
+}
+
+// Allocation is what the workers ask of the resource allocation.
+type Allocation interface {
+	// Allocated returns the pod with the resources allocated to it.
+	Allocated(pod *corev1.Pod) *corev1.Pod
+	// Resolve returns the latest version of an admitted pod as it is to
+	// run, allocating a resize of its resources when it fits.
+	// retry says the pod has not changed, but a deferred resize may fit.
+	Resolve(ctx context.Context, pod *corev1.Pod, retry bool) *corev1.Pod
+	// Remove drops what is kept for a pod that is gone.
+	Remove(uid types.UID)
 }
 
 type state int
@@ -79,10 +94,14 @@ type Workers struct {
 // worker is one pod's goroutine and its mailbox.
 type worker struct {
 	mu      sync.Mutex
-	pod     *corev1.Pod   // latest desired pod
-	removed bool          // gone from the apiserver
-	wake    chan struct{} // a new event, buffered 1
-	state   state
+	pod     *corev1.Pod // latest pod, as allocated: what runs
+	desired *corev1.Pod // latest pod, as its spec says
+	// resolving serializes turning desired into pod, so that an older
+	// version never overwrites a newer one.
+	resolving sync.Mutex
+	removed   bool          // gone from the apiserver
+	wake      chan struct{} // a new event, buffered 1
+	state     state
 	// reason and message of a pod-level end (DeadlineExceeded)
 	reason, message string
 	// syncCtx is the context of the pod's syncs (pulls, creates, starts);
@@ -147,22 +166,54 @@ func (w *Workers) Update(pod *corev1.Pod) {
 			return
 		}
 		w.seq++
-		wk = &worker{pod: pod, wake: make(chan struct{}, 1), seq: w.seq}
+		first := pod
+		if w.cfg.Allocation != nil {
+			first = w.cfg.Allocation.Allocated(pod)
+		}
+		wk = &worker{pod: first, desired: pod, wake: make(chan struct{}, 1), seq: w.seq}
 		wk.syncCtx, wk.cancelSync = context.WithCancel(w.ctx)
 		w.pods[pod.UID] = wk
 		w.wg.Add(1)
 		go w.run(pod.UID, wk)
 	}
 	w.mu.Unlock()
-	wk.mu.Lock()
-	wk.pod = pod
-	wk.mu.Unlock()
+	w.resolve(wk, pod)
 	if pod.DeletionTimestamp != nil {
 		wk.cancelSync()
 		if g := pod.DeletionGracePeriodSeconds; g != nil {
 			wk.shortenKill(*g)
 		}
 	}
+	wk.poke()
+}
+
+// resolve makes desired the worker's latest pod, as allocated.
+func (w *Workers) resolve(wk *worker, desired *corev1.Pod) {
+	wk.resolving.Lock()
+	defer wk.resolving.Unlock()
+	retry := desired == nil
+	if retry {
+		wk.mu.Lock()
+		desired = wk.desired
+		wk.mu.Unlock()
+	}
+	pod := desired
+	if w.cfg.Allocation != nil {
+		pod = w.cfg.Allocation.Resolve(w.ctx, desired, retry)
+	}
+	wk.mu.Lock()
+	wk.desired, wk.pod = desired, pod
+	wk.mu.Unlock()
+}
+
+// Resolve looks at a pod's latest version again (a deferred resize that
+// may fit now) and wakes its worker.
+func (w *Workers) Resolve(uid types.UID) {
+	wk, ok := w.worker(uid)
+	if !ok {
+		return
+	}
+	w.resolve(wk, nil)
 	wk.poke()
 }
 
@@ -204,15 +255,7 @@ func (w *Workers) rejected(pod *corev1.Pod) (bool, string, string) {
 	}
 	// Pods still stopping count, as upstream's active pods do: their
 	// containers still hold the node's resources.
-	var active []*corev1.Pod
-	for _, wk := range w.pods {
-		wk.mu.Lock()
-		if wk.state != terminated {
-			active = append(active, wk.pod)
-		}
-		wk.mu.Unlock()
-	}
-	ok, reason, msg := w.cfg.Admit(pod, active)
+	ok, reason, msg := w.cfg.Admit(pod, w.activeLocked())
 	return !ok, reason, msg
 }
 
@@ -281,6 +324,26 @@ func (w *Workers) HoldsDevices(uid types.UID) bool {
 	return st != terminated
 }
 
+// Active lists the pods whose containers may still hold node resources:
+// all but the terminated (as allocated).
+func (w *Workers) Active() []*corev1.Pod {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.activeLocked()
+}
+
+func (w *Workers) activeLocked() []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, wk := range w.pods {
+		wk.mu.Lock()
+		if wk.state != terminated {
+			out = append(out, wk.pod)
+		}
+		wk.mu.Unlock()
+	}
+	return out
+}
+
 // Running lists the pods whose containers should be running.
 func (w *Workers) Running() []*corev1.Pod {
 	w.mu.Lock()
@@ -338,6 +401,9 @@ func (w *Workers) run(uid types.UID, wk *worker) {
 			delete(w.pods, uid)
 			w.mu.Unlock()
 			w.cfg.Status.Forget(uid)
+			if w.cfg.Allocation != nil {
+				w.cfg.Allocation.Remove(uid)
+			}
 			logger.V(2).Info("Pod worker finished", "podUID", uid)
 			return
 		}

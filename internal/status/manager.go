@@ -2,7 +2,8 @@
 // pod, one patch in flight per pod, coalesced, never lost. A loss of
 // readiness is never coalesced away: a pod that went unready and back before
 // its status went out is reported unready first, so that whoever watches its
-// readiness (endpoints, rollouts) sees every time it stopped serving.
+// readiness (endpoints, rollouts) sees every time it stopped serving (the
+// latest status, with the readiness it had).
 package status
 
 import (
@@ -42,6 +43,44 @@ type entry struct {
 	// after is the pod as the patch that sent unready left it: the next
 	// patch diffs from it, as the lister may not have seen it yet.
 	after *corev1.Pod
+}
+
+// withReadinessOf is the latest status with the readiness of an earlier,
+// unready one: its Ready and ContainersReady conditions and its containers'
+// ready flags. Only readiness is taken from the earlier status: its other
+// fields may be older than what the latest status says.
+func withReadinessOf(latest, unready *corev1.PodStatus) corev1.PodStatus {
+	out := *latest.DeepCopy()
+	for _, t := range []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady} {
+		for _, c := range unready.Conditions {
+			if c.Type != t {
+				continue
+			}
+			found := false
+			for i := range out.Conditions {
+				if out.Conditions[i].Type == t {
+					out.Conditions[i], found = c, true
+				}
+			}
+			if !found {
+				out.Conditions = append(out.Conditions, c)
+			}
+		}
+	}
+	notReady := map[string]bool{}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, unready.InitContainerStatuses...), unready.ContainerStatuses...) {
+		if !cs.Ready {
+			notReady[cs.Name] = true
+		}
+	}
+	for _, list := range [][]corev1.ContainerStatus{out.InitContainerStatuses, out.ContainerStatuses} {
+		for i := range list {
+			if notReady[list[i].Name] {
+				list[i].Ready = false
+			}
+		}
+	}
+	return out
 }
 
 // podReady reports whether the status has the Ready condition true.
@@ -194,7 +233,7 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		want = *e
 		want.status = *e.status.DeepCopy()
 		if e.unready != nil {
-			want.status, want.finalize, lost = *e.unready.DeepCopy(), false, true
+			want.status, want.finalize, lost = withReadinessOf(&e.status, e.unready), false, true
 		}
 		e.after = nil
 	}

@@ -116,8 +116,12 @@ func TestUnreadyNotCoalescedAway(t *testing.T) {
 		Status: readyStatus(corev1.ConditionTrue, 0)}
 	cs, m := setUp(t, pod)
 	m.SetPodStatus(pod, readyStatus(corev1.ConditionFalse, 0))
-	m.SetPodStatus(pod, readyStatus(corev1.ConditionFalse, 1))
-	m.SetPodStatus(pod, readyStatus(corev1.ConditionTrue, 1))
+	old := readyStatus(corev1.ConditionFalse, 1)
+	old.HostIP = "10.0.0.1" // a field the earlier status had wrong
+	m.SetPodStatus(pod, old)
+	latest := readyStatus(corev1.ConditionTrue, 1)
+	latest.HostIP = "10.0.0.2"
+	m.SetPodStatus(pod, latest)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, 1)
@@ -136,6 +140,9 @@ func TestUnreadyNotCoalescedAway(t *testing.T) {
 	}
 	if len(sent) != 2 || !strings.Contains(sent[0], `"status":"False"`) || !strings.Contains(sent[1], `"status":"True"`) {
 		t.Fatalf("patches sent: %q; want Ready=False, then Ready=True", sent)
+	}
+	if strings.Contains(sent[0], "10.0.0.1") || !strings.Contains(sent[0], "10.0.0.2") {
+		t.Errorf("the unready patch %s carries more of the earlier status than its readiness", sent[0])
 	}
 	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
 	if got.Status.Conditions[0].Status != corev1.ConditionTrue || got.Status.ContainerStatuses[0].RestartCount != 1 {
