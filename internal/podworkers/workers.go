@@ -160,6 +160,7 @@ func (w *Workers) Update(pod *corev1.Pod) {
 		}
 		if reject, reason, msg := w.rejected(pod); reject {
 			w.mu.Unlock()
+			klog.FromContext(w.ctx).Info("Pod admission denied", "pod", klog.KObj(pod), "podUID", pod.UID, "reason", reason, "message", msg)
 			st := *pod.Status.DeepCopy()
 			st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
 			w.cfg.Status.SetPodStatus(pod, st)
@@ -324,8 +325,11 @@ func (w *Workers) HoldsDevices(uid types.UID) bool {
 	return st != terminated
 }
 
-// Active lists the pods whose containers may still hold node resources:
-// all but the terminated (as allocated).
+// Active lists the pods admission counts, as allocated: those not
+// terminated, pods still stopping included, as upstream's active pods. A pod
+// gone from the apiserver no longer counts, even while its containers stop:
+// upstream's kubelet and the scheduler count it no more either, and would
+// expect a pod bound in its place to be admitted.
 func (w *Workers) Active() []*corev1.Pod {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -336,7 +340,7 @@ func (w *Workers) activeLocked() []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, wk := range w.pods {
 		wk.mu.Lock()
-		if wk.state != terminated {
+		if wk.state != terminated && !wk.removed {
 			out = append(out, wk.pod)
 		}
 		wk.mu.Unlock()

@@ -245,3 +245,30 @@ func (f *fakeSyncer) has(event string) bool {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// A pod still stopping counts for admission while the apiserver has it, and
+// no longer once it is gone from there, as upstream's active pods.
+func TestActiveCountsStoppingPodsUntilRemoved(t *testing.T) {
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	pod := testPod("a", "a", false)
+	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(600)) // a minute in the fake's time
+	w.Update(pod)
+	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["a"] })
+	deleted := pod.DeepCopy()
+	now := metav1.Now()
+	deleted.DeletionTimestamp, deleted.DeletionGracePeriodSeconds = &now, ptrTo(int64(600))
+	w.Update(deleted)
+	eventually(t, "the graceful stop to begin", func() bool { return f.has("stopping a grace 600") })
+	if n := len(w.Active()); n != 1 {
+		t.Fatalf("%d active pods while one stops, want 1", n)
+	}
+	w.mu.Lock()
+	w.pods["a"].mu.Lock()
+	w.pods["a"].removed = true // gone from the apiserver, its containers still stopping
+	w.pods["a"].mu.Unlock()
+	w.mu.Unlock()
+	if n := len(w.Active()); n != 0 {
+		t.Errorf("%d active pods once the stopping one is gone from the apiserver, want 0", n)
+	}
+}
