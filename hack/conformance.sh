@@ -80,6 +80,13 @@ for pass in $passes; do
     done < "$FOCUS_FILE"
   fi
   [[ -n "${SKIP:-}" ]] && args+=(--skip="$SKIP")
+  # The specs of the pass before leave their namespaces being deleted: a
+  # Serial spec that measures what the node has left must not count their
+  # pods, which go a moment later. Wait (up to 5 minutes) for them to go.
+  for _ in $(seq 300); do
+    [[ -z "$("$KUBECTL" get namespaces --no-headers 2>/dev/null | awk '$2 == "Terminating"')" ]] && break
+    sleep 1
+  done
   echo ">>> $suite conformance, $pass pass ($labels), against KUBELET=$agent on $NODES node(s), $n process(es); log in $dir/run.log"
   start=$SECONDS
   # Some specs write files into the working directory, which ginkgo sets to
