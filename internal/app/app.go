@@ -33,6 +33,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
+	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/plugins"
 	"github.com/bosun-dev/bosun/internal/podresources"
@@ -144,7 +145,12 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	defer stopServing()
-	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, events: events, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine})
+	features, err := nodefeatures.New(version.Kubernetes, func(gate string) bool { return config.FeatureEnabled(kc, gate) })
+	if err != nil {
+		return err
+	}
+	pods, err := newPods(ctx, podsDeps{cfg: cfg, client: client, events: events, rt: rt, nodeName: nodeName, nodeIPs: nodeIPs, machine: machine,
+		features: features})
 	if err != nil {
 		return err
 	}
@@ -160,7 +166,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		NodeName: nodeName, Hostname: nodeName, NodeIPs: nodeIPs, Labels: cfg.NodeLabels,
 		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, Port: kc.Port,
 		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard,
-		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine,
+		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine, DeclaredFeatures: features.Names(),
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
 		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources),

@@ -34,6 +34,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
+	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
 	"github.com/bosun-dev/bosun/internal/pleg"
 	"github.com/bosun-dev/bosun/internal/podsource"
@@ -56,6 +57,7 @@ type podsDeps struct {
 	nodeName string
 	nodeIPs  []net.IP
 	machine  *nodestatus.Machine
+	features *nodefeatures.Declared // what the node declares; admission refuses pods needing more
 }
 
 // pods is the pod machinery: source -> workers -> syncer -> status.
@@ -320,6 +322,9 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 // admit runs admission for a new pod (as allocated) beside the active pods
 // (as allocated), then gives it the devices it asks for.
 func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
+	if ok, reason, msg := p.deps.features.Admit(pod); !ok {
+		return ok, reason, msg
+	}
 	node := p.node()
 	if node == nil {
 		return true, "", ""

@@ -93,6 +93,11 @@ const EnsureSecretPulledImages = "KubeletEnsureSecretPulledImages"
 // honouredFeatureGates are the gates Bosun acts on, with their v1.36 defaults.
 var honouredFeatureGates = map[string]bool{
 	EnsureSecretPulledImages: true,
+	// node.status.declaredFeatures and the features Bosun declares
+	// (internal/nodefeatures)
+	"NodeDeclaredFeatures":                    true,
+	"ExtendWebSocketsToKubelet":               true,
+	"InPlacePodVerticalScalingInitContainers": true,
 }
 
 // FeatureEnabled says whether a gate Bosun honours is on.

@@ -26,6 +26,8 @@ type Params struct {
 	EvictionHard   map[string]string // evictionHard thresholds
 	AttachDetach   bool              // enableControllerAttachDetach
 	Machine        *Machine          // hardware and OS
+	// DeclaredFeatures are node.status.declaredFeatures (internal/nodefeatures).
+	DeclaredFeatures []string
 }
 
 // Observed is what changes between status updates.
@@ -173,6 +175,7 @@ func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
 		st.Features = &corev1.NodeFeatures{SupplementalGroupsPolicy: o.SupplementalGroupsPolicy}
 	}
 	st.RuntimeHandlers = o.RuntimeHandlers
+	st.DeclaredFeatures = p.DeclaredFeatures
 	for _, c := range conditions(o) {
 		setCondition(st, c, now)
 	}

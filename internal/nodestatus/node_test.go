@@ -68,6 +68,7 @@ func TestCapacityAndAllocatable(t *testing.T) {
 
 func TestSetStatusConditions(t *testing.T) {
 	p := testParams()
+	p.DeclaredFeatures = []string{"ExtendWebSocketsToKubelet"}
 	node := NewNode(p)
 	t0 := metav1.NewTime(time.Unix(1000, 0))
 	SetStatus(node, p, Observed{RuntimeVersion: "containerd://1.6.20", RuntimeReady: false, NotReadyReason: "container runtime network not ready"}, t0)
@@ -80,6 +81,9 @@ func TestSetStatusConditions(t *testing.T) {
 	}
 	if len(node.Status.Addresses) != 2 || node.Status.Addresses[0].Type != corev1.NodeInternalIP || node.Status.Addresses[1].Type != corev1.NodeHostName {
 		t.Errorf("addresses %v", node.Status.Addresses)
+	}
+	if f := node.Status.DeclaredFeatures; len(f) != 1 || f[0] != "ExtendWebSocketsToKubelet" {
+		t.Errorf("declaredFeatures %v", f)
 	}
 	if node.Status.DaemonEndpoints.KubeletEndpoint.Port != 10250 {
 		t.Errorf("port %d", node.Status.DaemonEndpoints.KubeletEndpoint.Port)

@@ -43,8 +43,8 @@ func ComputePlan(in PlanInput) Plan {
 	sb := in.Runtime.LatestSandbox()
 	var current *RuntimePod
 	if sb == nil || sb.State != runtimeapi.PodSandboxState_SANDBOX_READY {
-		if sb != nil && in.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever && allRan(in) {
-			return p // a finished Never pod stays as it is
+		if sb != nil && !anyMayRestart(&in.Pod.Spec) && allRan(in) {
+			return p // a finished pod none of whose containers restarts stays as it is
 		}
 		p.KillPod = sb != nil || len(in.Runtime.Containers) > 0
 		p.CreateSandbox = true
@@ -59,7 +59,7 @@ func ComputePlan(in PlanInput) Plan {
 		return p
 	}
 	for _, c := range in.Pod.Spec.Containers {
-		planContainer(in, current, c, in.Pod.Spec.RestartPolicy, &p)
+		planContainer(in, current, c, &p)
 	}
 	// Ephemeral containers run once, when added, and are never restarted.
 	for _, ec := range in.Pod.Spec.EphemeralContainers {
@@ -88,7 +88,7 @@ func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
 	for _, c := range in.Pod.Spec.InitContainers {
 		st := current.Latest(c.Name)
 		if isSidecar(c) {
-			planContainer(in, current, c, corev1.RestartPolicyAlways, p)
+			planContainer(in, current, c, p)
 			if st == nil || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				return false // the next init container waits for this sidecar to run
 			}
@@ -105,7 +105,7 @@ func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
 			return false
 		case st.State == runtimeapi.ContainerState_CONTAINER_EXITED && st.ExitCode == 0:
 			continue
-		case st.State == runtimeapi.ContainerState_CONTAINER_EXITED && in.Pod.Spec.RestartPolicy == corev1.RestartPolicyNever:
+		case st.State == runtimeapi.ContainerState_CONTAINER_EXITED && !exitRestarts(&c, &in.Pod.Spec, st.ExitCode):
 			p.InitFailed = c.Name
 			return false
 		default:
@@ -116,14 +116,15 @@ func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
 	return true
 }
 
-// planContainer decides for one long-running container under policy.
-func planContainer(in PlanInput, current *RuntimePod, c corev1.Container, policy corev1.RestartPolicy, p *Plan) {
+// planContainer decides for one long-running container (an app container
+// or a sidecar) by its restart rules.
+func planContainer(in PlanInput, current *RuntimePod, c corev1.Container, p *Plan) {
 	st := current.Latest(c.Name)
 	switch {
 	case st == nil:
 		// A container that ran in an earlier sandbox and must not restart
 		// stays down in the new one.
-		if prev := in.Runtime.Latest(c.Name); prev != nil && !shouldRestart(policy, prev) {
+		if prev := in.Runtime.Latest(c.Name); prev != nil && !restarts(&c, &in.Pod.Spec, prev) {
 			return
 		}
 		p.Start = append(p.Start, c.Name)
@@ -132,7 +133,7 @@ func planContainer(in PlanInput, current *RuntimePod, c corev1.Container, policy
 			p.Kill = append(p.Kill, st.Id)
 			p.Start = append(p.Start, c.Name)
 		}
-	case shouldRestart(policy, st):
+	case restarts(&c, &in.Pod.Spec, st):
 		planRestart(in, c.Name, st, p)
 	}
 }
@@ -144,21 +145,6 @@ func planRestart(in PlanInput, name string, st *Container, p *Plan) {
 		return
 	}
 	p.Start = append(p.Start, name)
-}
-
-// shouldRestart applies a restart policy to a container that is not running.
-func shouldRestart(policy corev1.RestartPolicy, st *Container) bool {
-	if st.State != runtimeapi.ContainerState_CONTAINER_EXITED {
-		return true // created but never started, or unknown: start it
-	}
-	switch policy {
-	case corev1.RestartPolicyAlways:
-		return true
-	case corev1.RestartPolicyOnFailure:
-		return st.ExitCode != 0
-	default:
-		return false
-	}
 }
 
 func isSidecar(c corev1.Container) bool {

@@ -190,3 +190,53 @@ func TestBackoffKeyChangesWithTheImage(t *testing.T) {
 		t.Errorf("the back-off key %q did not change with the image", after)
 	}
 }
+
+// A container's own restartPolicy and restartPolicyRules come before the
+// pod's restartPolicy, in the plan and in the phase.
+func TestContainerRestartRules(t *testing.T) {
+	neverC, alwaysC := corev1.ContainerRestartPolicyNever, corev1.ContainerRestartPolicyAlways
+	retry42 := []corev1.ContainerRestartRule{{Action: corev1.ContainerRestartRuleActionRestart,
+		ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{42}}}}
+	cases := []struct {
+		name      string
+		pod       corev1.RestartPolicy
+		policy    *corev1.ContainerRestartPolicy
+		rules     []corev1.ContainerRestartRule
+		exit      int32
+		restarted bool
+		phase     corev1.PodPhase
+	}{
+		{"Never pod, rule matches the exit code", corev1.RestartPolicyNever, &neverC, retry42, 42, true, corev1.PodRunning},
+		{"Never pod, rule does not match", corev1.RestartPolicyNever, &neverC, retry42, 1, false, corev1.PodFailed},
+		{"Always pod, container says Never, success", corev1.RestartPolicyAlways, &neverC, nil, 0, false, corev1.PodSucceeded},
+		{"Always pod, container says Never, failure", corev1.RestartPolicyAlways, &neverC, nil, 3, false, corev1.PodFailed},
+		{"OnFailure pod, container says Always, success", corev1.RestartPolicyOnFailure, &alwaysC, nil, 0, true, corev1.PodRunning},
+		{"no container policy: the pod's (Never)", corev1.RestartPolicyNever, nil, nil, 42, false, corev1.PodFailed},
+		{"no container policy: the pod's (OnFailure)", corev1.RestartPolicyOnFailure, nil, nil, 1, true, corev1.PodRunning},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := testPod(tc.pod, nil, "app")
+			pod.Spec.Containers[0].RestartPolicy, pod.Spec.Containers[0].RestartPolicyRules = tc.policy, tc.rules
+			rt := &RuntimePod{Sandboxes: []*runtimeapi.PodSandboxStatus{ready("s1", 0)}, Containers: []*Container{ctr("app", "s1", exited, tc.exit)}}
+			p := ComputePlan(PlanInput{Pod: pod, Runtime: rt})
+			if got := len(p.Start) == 1; got != tc.restarted {
+				t.Errorf("restarted %v (plan %+v), want %v", got, p, tc.restarted)
+			}
+			if got := podPhaseOf(pod, rt); got != tc.phase {
+				t.Errorf("phase %s, want %s", got, tc.phase)
+			}
+			// With the sandbox gone, the pod gets a new one only when a
+			// container may restart.
+			rt.Sandboxes = []*runtimeapi.PodSandboxStatus{notReady("s1", 0)}
+			p = ComputePlan(PlanInput{Pod: pod, Runtime: rt})
+			if want := mayRestart(&pod.Spec.Containers[0], &pod.Spec); p.CreateSandbox != want {
+				t.Errorf("a new sandbox: %v, want %v", p.CreateSandbox, want)
+			}
+		})
+	}
+}
+
+func podPhaseOf(pod *corev1.Pod, rt *RuntimePod) corev1.PodPhase {
+	return statusOf(pod, rt, nil, false).Phase
+}

@@ -21,7 +21,7 @@ func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *Runtime
 	var restarts []resizeUpdate
 	var oldMemory int64
 	memoryKnown := true
-	for _, c := range runningSpecs(pod) {
+	for _, c := range resizableSpecs(pod) {
 		st := rp.Latest(c.Name)
 		if st == nil || st.SandboxID != sandboxID || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			memoryKnown = false
@@ -162,7 +162,7 @@ func (s *Syncer) ResizeInProgress(pod *corev1.Pod, rp *RuntimePod) bool {
 	if sb == nil {
 		return false
 	}
-	for _, c := range runningSpecs(pod) {
+	for _, c := range resizableSpecs(pod) {
 		st := rp.Latest(c.Name)
 		if st == nil || st.SandboxID != sb.Id || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
@@ -178,14 +178,13 @@ func (s *Syncer) ResizeInProgress(pod *corev1.Pod, rp *RuntimePod) bool {
 	return false
 }
 
-// runningSpecs are the containers that run for the pod's whole life: its
-// sidecars and app containers.
-func runningSpecs(pod *corev1.Pod) []*corev1.Container {
+// resizableSpecs are the containers an in-place resize reaches while they
+// run: init containers (sidecars, and regular ones while they run, as
+// upstream's InPlacePodVerticalScalingInitContainers), then app containers.
+func resizableSpecs(pod *corev1.Pod) []*corev1.Container {
 	var out []*corev1.Container
 	for i := range pod.Spec.InitContainers {
-		if isSidecar(pod.Spec.InitContainers[i]) {
-			out = append(out, &pod.Spec.InitContainers[i])
-		}
+		out = append(out, &pod.Spec.InitContainers[i])
 	}
 	for i := range pod.Spec.Containers {
 		out = append(out, &pod.Spec.Containers[i])

@@ -358,7 +358,10 @@ func podPhase(pod *corev1.Pod, st *corev1.PodStatus, terminal bool) corev1.PodPh
 		if isSidecar(c) {
 			continue
 		}
-		if t := s.State.Terminated; t != nil && t.ExitCode != 0 && pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
+		if t := s.State.Terminated; t != nil && t.ExitCode != 0 && !exitRestarts(&c, &pod.Spec, t.ExitCode) {
+			return corev1.PodFailed
+		}
+		if t := s.LastTerminationState.Terminated; s.State.Waiting != nil && t != nil && t.ExitCode != 0 && !exitRestarts(&c, &pod.Spec, t.ExitCode) {
 			return corev1.PodFailed
 		}
 		if s.State.Terminated == nil || s.State.Terminated.ExitCode != 0 {
@@ -368,20 +371,23 @@ func podPhase(pod *corev1.Pod, st *corev1.PodStatus, terminal bool) corev1.PodPh
 			return corev1.PodPending
 		}
 	}
-	running, waiting, stopped, succeeded := 0, 0, 0, 0
-	for _, s := range st.ContainerStatuses {
+	// final counts the stopped containers that will not restart.
+	running, waiting, stopped, succeeded, final := 0, 0, 0, 0, 0
+	for i, s := range st.ContainerStatuses {
+		t := s.State.Terminated
+		if t == nil && s.State.Running == nil {
+			t = s.LastTerminationState.Terminated
+		}
 		switch {
 		case s.State.Running != nil:
 			running++
-		case s.State.Terminated != nil:
+		case t != nil:
 			stopped++
-			if s.State.Terminated.ExitCode == 0 {
+			if t.ExitCode == 0 {
 				succeeded++
 			}
-		case s.LastTerminationState.Terminated != nil:
-			stopped++
-			if s.LastTerminationState.Terminated.ExitCode == 0 {
-				succeeded++
+			if !exitRestarts(&pod.Spec.Containers[i], &pod.Spec, t.ExitCode) {
+				final++
 			}
 		default:
 			waiting++
@@ -393,16 +399,13 @@ func podPhase(pod *corev1.Pod, st *corev1.PodStatus, terminal bool) corev1.PodPh
 	case running > 0 && !terminal:
 		return corev1.PodRunning
 	case stopped > 0 && running == 0 && waiting == 0:
-		if !terminal && pod.Spec.RestartPolicy == corev1.RestartPolicyAlways {
-			return corev1.PodRunning
+		if !terminal && final < stopped {
+			return corev1.PodRunning // some will restart
 		}
 		if stopped == succeeded {
 			return corev1.PodSucceeded
 		}
-		if terminal || pod.Spec.RestartPolicy == corev1.RestartPolicyNever {
-			return corev1.PodFailed
-		}
-		return corev1.PodRunning
+		return corev1.PodFailed
 	case terminal:
 		return corev1.PodFailed
 	}

@@ -389,3 +389,83 @@ spec:
 		t.Fatalf("mirror pod still there after the file was removed")
 	}
 }
+
+// A container's restartPolicyRules come before the pod's restartPolicy: in
+// a Never pod, the container that exits with the code a rule names is
+// restarted, and one that exits otherwise is not.
+func TestContainerRestartRules(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	never := corev1.ContainerRestartPolicyNever
+	pod := busyboxPod("rules", corev1.RestartPolicyNever, "")
+	pod.Spec.Volumes = []corev1.Volume{{Name: "state", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	rule := []corev1.ContainerRestartRule{{Action: corev1.ContainerRestartRuleActionRestart,
+		ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{42}}}}
+	retried := pod.Spec.Containers[0]
+	retried.Name, retried.RestartPolicy, retried.RestartPolicyRules = "retried", &never, rule
+	retried.Command = []string{"sh", "-c", "if [ -e /state/ran ]; then exec sleep 100000; fi; touch /state/ran; exit 42"}
+	retried.VolumeMounts = []corev1.VolumeMount{{Name: "state", MountPath: "/state"}}
+	done := retried
+	done.Name = "done"
+	done.Command = []string{"sh", "-c", "exit 3"}
+	pod.Spec.Containers = []corev1.Container{retried, done}
+	create(t, cs, ns, pod)
+	p := waitPod(t, cs, ns, "rules", 90*time.Second, "retried restarted and running, done stopped", func(p *corev1.Pod) bool {
+		if len(p.Status.ContainerStatuses) != 2 {
+			return false
+		}
+		byName := map[string]corev1.ContainerStatus{}
+		for _, s := range p.Status.ContainerStatuses {
+			byName[s.Name] = s
+		}
+		r, d := byName["retried"], byName["done"]
+		return r.RestartCount == 1 && r.State.Running != nil && d.State.Terminated != nil
+	})
+	for _, s := range p.Status.ContainerStatuses {
+		if s.Name == "done" && s.RestartCount != 0 {
+			t.Errorf("the container whose exit code no rule names restarted %d times in a Never pod", s.RestartCount)
+		}
+	}
+	if p.Status.Phase != corev1.PodRunning {
+		t.Errorf("phase %s, want Running while the retried container runs", p.Status.Phase)
+	}
+}
+
+// The node declares the features its agent has (node.status.declaredFeatures,
+// which the scheduler and apiserver read); a pod bound to it past the
+// scheduler that needs one it lacks is refused with upstream's reason.
+func TestDeclaredFeatures(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	node, err := cs.CoreV1().Nodes().Get(context.Background(), env["NODE_NAME"], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, f := range node.Status.DeclaredFeatures {
+		declared[f] = true
+	}
+	for _, f := range []string{"ExtendWebSocketsToKubelet", "InPlacePodVerticalScalingInitContainers"} {
+		if !declared[f] {
+			t.Errorf("the node does not declare %s: %v", f, node.Status.DeclaredFeatures)
+		}
+	}
+	if declared["RestartAllContainersOnContainerExits"] {
+		t.Skipf("KUBELET=%s declares RestartAllContainersOnContainerExits: nothing to refuse", env["KUBELET"])
+	}
+	never := corev1.ContainerRestartPolicyNever
+	pod := busyboxPod("restart-all", corev1.RestartPolicyNever, "exit 7")
+	pod.Spec.NodeName = env["NODE_NAME"]
+	pod.Spec.Containers[0].RestartPolicy = &never
+	pod.Spec.Containers[0].RestartPolicyRules = []corev1.ContainerRestartRule{{Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+		ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{7}}}}
+	create(t, cs, ns, pod)
+	p := waitPod(t, cs, ns, "restart-all", 30*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	if p.Status.Reason != "PodFeatureUnsupported" || p.Status.Message != "Pod requires node features that are not available: RestartAllContainersOnContainerExits" {
+		t.Errorf("reason %q message %q", p.Status.Reason, p.Status.Message)
+	}
+}
