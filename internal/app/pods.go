@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,19 @@ type pods struct {
 	apiSynced atomic.Bool
 }
 
+// podsLimits are the kubepods cgroup's limits when enforceNodeAllocatable
+// names "pods" (as upstream: cpu shares and memory limit from capacity
+// minus kube-reserved and system-reserved).
+func podsLimits(d podsDeps) cgroups.Limits {
+	kc := d.cfg.Kubelet
+	if !*kc.CgroupsPerQOS || !slices.Contains(kc.EnforceNodeAllocatable, "pods") {
+		return cgroups.Limits{}
+	}
+	limit := nodestatus.PodsLimit(nodestatus.Params{Machine: d.machine, MaxPods: kc.MaxPods,
+		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved})
+	return cgroups.Limits{CPUShares: uint64(max(limit.Cpu().MilliValue()*1024/1000, 2)), MemoryBytes: limit.Memory().Value()}
+}
+
 // node is this node's Node object, once it exists.
 func (p *pods) node() *corev1.Node {
 	if l := p.nodes.Load(); l != nil {
@@ -159,7 +173,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CgroupRoot: kc.CgroupRoot,
 			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
-			PodPidsLimit: *kc.PodPidsLimit,
+			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d),
 		},
 		Objects:           objs,
 		Volumes:           vm,
@@ -222,7 +236,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Records: puller.Records}
 	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
-		Evict: p.workers.Evict, ReclaimImages: p.imageGC.Collect,
+		TransitionPeriod: kc.EvictionPressureTransitionPeriod.Duration,
+		Evict:            p.workers.Evict, ReclaimImages: p.imageGC.Collect,
 		LocalStorage: &eviction.LocalStorage{
 			PodStats: func(ctx context.Context) ([]statsapi.PodStats, error) {
 				sum, err := statsProvider.Summary(ctx)

@@ -170,6 +170,24 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad allowlist pattern", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [\"registry.example/*/app\"]\n")}
 		}, "only patterns ending with '/*'"},
+		{"static cpu manager", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\n")}
+		},
+			`not supported by Bosun yet: cpuManagerPolicy (--cpu-manager-policy) "static"`},
+		{"topology manager", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"topologyManagerPolicy: single-numa-node\n")}
+		},
+			`topologyManagerPolicy (--topology-manager-policy) "single-numa-node"`},
+		{"soft eviction", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"evictionSoft:\n  memory.available: 1Gi\n")}
+		}, "not supported by Bosun yet: evictionSoft (--eviction-soft)"},
+		{"limited swap", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"memorySwap:\n  swapBehavior: LimitedSwap\n")}
+		}, `memorySwap.swapBehavior "LimitedSwap"`},
+		{"enforcing system-reserved", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"enforceNodeAllocatable: [pods, system-reserved]\n")}
+		},
+			`enforceNodeAllocatable (--enforce-node-allocatable) "system-reserved"`},
 		{"pull verification policy with the gate off", func(t *testing.T) []string {
 			return []string{"--feature-gates=KubeletEnsureSecretPulledImages=false", "--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: AlwaysVerify\n")}
 		}, "imagePullCredentialsVerificationPolicy must not be set if the KubeletEnsureSecretPulledImages feature gate is not enabled"},

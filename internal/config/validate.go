@@ -92,6 +92,7 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 		}
 	}
 	errs = append(errs, validateEnums(kc)...)
+	errs = append(errs, unsupported(kc)...)
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)
 	errs = append(errs, validateTaints(kc)...)

@@ -128,6 +128,11 @@ type Config struct {
 	Every         time.Duration
 	Read          func() (Signals, error) // for tests; defaults to the machine
 	LocalStorage  *LocalStorage           // ephemeral storage limits (nil: not enforced)
+	// TransitionPeriod is how long a pressure condition stays after its
+	// signal was last over a threshold (evictionPressureTransitionPeriod),
+	// so that it does not flap.
+	TransitionPeriod time.Duration
+	Now              func() time.Time
 }
 
 // Manager runs the checks.
@@ -136,6 +141,8 @@ type Manager struct {
 	mu     sync.Mutex
 	memory bool
 	disk   bool
+	// when each signal was last seen over a threshold
+	memoryAt, diskAt time.Time
 }
 
 // New returns a manager.
@@ -145,6 +152,9 @@ func New(cfg Config) *Manager {
 	}
 	if cfg.Every == 0 {
 		cfg.Every = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Manager{cfg: cfg}
 }
@@ -200,8 +210,18 @@ func (m *Manager) Check(ctx context.Context) {
 			}
 		}
 	}
+	now := m.cfg.Now()
 	m.mu.Lock()
-	m.memory, m.disk = memory, disk
+	if memory {
+		m.memoryAt = now
+	}
+	if disk {
+		m.diskAt = now
+	}
+	// As upstream: a condition holds for the transition period after its
+	// signal was last over a threshold.
+	m.memory = !m.memoryAt.IsZero() && now.Sub(m.memoryAt) < m.cfg.TransitionPeriod || memory
+	m.disk = !m.diskAt.IsZero() && now.Sub(m.diskAt) < m.cfg.TransitionPeriod || disk
 	m.mu.Unlock()
 	if len(crossed) == 0 || m.cfg.Pods == nil || m.cfg.Evict == nil {
 		return

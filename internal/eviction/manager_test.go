@@ -3,6 +3,7 @@ package eviction
 import (
 	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,5 +53,36 @@ func TestThresholdsAndEviction(t *testing.T) {
 	m.Check(context.Background())
 	if mem, disk := m.Pressure(); mem || disk || len(evicted) != 1 {
 		t.Errorf("pressure %v %v after recovery; evictions %v", mem, disk, evicted)
+	}
+}
+
+// A pressure condition holds for evictionPressureTransitionPeriod after its
+// signal was last over a threshold, and then clears.
+func TestPressureHoldsForTheTransitionPeriod(t *testing.T) {
+	ts, err := ParseThresholds(map[string]string{"memory.available": "100Mi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := Signals{MemoryAvailable: 1 << 30, MemoryCapacity: 8 << 30, NodeFsAvailable: 50, NodeFsCapacity: 100, NodeFsInodes: 10, NodeFsInodesFree: 9}
+	low := ok
+	low.MemoryAvailable = 50 << 20
+	now := time.Unix(1000, 0)
+	signals := low
+	m := New(Config{Thresholds: ts, TransitionPeriod: 5 * time.Minute, Now: func() time.Time { return now },
+		Read: func() (Signals, error) { return signals, nil }})
+	m.Check(context.Background())
+	if mem, _ := m.Pressure(); !mem {
+		t.Fatal("no memory pressure below the threshold")
+	}
+	signals = ok
+	now = now.Add(4 * time.Minute)
+	m.Check(context.Background())
+	if mem, _ := m.Pressure(); !mem {
+		t.Error("memory pressure cleared 4 minutes after the signal recovered, before the 5-minute transition period")
+	}
+	now = now.Add(2 * time.Minute)
+	m.Check(context.Background())
+	if mem, disk := m.Pressure(); mem || disk {
+		t.Errorf("pressure %v %v after the transition period", mem, disk)
 	}
 }

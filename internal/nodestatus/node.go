@@ -86,6 +86,14 @@ func Capacity(p Params) corev1.ResourceList {
 	return c
 }
 
+// PodsLimit is what the pods together may use when enforceNodeAllocatable
+// names "pods", as upstream enforces it on the kubepods cgroup: capacity
+// minus kube-reserved and system-reserved (the eviction thresholds are not
+// taken off).
+func PodsLimit(p Params) corev1.ResourceList {
+	return Allocatable(Params{SystemReserved: p.SystemReserved, KubeReserved: p.KubeReserved}, Capacity(p))
+}
+
 // Allocatable is capacity minus kube-reserved, system-reserved and the hard
 // eviction thresholds (memory.available from memory, nodefs.available from
 // ephemeral storage), never below zero.

@@ -58,6 +58,9 @@ func TestCapacityAndAllocatable(t *testing.T) {
 	check(c, corev1.ResourceMemory, "8Gi")
 	check(a, corev1.ResourceCPU, "3500m")
 	check(a, corev1.ResourceMemory, "7068Mi") // 8Gi - 1Gi - 100Mi
+	pods := PodsLimit(p)
+	check(pods, corev1.ResourceMemory, "7Gi") // 8Gi - 1Gi: the eviction threshold stays with the pods
+	check(pods, corev1.ResourceCPU, "3500m")
 	check(a, corev1.ResourceEphemeralStorage, "92160Mi")
 	check(a, "hugepages-2Mi", "0")
 	// Reservations above capacity floor at zero.

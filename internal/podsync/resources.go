@@ -116,7 +116,7 @@ type qosCgroup struct {
 func qosCgroups(n NodeSettings) []qosCgroup {
 	root := n.cgroupRoot()
 	return []qosCgroup{
-		{path.Join(root, "kubepods"), cgroups.Limits{}},
+		{path.Join(root, "kubepods"), n.PodsLimits},
 		{path.Join(root, "kubepods", "burstable"), cgroups.Limits{}},
 		{path.Join(root, "kubepods", "besteffort"), cgroups.Limits{CPUShares: 2}},
 	}

@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/bosun-dev/bosun/internal/cgroups"
 )
 
 // NodeSettings are the node-wide inputs of sandbox and container configs.
@@ -32,6 +34,9 @@ type NodeSettings struct {
 	// name none (seccompDefault).
 	SeccompDefault bool
 	PodPidsLimit   int64 // podPidsLimit (0 or -1: none)
+	// PodsLimits are the kubepods cgroup's limits (enforceNodeAllocatable
+	// "pods"; zero: none).
+	PodsLimits cgroups.Limits
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.

@@ -2,12 +2,14 @@ package podsync
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	resourcehelper "k8s.io/component-helpers/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -171,8 +173,9 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 	}
 	latest := runs[0]
 	// As upstream (in-place resize is GA): a container the runtime has
-	// reports the resources allocated to it, and its requests.
-	cs.Resources = c.Resources.DeepCopy()
+	// reports its resources (for a running one, cpu and memory limit as the
+	// runtime has them) and the requests allocated to it.
+	cs.Resources = statusResources(c, latest, previousStatus(in.mine(), c.Name), in.RuntimeName+"://"+latest.Id)
 	cs.AllocatedResources = c.Resources.Requests
 	cs.ContainerID = in.RuntimeName + "://" + latest.Id
 	cs.ImageID = latest.ImageRef
@@ -216,6 +219,77 @@ func containerStatus(in StatusInput, c corev1.Container, longRunning bool, waitR
 		}
 	}
 	return cs
+}
+
+// Upstream's floors below which the runtime's values are not reported in
+// place of the allocated ones (they cannot be told apart there).
+const (
+	minShares        = 2
+	minMilliCPULimit = 10
+)
+
+// statusResources are a container's status resources, as upstream's: the
+// allocated ones, with a running container's cpu request (from its
+// shares), cpu limit (from its quota) and memory limit as the runtime
+// reports them; where the runtime reports none, the previous status's for
+// the same container. The memory request is the allocated one.
+func statusResources(c corev1.Container, latest *Container, prev *corev1.ContainerStatus, id string) *corev1.ResourceRequirements {
+	out := c.Resources.DeepCopy()
+	if latest.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return out
+	}
+	var cpuLimit, cpuRequest, memLimit *resource.Quantity
+	if r := latest.GetResources().GetLinux(); r != nil {
+		if r.CpuPeriod > 0 && r.CpuQuota != -1 {
+			if m := r.CpuQuota * 1000 / r.CpuPeriod; m > 0 {
+				cpuLimit = resource.NewMilliQuantity(m, resource.DecimalSI)
+			}
+		}
+		if r.CpuShares >= minShares {
+			if m := int64(math.Ceil(float64(r.CpuShares*1000) / 1024)); m > 0 {
+				cpuRequest = resource.NewMilliQuantity(m, resource.DecimalSI)
+			}
+		}
+		if r.MemoryLimitInBytes > 0 {
+			memLimit = resource.NewQuantity(r.MemoryLimitInBytes, resource.BinarySI)
+		}
+	}
+	keep := func(name corev1.ResourceName, from func(*corev1.ResourceRequirements) corev1.ResourceList, into corev1.ResourceList) {
+		if prev == nil || prev.State.Running == nil || prev.ContainerID != id || prev.Resources == nil {
+			return
+		}
+		if q, ok := from(prev.Resources)[name]; ok {
+			into[name] = q.DeepCopy()
+		}
+	}
+	limits := func(r *corev1.ResourceRequirements) corev1.ResourceList { return r.Limits }
+	requests := func(r *corev1.ResourceRequirements) corev1.ResourceList { return r.Requests }
+	if out.Limits != nil {
+		switch {
+		case cpuLimit != nil:
+			if cpuLimit.MilliValue() > minMilliCPULimit || out.Limits.Cpu().MilliValue() > minMilliCPULimit {
+				out.Limits[corev1.ResourceCPU] = *cpuLimit
+			}
+		default:
+			keep(corev1.ResourceCPU, limits, out.Limits)
+		}
+		if memLimit != nil {
+			out.Limits[corev1.ResourceMemory] = *memLimit
+		} else {
+			keep(corev1.ResourceMemory, limits, out.Limits)
+		}
+	}
+	if out.Requests != nil {
+		switch {
+		case cpuRequest != nil:
+			if cpuRequest.MilliValue() > minShares || out.Requests.Cpu().MilliValue() > minShares {
+				out.Requests[corev1.ResourceCPU] = *cpuRequest
+			}
+		default:
+			keep(corev1.ResourceCPU, requests, out.Requests)
+		}
+	}
+	return out
 }
 
 // podResources are the pod-level resources upstream reports (in-place

@@ -234,3 +234,40 @@ func TestPreviousStatusComesFirst(t *testing.T) {
 		t.Errorf("without a previous status the start time is %v, want now", st.StartTime)
 	}
 }
+
+// A running container's status resources are the runtime's cpu and memory
+// limit (a resize not applied yet shows the old ones), with upstream's
+// floors; a stopped container's are the allocated ones.
+func TestStatusResourcesFromTheRuntime(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a")
+	pod.Spec.Containers[0].Resources = corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("300m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("400m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+	}
+	c := ctr("a", "s1", running, 0)
+	c.Resources = &runtimeapi.ContainerResources{Linux: &runtimeapi.LinuxContainerResources{
+		CpuShares: 102, CpuQuota: 20000, CpuPeriod: 100000, MemoryLimitInBytes: 256 << 20}} // 100m, 200m, 256Mi
+	st := statusOf(pod, &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{c}}, nil, false)
+	r := st.ContainerStatuses[0].Resources
+	if r.Requests.Cpu().String() != "100m" || r.Limits.Cpu().String() != "200m" || r.Limits.Memory().String() != "256Mi" || r.Requests.Memory().String() != "64Mi" {
+		t.Errorf("running container's resources %v / %v, want the runtime's 100m, 200m, 256Mi and the allocated 64Mi", r.Requests, r.Limits)
+	}
+	if a := st.ContainerStatuses[0].AllocatedResources; a.Cpu().String() != "300m" {
+		t.Errorf("allocated %v, want 300m", a)
+	}
+	// Below the floors the allocated values stay.
+	small := pod.DeepCopy()
+	small.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("1m")
+	small.Spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = resource.MustParse("5m")
+	c.Resources.Linux.CpuShares, c.Resources.Linux.CpuQuota = 2, 1000
+	st = statusOf(small, &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{c}}, nil, false)
+	if r := st.ContainerStatuses[0].Resources; r.Requests.Cpu().String() != "1m" || r.Limits.Cpu().String() != "5m" {
+		t.Errorf("below the floors: %v / %v, want the allocated 1m and 5m", r.Requests, r.Limits)
+	}
+	stopped := ctr("a", "s1", exited, 0)
+	stopped.Resources = c.Resources
+	st = statusOf(pod, &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{stopped}}, nil, false)
+	if r := st.ContainerStatuses[0].Resources; r.Limits.Memory().String() != "128Mi" {
+		t.Errorf("a stopped container's memory limit %v, want the allocated 128Mi", r.Limits.Memory())
+	}
+}

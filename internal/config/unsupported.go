@@ -1,0 +1,62 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+)
+
+// unsupported refuses the settings Bosun cannot honour yet, each with the
+// field, the flag and what to set instead: a node agent that accepted them
+// and went on without them would break what the operator asked for
+// silently (exclusive CPUs, NUMA alignment, soft eviction, swap limits).
+// Their defaults are accepted, so both seed configurations load.
+func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	refuse := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("not supported by Bosun yet: "+format, args...))
+	}
+	if kc.CPUManagerPolicy != "" && kc.CPUManagerPolicy != "none" {
+		refuse("cpuManagerPolicy (--cpu-manager-policy) %q (exclusive CPUs); set it to \"none\"", kc.CPUManagerPolicy)
+	}
+	if len(kc.CPUManagerPolicyOptions) > 0 {
+		refuse("cpuManagerPolicyOptions (--cpu-manager-policy-options); remove them")
+	}
+	if kc.MemoryManagerPolicy != "" && kc.MemoryManagerPolicy != kubeletv1beta1.NoneMemoryManagerPolicy {
+		refuse("memoryManagerPolicy (--memory-manager-policy) %q; set it to \"None\"", kc.MemoryManagerPolicy)
+	}
+	if len(kc.ReservedMemory) > 0 {
+		refuse("reservedMemory (--reserved-memory) (per-NUMA memory reservations); remove it")
+	}
+	if kc.TopologyManagerPolicy != "" && kc.TopologyManagerPolicy != "none" {
+		refuse("topologyManagerPolicy (--topology-manager-policy) %q (NUMA alignment); set it to \"none\"", kc.TopologyManagerPolicy)
+	}
+	if len(kc.TopologyManagerPolicyOptions) > 0 {
+		refuse("topologyManagerPolicyOptions (--topology-manager-policy-options); remove them")
+	}
+	if kc.ReservedSystemCPUs != "" {
+		refuse("reservedSystemCPUs (--reserved-cpus) %q; reserve CPU with systemReserved or kubeReserved instead", kc.ReservedSystemCPUs)
+	}
+	if len(kc.EvictionSoft) > 0 {
+		refuse("evictionSoft (--eviction-soft) (soft eviction); use evictionHard thresholds")
+	}
+	if len(kc.EvictionSoftGracePeriod) > 0 {
+		refuse("evictionSoftGracePeriod (--eviction-soft-grace-period) (soft eviction); remove it")
+	}
+	if kc.EvictionMaxPodGracePeriod != 0 {
+		refuse("evictionMaxPodGracePeriod (--eviction-max-pod-grace-period) %d (soft eviction); remove it", kc.EvictionMaxPodGracePeriod)
+	}
+	if len(kc.EvictionMinimumReclaim) > 0 {
+		refuse("evictionMinimumReclaim (--eviction-minimum-reclaim); remove it")
+	}
+	if kc.MemorySwap.SwapBehavior == "LimitedSwap" {
+		refuse("memorySwap.swapBehavior \"LimitedSwap\" (swap for Burstable pods); set it to \"NoSwap\" or leave it unset")
+	}
+	for _, e := range kc.EnforceNodeAllocatable {
+		if !slices.Contains([]string{"pods", "none"}, e) {
+			refuse("enforceNodeAllocatable (--enforce-node-allocatable) %q (cgroups for reserved resources); Bosun enforces \"pods\" only", e)
+		}
+	}
+	return errs
+}
