@@ -99,14 +99,40 @@ func podsLimits(d podsDeps) cgroups.Limits {
 	return cgroups.Limits{CPUShares: uint64(max(limit.Cpu().MilliValue()*1024/1000, 2)), MemoryBytes: limit.Memory().Value()}
 }
 
-// node is this node's Node object, once it exists.
+// node is this node's Node object, once it exists, for admission: its
+// allocatable cpu, memory, pods and storage are the ones this agent
+// computes, not the apiserver's copy, which still shows the agent before
+// this one (another maxPods) until the first status update lands.
 func (p *pods) node() *corev1.Node {
-	if l := p.nodes.Load(); l != nil {
-		if n, err := (*l).Get(p.deps.nodeName); err == nil {
-			return n
+	l := p.nodes.Load()
+	if l == nil {
+		return nil
+	}
+	n, err := (*l).Get(p.deps.nodeName)
+	if err != nil {
+		return nil
+	}
+	kc := p.deps.cfg.Kubelet
+	params := nodestatus.Params{Machine: p.deps.machine, MaxPods: kc.MaxPods,
+		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard}
+	own := nodestatus.Allocatable(params, nodestatus.Capacity(params))
+	same := true
+	for name, q := range own {
+		if cur, ok := n.Status.Allocatable[name]; !ok || cur.Cmp(q) != 0 {
+			same = false
 		}
 	}
-	return nil
+	if same {
+		return n
+	}
+	n = n.DeepCopy()
+	if n.Status.Allocatable == nil {
+		n.Status.Allocatable = corev1.ResourceList{}
+	}
+	for name, q := range own {
+		n.Status.Allocatable[name] = q
+	}
+	return n
 }
 
 // allocatable is the node's allocatable, for resourceFieldRef defaults.
