@@ -237,6 +237,12 @@ func (l *layout) startAgentAgain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The agent before may still hold the healthz port for a moment after
+	// its process is gone (a swap once had the new agent fail to bind it):
+	// wait up to 10 s for nothing to answer there.
+	for i := 0; i < 100 && l.nodeHTTPOK("http://127.0.0.1:10248/healthz") == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 	start := time.Now()
 	if err := l.startAgent(); err != nil {
 		return err

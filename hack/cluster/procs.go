@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -140,6 +141,10 @@ func strayClusterProcs() []proc {
 	for _, p := range listProcs() {
 		if filepath.Base(p.exe) == "docker-registry" && strings.Contains(strings.Join(p.cmdline, " "), "/_output/local/registry/") {
 			out = append(out, p) // a local registry of some clone
+			continue
+		}
+		if filepath.Base(p.exe) == "deviceplugin" && slices.Contains(p.cmdline, "/var/lib/kubelet/device-plugins") {
+			out = append(out, p) // the e2e test's device plugin (hack/deviceplugin), left by a killed run
 			continue
 		}
 		if p.exe == "" || !strings.Contains(p.exe, "/_output/bin/") {

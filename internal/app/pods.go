@@ -231,8 +231,12 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 				p.alloc.Observe(pod, syncer.ResizeInProgress(pod, rp))
 			}
 			var previous *corev1.PodStatus
-			if st, ok := p.status.Status(pod.UID); ok {
-				previous = &st // newer than the apiserver's copy until the watch catches up
+			if st, ok := p.status.Status(pod.UID); ok && !podsource.IsStatic(pod) {
+				// Newer than the apiserver's copy until the watch catches
+				// up. Not for a static pod: what it had before its mirror
+				// could be read is a placeholder; the mirror's status is
+				// what it builds on.
+				previous = &st
 			}
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
 				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes,

@@ -89,8 +89,13 @@ func (m *Manager) SeedFromStatus(pod *corev1.Pod) {
 	if m.seeded[pod.UID] {
 		return
 	}
-	m.seeded[pod.UID] = true
 	all := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
+	if len(all) == 0 {
+		// No status to seed from yet (a static pod whose mirror pod cannot
+		// be read yet): seed from the first one that has containers.
+		return
+	}
+	m.seeded[pod.UID] = true
 	for _, cs := range all {
 		id := bareID(cs.ContainerID)
 		if id == "" || cs.State.Running == nil {

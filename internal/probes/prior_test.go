@@ -55,6 +55,20 @@ func TestSeedFromStatusOnlyOncePerPod(t *testing.T) {
 	}
 }
 
+// A pod seen first without container statuses (a static pod whose mirror
+// cannot be read yet) is seeded from the first status that has them.
+func TestSeedWaitsForAStatus(t *testing.T) {
+	m := New(context.Background(), Config{})
+	c := readyProbeContainer()
+	empty := podWithStatus(true, "abc")
+	empty.Status = corev1.PodStatus{}
+	m.SeedFromStatus(empty)
+	m.SeedFromStatus(podWithStatus(true, "abc"))
+	if !m.Ready(c, "abc") {
+		t.Error("the mirror's status, the first with containers, said ready: the container must stay ready")
+	}
+}
+
 func TestFreshResultReplacesPrior(t *testing.T) {
 	m := New(context.Background(), Config{})
 	c := readyProbeContainer()

@@ -140,7 +140,11 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID, static: isStatic(pod)}
 		m.entries[pod.UID] = e
 	}
-	if e.version != e.sent && e.unready == nil && !podReady(&e.status) && podReady(&st) {
+	// A static pod's status built before the apiserver's pods were listed
+	// is a placeholder, made without its mirror's: never reported, so it
+	// has no readiness to lose.
+	placeholder := e.static && m.Ready != nil && !m.Ready()
+	if e.version != e.sent && e.unready == nil && !placeholder && !podReady(&e.status) && podReady(&st) {
 		e.unready = e.status.DeepCopy()
 	}
 	e.status = *st.DeepCopy()
