@@ -3,7 +3,8 @@
 // readiness is never coalesced away: a pod that went unready and back before
 // its status went out is reported unready first, so that whoever watches its
 // readiness (endpoints, rollouts) sees every time it stopped serving (the
-// latest status, with the readiness it had).
+// latest status, with the readiness it had). Static pods are left out: see
+// set.
 package status
 
 import (
@@ -140,11 +141,10 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 		e = &entry{namespace: pod.Namespace, name: pod.Name, uid: pod.UID, static: isStatic(pod)}
 		m.entries[pod.UID] = e
 	}
-	// A static pod's status built before the apiserver's pods were listed
-	// is a placeholder, made without its mirror's: never reported, so it
-	// has no readiness to lose.
-	placeholder := e.static && m.Ready != nil && !m.Ready()
-	if e.version != e.sent && e.unready == nil && !placeholder && !podReady(&e.status) && podReady(&st) {
+	// Not for static pods: their statuses are built on their mirror's, which
+	// the agent reads only once the apiserver's pods are listed; what they
+	// show before (placeholders, probes not yet seeded) is no readiness lost.
+	if e.version != e.sent && e.unready == nil && !e.static && !podReady(&e.status) && podReady(&st) {
 		e.unready = e.status.DeepCopy()
 	}
 	e.status = *st.DeepCopy()
