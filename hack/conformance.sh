@@ -72,6 +72,8 @@ for pass in $passes; do
   if [[ $pass == serial ]]; then labels=$serial; n=1; fi
   dir="$out/$pass"
   mkdir -p "$dir"
+  report="$dir"
+  [[ "$report" == /* ]] || report="$root/$dir" # an absolute OUT stays where it points
   args=(run --procs="$n" --timeout=180m --no-color --label-filter="$labels" --junit-report=junit.xml --output-dir="$dir")
   [[ -n "${FOCUS:-}" ]] && args+=(--focus="$FOCUS")
   if [[ -n "${FOCUS_FILE:-}" ]]; then
@@ -94,7 +96,7 @@ for pass in $passes; do
   # they stay with its report.
   ln -sf "$root/_output/bin/e2e.test" "$dir/e2e.test"
   _output/bin/ginkgo "${args[@]}" "$dir/e2e.test" -- \
-    --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$root/$dir" > "$dir/run.log" 2>&1
+    --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" > "$dir/run.log" 2>&1
   rc=$?
   echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc commit=$commit" >> "$out/passes"
   if [[ ! -s "$dir/junit.xml" ]]; then
