@@ -200,17 +200,7 @@ func TestRetryDelayDoublesToCap(t *testing.T) {
 // A force delete (or a shorter grace period) while the pod is stopping
 // with a long grace period stops it again at once.
 func TestForceDeleteShortensAStopInFlight(t *testing.T) {
-	f := newFakeSyncer()
-	w := newWorkers(t, f)
-	pod := testPod("a", "a", false)
-	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(600)) // a minute in the fake's time
-	w.Update(pod)
-	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["a"] })
-	deleted := pod.DeepCopy()
-	now := metav1.Now()
-	deleted.DeletionTimestamp, deleted.DeletionGracePeriodSeconds = &now, ptrTo(int64(600))
-	w.Update(deleted)
-	eventually(t, "the graceful stop to begin", func() bool { return f.has("stopping a grace 600") })
+	f, w, deleted := stoppingPod(t)
 	start := time.Now()
 	w.Delete(deleted) // force-deleted from the apiserver
 	eventually(t, "the pod to stop", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return !f.running["a"] })
@@ -246,13 +236,14 @@ func (f *fakeSyncer) has(event string) bool {
 
 func ptrTo[T any](v T) *T { return &v }
 
-// A pod still stopping counts for admission while the apiserver has it, and
-// no longer once it is gone from there, as upstream's active pods.
-func TestActiveCountsStoppingPodsUntilRemoved(t *testing.T) {
+// stoppingPod starts pod "a" with a minute's grace period (in the fake's
+// time), deletes it, and returns once its graceful stop has begun.
+func stoppingPod(t *testing.T) (*fakeSyncer, *Workers, *corev1.Pod) {
+	t.Helper()
 	f := newFakeSyncer()
 	w := newWorkers(t, f)
 	pod := testPod("a", "a", false)
-	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(600)) // a minute in the fake's time
+	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(600))
 	w.Update(pod)
 	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["a"] })
 	deleted := pod.DeepCopy()
@@ -260,6 +251,13 @@ func TestActiveCountsStoppingPodsUntilRemoved(t *testing.T) {
 	deleted.DeletionTimestamp, deleted.DeletionGracePeriodSeconds = &now, ptrTo(int64(600))
 	w.Update(deleted)
 	eventually(t, "the graceful stop to begin", func() bool { return f.has("stopping a grace 600") })
+	return f, w, deleted
+}
+
+// A pod still stopping counts for admission while the apiserver has it, and
+// no longer once it is gone from there, as upstream's active pods.
+func TestActiveCountsStoppingPodsUntilRemoved(t *testing.T) {
+	_, w, _ := stoppingPod(t)
 	if n := len(w.Active()); n != 1 {
 		t.Fatalf("%d active pods while one stops, want 1", n)
 	}
