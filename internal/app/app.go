@@ -18,6 +18,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -32,6 +33,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/certs"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/csi"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
@@ -182,7 +184,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	registry := &plugins.Watcher{Dir: filepath.Join(cfg.RootDir, "plugins_registry"),
-		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices}}
+		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices, registerapi.CSIPlugin: pods.csi}}
 	if err := registry.Run(ctx); err != nil {
 		return err
 	}
@@ -197,6 +199,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		case <-ctx.Done():
 			return
 		}
+		go initCSINode(ctx, pods.csi)
 		// Admission reads the Node from the watch: until it has listed, every
 		// pod would be admitted unchecked (maxPods, resources).
 		syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -213,6 +216,22 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	return srv.Run(ctx)
+}
+
+// initCSINode makes the node's CSINode object, retrying with back-off as
+// upstream does until it succeeds or the agent stops.
+func initCSINode(ctx context.Context, m *csi.Manager) {
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: 10, Cap: time.Minute}
+	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+		if err := m.Init(ctx); err != nil {
+			klog.FromContext(ctx).V(2).Info("Failed to publish CSINode", "err", err)
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		klog.FromContext(ctx).Error(err, "Failed to make the node's CSINode object")
+	}
 }
 
 // newServer builds the node API from the configuration.

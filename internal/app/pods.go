@@ -31,6 +31,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/allocation"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/devices"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
@@ -75,6 +76,7 @@ type pods struct {
 	eviction *eviction.Manager
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
+	csi      *csi.Manager
 	alloc    *allocation.Manager
 	// devicesChanged is called when device plugins change what the node
 	// offers (set once node status runs).
@@ -174,7 +176,11 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Known:  func(uid types.UID) bool { return p.workers.Known(uid) },
 		Ready:  p.apiSynced.Load,
 	})
-	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable} // pod volumes, and their usage for eviction
+	var err error
+	if p.csi, err = csi.New(csi.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
+		return nil, err
+	}
+	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable, Claims: objs, CSI: p.csi} // pod volumes, and their usage for eviction
 	p.devices = devices.New(devices.Dir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
 			(*f)()
@@ -546,6 +552,14 @@ func (o *apiObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secre
 	return o.client.CoreV1().Secrets(ns).Get(ctx, name, getOpts)
 }
 
+func (o *apiObjects) Claim(ctx context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	return o.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, getOpts)
+}
+
+func (o *apiObjects) PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+	return o.client.CoreV1().PersistentVolumes().Get(ctx, name, getOpts)
+}
+
 func (o *apiObjects) Services(_ context.Context, ns string) ([]*corev1.Service, error) {
 	list, err := o.services.Services(ns).List(labels.Everything())
 	if err != nil {
@@ -557,6 +571,7 @@ func (o *apiObjects) Services(_ context.Context, ns string) ([]*corev1.Service, 
 var (
 	_       podsync.Objects = (*apiObjects)(nil)
 	_       volumes.Objects = (*apiObjects)(nil)
+	_       volumes.Claims  = (*apiObjects)(nil)
 	getOpts                 = metav1.GetOptions{}
 )
 

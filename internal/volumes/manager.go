@@ -9,12 +9,15 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/downward"
 )
 
@@ -43,6 +46,11 @@ type Manager struct {
 	RootDir     string                     // --root-dir
 	Objects     Objects                    // ConfigMaps, Secrets, tokens
 	Allocatable func() corev1.ResourceList // node allocatable for resourceFieldRef defaults
+	Claims      Claims                     // PVCs and PVs; nil: claims are not supported
+	CSI         CSI                        // CSI volumes; nil: CSI is not supported
+
+	mu    sync.Mutex
+	bound map[string]boundClaim // by pod UID/volume name
 }
 
 // UnsupportedError names a volume type Bosun cannot set up.
@@ -59,6 +67,9 @@ func (m *Manager) podVolumesDir(pod *corev1.Pod) string {
 // Setup makes every volume of the pod ready (again: content volumes are
 // refreshed on each call) and returns them by name.
 func (m *Manager) Setup(ctx context.Context, pod *corev1.Pod) (map[string]Volume, error) {
+	if c := blockDevices(pod); c != "" {
+		return nil, fmt.Errorf("container %q asks for volumeDevices (raw block volumes), which this node does not support", c)
+	}
 	out := map[string]Volume{}
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]
@@ -86,6 +97,11 @@ func (m *Manager) setupOne(ctx context.Context, pod *corev1.Pod, v *corev1.Volum
 		return m.emptyDir(dir("empty-dir"), v.EmptyDir, gid)
 	case v.HostPath != nil:
 		return hostPath(v.HostPath)
+	case v.PersistentVolumeClaim != nil, v.Ephemeral != nil:
+		return m.claimVolume(ctx, pod, v)
+	case v.CSI != nil && m.CSI != nil:
+		path, err := m.CSI.SetUp(ctx, pod, csi.Volume{Name: v.Name, Inline: v.CSI})
+		return Volume{Path: path, ReadOnly: v.CSI.ReadOnly != nil && *v.CSI.ReadOnly}, err
 	case v.ConfigMap != nil:
 		files, err := m.configMapFiles(ctx, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, mode(v.ConfigMap.DefaultMode, 0o644))
 		return m.content(dir("configmap"), files, err, gid, false)
@@ -375,6 +391,15 @@ func isMountPoint(dir string) bool {
 // remain (nothing is removed through a mount).
 func (m *Manager) Teardown(pod *corev1.Pod) error {
 	podDir := filepath.Join(m.RootDir, "pods", string(pod.UID))
+	m.forget(pod.UID)
+	if m.CSI != nil { // the drivers unpublish their own mounts first
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		err := m.CSI.TearDown(ctx, pod.UID)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("failed to unpublish CSI volumes: %w", err)
+		}
+	}
 	var errs []error
 	for _, mp := range MountsUnder(podDir) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {

@@ -1,0 +1,133 @@
+package volumes
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/bosun-dev/bosun/internal/csi"
+)
+
+// Claims reads what a pod's persistentVolumeClaim and ephemeral volumes
+// name: the claim, and the PersistentVolume bound to it.
+type Claims interface {
+	Claim(ctx context.Context, namespace, name string) (*corev1.PersistentVolumeClaim, error)
+	PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error)
+}
+
+// CSI publishes and unpublishes CSI volumes (internal/csi).
+type CSI interface {
+	// SetUp publishes the volume for the pod and returns its folder; it may
+	// be called on every sync of the pod.
+	SetUp(ctx context.Context, pod *corev1.Pod, v csi.Volume) (string, error)
+	// TearDown unpublishes every CSI volume of the pod.
+	TearDown(ctx context.Context, uid types.UID) error
+}
+
+// claimVolume sets up the PersistentVolume bound to a pod's claim: CSI
+// volumes through their driver; hostPath and local volumes as host folders.
+func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (Volume, error) {
+	if m.Claims == nil {
+		return Volume{}, &UnsupportedError{Volume: v.Name, Type: volumeType(v)}
+	}
+	pv, readOnly, err := m.boundVolume(ctx, pod, v)
+	if err != nil {
+		return Volume{}, err
+	}
+	if pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock {
+		return Volume{}, fmt.Errorf("PersistentVolume %s has volumeMode Block, which this node does not support", pv.Name)
+	}
+	switch {
+	case pv.Spec.CSI != nil && m.CSI != nil:
+		path, err := m.CSI.SetUp(ctx, pod, csi.Volume{Name: v.Name, PV: pv, ReadOnly: readOnly})
+		return Volume{Path: path, ReadOnly: readOnly || pv.Spec.CSI.ReadOnly}, err
+	case pv.Spec.HostPath != nil:
+		vol, err := hostPath(pv.Spec.HostPath)
+		vol.ReadOnly = readOnly
+		return vol, err
+	case pv.Spec.Local != nil:
+		return Volume{Path: pv.Spec.Local.Path, HostPath: true, ReadOnly: readOnly}, nil
+	}
+	return Volume{}, fmt.Errorf("PersistentVolume %s has a volume type this node does not support (only csi, hostPath and local)", pv.Name)
+}
+
+// boundVolume finds the PersistentVolume of a pod's claim with upstream's
+// checks (and messages), once per pod and volume.
+func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (*corev1.PersistentVolume, bool, error) {
+	key := string(pod.UID) + "/" + v.Name
+	m.mu.Lock()
+	b, ok := m.bound[key]
+	m.mu.Unlock()
+	if ok {
+		return b.pv, b.readOnly, nil
+	}
+	name, readOnly := "", false
+	if v.PersistentVolumeClaim != nil {
+		name, readOnly = v.PersistentVolumeClaim.ClaimName, v.PersistentVolumeClaim.ReadOnly
+	} else {
+		name = pod.Name + "-" + v.Name
+	}
+	pvc, err := m.Claims.Claim(ctx, pod.Namespace, name)
+	if err != nil {
+		return nil, false, fmt.Errorf("error processing PVC %s/%s: failed to fetch PVC from API server: %w", pod.Namespace, name, err)
+	}
+	if v.Ephemeral != nil && !metav1.IsControlledBy(pvc, pod) {
+		return nil, false, fmt.Errorf("PVC %s/%s was not created for pod %s/%s (pod is not owner)", pod.Namespace, name, pod.Namespace, pod.Name)
+	}
+	if pvc.DeletionTimestamp != nil {
+		return nil, false, fmt.Errorf("can't start pod because PVC %s/%s is being deleted", pod.Namespace, name)
+	}
+	if pvc.Status.Phase != corev1.ClaimBound || pvc.Spec.VolumeName == "" {
+		return nil, false, fmt.Errorf("PVC %s/%s has non-bound phase (%q) or empty pvc.Spec.VolumeName (%q)", pod.Namespace, name, pvc.Status.Phase, pvc.Spec.VolumeName)
+	}
+	pv, err := m.Claims.PersistentVolume(ctx, pvc.Spec.VolumeName)
+	if err != nil {
+		return nil, false, fmt.Errorf("failed to fetch PV %s from API server: %w", pvc.Spec.VolumeName, err)
+	}
+	if pv.Spec.ClaimRef == nil {
+		return nil, false, fmt.Errorf("found PV object %s but it has a nil pv.Spec.ClaimRef indicating it is not yet bound to the claim", pv.Name)
+	}
+	if pv.Spec.ClaimRef.UID != pvc.UID {
+		return nil, false, fmt.Errorf("found PV object %s but its pv.Spec.ClaimRef.UID %q does not point to claim.UID %q", pv.Name, pv.Spec.ClaimRef.UID, pvc.UID)
+	}
+	m.mu.Lock()
+	if m.bound == nil {
+		m.bound = map[string]boundClaim{}
+	}
+	m.bound[key] = boundClaim{pv: pv, readOnly: readOnly}
+	m.mu.Unlock()
+	return pv, readOnly, nil
+}
+
+// boundClaim is a claim resolved for one pod's volume.
+type boundClaim struct {
+	pv       *corev1.PersistentVolume
+	readOnly bool
+}
+
+// forget drops what was resolved for a pod.
+func (m *Manager) forget(uid types.UID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prefix := string(uid) + "/"
+	for k := range m.bound {
+		if len(k) > len(prefix) && k[:len(prefix)] == prefix {
+			delete(m.bound, k)
+		}
+	}
+}
+
+// blockDevices names a container that asks for a raw block device.
+func blockDevices(pod *corev1.Pod) string {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range cs {
+			if len(c.VolumeDevices) > 0 {
+				return c.Name
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,126 @@
+package volumes
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/bosun-dev/bosun/internal/csi"
+)
+
+type fakeClaims struct {
+	pvcs map[string]*corev1.PersistentVolumeClaim
+	pvs  map[string]*corev1.PersistentVolume
+	gets int
+}
+
+func (f *fakeClaims) Claim(_ context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
+	f.gets++
+	if c := f.pvcs[ns+"/"+name]; c != nil {
+		return c, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("persistentvolumeclaims"), name)
+}
+
+func (f *fakeClaims) PersistentVolume(_ context.Context, name string) (*corev1.PersistentVolume, error) {
+	if v := f.pvs[name]; v != nil {
+		return v, nil
+	}
+	return nil, apierrors.NewNotFound(corev1.Resource("persistentvolumes"), name)
+}
+
+type fakeCSI struct{ set []csi.Volume }
+
+func (f *fakeCSI) SetUp(_ context.Context, _ *corev1.Pod, v csi.Volume) (string, error) {
+	f.set = append(f.set, v)
+	return "/published/" + v.Name, nil
+}
+
+func (f *fakeCSI) TearDown(context.Context, types.UID) error { return nil }
+
+func claim(name, volume string, phase corev1.PersistentVolumeClaimPhase) *corev1.PersistentVolumeClaim {
+	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},
+		Spec: corev1.PersistentVolumeClaimSpec{VolumeName: volume}, Status: corev1.PersistentVolumeClaimStatus{Phase: phase}}
+}
+
+func boundPV(name, claimUID string, src corev1.PersistentVolumeSource) *corev1.PersistentVolume {
+	return &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeSpec{PersistentVolumeSource: src, ClaimRef: &corev1.ObjectReference{UID: types.UID(claimUID)}}}
+}
+
+func claimPod(vols ...corev1.Volume) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "pod-uid"}, Spec: corev1.PodSpec{Volumes: vols}}
+}
+
+func pvcVolume(name, claimName string, ro bool) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claimName, ReadOnly: ro}}}
+}
+
+func TestClaimsResolveToTheirVolumes(t *testing.T) {
+	block := corev1.PersistentVolumeBlock
+	blockPV := boundPV("pv-block", "uid-c-block", corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "d", VolumeHandle: "h"}})
+	blockPV.Spec.VolumeMode = &block
+	claims := &fakeClaims{
+		pvcs: map[string]*corev1.PersistentVolumeClaim{
+			"ns/c-csi": claim("c-csi", "pv-csi", corev1.ClaimBound), "ns/c-host": claim("c-host", "pv-host", corev1.ClaimBound),
+			"ns/c-pending": claim("c-pending", "", corev1.ClaimPending), "ns/c-other": claim("c-other", "pv-other", corev1.ClaimBound),
+			"ns/c-block": claim("c-block", "pv-block", corev1.ClaimBound), "ns/p-eph": claim("p-eph", "pv-csi", corev1.ClaimBound),
+		},
+		pvs: map[string]*corev1.PersistentVolume{
+			"pv-csi":   boundPV("pv-csi", "uid-c-csi", corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "d", VolumeHandle: "h"}}),
+			"pv-host":  boundPV("pv-host", "uid-c-host", corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp"}}),
+			"pv-other": boundPV("pv-other", "uid-someone-else", corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp"}}),
+			"pv-block": blockPV,
+		},
+	}
+	c := &fakeCSI{}
+	m := &Manager{RootDir: t.TempDir(), Claims: claims, CSI: c}
+	ctx := context.Background()
+	vols, err := m.Setup(ctx, claimPod(pvcVolume("a", "c-csi", true), pvcVolume("b", "c-host", false)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vols["a"].Path != "/published/a" || !vols["a"].ReadOnly || len(c.set) != 1 || c.set[0].PV.Name != "pv-csi" || !c.set[0].ReadOnly {
+		t.Errorf("CSI claim: %+v, csi calls %+v", vols["a"], c.set)
+	}
+	if vols["b"].Path != "/tmp" || !vols["b"].HostPath || vols["b"].ReadOnly {
+		t.Errorf("hostPath claim: %+v", vols["b"])
+	}
+	gets := claims.gets
+	if _, err := m.Setup(ctx, claimPod(pvcVolume("a", "c-csi", true), pvcVolume("b", "c-host", false))); err != nil || claims.gets != gets {
+		t.Errorf("a second sync read the claims again (%d reads, then %d): %v", gets, claims.gets, err)
+	}
+	for vol, want := range map[corev1.Volume]string{
+		pvcVolume("x1", "c-pending", false): `PVC ns/c-pending has non-bound phase ("Pending") or empty pvc.Spec.VolumeName ("")`,
+		pvcVolume("x2", "c-other", false):   `does not point to claim.UID "uid-c-other"`,
+		pvcVolume("x3", "c-block", false):   "has volumeMode Block, which this node does not support",
+		pvcVolume("x4", "missing", false):   "failed to fetch PVC from API server",
+		{Name: "eph", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}}: "PVC ns/p-eph was not created for pod ns/p (pod is not owner)",
+	} {
+		_, err := m.Setup(ctx, claimPod(vol))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("volume %s: %v, want %q", vol.Name, err, want)
+		}
+	}
+	owned := claimPod(corev1.Volume{Name: "eph", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}})
+	claims.pvcs["ns/p-eph"].OwnerReferences = []metav1.OwnerReference{{UID: owned.UID, Controller: ptr.To(true), Kind: "Pod", Name: "p"}}
+	claims.pvs["pv-csi"].Spec.ClaimRef.UID = "uid-p-eph"
+	if _, err := m.Setup(ctx, owned); err != nil {
+		t.Errorf("an ephemeral volume's own claim: %v", err)
+	}
+}
+
+func TestVolumeDevicesAreRefused(t *testing.T) {
+	p := claimPod()
+	p.Spec.Containers = []corev1.Container{{Name: "c", VolumeDevices: []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/x"}}}}
+	_, err := (&Manager{RootDir: t.TempDir()}).Setup(context.Background(), p)
+	if err == nil || !strings.Contains(err.Error(), `container "c" asks for volumeDevices`) {
+		t.Errorf("volumeDevices: %v", err)
+	}
+}

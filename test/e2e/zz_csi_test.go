@@ -1,0 +1,223 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+const csiDriverName = "bosun.csi.example"
+
+// A CSI driver (hack/csi-hostpath, run on node 1 as a driver's node plugin
+// would be) registers through plugins_registry: the node's CSINode lists it
+// with its node ID and topology key, and the Node carries its nodeid
+// annotation and topology label. A pod with a claim bound to a static CSI
+// PersistentVolume and an inline CSI volume runs with both: the persistent
+// one staged once under plugins/kubernetes.io/csi and published per pod, the
+// pod's information and a service account token in the inline one's volume
+// context, the pod's fsGroup on the volume (fsGroupPolicy File). The agent
+// restarts with the pod running and unpublishes nothing. When the pod goes,
+// both are unpublished and the persistent one unstaged; what it wrote is
+// there for the next pod, which mounts the claim read-only.
+func TestCSIVolumes(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	node := env["NODE_NAME"]
+	root := env["ROOT_DIR"]
+
+	bin := filepath.Join(t.TempDir(), "csi-hostpath")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../hack/csi-hostpath").CombinedOutput(); err != nil {
+		t.Fatalf("build the CSI driver: %v: %s", err, out)
+	}
+	drv := &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: csiDriverName}, Spec: storagev1.CSIDriverSpec{
+		AttachRequired: ptr(false), PodInfoOnMount: ptr(true), FSGroupPolicy: ptr(storagev1.FileFSGroupPolicy),
+		VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent, storagev1.VolumeLifecycleEphemeral},
+		TokenRequests:        []storagev1.TokenRequest{{Audience: "bosun-csi-e2e"}},
+	}}
+	_ = cs.StorageV1().CSIDrivers().Delete(ctx, csiDriverName, metav1.DeleteOptions{})
+	if _, err := cs.StorageV1().CSIDrivers().Create(ctx, drv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.StorageV1().CSIDrivers().Delete(context.Background(), csiDriverName, metav1.DeleteOptions{})
+	})
+
+	data := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), "driver.log")
+	logFile, _ := os.Create(logPath)
+	driver := exec.Command(bin, "-name", csiDriverName, "-node", node, "-data", data, "-max-volumes", "9",
+		"-endpoint", filepath.Join(root, "plugins", csiDriverName, "csi.sock"), "-registry", filepath.Join(root, "plugins_registry"))
+	driver.Stdout, driver.Stderr = logFile, logFile
+	if err := driver.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = driver.Process.Signal(os.Interrupt); _ = driver.Wait() })
+	driverLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+
+	// Registration: CSINode, the nodeid annotation, the topology label.
+	var lastNode string
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		cn, err := cs.StorageV1().CSINodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			lastNode = err.Error()
+			return false, nil
+		}
+		n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		lastNode = fmt.Sprintf("CSINode drivers %+v, owners %+v; Node annotation %q, label %q", cn.Spec.Drivers, cn.OwnerReferences,
+			n.Annotations["csi.volume.kubernetes.io/nodeid"], n.Labels["topology.bosun.example/node"])
+		for _, d := range cn.Spec.Drivers {
+			if d.Name == csiDriverName && d.NodeID == node && strings.Join(d.TopologyKeys, ",") == "topology.bosun.example/node" &&
+				d.Allocatable != nil && d.Allocatable.Count != nil && *d.Allocatable.Count == 9 &&
+				strings.Contains(n.Annotations["csi.volume.kubernetes.io/nodeid"], `"`+csiDriverName+`":"`+node+`"`) &&
+				n.Labels["topology.bosun.example/node"] == node && len(cn.OwnerReferences) == 1 && cn.OwnerReferences[0].UID == n.UID {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("the driver is not registered: %s; driver log: %s", lastNode, driverLog())
+	}
+
+	// A static PV pre-bound to a claim.
+	handle := "vol-" + ns
+	pvName := "pv-" + ns
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: pvName}, Spec: corev1.PersistentVolumeSpec{
+		Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: "",
+		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+		ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: "data"},
+		PersistentVolumeSource:        corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: csiDriverName, VolumeHandle: handle}},
+	}}
+	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
+	})
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr(""), VolumeName: pvName,
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+	}}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+		return err == nil && c.Status.Phase == corev1.ClaimBound, nil
+	}); err != nil {
+		t.Fatalf("the claim is not bound: %v", err)
+	}
+
+	csiPod := func(name, script string, readOnly bool) *corev1.Pod {
+		p := busyboxPod(name, corev1.RestartPolicyNever, script)
+		p.Spec.NodeName = node
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{FSGroup: ptr(int64(2345))}
+		p.Spec.Volumes = []corev1.Volume{
+			{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data", ReadOnly: readOnly}}},
+			{Name: "scratch", VolumeSource: corev1.VolumeSource{CSI: &corev1.CSIVolumeSource{Driver: csiDriverName, VolumeAttributes: map[string]string{"kind": "scratch"}}}},
+		}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}, {Name: "scratch", MountPath: "/scratch"}}
+		return p
+	}
+	create(t, cs, ns, csiPod("writer", "echo hello > /data/hello && echo tmp > /scratch/x && sleep 3600", false))
+	writer := waitPod(t, cs, ns, "writer", 90*time.Second, "Running", running)
+	if b, err := os.ReadFile(filepath.Join(data, "volumes", handle, "hello")); err != nil || string(b) != "hello\n" {
+		t.Errorf("what the pod wrote is not in the driver's volume: %q %v", b, err)
+	}
+	if out := strings.TrimSpace(execIn(t, env, ns, "writer", "main", "stat -c %g /data /scratch")); out != "2345\n2345" {
+		t.Errorf("the volumes' group is %q, want the pod's fsGroup 2345 on both", out)
+	}
+	staging := filepath.Join(root, "plugins", "kubernetes.io", "csi", csiDriverName, fmt.Sprintf("%x", sha256.Sum256([]byte(handle))), "globalmount")
+	if !strings.Contains(driverLog(), `"staging":"`+staging+`"`) {
+		t.Errorf("the volume was not staged at %s: driver log: %s", staging, driverLog())
+	}
+	target := filepath.Join(root, "pods", string(writer.UID), "volumes", "kubernetes.io~csi", pvName, "mount")
+	if !strings.Contains(driverLog(), `"target":"`+target+`"`) {
+		t.Errorf("the volume was not published at %s: driver log: %s", target, driverLog())
+	}
+	inline := fmt.Sprintf("csi-%x", sha256.Sum256([]byte(string(writer.UID)+"scratch")))
+	var record struct {
+		Context map[string]string `json:"context"`
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "publish", inline+".json")); err != nil || json.Unmarshal(b, &record) != nil {
+		t.Errorf("no publish record for the inline volume %s: %v", inline, err)
+	}
+	for k, want := range map[string]string{"kind": "scratch", "csi.storage.k8s.io/pod.name": "writer", "csi.storage.k8s.io/pod.namespace": ns,
+		"csi.storage.k8s.io/pod.uid": string(writer.UID), "csi.storage.k8s.io/ephemeral": "true", "csi.storage.k8s.io/serviceAccount.name": "default"} {
+		if record.Context[k] != want {
+			t.Errorf("inline volume context %s = %q, want %q", k, record.Context[k], want)
+		}
+	}
+	if !strings.Contains(record.Context["csi.storage.k8s.io/serviceAccount.tokens"], `"bosun-csi-e2e":{"token":"`) {
+		t.Errorf("no token for the CSIDriver's audience: %q", record.Context["csi.storage.k8s.io/serviceAccount.tokens"])
+	}
+
+	// The agent restarts under the running pod: nothing is unpublished.
+	restartAgent(t, env)
+	time.Sleep(15 * time.Second)
+	if strings.Contains(driverLog(), "NodeUnpublishVolume") {
+		t.Errorf("the agent's restart unpublished a volume of a running pod: %s", driverLog())
+	}
+	if out := execIn(t, env, ns, "writer", "main", "cat /data/hello"); out != "hello\n" {
+		t.Errorf("after the agent's restart the pod reads %q", out)
+	}
+
+	// The pod goes: both volumes unpublished, the persistent one unstaged.
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "writer", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		l := driverLog()
+		return strings.Count(l, `"call":"NodeUnpublishVolume"`) == 2 && strings.Contains(l, `"call":"NodeUnstageVolume"`), nil
+	}); err != nil {
+		t.Errorf("the pod's volumes were not unpublished and unstaged: %s", driverLog())
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := os.Stat(filepath.Dir(staging))
+		return os.IsNotExist(err), nil
+	}); err != nil {
+		t.Errorf("the staging folder %s is left", filepath.Dir(staging))
+	}
+	if _, err := os.Stat(filepath.Join(data, "volumes", inline)); !os.IsNotExist(err) {
+		t.Errorf("the inline volume outlived its pod: %v", err)
+	}
+
+	// The next pod reads what the first wrote, through a read-only claim.
+	create(t, cs, ns, csiPod("reader", "cat /data/hello; touch /data/nope 2>/dev/null && echo writable; sleep 3600", true))
+	reader := waitPod(t, cs, ns, "reader", 90*time.Second, "Running", running)
+	if out := execIn(t, env, ns, "reader", "main", "cat /data/hello; touch /data/nope 2>/dev/null && echo writable || echo read-only"); out != "hello\nread-only\n" {
+		t.Errorf("the second pod sees %q, want the first pod's file on a read-only volume", out)
+	}
+	if !strings.Contains(driverLog(), `"target":"`+filepath.Join(root, "pods", string(reader.UID), "volumes", "kubernetes.io~csi", pvName, "mount")+`"`) {
+		t.Errorf("the reader's volume was not published: %s", driverLog())
+	}
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "reader", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		return strings.Count(driverLog(), `"call":"NodeUnstageVolume"`) == 2, nil
+	}); err != nil {
+		t.Errorf("the reader's volume was not unstaged: %s", driverLog())
+	}
+}
