@@ -158,6 +158,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}
 	go pods.pleg.Run(ctx)
 	bmetrics.Register(nodeName)
+	bmetrics.RegisterVolumeStats(pods.volumeStats.Claims)
 	go bmetrics.TrackCertTTL(func() time.Time {
 		if c, err := certs.LoadPairFile(filepath.Join(cfg.CertDir, "kubelet-client-current.pem")); err == nil {
 			return c.Leaf.NotAfter
@@ -171,7 +172,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine, DeclaredFeatures: features.Names(),
 	}
 	statusCtl, err := nodestatus.New(nodestatus.Config{
-		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources),
+		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources, pods.csi.InUse),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds,
 	})
@@ -211,7 +212,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 			logger.Error(err, "Failed to start the pods from the apiserver")
 		}
 	}()
-	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, rt, nodeName)
+	srv, err := newServer(ctx, cfg, client, getCert, &host{pods: pods, configz: kc, spec: machineSpec(machine)}, pods.stats, nodeName)
 	if err != nil {
 		return err
 	}
@@ -236,7 +237,7 @@ func initCSINode(ctx context.Context, m *csi.Manager) {
 
 // newServer builds the node API from the configuration.
 func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interface, getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error),
-	h server.Host, rt *runtime.Runtime, nodeName string) (*server.Server, error) {
+	h server.Host, st *stats.Provider, nodeName string) (*server.Server, error) {
 	kc := cfg.Kubelet
 	auth, err := server.NewAuth(ctx, server.AuthConfig{
 		Anonymous: *kc.Authentication.Anonymous.Enabled, Webhook: *kc.Authentication.Webhook.Enabled,
@@ -257,7 +258,7 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
 		SystemLogs: *kc.EnableSystemLogHandler, PodLogsDir: kc.PodLogsDir, Profiling: *kc.EnableProfilingHandler,
 		ProbeMetrics: probeMetricsHandler(),
-		Stats:        &stats.Provider{Runtime: rt.RuntimeService, Images: rt.Images, NodeName: nodeName, RootDir: cfg.RootDir, LogDir: kc.PodLogsDir},
+		Stats:        st, // the one the eviction manager reads too
 	}
 	if kc.EnableContentionProfiling && *kc.EnableProfilingHandler {
 		goruntime.SetBlockProfileRate(1) // /debug/pprof/block, as upstream
@@ -437,9 +438,9 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 
 // observer reads what node status reports from the runtime and PLEG.
 func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() (bool, bool),
-	devices func() (corev1.ResourceList, corev1.ResourceList, []string)) func(ctx context.Context) nodestatus.Observed {
+	devices func() (corev1.ResourceList, corev1.ResourceList, []string), volumesInUse func() []corev1.UniqueVolumeName) func(ctx context.Context) nodestatus.Observed {
 	return func(ctx context.Context) nodestatus.Observed {
-		o := nodestatus.Observed{}
+		o := nodestatus.Observed{VolumesInUse: volumesInUse()}
 		o.DeviceCapacity, o.DeviceAllocatable, o.RemovedDevices = devices()
 		o.RuntimeVersion, _ = rt.VersionString(ctx)
 		h := rt.CheckHealth(ctx)

@@ -77,7 +77,11 @@ type pods struct {
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
 	csi      *csi.Manager
-	alloc    *allocation.Manager
+	// volumeStats measures running pods' volumes for the Summary API and
+	// kubelet_volume_stats_* on /metrics.
+	volumeStats *volumes.StatsCache
+	stats       *stats.Provider // the Summary API, resource metrics and cAdvisor metrics
+	alloc       *allocation.Manager
 	// devicesChanged is called when device plugins change what the node
 	// offers (set once node status runs).
 	devicesChanged atomic.Pointer[func()]
@@ -228,6 +232,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc,
 		Terminated: func(uid types.UID) {
 			p.devices.Release(uid)
+			p.volumeStats.Drop(uid)
 			p.alloc.Retry() // its cpu and memory are free for deferred resizes
 		},
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
@@ -270,13 +275,21 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
 		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) },
 		Records: puller.Records}
-	statsProvider := &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir}
+	p.volumeStats = &volumes.StatsCache{Volumes: vm, Period: kc.VolumeStatsAggPeriod.Duration}
+	p.stats = &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir,
+		PodVolumes: func() map[string][]statsapi.VolumeStats {
+			out := map[string][]statsapi.VolumeStats{}
+			for _, pod := range p.workers.Running() {
+				out[string(pod.UID)] = p.volumeStats.Get(pod)
+			}
+			return out
+		}}
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
 		TransitionPeriod: kc.EvictionPressureTransitionPeriod.Duration,
 		Evict:            p.workers.Evict, ReclaimImages: p.imageGC.Collect,
 		LocalStorage: &eviction.LocalStorage{
 			PodStats: func(ctx context.Context) ([]statsapi.PodStats, error) {
-				sum, err := statsProvider.Summary(ctx)
+				sum, err := p.stats.Summary(ctx)
 				if err != nil {
 					return nil, err
 				}

@@ -62,6 +62,7 @@ func (f *fakeDriver) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabili
 	if f.group {
 		add(csipb.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP)
 	}
+	add(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS)
 	return &csipb.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
@@ -81,6 +82,14 @@ func (f *fakeDriver) NodePublishVolume(_ context.Context, r *csipb.NodePublishVo
 	f.publish = append(f.publish, r)
 	f.mu.Unlock()
 	return &csipb.NodePublishVolumeResponse{}, os.MkdirAll(r.TargetPath, 0o750)
+}
+
+func (f *fakeDriver) NodeGetVolumeStats(_ context.Context, r *csipb.NodeGetVolumeStatsRequest) (*csipb.NodeGetVolumeStatsResponse, error) {
+	f.record("stats " + r.VolumeId + " " + r.VolumePath + " " + r.StagingTargetPath)
+	return &csipb.NodeGetVolumeStatsResponse{Usage: []*csipb.VolumeUsage{
+		{Unit: csipb.VolumeUsage_BYTES, Total: 100, Available: 60, Used: 40},
+		{Unit: csipb.VolumeUsage_INODES, Total: 10, Available: 7, Used: 3},
+	}}, nil
 }
 
 func (f *fakeDriver) NodeUnpublishVolume(_ context.Context, r *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
@@ -225,6 +234,22 @@ func TestStagePublishUnpublishUnstage(t *testing.T) {
 	if _, err := m.SetUp(ctx, pod("u2", nil), Volume{Name: "data", PV: pv}); err != nil {
 		t.Fatal(err)
 	}
+	if got := m.InUse(); len(got) != 1 || got[0] != "kubernetes.io/csi/drv.example^h1" {
+		t.Errorf("in use: %q", got)
+	}
+	fs := m.VolumeStats(ctx, "u1", "pv1")
+	if fs == nil || *fs.CapacityBytes != 100 || *fs.AvailableBytes != 60 || *fs.UsedBytes != 40 || *fs.Inodes != 10 || *fs.InodesFree != 7 || *fs.InodesUsed != 3 {
+		t.Errorf("volume stats: %+v", fs)
+	}
+	if last := f.Calls()[len(f.Calls())-1]; last != "stats h1 "+t1+" "+m.stagingPath("drv.example", "h1") {
+		t.Errorf("NodeGetVolumeStats asked as %q", last)
+	}
+	if fs := m.VolumeStats(ctx, "u9", "pv1"); fs != nil {
+		t.Errorf("stats of a volume never published: %+v", fs)
+	}
+	f.mu.Lock()
+	f.calls = f.calls[:len(f.calls)-1]
+	f.mu.Unlock()
 	if err := m.TearDown(ctx, "u1"); err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +262,9 @@ func TestStagePublishUnpublishUnstage(t *testing.T) {
 	}
 	if err := m.TearDown(ctx, "u2"); err != nil {
 		t.Fatal(err)
+	}
+	if got := m.InUse(); got != nil {
+		t.Errorf("in use after the last teardown: %q", got)
 	}
 	got := f.Calls()
 	if got[len(got)-1] != "unstage h1" || got[len(got)-2] != "unpublish h1" {

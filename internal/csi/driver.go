@@ -24,6 +24,7 @@ import (
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
@@ -43,8 +44,9 @@ type Config struct {
 type Manager struct {
 	cfg Config
 
-	mu      sync.Mutex
-	drivers map[string]*driver // by driver name
+	mu        sync.Mutex
+	drivers   map[string]*driver              // by driver name
+	settingUp map[corev1.UniqueVolumeName]int // persistent volumes being set up, by unique name
 
 	nodeMu sync.Mutex // one CSINode/Node update at a time
 
@@ -68,7 +70,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.NodeName == "" || cfg.RootDir == "" {
 		return nil, errors.New("csi: Client, NodeName and RootDir are required")
 	}
-	return &Manager{cfg: cfg, drivers: map[string]*driver{}, vols: map[string]*sync.Mutex{}}, nil
+	return &Manager{cfg: cfg, drivers: map[string]*driver{}, settingUp: map[corev1.UniqueVolumeName]int{}, vols: map[string]*sync.Mutex{}}, nil
 }
 
 // highestVersion picks the newest CSI version 1.x a plugin offers, as

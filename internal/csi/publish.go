@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -136,6 +137,19 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 	}
 	if err := lifecycleSupported(obj, s); err != nil {
 		return "", err
+	}
+	if s.mode == storagev1.VolumeLifecyclePersistent { // in use from now on: not to be detached under the mount
+		name := uniqueName(s.driver, s.handle)
+		m.mu.Lock()
+		m.settingUp[name]++
+		m.mu.Unlock()
+		defer func() {
+			m.mu.Lock()
+			if m.settingUp[name]--; m.settingUp[name] <= 0 {
+				delete(m.settingUp, name)
+			}
+			m.mu.Unlock()
+		}()
 	}
 	lock := m.volumeLock(s.driver, s.handle)
 	lock.Lock()
@@ -476,4 +490,36 @@ func (m *Manager) unstageUnused(ctx context.Context, d *driver, handle string) e
 	_ = os.Remove(staging)
 	_ = os.Remove(filepath.Join(filepath.Dir(staging), volDataFile))
 	return os.Remove(filepath.Dir(staging))
+}
+
+// InUse lists the persistent CSI volumes published for a pod on this node or
+// being set up now, by upstream's unique name
+// (kubernetes.io/csi/<driver>^<handle>), for the Node's volumesInUse.
+func (m *Manager) InUse() []corev1.UniqueVolumeName {
+	set := map[corev1.UniqueVolumeName]bool{}
+	m.mu.Lock()
+	for name := range m.settingUp {
+		set[name] = true
+	}
+	m.mu.Unlock()
+	records, _ := filepath.Glob(filepath.Join(m.cfg.RootDir, "pods", "*", "volumes", "kubernetes.io~csi", "*", volDataFile))
+	for _, r := range records {
+		var data volData
+		if found, err := atomicfile.ReadJSON(r, &data); err == nil && found && data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) {
+			set[uniqueName(data.DriverName, data.VolumeHandle)] = true
+		}
+	}
+	out := make([]corev1.UniqueVolumeName, 0, len(set))
+	for name := range set {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func uniqueName(driver, handle string) corev1.UniqueVolumeName {
+	return corev1.UniqueVolumeName("kubernetes.io/csi/" + driver + "^" + handle)
 }

@@ -47,6 +47,9 @@ type Observed struct {
 	// allocatable; resources whose plugin is gone for good drop to zero.
 	DeviceCapacity, DeviceAllocatable corev1.ResourceList
 	RemovedDevices                    []string
+	// VolumesInUse are the attachable volumes mounted or being mounted on
+	// the node, which the attach/detach controller must not detach.
+	VolumesInUse []corev1.UniqueVolumeName
 }
 
 // NewNode is the Node object the agent registers.
@@ -184,6 +187,7 @@ func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
 	}
 	st.RuntimeHandlers = o.RuntimeHandlers
 	st.DeclaredFeatures = p.DeclaredFeatures
+	st.VolumesInUse = o.VolumesInUse
 	for _, c := range conditions(o) {
 		setCondition(st, c, now)
 	}

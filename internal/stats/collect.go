@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
 // Provider collects stats on demand.
@@ -28,9 +29,12 @@ type Provider struct {
 	NodeName string
 	RootDir  string // --root-dir: the node fs
 	LogDir   string // podLogsDir
-	mu       sync.Mutex
-	prevCPU  map[string]cpuSample // id ("" for the node) -> last cumulative reading
-	pids     map[string]int       // sandbox ID -> pid of its first process
+	// PodVolumes is each running pod's volume statistics by pod UID (nil:
+	// none are reported).
+	PodVolumes func() map[string][]statsapi.VolumeStats
+	mu         sync.Mutex
+	prevCPU    map[string]cpuSample // id ("" for the node) -> last cumulative reading
+	pids       map[string]int       // sandbox ID -> pid of its first process
 }
 
 type cpuSample struct {

@@ -40,7 +40,14 @@ func (p *Provider) Summary(ctx context.Context) (*statsapi.Summary, error) {
 			node.Network.Interfaces = append(node.Network.Interfaces, iface(i))
 		}
 	}
-	return &statsapi.Summary{Node: node, Pods: podStats(s)}, nil
+	pods := podStats(s)
+	if p.PodVolumes != nil {
+		vols := p.PodVolumes()
+		for i := range pods {
+			pods[i].VolumeStats = vols[pods[i].PodRef.UID]
+		}
+	}
+	return &statsapi.Summary{Node: node, Pods: pods}, nil
 }
 
 func sub(a, b uint64) uint64 {

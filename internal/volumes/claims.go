@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/bosun-dev/bosun/internal/csi"
 )
@@ -25,6 +26,9 @@ type CSI interface {
 	SetUp(ctx context.Context, pod *corev1.Pod, v csi.Volume) (string, error)
 	// TearDown unpublishes every CSI volume of the pod.
 	TearDown(ctx context.Context, uid types.UID) error
+	// VolumeStats is the driver's NodeGetVolumeStats for a published
+	// volume (specVolID: the PV's name, or the inline volume's), or nil.
+	VolumeStats(ctx context.Context, uid types.UID, specVolID string) *statsapi.FsStats
 }
 
 // claimVolume sets up the PersistentVolume bound to a pod's claim: CSI

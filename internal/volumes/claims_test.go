@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 	"k8s.io/utils/ptr"
 
 	"github.com/bosun-dev/bosun/internal/csi"
@@ -43,6 +44,11 @@ func (f *fakeCSI) SetUp(_ context.Context, _ *corev1.Pod, v csi.Volume) (string,
 }
 
 func (f *fakeCSI) TearDown(context.Context, types.UID) error { return nil }
+
+func (f *fakeCSI) VolumeStats(_ context.Context, _ types.UID, id string) *statsapi.FsStats {
+	n := uint64(len(id))
+	return &statsapi.FsStats{CapacityBytes: &n, AvailableBytes: &n, UsedBytes: &n, Inodes: &n, InodesFree: &n, InodesUsed: &n}
+}
 
 func claim(name, volume string, phase corev1.PersistentVolumeClaimPhase) *corev1.PersistentVolumeClaim {
 	return &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID("uid-" + name)},

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
 const csiDriverName = "bosun.csi.example"
@@ -33,7 +35,9 @@ const csiDriverName = "bosun.csi.example"
 // context, the pod's fsGroup on the volume (fsGroupPolicy File). The agent
 // restarts with the pod running and unpublishes nothing. When the pod goes,
 // both are unpublished and the persistent one unstaged; what it wrote is
-// there for the next pod, which mounts the claim read-only.
+// there for the next pod, which mounts the claim read-only. While the pod
+// runs, the Node lists the volume in volumesInUse, and the Summary API and
+// /metrics report the volumes' statistics.
 func TestCSIVolumes(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -171,6 +175,50 @@ func TestCSIVolumes(t *testing.T) {
 	}
 	if !strings.Contains(record.Context["csi.storage.k8s.io/serviceAccount.tokens"], `"bosun-csi-e2e":{"token":"`) {
 		t.Errorf("no token for the CSIDriver's audience: %q", record.Context["csi.storage.k8s.io/serviceAccount.tokens"])
+	}
+
+	// The node reports the volume in use, and its statistics from the driver.
+	inUse := corev1.UniqueVolumeName("kubernetes.io/csi/" + csiDriverName + "^" + handle)
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		return err == nil && slices.Contains(n.Status.VolumesInUse, inUse), nil
+	}); err != nil {
+		t.Errorf("node %s does not report %s in volumesInUse", node, inUse)
+	}
+	var volStats string
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		code, body := nodeAPI(t, env, "/stats/summary", "", env["ADMIN_CERT"], env["ADMIN_KEY"])
+		if code != 200 {
+			return false, nil
+		}
+		var sum statsapi.Summary
+		if json.Unmarshal([]byte(body), &sum) != nil {
+			return false, nil
+		}
+		for _, p := range sum.Pods {
+			if p.PodRef.UID != string(writer.UID) {
+				continue
+			}
+			b, _ := json.Marshal(p.VolumeStats)
+			volStats = string(b)
+			found := map[string]bool{}
+			for _, v := range p.VolumeStats {
+				switch {
+				case v.Name == "data" && v.PVCRef != nil && v.PVCRef.Name == "data" && v.PVCRef.Namespace == ns && v.CapacityBytes != nil && *v.CapacityBytes > 0:
+					found["data"] = true
+				case v.Name == "scratch" && v.PVCRef == nil && v.UsedBytes != nil:
+					found["scratch"] = true
+				}
+			}
+			return found["data"] && found["scratch"], nil
+		}
+		return false, nil
+	}); err != nil {
+		t.Errorf("the Summary API has no statistics for the pod's CSI volumes: %s", volStats)
+	}
+	_, metricsBody := nodeAPI(t, env, "/metrics", "", env["ADMIN_CERT"], env["ADMIN_KEY"])
+	if want := `kubelet_volume_stats_capacity_bytes{namespace="` + ns + `",persistentvolumeclaim="data"}`; !strings.Contains(metricsBody, want) {
+		t.Errorf("/metrics has no %s", want)
 	}
 
 	// The agent restarts under the running pod: nothing is unpublished.
