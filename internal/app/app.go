@@ -185,7 +185,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	registry := &plugins.Watcher{Dir: filepath.Join(cfg.RootDir, "plugins_registry"),
-		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices, registerapi.CSIPlugin: pods.csi}}
+		Handlers: map[string]plugins.Handler{registerapi.DevicePlugin: pods.devices, registerapi.CSIPlugin: pods.csi, registerapi.DRAPlugin: pods.dra}}
 	if err := registry.Run(ctx); err != nil {
 		return err
 	}

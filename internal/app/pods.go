@@ -33,6 +33,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/devices"
+	"github.com/bosun-dev/bosun/internal/dra"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
@@ -77,6 +78,7 @@ type pods struct {
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
 	csi      *csi.Manager
+	dra      *dra.Manager
 	// volumeStats measures running pods' volumes for the Summary API and
 	// kubelet_volume_stats_* on /metrics.
 	volumeStats *volumes.StatsCache
@@ -184,6 +186,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if p.csi, err = csi.New(csi.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
 		return nil, err
 	}
+	if p.dra, err = dra.New(dra.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
+		return nil, err
+	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable, Claims: objs, CSI: p.csi} // pod volumes, and their usage for eviction
 	p.devices = devices.New(devices.Dir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
@@ -222,6 +227,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		RecursiveReadOnly: d.rt.RecursiveReadOnly,
 		Cgroups:           cgroups.New("/sys/fs/cgroup"),
 		Devices:           p.devices,
+		Claims:            p.dra,
 		ResizeFailed:      p.alloc.Failed,
 	})
 	if err != nil {

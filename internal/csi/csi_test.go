@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
@@ -235,7 +236,16 @@ func TestStagePublishUnpublishUnstage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := m.InUse(); len(got) != 1 || got[0] != "kubernetes.io/csi/drv.example^h1" {
-		t.Errorf("in use: %q", got)
+		t.Errorf("in use before the CSIDriver watch has listed: %q", got)
+	}
+	if err := m.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && !m.informerSynced(); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := m.InUse(); got != nil {
+		t.Errorf("in use although the CSIDriver says attachRequired: false: %q", got)
 	}
 	fs := m.VolumeStats(ctx, "u1", "pv1")
 	if fs == nil || *fs.CapacityBytes != 100 || *fs.AvailableBytes != 60 || *fs.UsedBytes != 40 || *fs.Inodes != 10 || *fs.InodesFree != 7 || *fs.InodesUsed != 3 {
@@ -325,6 +335,15 @@ func TestAttachRequiredWaitsForTheVolumeAttachment(t *testing.T) {
 	}
 	if f.publish[0].PublishContext["dev"] != "/dev/x" {
 		t.Errorf("publish context: %v", f.publish[0].PublishContext)
+	}
+	if err := m.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100 && !m.informerSynced(); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := m.InUse(); len(got) != 1 || got[0] != "kubernetes.io/csi/drv.example^h1" {
+		t.Errorf("an attachable volume in use: %q", got)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
@@ -26,7 +27,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	storagelisters "k8s.io/client-go/listers/storage/v1"
 	"k8s.io/klog/v2"
 )
 
@@ -50,6 +53,10 @@ type Manager struct {
 
 	nodeMu sync.Mutex // one CSINode/Node update at a time
 
+	informers  informers.SharedInformerFactory // CSIDriver objects, started by Init
+	csiDrivers storagelisters.CSIDriverLister
+	started    atomic.Bool
+
 	volMu sync.Mutex
 	vols  map[string]*sync.Mutex // per driver^handle: stage, publish, unpublish, unstage in turn
 }
@@ -70,7 +77,10 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.NodeName == "" || cfg.RootDir == "" {
 		return nil, errors.New("csi: Client, NodeName and RootDir are required")
 	}
-	return &Manager{cfg: cfg, drivers: map[string]*driver{}, settingUp: map[corev1.UniqueVolumeName]int{}, vols: map[string]*sync.Mutex{}}, nil
+	m := &Manager{cfg: cfg, drivers: map[string]*driver{}, settingUp: map[corev1.UniqueVolumeName]int{}, vols: map[string]*sync.Mutex{}}
+	m.informers = informers.NewSharedInformerFactory(cfg.Client, 0)
+	m.csiDrivers = m.informers.Storage().V1().CSIDrivers().Lister()
+	return m, nil
 }
 
 // highestVersion picks the newest CSI version 1.x a plugin offers, as

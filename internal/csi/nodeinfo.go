@@ -32,6 +32,9 @@ var migratedPlugins = []string{
 // once its Node is registered. A CSINode owned by an earlier Node of the
 // same name is deleted and made anew.
 func (m *Manager) Init(ctx context.Context) error {
+	if m.started.CompareAndSwap(false, true) { // CSIDriver objects from a watch from now on
+		m.informers.Start(ctx.Done())
+	}
 	m.nodeMu.Lock()
 	defer m.nodeMu.Unlock()
 	_, err := m.csiNode(ctx)

@@ -138,7 +138,8 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 	if err := lifecycleSupported(obj, s); err != nil {
 		return "", err
 	}
-	if s.mode == storagev1.VolumeLifecyclePersistent { // in use from now on: not to be detached under the mount
+	if s.mode == storagev1.VolumeLifecyclePersistent && (obj == nil || obj.Spec.AttachRequired == nil || *obj.Spec.AttachRequired) {
+		// in use from now on: not to be detached under the mount
 		name := uniqueName(s.driver, s.handle)
 		m.mu.Lock()
 		m.settingUp[name]++
@@ -210,7 +211,13 @@ func mountedAt(dir string) bool {
 // csiDriver returns the driver's CSIDriver object, or upstream's defaults
 // when there is none (persistent volumes only, attach required, no pod info).
 func (m *Manager) csiDriver(ctx context.Context, name string) (*storagev1.CSIDriver, error) {
-	obj, err := m.cfg.Client.StorageV1().CSIDrivers().Get(ctx, name, metav1.GetOptions{})
+	var obj *storagev1.CSIDriver
+	var err error
+	if m.informerSynced() {
+		obj, err = m.csiDrivers.Get(name)
+	} else {
+		obj, err = m.cfg.Client.StorageV1().CSIDrivers().Get(ctx, name, metav1.GetOptions{})
+	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -218,6 +225,21 @@ func (m *Manager) csiDriver(ctx context.Context, name string) (*storagev1.CSIDri
 		return nil, fmt.Errorf("failed to read CSIDriver %s: %w", name, err)
 	}
 	return obj, nil
+}
+
+func (m *Manager) informerSynced() bool {
+	return m.started.Load() && m.informers.Storage().V1().CSIDrivers().Informer().HasSynced()
+}
+
+// attachable is upstream's CanAttach: a driver needs VolumeAttachments
+// unless its CSIDriver says attachRequired: false. Before the CSIDriver
+// watch has listed, every driver counts as attachable.
+func (m *Manager) attachable(name string) bool {
+	if !m.informerSynced() {
+		return true
+	}
+	obj, err := m.csiDrivers.Get(name)
+	return err != nil || obj.Spec.AttachRequired == nil || *obj.Spec.AttachRequired
 }
 
 func lifecycleSupported(obj *storagev1.CSIDriver, s spec) error {
@@ -492,9 +514,10 @@ func (m *Manager) unstageUnused(ctx context.Context, d *driver, handle string) e
 	return os.Remove(filepath.Dir(staging))
 }
 
-// InUse lists the persistent CSI volumes published for a pod on this node or
-// being set up now, by upstream's unique name
-// (kubernetes.io/csi/<driver>^<handle>), for the Node's volumesInUse.
+// InUse lists the attachable persistent CSI volumes published for a pod on
+// this node or being set up now, by upstream's unique name
+// (kubernetes.io/csi/<driver>^<handle>), for the Node's volumesInUse: the
+// attach/detach controller does not detach them.
 func (m *Manager) InUse() []corev1.UniqueVolumeName {
 	set := map[corev1.UniqueVolumeName]bool{}
 	m.mu.Lock()
@@ -505,7 +528,8 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 	records, _ := filepath.Glob(filepath.Join(m.cfg.RootDir, "pods", "*", "volumes", "kubernetes.io~csi", "*", volDataFile))
 	for _, r := range records {
 		var data volData
-		if found, err := atomicfile.ReadJSON(r, &data); err == nil && found && data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) {
+		if found, err := atomicfile.ReadJSON(r, &data); err == nil && found && data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) &&
+			m.attachable(data.DriverName) {
 			set[uniqueName(data.DriverName, data.VolumeHandle)] = true
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -49,6 +50,20 @@ type SyncerConfig struct {
 	// Devices gives containers the devices their device plugins allocated
 	// (nil: no device plugins).
 	Devices *devices.Manager
+	// Claims prepares the pod's ResourceClaims (DRA) before its containers
+	// start and names their CDI devices (nil: pods with claims do not start).
+	Claims Claims
+}
+
+// Claims is the DRA side of a pod's sync (internal/dra).
+type Claims interface {
+	// Prepare has the drivers prepare the pod's claims; it may be called on
+	// every sync of the pod.
+	Prepare(ctx context.Context, pod *corev1.Pod) error
+	// CDIDevices names the CDI devices a container gets from its claims.
+	CDIDevices(pod *corev1.Pod, c *corev1.Container) ([]string, error)
+	// Unprepare releases the claims of a pod that has gone.
+	Unprepare(ctx context.Context, uid types.UID) error
 }
 
 // VolumeManager sets up a pod's volumes (again on every sync, to refresh
@@ -131,6 +146,11 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 		delay := s.backoff.Delay(backoffKey(pod, name))
 		res.Waiting[name] = Waiting{Reason: reason, Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", delay, name, pod.Name, pod.Namespace, pod.UID)}
 		res.Requeue = time.Second
+	}
+	if err := s.prepareClaims(ctx, pod, plan); err != nil {
+		s.event(pod, corev1.EventTypeWarning, "FailedPrepareDynamicResources", "Failed to prepare dynamic resources: "+err.Error())
+		res.Requeue = 2 * time.Second
+		plan.Start = nil // nothing starts without its devices
 	}
 	vols, err := s.cfg.Volumes.Setup(ctx, pod)
 	if err != nil {
@@ -421,7 +441,28 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 		return nil, &ConfigError{Msg: err.Error()}
 	}
 	withDevices(config, dev)
+	if len(c.Resources.Claims) > 0 && s.cfg.Claims != nil {
+		ids, err := s.cfg.Claims.CDIDevices(pod, c)
+		if err != nil {
+			return nil, &ConfigError{Msg: err.Error()}
+		}
+		for _, id := range ids {
+			config.CDIDevices = append(config.CDIDevices, &runtimeapi.CDIDevice{Name: id})
+		}
+	}
 	return config, nil
+}
+
+// prepareClaims prepares the pod's ResourceClaims when it will start
+// containers.
+func (s *Syncer) prepareClaims(ctx context.Context, pod *corev1.Pod, plan Plan) error {
+	if len(pod.Spec.ResourceClaims) == 0 || len(plan.Start) == 0 {
+		return nil
+	}
+	if s.cfg.Claims == nil {
+		return errors.New("this node does not serve resource claims")
+	}
+	return s.cfg.Claims.Prepare(ctx, pod)
 }
 
 // withDevices adds what the container's device plugins allocated: their
@@ -569,6 +610,11 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 	if err := s.removePodCgroup(pod.UID); err != nil {
 		// The garbage collector retries it; the pod's removal goes on.
 		klog.FromContext(ctx).Error(err, "Failed to remove the pod's cgroup", "podUID", pod.UID)
+	}
+	if s.cfg.Claims != nil {
+		if err := s.cfg.Claims.Unprepare(ctx, pod.UID); err != nil {
+			return fmt.Errorf("failed to unprepare dynamic resources: %w", err)
+		}
 	}
 	if err := s.cfg.Volumes.Teardown(pod); err != nil {
 		return fmt.Errorf("failed to tear down volumes: %w", err)

@@ -1,0 +1,150 @@
+// Package dra is the kubelet side of dynamic resource allocation: DRA
+// drivers register through the plugin watcher (registerapi.DRAPlugin, the
+// v1.DRAPlugin gRPC service); before a pod's containers start, the
+// ResourceClaims reserved for it are prepared by their drivers
+// (NodePrepareResources), and the CDI devices the drivers name go into the
+// containers that ask for the claims; once the pod is gone its claims are
+// unprepared (NodeUnprepareResources) unless another pod still uses them.
+// What is prepared is kept in upstream's checkpoint, <root-dir>/dra_manager_state,
+// so either agent can unprepare what the other prepared.
+package dra
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+)
+
+// Timeout bounds each call to a driver, as upstream's default.
+const Timeout = 45 * time.Second
+
+// wipeAfter is how long a driver may be gone before its ResourceSlices for
+// this node are deleted, as upstream waits.
+const wipeAfter = 30 * time.Second
+
+// Config is what the DRA manager needs.
+type Config struct {
+	Client   kubernetes.Interface // ResourceClaims, ResourceSlices
+	NodeName string
+	RootDir  string // --root-dir: the checkpoint's folder
+}
+
+// Manager keeps the registered drivers and the prepared claims.
+type Manager struct {
+	cfg Config
+
+	mu      sync.Mutex
+	drivers map[string]*driver // by driver name
+	gone    map[string]*time.Timer
+
+	claimsMu sync.Mutex             // held across a pod's prepare or unprepare
+	claims   map[string]*claimState // by namespace/name
+	prepared map[string]bool        // claim UIDs prepared since this agent started
+}
+
+type driver struct {
+	name, endpoint string
+	conn           *grpc.ClientConn
+	node           drapb.DRAPluginClient
+}
+
+// New loads the checkpoint and returns a manager with no drivers.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Client == nil || cfg.NodeName == "" || cfg.RootDir == "" {
+		return nil, errors.New("dra: Client, NodeName and RootDir are required")
+	}
+	m := &Manager{cfg: cfg, drivers: map[string]*driver{}, gone: map[string]*time.Timer{}, prepared: map[string]bool{}}
+	claims, err := loadCheckpoint(m.checkpointPath())
+	if err != nil {
+		return nil, err
+	}
+	m.claims = claims
+	return m, nil
+}
+
+// ValidatePlugin accepts a driver that offers the v1 DRAPlugin service.
+func (m *Manager) ValidatePlugin(name, endpoint string, services []string) error {
+	if len(services) == 0 {
+		return fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: empty list of supported gRPC services (aka supported versions)", name, endpoint)
+	}
+	if !slices.Contains(services, drapb.DRAPluginService) {
+		return fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: none of services supported by the plugin (%q) are supported by the kubelet (%q)",
+			name, endpoint, services, []string{drapb.DRAPluginService})
+	}
+	return nil
+}
+
+// RegisterPlugin connects to a driver's DRA service.
+func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, services []string) error {
+	if err := m.ValidatePlugin(name, endpoint, services); err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
+	if err != nil {
+		return fmt.Errorf("create gRPC connection to DRA driver %s plugin at endpoint %s: %w", name, endpoint, err)
+	}
+	conn.Connect()
+	m.mu.Lock()
+	old := m.drivers[name]
+	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: drapb.NewDRAPluginClient(conn)}
+	if t := m.gone[name]; t != nil {
+		t.Stop()
+		delete(m.gone, name)
+	}
+	m.mu.Unlock()
+	if old != nil {
+		_ = old.conn.Close()
+	}
+	klog.FromContext(ctx).Info("Registered DRA driver", "driver", name, "endpoint", endpoint)
+	return nil
+}
+
+// DeRegisterPlugin forgets a driver whose socket went away; if it does not
+// come back within 30 s, its ResourceSlices for this node are deleted.
+func (m *Manager) DeRegisterPlugin(name, _ string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d := m.drivers[name]; d != nil {
+		_ = d.conn.Close()
+		delete(m.drivers, name)
+	}
+	if t := m.gone[name]; t != nil {
+		t.Stop()
+	}
+	m.gone[name] = time.AfterFunc(wipeAfter, func() { m.wipeSlices(name) })
+}
+
+func (m *Manager) wipeSlices(name string) {
+	m.mu.Lock()
+	back := m.drivers[name] != nil
+	delete(m.gone, name)
+	m.mu.Unlock()
+	if back {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	defer cancel()
+	selector := "spec.nodeName=" + m.cfg.NodeName + ",spec.driver=" + name
+	if err := m.cfg.Client.ResourceV1().ResourceSlices().DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{FieldSelector: selector}); err != nil {
+		klog.FromContext(ctx).Error(err, "Failed to delete the ResourceSlices of a DRA driver that went away", "driver", name)
+	}
+}
+
+func (m *Manager) driver(name string) (*driver, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d := m.drivers[name]; d != nil {
+		return d, nil
+	}
+	return nil, fmt.Errorf("DRA driver %s is not registered", name)
+}

@@ -1,0 +1,89 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	resourceapi "k8s.io/api/resource/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+const draDriverName = "dra.bosun.example"
+
+// A DRA driver (hack/dra-driver, on k8s.io/dynamic-resource-allocation's
+// kubelet plugin helper) registers through plugins_registry and publishes
+// its devices; the scheduler allocates one to a pod's claim; the agent has
+// the driver prepare the claim before the container starts, passes the CDI
+// device the driver names to the runtime (the container sees the device's
+// environment), and keeps the claim in dra_manager_state. When the pod goes,
+// the claim is unprepared and leaves the checkpoint.
+func TestDRAClaim(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	node := env["NODE_NAME"]
+	root := env["ROOT_DIR"]
+
+	driverLog := startNodePlugin(t, "hack/dra-driver", "-name", draDriverName, "-node", node, "-kubeconfig", env["KUBECONFIG"], "-root-dir", root)
+
+	class := &resourceapi.DeviceClass{ObjectMeta: metav1.ObjectMeta{Name: "bosun-e2e-" + ns}, Spec: resourceapi.DeviceClassSpec{
+		Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: `device.driver == "` + draDriverName + `"`}}},
+	}}
+	if _, err := cs.ResourceV1().DeviceClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.ResourceV1().DeviceClasses().Delete(context.Background(), class.Name, metav1.DeleteOptions{})
+	})
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		slices, err := cs.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.driver=" + draDriverName + ",spec.nodeName=" + node})
+		return err == nil && len(slices.Items) == 1 && len(slices.Items[0].Spec.Devices) == 2, nil
+	}); err != nil {
+		t.Fatalf("the driver's devices are not published: %s", driverLog())
+	}
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: "device"}, Spec: resourceapi.ResourceClaimSpec{
+		Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{Name: "one", Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: class.Name}}}},
+	}}
+	claim, err := cs.ResourceV1().ResourceClaims(ns).Create(ctx, claim, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := busyboxPod("user", corev1.RestartPolicyNever, "echo device=$BOSUN_DRA; sleep 3600")
+	pod.Spec.NodeSelector = map[string]string{corev1.LabelHostname: node} // the scheduler allocates the claim
+	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "dev", ResourceClaimName: ptr("device")}}
+	pod.Spec.Containers[0].Resources.Claims = []corev1.ResourceClaim{{Name: "dev"}}
+	create(t, cs, ns, pod)
+	waitPod(t, cs, ns, "user", 120*time.Second, "Running", running)
+	if out := execIn(t, env, ns, "user", "main", "echo device=$BOSUN_DRA"); !regexp.MustCompile(`^device=dev-[01]\n$`).MatchString(out) {
+		t.Errorf("the container did not get the CDI device's environment: %q; driver log: %s", out, driverLog())
+	}
+	if !strings.Contains(driverLog(), `"call":"prepare"`) {
+		t.Errorf("the driver was not asked to prepare: %s", driverLog())
+	}
+	state, err := os.ReadFile(filepath.Join(root, "dra_manager_state"))
+	if err != nil || !strings.Contains(string(state), string(claim.UID)) {
+		t.Errorf("dra_manager_state does not hold the claim %s: %v %s", claim.UID, err, state)
+	}
+
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "user", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
+		state, _ := os.ReadFile(filepath.Join(root, "dra_manager_state"))
+		return strings.Contains(driverLog(), `"call":"unprepare"`) && !strings.Contains(string(state), string(claim.UID)), nil
+	}); err != nil {
+		state, _ := os.ReadFile(filepath.Join(root, "dra_manager_state"))
+		t.Errorf("the claim was not unprepared and dropped from the checkpoint: driver log %s; checkpoint %s", driverLog(), state)
+	}
+}
