@@ -18,6 +18,7 @@ import (
 	"k8s.io/dynamic-resource-allocation/resourceclaim"
 	"k8s.io/klog/v2"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/bosun-dev/bosun/internal/atomicfile"
 )
@@ -352,4 +353,43 @@ func (m *Manager) unprepareBatch(ctx context.Context, name string, claims []*dra
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ContainerClaims is what the pod resources API reports for a container:
+// each claim it names, with the devices its drivers prepared.
+func (m *Manager) ContainerClaims(pod *corev1.Pod, c *corev1.Container) []*podresourcesv1.DynamicResource {
+	m.claimsMu.Lock()
+	defer m.claimsMu.Unlock()
+	var out []*podresourcesv1.DynamicResource
+	for i := range pod.Spec.ResourceClaims {
+		pc := &pod.Spec.ResourceClaims[i]
+		if !slices.ContainsFunc(c.Resources.Claims, func(rc corev1.ResourceClaim) bool { return rc.Name == pc.Name }) {
+			continue
+		}
+		name, _, err := resourceclaim.Name(pod, pc)
+		if err != nil || name == nil {
+			continue
+		}
+		st := m.claims[pod.Namespace+"/"+*name]
+		if st == nil {
+			continue
+		}
+		dr := &podresourcesv1.DynamicResource{ClaimName: st.ClaimName, ClaimNamespace: st.Namespace}
+		drivers := make([]string, 0, len(st.DriverState))
+		for d := range st.DriverState {
+			drivers = append(drivers, d)
+		}
+		sort.Strings(drivers)
+		for _, d := range drivers {
+			for _, dv := range st.DriverState[d].Devices {
+				cr := &podresourcesv1.ClaimResource{DriverName: d, PoolName: dv.PoolName, DeviceName: dv.DeviceName, ShareId: (*string)(dv.ShareID)}
+				for _, id := range dv.CDIDeviceIDs {
+					cr.CdiDevices = append(cr.CdiDevices, &podresourcesv1.CDIDevice{Name: id})
+				}
+				dr.ClaimResources = append(dr.ClaimResources, cr)
+			}
+		}
+		out = append(out, dr)
+	}
+	return out
 }

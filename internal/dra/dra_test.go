@@ -126,6 +126,14 @@ func TestPrepareCDIUnprepareWithASharedClaim(t *testing.T) {
 	if ids, err := m.CDIDevices(a, c); err != nil || len(ids) != 1 || ids[0] != "vendor/class=shared" {
 		t.Errorf("CDI devices: %v %v", ids, err)
 	}
+	if got := m.ContainerClaims(a, c); len(got) != 1 || got[0].ClaimName != "shared" || len(got[0].ClaimResources) != 1 ||
+		got[0].ClaimResources[0].DeviceName != "dev-shared" || got[0].ClaimResources[0].DriverName != "drv.example" ||
+		got[0].ClaimResources[0].CdiDevices[0].Name != "vendor/class=shared" {
+		t.Errorf("pod resources: %v", got)
+	}
+	if got := m.ContainerClaims(a, &corev1.Container{Name: "other"}); len(got) != 0 {
+		t.Errorf("pod resources of a container without claims: %v", got)
+	}
 	c.Resources.Claims[0].Request = "other"
 	if ids, _ := m.CDIDevices(a, c); len(ids) != 0 {
 		t.Errorf("CDI devices of another request: %v", ids)

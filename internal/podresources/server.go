@@ -38,6 +38,10 @@ const (
 type Server struct {
 	Pods    func() []*corev1.Pod // the active pods
 	Devices *devices.Manager
+	// Claims reports the DRA claims a container uses (nil: none).
+	Claims interface {
+		ContainerClaims(pod *corev1.Pod, c *corev1.Container) []*v1.DynamicResource
+	}
 
 	v1.UnsafePodResourcesListerServer
 }
@@ -144,6 +148,15 @@ func (s *Server) containerResources(pod *corev1.Pod, name string) *v1.ContainerR
 	sort.Strings(resources)
 	for _, r := range resources {
 		cr.Devices = append(cr.Devices, byNUMA(r, assigned[r])...)
+	}
+	if s.Claims != nil {
+		for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for i := range cs {
+				if cs[i].Name == name {
+					cr.DynamicResources = s.Claims.ContainerClaims(pod, &cs[i])
+				}
+			}
+		}
 	}
 	return cr
 }
