@@ -1,6 +1,6 @@
 // Package dra is the kubelet side of dynamic resource allocation: DRA
 // drivers register through the plugin watcher (registerapi.DRAPlugin, the
-// v1.DRAPlugin gRPC service); before a pod's containers start, the
+// v1.DRAPlugin or v1beta1.DRAPlugin gRPC service); before a pod's containers start, the
 // ResourceClaims reserved for it are prepared by their drivers
 // (NodePrepareResources), and the CDI devices the drivers name go into the
 // containers that ask for the claims; once the pod is gone its claims are
@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+	drapbv1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
 )
 
 // Timeout bounds each call to a driver, as upstream's default.
@@ -72,21 +73,34 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// ValidatePlugin accepts a driver that offers the v1 DRAPlugin service.
-func (m *Manager) ValidatePlugin(name, endpoint string, services []string) error {
-	if len(services) == 0 {
-		return fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: empty list of supported gRPC services (aka supported versions)", name, endpoint)
+// services are the DRAPlugin gRPC services Bosun speaks, as upstream.
+var services = []string{drapb.DRAPluginService, drapbv1beta1.DRAPluginService}
+
+// chooseService is the first service in the plugin's list that Bosun
+// speaks, as upstream chooses.
+func chooseService(name, endpoint string, offered []string) (string, error) {
+	if len(offered) == 0 {
+		return "", fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: empty list of supported gRPC services (aka supported versions)", name, endpoint)
 	}
-	if !slices.Contains(services, drapb.DRAPluginService) {
-		return fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: none of services supported by the plugin (%q) are supported by the kubelet (%q)",
-			name, endpoint, services, []string{drapb.DRAPluginService})
+	for _, s := range offered {
+		if slices.Contains(services, s) {
+			return s, nil
+		}
 	}
-	return nil
+	return "", fmt.Errorf("invalid supported gRPC versions of DRA driver plugin %s at endpoint %s: none of services supported by the plugin (%q) are supported by the kubelet (%q)",
+		name, endpoint, offered, services)
+}
+
+// ValidatePlugin accepts a driver that offers the v1 or v1beta1 DRAPlugin service.
+func (m *Manager) ValidatePlugin(name, endpoint string, offered []string) error {
+	_, err := chooseService(name, endpoint, offered)
+	return err
 }
 
 // RegisterPlugin connects to a driver's DRA service.
-func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, services []string) error {
-	if err := m.ValidatePlugin(name, endpoint, services); err != nil {
+func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, offered []string) error {
+	service, err := chooseService(name, endpoint, offered)
+	if err != nil {
 		return err
 	}
 	conn, err := grpc.NewClient("unix://"+endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
@@ -96,7 +110,11 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, ser
 	conn.Connect()
 	m.mu.Lock()
 	old := m.drivers[name]
-	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: drapb.NewDRAPluginClient(conn)}
+	client := drapb.NewDRAPluginClient(conn)
+	if service == drapbv1beta1.DRAPluginService { // spoken through upstream's conversions
+		client = drapbv1beta1.V1Beta1ClientWrapper{DRAPluginClient: drapbv1beta1.NewDRAPluginClient(conn)}
+	}
+	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: client}
 	if t := m.gone[name]; t != nil {
 		t.Stop()
 		delete(m.gone, name)
@@ -105,7 +123,7 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, ser
 	if old != nil {
 		_ = old.conn.Close()
 	}
-	klog.FromContext(ctx).Info("Registered DRA driver", "driver", name, "endpoint", endpoint)
+	klog.FromContext(ctx).Info("Registered DRA driver", "driver", name, "endpoint", endpoint, "service", service)
 	return nil
 }
 

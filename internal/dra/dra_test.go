@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
+	drapbv1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
 )
 
 // fakeDriver prepares every claim with one device per claim.
@@ -78,6 +79,12 @@ func claimPod(uid string, claims ...string) *corev1.Pod {
 
 func start(t *testing.T, f *fakeDriver, root string, claims ...*resourceapi.ResourceClaim) *Manager {
 	t.Helper()
+	return startWith(t, f, root, []string{"v1beta1.DRAPlugin", drapb.DRAPluginService}, claims...)
+}
+
+// startWith serves the fake driver on the first service of offered.
+func startWith(t *testing.T, f *fakeDriver, root string, offered []string, claims ...*resourceapi.ResourceClaim) *Manager {
+	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "dra")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +96,11 @@ func start(t *testing.T, f *fakeDriver, root string, claims ...*resourceapi.Reso
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	drapb.RegisterDRAPluginServer(srv, f)
+	if offered[0] == drapbv1beta1.DRAPluginService {
+		drapbv1beta1.RegisterDRAPluginServer(srv, drapbv1beta1.V1ServerWrapper{DRAPluginServer: f})
+	} else {
+		drapb.RegisterDRAPluginServer(srv, f)
+	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	client := fake.NewClientset()
@@ -102,7 +113,7 @@ func start(t *testing.T, f *fakeDriver, root string, claims ...*resourceapi.Reso
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.RegisterPlugin(context.Background(), "drv.example", sock, []string{"v1beta1.DRAPlugin", drapb.DRAPluginService}); err != nil {
+	if err := m.RegisterPlugin(context.Background(), "drv.example", sock, offered); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -198,5 +209,23 @@ func TestPrepareRefusals(t *testing.T) {
 	}
 	if err := m.ValidatePlugin("d", "/x", []string{"v1alpha3.Node"}); err == nil {
 		t.Error("a driver without the v1 service was accepted")
+	}
+}
+
+// A driver that offers only the v1beta1 service is spoken to in v1beta1.
+func TestV1beta1Driver(t *testing.T) {
+	p := claimPod("p", "c")
+	f := &fakeDriver{}
+	m := startWith(t, f, t.TempDir(), []string{drapbv1beta1.DRAPluginService}, allocatedClaim("c", p))
+	ctx := context.Background()
+	if err := m.Prepare(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	c := &corev1.Container{Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "r-c"}}}}
+	if ids, err := m.CDIDevices(p, c); err != nil || len(ids) != 1 || ids[0] != "vendor/class=c" {
+		t.Errorf("CDI devices through v1beta1: %v %v", ids, err)
+	}
+	if err := m.Unprepare(ctx, p.UID); err != nil || len(f.released) != 1 {
+		t.Errorf("unprepare through v1beta1: %v %v", err, f.released)
 	}
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 )
 
 const draDriverName = "dra.bosun.example"
@@ -71,6 +75,10 @@ func TestDRAClaim(t *testing.T) {
 	if !strings.Contains(driverLog(), `"call":"prepare"`) {
 		t.Errorf("the driver was not asked to prepare: %s", driverLog())
 	}
+	driverRE := regexp.QuoteMeta(draDriverName)
+	if got := podResourcesClaims(t, root, ns, "user", "main"); !regexp.MustCompile(`^device: ` + driverRE + `/dev-[01] \[` + driverRE + `/device=\S+\]$`).MatchString(got) {
+		t.Errorf("the pod resources API reports the container's claims as %q", got)
+	}
 	state, err := os.ReadFile(filepath.Join(root, "dra_manager_state"))
 	if err != nil || !strings.Contains(string(state), string(claim.UID)) {
 		t.Errorf("dra_manager_state does not hold the claim %s: %v %s", claim.UID, err, state)
@@ -86,4 +94,43 @@ func TestDRAClaim(t *testing.T) {
 		state, _ := os.ReadFile(filepath.Join(root, "dra_manager_state"))
 		t.Errorf("the claim was not unprepared and dropped from the checkpoint: driver log %s; checkpoint %s", driverLog(), state)
 	}
+}
+
+// podResourcesClaims asks the node's pod resources API (v1 List) for a
+// container's DRA claims: "claim: driver/device [cdi ids]" per device.
+func podResourcesClaims(t *testing.T, root, ns, pod, container string) string {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+filepath.Join(root, "pod-resources", "kubelet.sock"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := podresourcesv1.NewPodResourcesListerClient(conn).List(ctx, &podresourcesv1.ListPodResourcesRequest{})
+	if err != nil {
+		t.Fatalf("pod resources List: %v", err)
+	}
+	var out []string
+	for _, p := range resp.GetPodResources() {
+		if p.GetNamespace() != ns || p.GetName() != pod {
+			continue
+		}
+		for _, c := range p.GetContainers() {
+			if c.GetName() != container {
+				continue
+			}
+			for _, d := range c.GetDynamicResources() {
+				for _, r := range d.GetClaimResources() {
+					var ids []string
+					for _, id := range r.GetCdiDevices() {
+						ids = append(ids, id.GetName())
+					}
+					out = append(out, fmt.Sprintf("%s: %s/%s %v", d.GetClaimName(), r.GetDriverName(), r.GetDeviceName(), ids))
+				}
+			}
+		}
+	}
+	return strings.Join(out, "; ")
 }
