@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bosun-dev/bosun/internal/volumes"
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // controlPlaneOrder is the stop order: the agent first, etcd last.
@@ -175,12 +175,12 @@ func removeMountedDir(dir string) {
 		}
 		time.Sleep(time.Second)
 	}
-	fmt.Printf("warning: remove %s: %v (still mounted: %v)\n", dir, err, volumes.MountsUnder(dir))
+	fmt.Printf("warning: remove %s: %v (still mounted: %v)\n", dir, err, mounts.Under(dir))
 }
 
 // unmountUnder lazily unmounts every mount at or below dir, deepest first.
 func unmountUnder(dir string) {
-	for _, m := range volumes.MountsUnder(dir) {
+	for _, m := range mounts.Under(dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			fmt.Printf("warning: unmount %s: %v\n", m, err)
 		}

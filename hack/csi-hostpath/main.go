@@ -27,6 +27,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // TopologyKey is the node label the driver reports its node under.
@@ -234,7 +236,7 @@ func bind(src, target string, readOnly bool) error {
 	if err := os.MkdirAll(target, 0o750); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
-	if mounted(target) {
+	if mounts.At(target) {
 		return nil
 	}
 	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
@@ -252,7 +254,7 @@ func bind(src, target string, readOnly bool) error {
 // unbind unmounts target and, for a publish target, removes it (the CSI
 // spec leaves that to the driver).
 func unbind(target string, remove bool) error {
-	for mounted(target) {
+	for mounts.At(target) {
 		if err := unix.Unmount(target, 0); err != nil {
 			return status.Errorf(codes.Internal, "unmount %s: %v", target, err)
 		}
@@ -263,17 +265,4 @@ func unbind(target string, remove bool) error {
 		}
 	}
 	return nil
-}
-
-func mounted(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			return true
-		}
-	}
-	return false
 }

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -23,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/atomicfile"
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // Volume is one CSI volume of a pod: an inline one or a PersistentVolume.
@@ -138,7 +138,7 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 	if err := lifecycleSupported(obj, s); err != nil {
 		return "", err
 	}
-	if s.mode == storagev1.VolumeLifecyclePersistent && (obj == nil || obj.Spec.AttachRequired == nil || *obj.Spec.AttachRequired) {
+	if s.mode == storagev1.VolumeLifecyclePersistent && attachRequired(obj) {
 		// in use from now on: not to be detached under the mount
 		name := uniqueName(s.driver, s.handle)
 		m.mu.Lock()
@@ -182,30 +182,7 @@ func published(target string) bool {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(target), volDataFile)); err != nil {
 		return false
 	}
-	return isMountPoint(target)
-}
-
-func isMountPoint(dir string) bool {
-	var st, parent syscall.Stat_t
-	if syscall.Lstat(dir, &st) != nil || syscall.Lstat(filepath.Dir(dir), &parent) != nil {
-		return false
-	}
-	return st.Dev != parent.Dev || mountedAt(dir)
-}
-
-// mountedAt looks a folder up in the mount table (a bind mount of a folder
-// of the same file system keeps its device number).
-func mountedAt(dir string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.ReplaceAll(f[4], `\040`, " ") == dir {
-			return true
-		}
-	}
-	return false
+	return mounts.IsMountPoint(target)
 }
 
 // csiDriver returns the driver's CSIDriver object, or upstream's defaults
@@ -231,15 +208,20 @@ func (m *Manager) informerSynced() bool {
 	return m.started.Load() && m.informers.Storage().V1().CSIDrivers().Informer().HasSynced()
 }
 
-// attachable is upstream's CanAttach: a driver needs VolumeAttachments
-// unless its CSIDriver says attachRequired: false. Before the CSIDriver
+// attachRequired is upstream's CanAttach: a driver needs VolumeAttachments
+// unless its CSIDriver (nil: none) says attachRequired: false.
+func attachRequired(obj *storagev1.CSIDriver) bool {
+	return obj == nil || obj.Spec.AttachRequired == nil || *obj.Spec.AttachRequired
+}
+
+// attachable is attachRequired for a driver by name. Before the CSIDriver
 // watch has listed, every driver counts as attachable.
 func (m *Manager) attachable(name string) bool {
 	if !m.informerSynced() {
 		return true
 	}
 	obj, err := m.csiDrivers.Get(name)
-	return err != nil || obj.Spec.AttachRequired == nil || *obj.Spec.AttachRequired
+	return err != nil || attachRequired(obj)
 }
 
 func lifecycleSupported(obj *storagev1.CSIDriver, s spec) error {
@@ -264,7 +246,7 @@ func lifecycleSupported(obj *storagev1.CSIDriver, s spec) error {
 // attached waits for the volume's VolumeAttachment when the driver needs
 // one, and returns its publish context.
 func (m *Manager) attached(ctx context.Context, obj *storagev1.CSIDriver, s spec) (map[string]string, error) {
-	if obj != nil && obj.Spec.AttachRequired != nil && !*obj.Spec.AttachRequired {
+	if !attachRequired(obj) {
 		return nil, nil
 	}
 	name := attachmentName(s.handle, s.driver, m.cfg.NodeName)
@@ -374,7 +356,7 @@ func (m *Manager) publish(ctx context.Context, d *driver, obj *storagev1.CSIDriv
 		req.VolumeCapability.GetMount().VolumeMountGroup = strconv.FormatInt(*fsGroup, 10)
 	}
 	if _, err := d.node.NodePublishVolume(ctx, req); err != nil {
-		if !isMountPoint(target) {
+		if !mounts.IsMountPoint(target) {
 			_ = os.Remove(target)
 			_ = os.Remove(filepath.Join(dir, volDataFile))
 			_ = os.Remove(dir)
@@ -455,7 +437,7 @@ func (m *Manager) tearDownOne(ctx context.Context, uid types.UID, dir string) er
 		return fmt.Errorf("failed to read %s: %w", filepath.Join(dir, volDataFile), err)
 	}
 	if !found { // a folder made before its record: nothing was published
-		if isMountPoint(target) {
+		if mounts.IsMountPoint(target) {
 			return fmt.Errorf("%s is mounted but has no %s: cannot tell its driver", target, volDataFile)
 		}
 		_ = os.Remove(target)
@@ -471,7 +453,7 @@ func (m *Manager) tearDownOne(ctx context.Context, uid types.UID, dir string) er
 	if _, err := d.node.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: data.VolumeHandle, TargetPath: target}); err != nil {
 		return fmt.Errorf("rpc error: NodeUnpublishVolume of volume %s: %w", data.VolumeHandle, err)
 	}
-	if isMountPoint(target) {
+	if mounts.IsMountPoint(target) {
 		return fmt.Errorf("%s is still mounted after NodeUnpublishVolume", target)
 	}
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -496,17 +478,15 @@ func (m *Manager) unstageUnused(ctx context.Context, d *driver, handle string) e
 	if _, err := os.Stat(staging); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	records, _ := filepath.Glob(filepath.Join(m.cfg.RootDir, "pods", "*", "volumes", "kubernetes.io~csi", "*", volDataFile))
-	for _, r := range records {
-		var other volData
-		if found, err := atomicfile.ReadJSON(r, &other); err == nil && found && other.DriverName == d.name && other.VolumeHandle == handle {
+	for _, other := range m.publishedRecords() {
+		if other.DriverName == d.name && other.VolumeHandle == handle {
 			return nil // still published for another pod
 		}
 	}
 	if _, err := d.node.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: handle, StagingTargetPath: staging}); err != nil {
 		return fmt.Errorf("rpc error: NodeUnstageVolume of volume %s: %w", handle, err)
 	}
-	if isMountPoint(staging) {
+	if mounts.IsMountPoint(staging) {
 		return fmt.Errorf("%s is still mounted after NodeUnstageVolume", staging)
 	}
 	_ = os.Remove(staging)
@@ -525,11 +505,8 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 		set[name] = true
 	}
 	m.mu.Unlock()
-	records, _ := filepath.Glob(filepath.Join(m.cfg.RootDir, "pods", "*", "volumes", "kubernetes.io~csi", "*", volDataFile))
-	for _, r := range records {
-		var data volData
-		if found, err := atomicfile.ReadJSON(r, &data); err == nil && found && data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) &&
-			m.attachable(data.DriverName) {
+	for _, data := range m.publishedRecords() {
+		if data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) && m.attachable(data.DriverName) {
 			set[uniqueName(data.DriverName, data.VolumeHandle)] = true
 		}
 	}
@@ -540,6 +517,20 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 	slices.Sort(out)
 	if len(out) == 0 {
 		return nil
+	}
+	return out
+}
+
+// publishedRecords reads the vol_data.json of every CSI volume published
+// for a pod on this node, by either agent.
+func (m *Manager) publishedRecords() []volData {
+	paths, _ := filepath.Glob(filepath.Join(m.podCSIDir("*"), "*", volDataFile))
+	var out []volData
+	for _, p := range paths {
+		var data volData
+		if found, err := atomicfile.ReadJSON(p, &data); err == nil && found {
+			out = append(out, data)
+		}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package volumes
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,7 +62,7 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 // boundVolume finds the PersistentVolume of a pod's claim with upstream's
 // checks (and messages), once per pod and volume.
 func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) (*corev1.PersistentVolume, bool, error) {
-	key := string(pod.UID) + "/" + v.Name
+	key := boundKey(pod.UID, v.Name)
 	m.mu.Lock()
 	b, ok := m.bound[key]
 	m.mu.Unlock()
@@ -112,13 +113,16 @@ type boundClaim struct {
 	readOnly bool
 }
 
+// boundKey names a pod's volume in Manager.bound.
+func boundKey(uid types.UID, volume string) string { return string(uid) + "/" + volume }
+
 // forget drops what was resolved for a pod.
 func (m *Manager) forget(uid types.UID) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	prefix := string(uid) + "/"
+	prefix := boundKey(uid, "")
 	for k := range m.bound {
-		if len(k) > len(prefix) && k[:len(prefix)] == prefix {
+		if strings.HasPrefix(k, prefix) {
 			delete(m.bound, k)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/downward"
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // Objects reads what volumes are made of.
@@ -401,12 +401,12 @@ func (m *Manager) Teardown(pod *corev1.Pod) error {
 		}
 	}
 	var errs []error
-	for _, mp := range MountsUnder(podDir) {
+	for _, mp := range mounts.Under(podDir) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", mp, err))
 		}
 	}
-	if left := MountsUnder(podDir); len(left) > 0 {
+	if left := mounts.Under(podDir); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("still mounted: %s", strings.Join(left, ", ")))
 	}
 	if len(errs) > 0 {
@@ -416,28 +416,6 @@ func (m *Manager) Teardown(pod *corev1.Pod) error {
 		return err
 	}
 	return os.RemoveAll(m.podVolumesDir(pod))
-}
-
-// MountsUnder lists mount points at or below dir, deepest first, from
-// /proc/self/mountinfo (octal escapes such as \040 decoded).
-func MountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	unescape := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, " ") // fields are space-separated; a path's own whitespace is escaped, or not (\v, \f)
-		if len(f) > 4 {
-			mp := unescape.Replace(f[4])
-			if mp == dir || strings.HasPrefix(mp, dir+"/") {
-				out = append(out, mp)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out
 }
 
 // EmptyDirUsage is the disk each of the pod's disk-backed emptyDir volumes

@@ -57,7 +57,7 @@ func (m *Manager) Stats(ctx context.Context, pod *corev1.Pod) []statsapi.VolumeS
 
 func (m *Manager) claimStats(ctx context.Context, pod *corev1.Pod, v *corev1.Volume) *statsapi.VolumeStats {
 	m.mu.Lock()
-	b, ok := m.bound[string(pod.UID)+"/"+v.Name]
+	b, ok := m.bound[boundKey(pod.UID, v.Name)]
 	m.mu.Unlock()
 	if !ok {
 		return nil // not set up (yet)

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // bindSubPath bind-mounts base/rel onto target so that the runtime is given
@@ -65,6 +66,4 @@ func bindSubPath(base, rel, target string) error {
 }
 
 // mountedAt tells whether path is a mount point.
-func mountedAt(path string) bool {
-	return slices.Contains(MountsUnder(path), path)
-}
+func mountedAt(path string) bool { return mounts.At(path) }

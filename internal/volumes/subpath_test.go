@@ -8,10 +8,12 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 func unmountAll(dir string) {
-	for _, mp := range MountsUnder(dir) {
+	for _, mp := range mounts.Under(dir) {
 		_ = unix.Unmount(mp, unix.MNT_DETACH)
 	}
 }
@@ -63,7 +65,7 @@ func TestSubPathIsBoundFromTheVolume(t *testing.T) {
 	if _, err := Mounts(c, map[string]Volume{"v": {Path: vol}}, func(s string) string { return s }, false, binds); err != nil {
 		t.Fatalf("binding again: %v", err)
 	}
-	if n := len(MountsUnder(binds)); n != 2 {
+	if n := len(mounts.Under(binds)); n != 2 {
 		t.Fatalf("%d binds after a second start, want 2", n)
 	}
 }
