@@ -588,6 +588,31 @@ func (s *Syncer) stopAll(ctx context.Context, pod *corev1.Pod, ctrs []*Container
 	return <-errs
 }
 
+// UnprepareClaims releases the pod's dynamic resources; its containers
+// have stopped.
+func (s *Syncer) UnprepareClaims(ctx context.Context, pod *corev1.Pod) error {
+	if s.cfg.Claims == nil {
+		return nil
+	}
+	if err := s.cfg.Claims.Unprepare(ctx, pod.UID); err != nil {
+		return fmt.Errorf("failed to unprepare dynamic resources: %w", err)
+	}
+	return nil
+}
+
+// Reclaim unmounts the volumes of a pod that has stopped for good and
+// removes its cgroup. Its containers (and their logs) stay until the pod
+// object goes; Remove does both again, which costs nothing when done.
+func (s *Syncer) Reclaim(ctx context.Context, pod *corev1.Pod) error {
+	if err := s.cfg.Volumes.Teardown(pod); err != nil {
+		return fmt.Errorf("failed to tear down volumes: %w", err)
+	}
+	if err := s.removePodCgroup(pod.UID); err != nil {
+		klog.FromContext(ctx).Error(err, "Failed to remove the pod's cgroup", "podUID", pod.UID)
+	}
+	return nil
+}
+
 // Remove deletes the pod's containers, sandboxes and state folder.
 func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 	rp, err := s.Inspect(ctx, string(pod.UID))
@@ -611,10 +636,8 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		// The garbage collector retries it; the pod's removal goes on.
 		klog.FromContext(ctx).Error(err, "Failed to remove the pod's cgroup", "podUID", pod.UID)
 	}
-	if s.cfg.Claims != nil {
-		if err := s.cfg.Claims.Unprepare(ctx, pod.UID); err != nil {
-			return fmt.Errorf("failed to unprepare dynamic resources: %w", err)
-		}
+	if err := s.UnprepareClaims(ctx, pod); err != nil {
+		return err
 	}
 	if err := s.cfg.Volumes.Teardown(pod); err != nil {
 		return fmt.Errorf("failed to tear down volumes: %w", err)

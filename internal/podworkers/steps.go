@@ -105,21 +105,22 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		logger.Error(err, "Error stopping pod, will retry", "pod", klog.KObj(pod))
 		return wk.retryDelay()
 	}
+	if err := w.cfg.Syncer.UnprepareClaims(w.ctx, pod); err != nil {
+		logger.Error(err, "Error releasing the pod's dynamic resources, will retry", "pod", klog.KObj(pod))
+		return wk.retryDelay()
+	}
 	if rp, err = w.cfg.Syncer.Inspect(w.ctx, string(pod.UID)); err != nil {
 		return retryAfterError
 	}
-	wk.mu.Lock()
-	reason, message := wk.reason, wk.message
-	wk.mu.Unlock()
-	status := w.cfg.Build(pod, rp, nil, true, reason, message)
-	if !removed {
-		if pod.DeletionTimestamp != nil {
-			w.cfg.Status.Finalize(pod, status)
-		} else {
-			w.cfg.Status.SetPodStatus(pod, status)
-		}
+	if !removed && pod.DeletionTimestamp == nil {
+		// A deleted pod's final status goes with its deletion, once its
+		// volumes are released (stepTerminated).
+		wk.mu.Lock()
+		reason, message := wk.reason, wk.message
+		wk.mu.Unlock()
+		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, true, reason, message))
 	}
-	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod), "phase", status.Phase)
+	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod))
 	wk.setState(terminated)
 	if w.cfg.Terminated != nil {
 		w.cfg.Terminated(pod.UID)
@@ -130,13 +131,28 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 // stepTerminated waits for the pod object to go, then removes what is left.
 func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (time.Duration, bool) {
 	if !removed {
+		wk.mu.Lock()
+		reclaimed, reason, message := wk.reclaimed, wk.reason, wk.message
+		wk.mu.Unlock()
+		if !reclaimed {
+			// As upstream: a finished pod keeps no volume mounted and no
+			// cgroup, though its object stays (a Job's pods).
+			if err := w.cfg.Syncer.Reclaim(w.ctx, pod); err != nil {
+				klog.FromContext(w.ctx).Error(err, "Error releasing the volumes of a terminated pod, will retry", "pod", klog.KObj(pod))
+				return wk.retryDelay(), false
+			}
+			wk.succeeded()
+			wk.mu.Lock()
+			wk.reclaimed = true
+			wk.mu.Unlock()
+		}
 		if pod.DeletionTimestamp != nil {
-			// Deleted after it finished: send the final status and delete it.
+			// Deleted: send the final status and delete the object.
 			rp, err := w.cfg.Syncer.Inspect(w.ctx, string(pod.UID))
 			if err != nil {
 				return retryAfterError, false
 			}
-			w.cfg.Status.Finalize(pod, w.cfg.Build(pod, rp, nil, true, "", ""))
+			w.cfg.Status.Finalize(pod, w.cfg.Build(pod, rp, nil, true, reason, message))
 		}
 		return time.Hour, false
 	}

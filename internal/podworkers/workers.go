@@ -25,6 +25,14 @@ type Syncer interface {
 	Sync(ctx context.Context, pod *corev1.Pod) (*podsync.SyncResult, error)
 	Inspect(ctx context.Context, uid string) (*podsync.RuntimePod, error)
 	Kill(ctx context.Context, pod *corev1.Pod, rp *podsync.RuntimePod, grace int64) error
+	// UnprepareClaims releases the pod's dynamic resources once its
+	// containers have stopped, before its final status is written, so that
+	// the claims' deallocation never races a container still using them.
+	UnprepareClaims(ctx context.Context, pod *corev1.Pod) error
+	// Reclaim unmounts the volumes of a pod whose containers have all
+	// stopped for good, and removes its cgroup; the pod object is deleted
+	// only after. Its containers and folder stay until the object goes.
+	Reclaim(ctx context.Context, pod *corev1.Pod) error
 	Remove(ctx context.Context, pod *corev1.Pod) error
 	// KillContainer stops one container (a failed liveness or startup
 	// probe) with grace seconds, recording reason.
@@ -100,6 +108,7 @@ type worker struct {
 	// version never overwrites a newer one.
 	resolving sync.Mutex
 	removed   bool          // gone from the apiserver
+	reclaimed bool          // volumes and cgroup released after termination
 	wake      chan struct{} // a new event, buffered 1
 	state     state
 	// reason and message of a pod-level end (DeadlineExceeded)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,7 +96,26 @@ func (f *fakeSyncer) KillContainer(_ context.Context, pod *corev1.Pod, id string
 	f.log(fmt.Sprintf("kill container %s of %s: %s", id, pod.UID, reason))
 }
 
-func (f *fakeSyncer) Remove(context.Context, *corev1.Pod) error { return nil }
+func (f *fakeSyncer) UnprepareClaims(_ context.Context, pod *corev1.Pod) error {
+	f.log("unprepare " + string(pod.UID))
+	return nil
+}
+
+func (f *fakeSyncer) Reclaim(_ context.Context, pod *corev1.Pod) error {
+	f.mu.Lock()
+	fail := f.fail[pod.UID]
+	f.mu.Unlock()
+	if fail {
+		return errors.New("volume busy")
+	}
+	f.log("reclaim " + string(pod.UID))
+	return nil
+}
+
+func (f *fakeSyncer) Remove(_ context.Context, pod *corev1.Pod) error {
+	f.log("remove " + string(pod.UID))
+	return nil
+}
 
 type nopStatus struct{}
 
@@ -160,9 +180,15 @@ func TestEditedStaticPodStopsBeforeItsSuccessorStarts(t *testing.T) {
 	eventually(t, "the new static pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["new"] })
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var got []string
+	for _, e := range f.events {
+		if strings.HasPrefix(e, "start") || strings.HasPrefix(e, "stop") {
+			got = append(got, e)
+		}
+	}
 	want := []string{"start old", "stopping old grace 30", "stop old", "start new"}
-	if !reflect.DeepEqual(f.events, want) {
-		t.Errorf("events = %v, want %v (the old pod stopped before the new one started)", f.events, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("events = %v, want %v (the old pod stopped before the new one started)", got, want)
 	}
 }
 
@@ -269,4 +295,88 @@ func TestActiveCountsStoppingPodsUntilRemoved(t *testing.T) {
 	if n := len(w.Active()); n != 0 {
 		t.Errorf("%d active pods once the stopping one is gone from the apiserver, want 0", n)
 	}
+}
+
+// recordingStatus logs the statuses the workers send, in the fake's log.
+type recordingStatus struct{ f *fakeSyncer }
+
+func (r recordingStatus) SetPodStatus(pod *corev1.Pod, st corev1.PodStatus) {
+	r.f.log(fmt.Sprintf("status %s %s", pod.UID, st.Phase))
+}
+func (r recordingStatus) Finalize(pod *corev1.Pod, st corev1.PodStatus) {
+	r.f.log(fmt.Sprintf("finalize %s %s", pod.UID, st.Phase))
+}
+func (recordingStatus) Forget(types.UID) {}
+
+// A pod that finished releases its claims before its final status, and
+// its volumes after, while its object stays (upstream's SyncTerminatingPod
+// and SyncTerminatedPod); a deleted one is deleted only once they are
+// released, and a reclaim that fails is retried before it is.
+func TestTerminatedPodReleasesClaimsAndVolumes(t *testing.T) {
+	f := newFakeSyncer()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(ctx, Config{Syncer: f, Status: recordingStatus{f}, Resync: time.Hour,
+		Build: func(pod *corev1.Pod, _ *podsync.RuntimePod, _ map[string]podsync.Waiting, terminal bool, _, _ string) corev1.PodStatus {
+			if pod.UID == "job" || terminal {
+				return corev1.PodStatus{Phase: corev1.PodSucceeded}
+			}
+			return corev1.PodStatus{Phase: corev1.PodRunning}
+		}})
+	t.Cleanup(func() { cancel(); w.Wait() })
+
+	job := testPod("job", "job", false)
+	job.Spec.TerminationGracePeriodSeconds = ptrTo(int64(0))
+	w.Update(job)
+	eventually(t, "the finished pod's volumes to be released", func() bool { return f.has("reclaim job") })
+	f.mu.Lock()
+	order := indexes(f.events, "stop job", "unprepare job", "reclaim job")
+	final := indexes(f.events[max(order[1], 0):], "status job Succeeded")[0]
+	f.mu.Unlock()
+	if order[0] > order[1] || order[1] > order[2] || final < 0 || order[1]+final > order[2] {
+		t.Errorf("events %v: want claims unprepared, then the final status, then the volumes released", f.events)
+	}
+	if f.has("remove job") {
+		t.Error("a finished pod whose object stays was removed")
+	}
+
+	pod := testPod("svc", "svc", false)
+	w.Update(pod)
+	eventually(t, "the pod to start", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.running["svc"] })
+	f.mu.Lock()
+	f.fail["svc"] = true // its first reclaims fail
+	f.mu.Unlock()
+	deleted := pod.DeepCopy()
+	now := metav1.Now()
+	deleted.DeletionTimestamp, deleted.DeletionGracePeriodSeconds = &now, ptrTo(int64(0))
+	w.Update(deleted)
+	eventually(t, "the pod to stop", func() bool { return f.has("stop svc") })
+	time.Sleep(300 * time.Millisecond)
+	if f.has("finalize svc Succeeded") {
+		t.Fatal("the pod object was deleted while its volumes were still mounted")
+	}
+	f.mu.Lock()
+	f.fail["svc"] = false
+	f.mu.Unlock()
+	eventually(t, "the deleted pod's final status", func() bool { return f.has("finalize svc Succeeded") })
+	f.mu.Lock()
+	order = indexes(f.events, "stop svc", "unprepare svc", "reclaim svc", "finalize svc Succeeded")
+	f.mu.Unlock()
+	if order[0] > order[1] || order[1] > order[2] || order[2] > order[3] {
+		t.Errorf("events %v: want stop, unprepare, reclaim, then the final status", f.events)
+	}
+}
+
+// indexes finds each event's first place in events (-1: absent).
+func indexes(events []string, want ...string) []int {
+	out := make([]int, len(want))
+	for i, w := range want {
+		out[i] = -1
+		for j, e := range events {
+			if e == w {
+				out[i] = j
+				break
+			}
+		}
+	}
+	return out
 }

@@ -34,8 +34,10 @@ const csiDriverName = "bosun.csi.example"
 // context, the pod's fsGroup on the volume (fsGroupPolicy File). The agent
 // restarts with the pod running and unpublishes nothing. When the pod goes,
 // both are unpublished and the persistent one unstaged; what it wrote is
-// there for the next pod, which mounts the claim read-only. While the pod
-// runs, the Summary API and /metrics report the volumes' statistics.
+// there for the next pod, which mounts the claim read-only and finishes:
+// its volumes go once it has finished, before its object does. While the
+// first pod runs, the Summary API and /metrics report the volumes'
+// statistics.
 func TestCSIVolumes(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -236,21 +238,27 @@ func TestCSIVolumes(t *testing.T) {
 		t.Errorf("the inline volume outlived its pod: %v", err)
 	}
 
-	// The next pod reads what the first wrote, through a read-only claim.
-	create(t, cs, ns, csiPod("reader", "cat /data/hello; touch /data/nope 2>/dev/null && echo writable; sleep 3600", true))
-	reader := waitPod(t, cs, ns, "reader", 90*time.Second, "Running", running)
-	if out := execIn(t, env, ns, "reader", "main", "cat /data/hello; touch /data/nope 2>/dev/null && echo writable || echo read-only"); out != "hello\nread-only\n" {
-		t.Errorf("the second pod sees %q, want the first pod's file on a read-only volume", out)
+	// The next pod reads what the first wrote, through a read-only claim,
+	// and finishes. As upstream, its volumes are unpublished and unstaged
+	// once it has finished, while its object stays (a Job's pods), and its
+	// log stays readable.
+	create(t, cs, ns, csiPod("reader", "cat /data/hello; touch /data/nope 2>/dev/null && echo writable || echo read-only", true))
+	reader := waitPod(t, cs, ns, "reader", 90*time.Second, "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if out, err := env.kubectl(ctx, "", "-n", ns, "logs", "reader"); err != nil || out != "hello\nread-only\n" {
+		t.Errorf("the second pod saw %q (%v), want the first pod's file on a read-only volume", out, err)
 	}
 	if !strings.Contains(driverLog(), `"target":"`+filepath.Join(root, "pods", string(reader.UID), "volumes", "kubernetes.io~csi", pvName, "mount")+`"`) {
 		t.Errorf("the reader's volume was not published: %s", driverLog())
 	}
-	if err := cs.CoreV1().Pods(ns).Delete(ctx, "reader", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
-		t.Fatal(err)
-	}
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
-		return strings.Count(driverLog(), `"call":"NodeUnstageVolume"`) == 2, nil
+		return strings.Count(driverLog(), `"call":"NodeUnstageVolume"`) == 2 && strings.Count(driverLog(), `"call":"NodeUnpublishVolume"`) == 4, nil
 	}); err != nil {
-		t.Errorf("the reader's volume was not unstaged: %s", driverLog())
+		t.Errorf("the finished pod's volumes were not unpublished and unstaged: %s", driverLog())
+	}
+	if _, err := cs.CoreV1().Pods(ns).Get(ctx, "reader", metav1.GetOptions{}); err != nil {
+		t.Errorf("the finished pod's object: %v", err)
+	}
+	if out, err := env.kubectl(ctx, "", "-n", ns, "logs", "reader"); err != nil || out != "hello\nread-only\n" {
+		t.Errorf("after its volumes went, the finished pod's log is %q (%v)", out, err)
 	}
 }

@@ -29,7 +29,8 @@ const draDriverName = "dra.bosun.example"
 // the driver prepare the claim before the container starts, passes the CDI
 // device the driver names to the runtime (the container sees the device's
 // environment), and keeps the claim in dra_manager_state. When the pod goes,
-// the claim is unprepared and leaves the checkpoint.
+// the claim is unprepared and leaves the checkpoint; a pod that finishes
+// releases it at once, before its object goes.
 func TestDRAClaim(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -93,6 +94,28 @@ func TestDRAClaim(t *testing.T) {
 	}); err != nil {
 		state, _ := os.ReadFile(filepath.Join(root, "dra_manager_state"))
 		t.Errorf("the claim was not unprepared and dropped from the checkpoint: driver log %s; checkpoint %s", driverLog(), state)
+	}
+
+	// A pod that finishes releases the claim once its container has
+	// stopped, while its object stays, as upstream does before writing a
+	// finished pod's final status.
+	job := busyboxPod("job", corev1.RestartPolicyNever, "echo device=$BOSUN_DRA")
+	job.Spec.NodeSelector = pod.Spec.NodeSelector
+	job.Spec.ResourceClaims = pod.Spec.ResourceClaims
+	job.Spec.Containers[0].Resources.Claims = pod.Spec.Containers[0].Resources.Claims
+	create(t, cs, ns, job)
+	waitPod(t, cs, ns, "job", 120*time.Second, "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	if out, err := env.kubectl(ctx, "", "-n", ns, "logs", "job"); err != nil || !regexp.MustCompile(`^device=dev-[01]\n$`).MatchString(out) {
+		t.Errorf("the finished pod's container saw %q (%v)", out, err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		state, _ := os.ReadFile(filepath.Join(root, "dra_manager_state"))
+		return strings.Count(driverLog(), `"call":"unprepare"`) == 2 && !strings.Contains(string(state), string(claim.UID)), nil
+	}); err != nil {
+		t.Errorf("the finished pod's claim was not unprepared: driver log %s", driverLog())
+	}
+	if _, err := cs.CoreV1().Pods(ns).Get(ctx, "job", metav1.GetOptions{}); err != nil {
+		t.Errorf("the finished pod's object: %v", err)
 	}
 }
 
