@@ -34,6 +34,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
+	"github.com/bosun-dev/bosun/internal/eviction"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
@@ -437,7 +438,7 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 }
 
 // observer reads what node status reports from the runtime and PLEG.
-func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() (bool, bool),
+func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pressure func() eviction.Pressure,
 	devices func() (corev1.ResourceList, corev1.ResourceList, []string), volumesInUse func() []corev1.UniqueVolumeName) func(ctx context.Context) nodestatus.Observed {
 	return func(ctx context.Context) nodestatus.Observed {
 		o := nodestatus.Observed{VolumesInUse: volumesInUse()}
@@ -458,7 +459,8 @@ func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pres
 		if err := plegHealthy(); o.RuntimeReady && err != nil {
 			o.RuntimeReady, o.NotReadyReason = false, err.Error()
 		}
-		o.MemoryPressure, o.DiskPressure = pressure()
+		pr := pressure()
+		o.MemoryPressure, o.DiskPressure, o.PIDPressure = pr.Memory, pr.Disk, pr.PID
 		if imgs, err := rt.Images.ListImages(ctx, &runtimeapi.ImageFilter{}); err == nil {
 			o.Images = nodeImages(imgs, maxImages)
 		}

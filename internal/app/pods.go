@@ -235,13 +235,13 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.syncer = syncer
 	p.workers = podworkers.New(ctx, podworkers.Config{
-		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc,
+		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc, Recorder: recorder,
 		Terminated: func(uid types.UID) {
 			p.devices.Release(uid)
 			p.volumeStats.Drop(uid)
 			p.alloc.Retry() // its cpu and memory are free for deferred resizes
 		},
-		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, msg string) corev1.PodStatus {
+		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, end podsync.End) corev1.PodStatus {
 			pod = p.withMirrorStatus(pod)
 			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
 			if !terminal {
@@ -256,7 +256,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 				previous = &st
 			}
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
-				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: reason, Message: msg, Probes: p.probes,
+				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: end.Reason, Message: end.Message, DisruptionTarget: end.DisruptionTarget, Probes: p.probes,
 				Previous: previous, ResizeConditions: p.alloc.Conditions(pod.UID, terminal)})
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
 				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
@@ -273,7 +273,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
 	go p.probes.RunCheckpoint(time.Second)
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
-	thresholds, err := eviction.ParseThresholds(kc.EvictionHard)
+	thresholds, err := eviction.ParseConfig(kc.EvictionHard, kc.EvictionSoft, kc.EvictionSoftGracePeriod, kc.EvictionMinimumReclaim)
 	if err != nil {
 		return nil, err
 	}
@@ -290,19 +290,22 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			}
 			return out
 		}}
-	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, RootDir: d.cfg.RootDir, Pods: p.workers.Running,
-		TransitionPeriod: kc.EvictionPressureTransitionPeriod.Duration,
-		Evict:            p.workers.Evict, ReclaimImages: p.imageGC.Collect,
-		LocalStorage: &eviction.LocalStorage{
-			PodStats: func(ctx context.Context) ([]statsapi.PodStats, error) {
-				sum, err := p.stats.Summary(ctx)
-				if err != nil {
-					return nil, err
-				}
-				return sum.Pods, nil
-			},
-			EmptyDirUsage: vm.EmptyDirUsage,
-		}})
+	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, MaxPodGracePeriod: int64(kc.EvictionMaxPodGracePeriod),
+		RootDir: d.cfg.RootDir, Pods: p.workers.Running, TransitionPeriod: kc.EvictionPressureTransitionPeriod.Duration,
+		Evict: func(uid types.UID, e eviction.Eviction) {
+			p.workers.Evict(uid, podsync.End{Reason: "Evicted", Message: e.Message, DisruptionTarget: e.DisruptionTarget, Grace: &e.Grace})
+		},
+		ReclaimImages: p.imageGC.Collect,
+		PodStats: func(ctx context.Context) ([]statsapi.PodStats, error) {
+			sum, err := p.stats.Summary(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return sum.Pods, nil
+		},
+		EmptyDirUsage: vm.EmptyDirUsage, LocalStorageLimits: *kc.LocalStorageCapacityIsolation,
+		Recorder: recorder, Node: &corev1.ObjectReference{Kind: "Node", Name: d.nodeName, UID: types.UID(d.nodeName)},
+	})
 	return p, nil
 }
 
@@ -393,6 +396,9 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 // (as allocated), then gives it the devices it asks for.
 func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
 	if ok, reason, msg := p.deps.features.Admit(pod); !ok {
+		return ok, reason, msg
+	}
+	if ok, reason, msg := p.eviction.Admit(pod); !ok {
 		return ok, reason, msg
 	}
 	node := p.node()

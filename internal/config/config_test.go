@@ -178,9 +178,15 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 			return []string{"--config=" + writeConfig(t, header+"topologyManagerPolicy: single-numa-node\n")}
 		},
 			`topologyManagerPolicy (--topology-manager-policy) "single-numa-node"`},
-		{"soft eviction", func(t *testing.T) []string {
+		{"soft eviction without a grace period", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionSoft:\n  memory.available: 1Gi\n")}
-		}, "not supported by Bosun yet: evictionSoft (--eviction-soft)"},
+		}, "evictionSoft (--eviction-soft)[memory.available] has no grace period in evictionSoftGracePeriod"},
+		{"bad soft grace period", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"evictionSoft:\n  memory.available: 1Gi\nevictionSoftGracePeriod:\n  memory.available: soon\n")}
+		}, `evictionSoftGracePeriod (--eviction-soft-grace-period)[memory.available] "soon" is not a duration`},
+		{"allocatable memory signal", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  allocatableMemory.available: 100Mi\n")}
+		}, "not supported by Bosun yet: evictionHard (--eviction-hard) signal allocatableMemory.available"},
 		{"limited swap", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"memorySwap:\n  swapBehavior: LimitedSwap\n")}
 		}, `memorySwap.swapBehavior "LimitedSwap"`},

@@ -10,7 +10,7 @@ import (
 // unsupported refuses the settings Bosun cannot honour yet, each with the
 // field, the flag and what to set instead: a node agent that accepted them
 // and went on without them would break what the operator asked for
-// silently (exclusive CPUs, NUMA alignment, soft eviction, swap limits).
+// silently (exclusive CPUs, NUMA alignment, swap limits).
 // Their defaults are accepted, so both seed configurations load.
 func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	var errs []error
@@ -38,17 +38,10 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	if kc.ReservedSystemCPUs != "" {
 		refuse("reservedSystemCPUs (--reserved-cpus) %q; reserve CPU with systemReserved or kubeReserved instead", kc.ReservedSystemCPUs)
 	}
-	if len(kc.EvictionSoft) > 0 {
-		refuse("evictionSoft (--eviction-soft) (soft eviction); use evictionHard thresholds")
-	}
-	if len(kc.EvictionSoftGracePeriod) > 0 {
-		refuse("evictionSoftGracePeriod (--eviction-soft-grace-period) (soft eviction); remove it")
-	}
-	if kc.EvictionMaxPodGracePeriod != 0 {
-		refuse("evictionMaxPodGracePeriod (--eviction-max-pod-grace-period) %d (soft eviction); remove it", kc.EvictionMaxPodGracePeriod)
-	}
-	if len(kc.EvictionMinimumReclaim) > 0 {
-		refuse("evictionMinimumReclaim (--eviction-minimum-reclaim); remove it")
+	for field, m := range map[string]map[string]string{"evictionHard (--eviction-hard)": kc.EvictionHard, "evictionSoft (--eviction-soft)": kc.EvictionSoft} {
+		if _, ok := m["allocatableMemory.available"]; ok {
+			refuse("%s signal allocatableMemory.available (eviction on the pods' allocatable memory); use memory.available", field)
+		}
 	}
 	if kc.MemorySwap.SwapBehavior == "LimitedSwap" {
 		refuse("memorySwap.swapBehavior \"LimitedSwap\" (swap for Burstable pods); set it to \"NoSwap\" or leave it unset")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
@@ -167,6 +168,28 @@ func validateEviction(kc *kubeletv1beta1.KubeletConfiguration) []error {
 				errs = append(errs, fmt.Errorf("invalid configuration: %s[%s] %q: %w", field, signal, v, err))
 			}
 		}
+	}
+	for signal := range kc.EvictionSoft {
+		if _, ok := kc.EvictionSoftGracePeriod[signal]; !ok {
+			errs = append(errs, fmt.Errorf("invalid configuration: evictionSoft (--eviction-soft)[%s] has no grace period in evictionSoftGracePeriod (--eviction-soft-grace-period)", signal))
+		}
+	}
+	for signal, v := range kc.EvictionSoftGracePeriod {
+		if !slices.Contains(evictionSignals, signal) {
+			errs = append(errs, fmt.Errorf("invalid configuration: evictionSoftGracePeriod (--eviction-soft-grace-period): unknown signal %q (one of %q)", signal, evictionSignals))
+		} else if d, err := time.ParseDuration(v); err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("invalid configuration: evictionSoftGracePeriod (--eviction-soft-grace-period)[%s] %q is not a duration of 0 or more (\"1m30s\")", signal, v))
+		}
+	}
+	for signal, v := range kc.EvictionMinimumReclaim {
+		if !slices.Contains(evictionSignals, signal) {
+			errs = append(errs, fmt.Errorf("invalid configuration: evictionMinimumReclaim (--eviction-minimum-reclaim): unknown signal %q (one of %q)", signal, evictionSignals))
+		} else if _, err := ParseThreshold(v); err != nil {
+			errs = append(errs, fmt.Errorf("invalid configuration: evictionMinimumReclaim (--eviction-minimum-reclaim)[%s] %q: %w", signal, v, err))
+		}
+	}
+	if kc.EvictionMaxPodGracePeriod < 0 {
+		errs = append(errs, fmt.Errorf("invalid configuration: evictionMaxPodGracePeriod (--eviction-max-pod-grace-period) %d must not be negative", kc.EvictionMaxPodGracePeriod))
 	}
 	return errs
 }

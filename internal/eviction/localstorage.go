@@ -11,16 +11,12 @@ import (
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
-// LocalStorage enforces local ephemeral storage limits, as upstream's
-// eviction manager does whatever the node's pressure: an emptyDir over its
+// Local ephemeral storage limits are enforced as upstream's eviction
+// manager does, whatever the node's pressure: an emptyDir over its
 // sizeLimit, a pod over the sum of its containers' ephemeral-storage limits
 // (writable layers, logs and disk-backed emptyDirs), a container over its
 // own (writable layer and logs). Each such pod is evicted once, with
 // upstream's message.
-type LocalStorage struct {
-	PodStats      func(ctx context.Context) ([]statsapi.PodStats, error) // containers' rootfs and logs usage
-	EmptyDirUsage func(pod *corev1.Pod) map[string]int64                 // disk-backed emptyDir usage by volume
-}
 
 // Violation says why pod must go, or "" when it stays within its limits.
 func Violation(pod *corev1.Pod, stats *statsapi.PodStats, emptyDirs map[string]int64) string {
@@ -71,45 +67,27 @@ func Violation(pod *corev1.Pod, stats *statsapi.PodStats, emptyDirs map[string]i
 
 // checkLocalStorage evicts the running pods over their local storage limits
 // and says how many it evicted.
-func (m *Manager) checkLocalStorage(ctx context.Context) int {
-	ls := m.cfg.LocalStorage
-	if ls == nil || m.cfg.Pods == nil || m.cfg.Evict == nil {
+func (m *Manager) checkLocalStorage(ctx context.Context, podStats func() map[string]*statsapi.PodStats) int {
+	var limited []*corev1.Pod
+	for _, p := range m.cfg.Pods() {
+		if limitsLocalStorage(p) && !critical(p) {
+			limited = append(limited, p)
+		}
+	}
+	if len(limited) == 0 {
 		return 0
 	}
-	pods := m.cfg.Pods()
-	needed := false
-	for _, p := range pods {
-		if limitsLocalStorage(p) {
-			needed = true
-			break
-		}
-	}
-	if !needed {
-		return 0
-	}
-	byUID := map[string]*statsapi.PodStats{}
-	if ls.PodStats != nil {
-		all, err := ls.PodStats(ctx)
-		if err != nil {
-			klog.FromContext(ctx).Error(err, "Failed to read pod stats for local storage limits")
-			return 0
-		}
-		for i := range all {
-			byUID[all[i].PodRef.UID] = &all[i]
-		}
-	}
+	stats := podStats()
 	evicted := 0
-	for _, p := range pods {
-		if !limitsLocalStorage(p) {
-			continue
-		}
+	for _, p := range limited {
 		var emptyDirs map[string]int64
-		if ls.EmptyDirUsage != nil {
-			emptyDirs = ls.EmptyDirUsage(p)
+		if m.cfg.EmptyDirUsage != nil {
+			emptyDirs = m.cfg.EmptyDirUsage(p)
 		}
-		if msg := Violation(p, byUID[string(p.UID)], emptyDirs); msg != "" {
+		if msg := Violation(p, stats[string(p.UID)], emptyDirs); msg != "" {
 			klog.FromContext(ctx).Info("Evicting pod over its local storage limit", "pod", klog.KObj(p), "message", msg)
-			m.cfg.Evict(p.UID, "Evicted", msg)
+			m.podEvent(p, nil, msg)
+			m.cfg.Evict(p.UID, Eviction{Message: msg, Grace: 1})
 			evicted++
 		}
 	}

@@ -2,6 +2,7 @@ package eviction
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -34,21 +35,23 @@ func TestLocalStorageLimitsEvictWithUpstreamMessages(t *testing.T) {
 		{PodRef: statsapi.PodReference{UID: "d"}, Containers: []statsapi.ContainerStats{{Name: "c", Rootfs: &statsapi.FsStats{UsedBytes: u(900 << 20)}}}},
 	}
 	evicted := map[types.UID]string{}
-	m := New(Config{Pods: func() []*corev1.Pod { return pods }, Evict: func(uid types.UID, reason, msg string) { evicted[uid] = reason + ": " + msg },
-		Read: func() (Signals, error) { return Signals{}, nil },
-		LocalStorage: &LocalStorage{
-			PodStats: func(context.Context) ([]statsapi.PodStats, error) { return stats, nil },
-			EmptyDirUsage: func(p *corev1.Pod) map[string]int64 {
-				if p.UID == "a" {
-					return map[string]int64{"scratch": 2 << 20}
-				}
-				return nil
-			},
+	m := New(Config{Pods: func() []*corev1.Pod { return pods },
+		Evict: func(uid types.UID, e Eviction) {
+			evicted[uid] = fmt.Sprintf("grace %d, disruption %v: %s", e.Grace, e.DisruptionTarget, e.Message)
+		},
+		Read:               func() (Signals, error) { return Signals{}, nil },
+		LocalStorageLimits: true,
+		PodStats:           func(context.Context) ([]statsapi.PodStats, error) { return stats, nil },
+		EmptyDirUsage: func(p *corev1.Pod) map[string]int64 {
+			if p.UID == "a" {
+				return map[string]int64{"scratch": 2 << 20}
+			}
+			return nil
 		}})
 	m.Check(context.Background())
 	want := map[types.UID]string{
-		"a": `Evicted: Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `,
-		"b": "Evicted: Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
+		"a": `grace 1, disruption false: Usage of EmptyDir volume "scratch" exceeds the limit "1Mi". `,
+		"b": "grace 1, disruption false: Pod ephemeral local storage usage exceeds the total limit of containers 10Mi. ",
 	}
 	if len(evicted) != len(want) {
 		t.Fatalf("evicted %v, want %v", evicted, want)
@@ -73,12 +76,12 @@ func TestPressureMessageIsUpstreams(t *testing.T) {
 		t    Threshold
 		want string
 	}{
-		{Threshold{Signal: "memory.available", Quantity: &mem}, "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "},
-		{Threshold{Signal: "nodefs.available", Percent: 20}, "The node was low on resource: ephemeral-storage. Threshold quantity: 2Gi, available: 1Gi. "},
-		{Threshold{Signal: "nodefs.inodesFree", Percent: 50}, "The node was low on resource: inodes. Threshold quantity: 500, available: 100. "},
+		{Threshold{Signal: "memory.available", Value: Value{Quantity: &mem}}, "The node was low on resource: memory. Threshold quantity: 100Mi, available: 50Mi. "},
+		{Threshold{Signal: "nodefs.available", Value: Value{Percent: 20}}, "The node was low on resource: ephemeral-storage. Threshold quantity: 2Gi, available: 1Gi. "},
+		{Threshold{Signal: "nodefs.inodesFree", Value: Value{Percent: 50}}, "The node was low on resource: inodes. Threshold quantity: 500, available: 100. "},
 	}
 	for _, tc := range cases {
-		if got := pressureMessage(tc.t, s); got != tc.want {
+		if got, _ := evictionMessage(tc.t, s, &corev1.Pod{}, nil, signalResource[tc.t.Signal]); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.t.Signal, got, tc.want)
 		}
 	}

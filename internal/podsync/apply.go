@@ -530,6 +530,17 @@ func gracePeriod(pod *corev1.Pod) int64 {
 // GracePeriod is exported for the pod workers.
 func GracePeriod(pod *corev1.Pod) int64 { return gracePeriod(pod) }
 
+// End is why the agent ends a pod before its containers do: an eviction,
+// its active deadline.
+type End struct {
+	Reason, Message string
+	// DisruptionTarget: for the node's sake (a pressure eviction).
+	DisruptionTarget bool
+	// Grace, when set, is the stop's grace period in place of the pod's
+	// when shorter (upstream's eviction grace period override).
+	Grace *int64
+}
+
 // Kill stops every running container of the pod (in parallel, each with
 // grace seconds: SIGTERM, then SIGKILL) and then its sandboxes.
 func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grace int64) error {

@@ -32,7 +32,10 @@ type StatusInput struct {
 	Terminal    bool   // the pod will run nothing more (deleted, deadline, or finished)
 	Reason      string // pod-level reason (DeadlineExceeded, ...) and message
 	Message     string
-	Probes      ProbeResults // startup and readiness results (nil: no probes run)
+	// DisruptionTarget: the agent ended the pod for the node's sake (a
+	// pressure eviction), which upstream's DisruptionTarget condition says.
+	DisruptionTarget bool
+	Probes           ProbeResults // startup and readiness results (nil: no probes run)
 	// Previous is the last status this agent built for the pod, which the
 	// apiserver's copy in Pod may not show yet (nil: none). As upstream's
 	// cached status, it comes first for what the agent itself decided: the
@@ -536,6 +539,10 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 			out = append(out, c)
 		}
 	}
+	if in.Terminal && in.DisruptionTarget {
+		out = setCondition(out, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+			Reason: corev1.PodReasonTerminationByKubelet, Message: in.Message, ObservedGeneration: in.Pod.Generation}, in)
+	}
 	out = append(out, in.ResizeConditions...)
 	conds[2], conds[3] = conds[3], conds[2] // Ready before ContainersReady
 	conds = append(conds, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
@@ -544,6 +551,19 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 		out = append(out, keepTransition(in.mine().Conditions, c, in.Now))
 	}
 	return out
+}
+
+// setCondition puts c in place of the condition of its type, or last,
+// keeping the transition time of one that had its status already.
+func setCondition(conds []corev1.PodCondition, c corev1.PodCondition, in StatusInput) []corev1.PodCondition {
+	c = keepTransition(append(in.Pod.Status.Conditions, in.mine().Conditions...), c, in.Now)
+	for i := range conds {
+		if conds[i].Type == c.Type {
+			conds[i] = c
+			return conds
+		}
+	}
+	return append(conds, c)
 }
 
 func ownCondition(t corev1.PodConditionType) bool {

@@ -271,3 +271,28 @@ func TestStatusResourcesFromTheRuntime(t *testing.T) {
 		t.Errorf("a stopped container's memory limit %v, want the allocated 128Mi", r.Limits.Memory())
 	}
 }
+
+// A pressure eviction fails the pod with the eviction's reason and message
+// and upstream's DisruptionTarget condition; a local storage eviction, no
+// condition; the condition keeps its first transition time.
+func TestEvictedPodStatus(t *testing.T) {
+	pod := testPod(corev1.RestartPolicyAlways, nil, "a")
+	rt := &RuntimePod{Sandboxes: readySandbox(), Containers: []*Container{ctr("a", "s1", running, 0)}}
+	in := StatusInput{Pod: pod, Runtime: rt, RuntimeName: "containerd", Now: time.Unix(100, 0), Terminal: true,
+		Reason: "Evicted", Message: "The node was low on resource: memory. ", DisruptionTarget: true}
+	st := PodStatus(in)
+	c := condition(st, corev1.DisruptionTarget)
+	if st.Phase != corev1.PodFailed || st.Reason != "Evicted" || c.Status != corev1.ConditionTrue ||
+		c.Reason != corev1.PodReasonTerminationByKubelet || c.Message != in.Message || !c.LastTransitionTime.Equal(&metav1.Time{Time: time.Unix(100, 0)}) {
+		t.Fatalf("evicted pod: phase %s reason %q, DisruptionTarget %+v", st.Phase, st.Reason, c)
+	}
+	in.Previous, in.Now = &st, time.Unix(200, 0)
+	if again := condition(PodStatus(in), corev1.DisruptionTarget); !again.LastTransitionTime.Equal(&c.LastTransitionTime) {
+		t.Errorf("the condition's transition time moved to %v", again.LastTransitionTime)
+	}
+	in.DisruptionTarget = false
+	in.Previous = nil
+	if c := condition(PodStatus(in), corev1.DisruptionTarget); c.Type != "" {
+		t.Errorf("a local storage eviction has the condition %+v", c)
+	}
+}

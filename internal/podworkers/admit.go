@@ -80,7 +80,7 @@ func sysctlRefusal(name string, hostNet, hostIPC bool) string {
 // (a NoExecute taint not tolerated).
 func Admit(pod *corev1.Pod, active []*corev1.Pod, node *corev1.Node) (bool, string, string) {
 	if bad := podsync.UnsafePathName(pod); bad != "" {
-		return false, "UnsafeName", fmt.Sprintf("Pod rejected: its %s cannot be used in a path on the node", bad)
+		return false, "UnsafeName", fmt.Sprintf("its %s cannot be used in a path on the node", bad)
 	}
 	if needsAppArmor(pod) && !AppArmorEnabled {
 		return false, "AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host"

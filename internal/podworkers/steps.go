@@ -24,7 +24,7 @@ func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Durat
 	}
 	if left, ok := deadlineLeft(pod, w.cfg.Clock()); ok && left <= 0 {
 		wk.mu.Lock()
-		wk.reason, wk.message = "DeadlineExceeded", "Pod was active on the node longer than the specified deadline"
+		wk.end = podsync.End{Reason: "DeadlineExceeded", Message: "Pod was active on the node longer than the specified deadline"}
 		wk.mu.Unlock()
 		wk.setState(terminating)
 		return 0
@@ -46,7 +46,7 @@ func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Durat
 		return delay
 	}
 	wk.succeeded()
-	status := w.cfg.Build(pod, res.Runtime, res.Waiting, false, "", "")
+	status := w.cfg.Build(pod, res.Runtime, res.Waiting, false, podsync.End{})
 	w.cfg.Status.SetPodStatus(pod, status)
 	if status.Phase == corev1.PodSucceeded || status.Phase == corev1.PodFailed {
 		wk.setState(terminating)
@@ -80,14 +80,19 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		return wk.retryDelay()
 	}
 	if !removed && pod.DeletionTimestamp != nil {
-		// Report unready at once, before the grace period runs out.
-		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, false, "", ""))
+		// Report unready at once, before the grace period runs out. (An
+		// evicted pod is Failed only once its containers have stopped, as
+		// upstream's status manager holds a terminal phase back until then.)
+		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, false, podsync.End{}))
 	}
 	grace := podsync.GracePeriod(pod)
 	if removed && !isStatic(pod) {
 		grace = 0 // force-deleted from the apiserver: no graceful phase
 	}
 	wk.mu.Lock()
+	if g := wk.end.Grace; g != nil && *g < grace {
+		grace = *g // evicted: the eviction's grace period
+	}
 	killCtx, cancel := context.WithCancel(w.ctx)
 	wk.killCtx, wk.cancelKill, wk.killGrace = killCtx, cancel, grace
 	wk.mu.Unlock()
@@ -116,9 +121,9 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 		// A deleted pod's final status goes with its deletion, once its
 		// volumes are released (stepTerminated).
 		wk.mu.Lock()
-		reason, message := wk.reason, wk.message
+		end := wk.end
 		wk.mu.Unlock()
-		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, true, reason, message))
+		w.cfg.Status.SetPodStatus(pod, w.cfg.Build(pod, rp, nil, true, end))
 	}
 	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod))
 	wk.setState(terminated)
@@ -132,7 +137,7 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (time.Duration, bool) {
 	if !removed {
 		wk.mu.Lock()
-		reclaimed, reason, message := wk.reclaimed, wk.reason, wk.message
+		reclaimed, end := wk.reclaimed, wk.end
 		wk.mu.Unlock()
 		if !reclaimed {
 			// As upstream: a finished pod keeps no volume mounted and no
@@ -152,7 +157,7 @@ func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (tim
 			if err != nil {
 				return retryAfterError, false
 			}
-			w.cfg.Status.Finalize(pod, w.cfg.Build(pod, rp, nil, true, reason, message))
+			w.cfg.Status.Finalize(pod, w.cfg.Build(pod, rp, nil, true, end))
 		}
 		return time.Hour, false
 	}

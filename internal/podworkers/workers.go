@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/podsync"
@@ -51,7 +52,8 @@ type StatusSink interface {
 }
 
 // StatusBuilder turns a sync result into a pod status.
-type StatusBuilder func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, reason, message string) corev1.PodStatus
+// end is why the agent ended the pod, if it did.
+type StatusBuilder func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, end podsync.End) corev1.PodStatus
 
 // Config wires the workers.
 type Config struct {
@@ -61,6 +63,8 @@ type Config struct {
 	Resync time.Duration // re-sync a running pod at least this often (syncFrequency)
 	Admit  func(pod *corev1.Pod, active []*corev1.Pod) (ok bool, reason, message string)
 	Clock  func() time.Time
+	// Recorder records the events of pods refused at admission (nil: none).
+	Recorder record.EventRecorder
 	// Terminated is told when a pod's containers have all stopped for good
 	// (its devices may go to other pods).
 	Terminated func(uid types.UID)
@@ -111,8 +115,8 @@ type worker struct {
 	reclaimed bool          // volumes and cgroup released after termination
 	wake      chan struct{} // a new event, buffered 1
 	state     state
-	// reason and message of a pod-level end (DeadlineExceeded)
-	reason, message string
+	// why the agent ended the pod (an eviction, DeadlineExceeded)
+	end podsync.End
 	// syncCtx is the context of the pod's syncs (pulls, creates, starts);
 	// cancelled the moment the pod is to stop, so that work in flight for
 	// a pod being deleted ends at once.
@@ -170,8 +174,13 @@ func (w *Workers) Update(pod *corev1.Pod) {
 		if reject, reason, msg := w.rejected(pod); reject {
 			w.mu.Unlock()
 			klog.FromContext(w.ctx).Info("Pod admission denied", "pod", klog.KObj(pod), "podUID", pod.UID, "reason", reason, "message", msg)
+			// As upstream: an event with admission's message, and the status
+			// saying the pod was rejected.
+			if w.cfg.Recorder != nil {
+				w.cfg.Recorder.Event(pod, corev1.EventTypeWarning, reason, msg)
+			}
 			st := *pod.Status.DeepCopy()
-			st.Phase, st.Reason, st.Message = corev1.PodFailed, reason, msg
+			st.Phase, st.Reason, st.Message, st.QOSClass = corev1.PodFailed, reason, "Pod was rejected: "+msg, podsync.QOSClass(pod)
 			w.cfg.Status.SetPodStatus(pod, st)
 			return
 		}
@@ -287,7 +296,7 @@ func (w *Workers) Delete(pod *corev1.Pod) {
 
 // Evict stops a pod for the node's sake: its worker terminates it and
 // reports phase Failed with reason and message.
-func (w *Workers) Evict(uid types.UID, reason, message string) {
+func (w *Workers) Evict(uid types.UID, end podsync.End) {
 	w.mu.Lock()
 	wk, ok := w.pods[uid]
 	w.mu.Unlock()
@@ -296,7 +305,7 @@ func (w *Workers) Evict(uid types.UID, reason, message string) {
 	}
 	wk.mu.Lock()
 	if wk.state == syncing {
-		wk.reason, wk.message, wk.state = reason, message, terminating
+		wk.end, wk.state = end, terminating
 	}
 	wk.mu.Unlock()
 	wk.cancelSync()

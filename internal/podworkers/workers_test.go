@@ -126,7 +126,7 @@ func (nopStatus) Forget(types.UID)                           {}
 func newWorkers(t *testing.T, f *fakeSyncer) *Workers {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := New(ctx, Config{Syncer: f, Status: nopStatus{}, Resync: time.Hour,
-		Build: func(*corev1.Pod, *podsync.RuntimePod, map[string]podsync.Waiting, bool, string, string) corev1.PodStatus {
+		Build: func(*corev1.Pod, *podsync.RuntimePod, map[string]podsync.Waiting, bool, podsync.End) corev1.PodStatus {
 			return corev1.PodStatus{Phase: corev1.PodRunning}
 		}})
 	t.Cleanup(func() { cancel(); w.Wait() })
@@ -316,7 +316,7 @@ func TestTerminatedPodReleasesClaimsAndVolumes(t *testing.T) {
 	f := newFakeSyncer()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := New(ctx, Config{Syncer: f, Status: recordingStatus{f}, Resync: time.Hour,
-		Build: func(pod *corev1.Pod, _ *podsync.RuntimePod, _ map[string]podsync.Waiting, terminal bool, _, _ string) corev1.PodStatus {
+		Build: func(pod *corev1.Pod, _ *podsync.RuntimePod, _ map[string]podsync.Waiting, terminal bool, _ podsync.End) corev1.PodStatus {
 			if pod.UID == "job" || terminal {
 				return corev1.PodStatus{Phase: corev1.PodSucceeded}
 			}

@@ -221,6 +221,16 @@ func restartAgent(t *testing.T, env clusterEnv) {
 	_ = cmd.Process.Release()
 }
 
+// reconfigureAgent writes the node agent's configuration file and restarts
+// the agent on it.
+func reconfigureAgent(t *testing.T, env clusterEnv, config []byte) {
+	t.Helper()
+	if err := os.WriteFile(env["CONFIG_FILE"], config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restartAgent(t, env)
+}
+
 func isZombie(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -207,7 +207,7 @@ func TestPodRejectedByNodeAdmission(t *testing.T) {
 	pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1000")}
 	create(t, cs, ns, pod)
 	p := waitPod(t, cs, ns, "huge", 30*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
-	if p.Status.Reason != "OutOfcpu" || !strings.Contains(p.Status.Message, "Node didn't have enough resource: cpu") {
+	if p.Status.Reason != "OutOfcpu" || !strings.HasPrefix(p.Status.Message, "Pod was rejected: Node didn't have enough resource: cpu") {
 		t.Errorf("reason %q message %q", p.Status.Reason, p.Status.Message)
 	}
 	sel := busyboxPod("elsewhere", corev1.RestartPolicyNever, "true")
@@ -465,7 +465,7 @@ func TestDeclaredFeatures(t *testing.T) {
 		ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{7}}}}
 	create(t, cs, ns, pod)
 	p := waitPod(t, cs, ns, "restart-all", 30*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
-	if p.Status.Reason != "PodFeatureUnsupported" || p.Status.Message != "Pod requires node features that are not available: RestartAllContainersOnContainerExits" {
+	if p.Status.Reason != "PodFeatureUnsupported" || p.Status.Message != "Pod was rejected: Pod requires node features that are not available: RestartAllContainersOnContainerExits" {
 		t.Errorf("reason %q message %q", p.Status.Reason, p.Status.Message)
 	}
 }

@@ -134,17 +134,11 @@ func TestPodRejectedForMaxPods(t *testing.T) {
 	if !re.Match(orig) {
 		t.Fatalf("%s has no maxPods line", env["CONFIG_FILE"])
 	}
-	setMaxPods := func(data []byte) {
-		if err := os.WriteFile(env["CONFIG_FILE"], data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		restartAgent(t, env)
-	}
 	t.Cleanup(func() {
-		setMaxPods(orig)
+		reconfigureAgent(t, env, orig)
 		waitNodePods(t, env, before.String(), 90*time.Second)
 	})
-	setMaxPods(re.ReplaceAll(orig, []byte(fmt.Sprintf("maxPods: %d", limit))))
+	reconfigureAgent(t, env, re.ReplaceAll(orig, []byte(fmt.Sprintf("maxPods: %d", limit))))
 	waitNodePods(t, env, fmt.Sprint(limit), 90*time.Second)
 	for _, name := range []string{"first", "second"} {
 		p := busyboxPod(name, corev1.RestartPolicyAlways, "sleep 3600")
