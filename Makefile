@@ -105,12 +105,12 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 
 # Which conformance suite make conformance runs: node (NodeConformance),
 # certified (every [Conformance] spec, on a 2-node cluster), resize (the
-# in-place resize specs) or fast.
+# in-place resize specs), userns (the user namespace specs) or fast.
 SUITE ?= node
 CONFORMANCE_NODES = $(if $(filter command line environment,$(origin NODES)),$(NODES),$(if $(filter certified,$(SUITE)),2,1))
 
 .PHONY: conformance
-conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
+conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|userns|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
 	@$(MAKE) --no-print-directory up KUBELET=$(KUBELET) NODES=$(CONFORMANCE_NODES)
 	@hack/build-tools.sh e2e.test ginkgo
 	@KUBELET=$(KUBELET) SUITE=$(SUITE) hack/conformance.sh
@@ -158,7 +158,7 @@ reliability-doc: ## Regenerate docs/reliability.md from the latest records of bo
 
 .PHONY: conformance-doc
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each suite and agent
-	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
+	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
 
 .PHONY: bench
 bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, BIG=)

@@ -35,11 +35,14 @@ case $suite in
   resize)
     parallel='FeatureGate:InPlacePodVerticalScaling && !Serial && !Flaky'
     serial='FeatureGate:InPlacePodVerticalScaling && Serial && !Flaky' ;;
+  userns)
+    parallel='Feature:UserNamespacesSupport && !Serial && !Flaky'
+    serial='Feature:UserNamespacesSupport && Serial && !Flaky' ;;
   fast)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'
     serial=''
     FOCUS_FILE=${FOCUS_FILE:-hack/conformance/fast.txt} ;;
-  *) echo "SUITE must be node, certified, resize or fast, not $suite" >&2; exit 2 ;;
+  *) echo "SUITE must be node, certified, resize, userns or fast, not $suite" >&2; exit 2 ;;
 esac
 passes=${PASSES:-parallel serial}
 [[ -z "$serial" ]] && passes=parallel

@@ -450,9 +450,7 @@ func observer(rt *runtime.Runtime, maxImages int, plegHealthy func() error, pres
 			o.SupplementalGroupsPolicy = &h.Features.SupplementalGroupsPolicy
 		}
 		for _, rh := range h.Handlers {
-			// Bosun refuses hostUsers: false (user namespaces are not built yet),
-			// so the node says no whatever the handler could do.
-			rro, userns := rh.GetFeatures().GetRecursiveReadOnlyMounts(), false
+			rro, userns := rh.GetFeatures().GetRecursiveReadOnlyMounts(), rh.GetFeatures().GetUserNamespaces()
 			o.RuntimeHandlers = append(o.RuntimeHandlers, corev1.NodeRuntimeHandler{Name: rh.Name,
 				Features: &corev1.NodeRuntimeHandlerFeatures{RecursiveReadOnlyMounts: &rro, UserNamespaces: &userns}})
 		}

@@ -48,6 +48,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/status"
+	"github.com/bosun-dev/bosun/internal/userns"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -75,6 +76,7 @@ type pods struct {
 	pleg     *pleg.Relister
 	probes   *probes.Manager
 	eviction *eviction.Manager
+	userns   *userns.Manager
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
 	csi      *csi.Manager
@@ -205,6 +207,27 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			return nil, err
 		}
 	}
+	var idsPerPod uint32
+	if un := kc.UserNamespaces; un != nil && un.IDsPerPod != nil {
+		idsPerPod = uint32(*un.IDsPerPod) // validated: at most 2^32-1
+	}
+	usernsMgr, err := userns.New(userns.Config{RootDir: d.cfg.RootDir, IDsPerPod: idsPerPod, MaxPods: int(kc.MaxPods),
+		Supports: func(pod *corev1.Pod) (bool, string, error) {
+			handler := ""
+			if rc := pod.Spec.RuntimeClassName; rc != nil && *rc != "" {
+				h, err := objs.RuntimeHandler(ctx, *rc)
+				if err != nil {
+					return false, "", err
+				}
+				handler = h
+			}
+			ok, err := d.rt.UserNamespaces(ctx, handler)
+			return ok, handler, err
+		}})
+	if err != nil {
+		return nil, err
+	}
+	p.userns = usernsMgr
 	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
 		Runtime: d.rt.RuntimeService,
 		Images:  puller,
@@ -214,7 +237,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			RootDir:          d.cfg.RootDir, CgroupsPerQOS: *kc.CgroupsPerQOS, CgroupDriver: kc.CgroupDriver, CgroupRoot: kc.CgroupRoot,
 			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
-			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d),
+			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d), UserNamespace: usernsMgr.Namespace,
 		},
 		Objects:           objs,
 		Volumes:           vm,
@@ -238,6 +261,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc, Recorder: recorder,
 		Terminated: func(uid types.UID) {
 			p.devices.Release(uid)
+			p.userns.Release(uid)
 			p.volumeStats.Drop(uid)
 			p.alloc.Retry() // its cpu and memory are free for deferred resizes
 		},

@@ -184,6 +184,9 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad soft grace period", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionSoft:\n  memory.available: 1Gi\nevictionSoftGracePeriod:\n  memory.available: soon\n")}
 		}, `evictionSoftGracePeriod (--eviction-soft-grace-period)[memory.available] "soon" is not a duration`},
+		{"user namespace length", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"userNamespaces:\n  idsPerPod: 70000\n")}
+		}, "userNamespaces.idsPerPod 70000 must be a multiple of 65536"},
 		{"allocatable memory signal", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  allocatableMemory.available: 100Mi\n")}
 		}, "not supported by Bosun yet: evictionHard (--eviction-hard) signal allocatableMemory.available"},

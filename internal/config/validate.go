@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
+	"math"
 	"net"
 	"slices"
 	"strings"
@@ -47,6 +48,16 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	between("iptablesMasqueradeBit (--iptables-masquerade-bit)", int64(*kc.IPTablesMasqueradeBit), 0, 31)
 	between("iptablesDropBit (--iptables-drop-bit)", int64(*kc.IPTablesDropBit), 0, 31)
 	nonNegative("maxPods (--max-pods)", int64(kc.MaxPods))
+	if un := kc.UserNamespaces; un != nil && un.IDsPerPod != nil && *un.IDsPerPod != 0 {
+		switch ids := *un.IDsPerPod; {
+		case ids < 65536:
+			bad("userNamespaces.idsPerPod %d must not be less than 65536", ids)
+		case ids%65536 != 0:
+			bad("userNamespaces.idsPerPod %d must be a multiple of 65536", ids)
+		case ids > math.MaxUint32:
+			bad("userNamespaces.idsPerPod %d must not be more than %d", ids, int64(math.MaxUint32))
+		}
+	}
 	nonNegative("podsPerCore (--pods-per-core)", int64(kc.PodsPerCore))
 	nonNegative("kubeAPIQPS (--kube-api-qps)", int64(*kc.KubeAPIQPS))
 	nonNegative("kubeAPIBurst (--kube-api-burst)", int64(kc.KubeAPIBurst))

@@ -24,6 +24,18 @@ var (
 		Help:    "Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
 		Buckets: []float64{0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600},
 	})
+	// StartedPods is kubelet_started_pods_total: sandboxes created.
+	StartedPods = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "started_pods_total",
+		Help: "Cumulative number of pods started", StabilityLevel: metrics.ALPHA})
+	// StartedPodsErrors is kubelet_started_pods_errors_total.
+	StartedPodsErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "started_pods_errors_total",
+		Help: "Cumulative number of errors when starting pods", StabilityLevel: metrics.ALPHA})
+	// StartedUserNamespacedPods is kubelet_started_user_namespaced_pods_total.
+	StartedUserNamespacedPods = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "started_user_namespaced_pods_total",
+		Help: "Cumulative number of pods with user namespaces started. This metric will only be collected on Linux.", StabilityLevel: metrics.ALPHA})
+	// StartedUserNamespacedPodsErrors is kubelet_started_user_namespaced_pods_errors_total.
+	StartedUserNamespacedPodsErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "started_user_namespaced_pods_errors_total",
+		Help: "Cumulative number of errors when starting pods with user namespaces. This metric will only be collected on Linux.", StabilityLevel: metrics.ALPHA})
 	// RuntimeOperations is kubelet_runtime_operations_total.
 	RuntimeOperations = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem: "kubelet", Name: "runtime_operations_total", StabilityLevel: metrics.ALPHA,
@@ -50,7 +62,8 @@ var once sync.Once
 // Register adds the metrics to the registry /metrics serves.
 func Register(node string) {
 	once.Do(func() {
-		legacyregistry.MustRegister(PLEGRelistDuration, PodStartDuration, RuntimeOperations, RunningPods, RunningContainers, ClientCertTTL, nodeName)
+		legacyregistry.MustRegister(PLEGRelistDuration, PodStartDuration, RuntimeOperations, RunningPods, RunningContainers, ClientCertTTL, nodeName,
+			StartedPods, StartedPodsErrors, StartedUserNamespacedPods, StartedUserNamespacedPodsErrors)
 		nodeName.WithLabelValues(node).Set(1)
 	})
 }

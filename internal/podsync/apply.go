@@ -19,6 +19,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/devices"
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
 
@@ -178,8 +179,22 @@ func backoffKey(pod *corev1.Pod, container string) string {
 	return key
 }
 
-func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) error {
+func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) (err error) {
 	logger := klog.FromContext(ctx)
+	failed := false // a container could not start (a Waiting reason)
+	if plan.CreateSandbox {
+		// Upstream's counters: pods whose sandbox is created, and those in
+		// their own user namespace, with the syncs of these that fail.
+		bmetrics.StartedPods.Inc()
+		if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
+			bmetrics.StartedUserNamespacedPods.Inc()
+			defer func() {
+				if err != nil || failed {
+					bmetrics.StartedUserNamespacedPodsErrors.Inc()
+				}
+			}()
+		}
+	}
 	if plan.KillPod {
 		logger.V(2).Info("Sandbox is not ready; restarting the pod's sandbox", "pod", klog.KObj(pod))
 		if err := s.Kill(ctx, pod, rp, 2); err != nil {
@@ -188,9 +203,9 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 	}
 	sb := rp.LatestSandbox()
 	var sbConfig *runtimeapi.PodSandboxConfig
-	var err error
 	if plan.CreateSandbox {
 		if sb, sbConfig, err = s.runSandbox(ctx, pod, plan.SandboxAttempt); err != nil {
+			bmetrics.StartedPodsErrors.Inc()
 			s.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", fmt.Sprintf("Failed to create pod sandbox: %v", err))
 			return err
 		}
@@ -217,6 +232,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips, vols); err != nil {
 			return err
 		} else if w != nil {
+			failed = true
 			res.Waiting[name] = *w
 			res.Requeue = time.Second
 			if isInit(pod, name) {

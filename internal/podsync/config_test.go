@@ -353,6 +353,40 @@ func TestSupplementalGroupsPolicyAndHostUsers(t *testing.T) {
 	}
 }
 
+// The pod's user namespace goes to the sandbox and each container, and
+// every mount of a container in its own namespace is ID-mapped as it is.
+func TestUserNamespaceReachesSandboxContainersAndMounts(t *testing.T) {
+	ids := []*runtimeapi.IDMapping{{HostId: 196608, ContainerId: 0, Length: 65536}}
+	n := NodeSettings{UserNamespace: func(pod *corev1.Pod) (*runtimeapi.UserNamespace, error) {
+		if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
+			return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: ids, Gids: ids}, nil
+		}
+		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}, nil
+	}}
+	no := false
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}, Spec: corev1.PodSpec{HostUsers: &no}}
+	sb, err := SandboxConfig(n, pod, 0)
+	if err != nil || sb.Linux.SecurityContext.NamespaceOptions.UsernsOptions.GetMode() != runtimeapi.NamespaceMode_POD {
+		t.Fatalf("sandbox user namespace %v (%v)", sb.GetLinux().GetSecurityContext().GetNamespaceOptions(), err)
+	}
+	c := &corev1.Container{Name: "c"}
+	cfg, err := buildContainerConfig(n, containerParams{pod: pod, container: c, mounts: []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions; u.GetMode() != runtimeapi.NamespaceMode_POD || u.Uids[0].HostId != 196608 {
+		t.Errorf("container user namespace %v", u)
+	}
+	if m := cfg.Mounts[0]; len(m.UidMappings) != 1 || m.UidMappings[0].HostId != 196608 || len(m.GidMappings) != 1 {
+		t.Errorf("mount mappings %v %v", m.UidMappings, m.GidMappings)
+	}
+	pod.Spec.HostUsers = nil
+	cfg, err = buildContainerConfig(n, containerParams{pod: pod, container: c, mounts: []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/x"}}})
+	if err != nil || cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions.GetMode() != runtimeapi.NamespaceMode_NODE || cfg.Mounts[0].UidMappings != nil {
+		t.Errorf("a host-users pod: %v, mappings %v (%v)", cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(), cfg.GetMounts(), err)
+	}
+}
+
 func TestProcMountAndSELinuxReachTheRuntime(t *testing.T) {
 	unmasked := corev1.UnmaskedProcMount
 	level := &corev1.SELinuxOptions{Level: "s0:c1,c2"}

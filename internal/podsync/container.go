@@ -44,7 +44,7 @@ func buildContainerConfig(n NodeSettings, p containerParams) (*runtimeapi.Contai
 		}
 		return out
 	}
-	return &runtimeapi.ContainerConfig{
+	cfg := &runtimeapi.ContainerConfig{
 		Metadata:    &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: uint32(p.restartCount)},
 		Image:       &runtimeapi.ImageSpec{Image: p.imageRef, UserSpecifiedImage: c.Image},
 		Command:     expand(c.Command),
@@ -62,7 +62,15 @@ func buildContainerConfig(n NodeSettings, p containerParams) (*runtimeapi.Contai
 			Resources:       containerResources(n, p.pod, c, p.memCapacity),
 			SecurityContext: security,
 		},
-	}, nil
+	}
+	if userns := security.NamespaceOptions.GetUsernsOptions(); userns != nil {
+		// As upstream: every mount mapped as the pod's user namespace, so
+		// that its root owns what the host's root does.
+		for _, m := range cfg.Mounts {
+			m.UidMappings, m.GidMappings = userns.Uids, userns.Gids
+		}
+	}
+	return cfg, nil
 }
 
 // containerSecurity maps the pod's and container's security contexts (the

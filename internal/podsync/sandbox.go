@@ -37,6 +37,9 @@ type NodeSettings struct {
 	// PodsLimits are the kubepods cgroup's limits (enforceNodeAllocatable
 	// "pods"; zero: none).
 	PodsLimits cgroups.Limits
+	// UserNamespace is the pod's user namespace for CRI (internal/userns;
+	// nil: the node's, and hostUsers: false is refused).
+	UserNamespace func(pod *corev1.Pod) (*runtimeapi.UserNamespace, error)
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.
@@ -61,11 +64,6 @@ func SandboxConfig(n NodeSettings, pod *corev1.Pod, attempt uint32) (*runtimeapi
 	dns, err := DNSConfig(n, pod)
 	if err != nil {
 		return nil, err
-	}
-	if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
-		// User namespaces need ID ranges from the agent and support from the
-		// runtime; without both, running the pod in the host's would be a lie.
-		return nil, errors.New("can't set `spec.hostUsers: false`, runtime does not support user namespaces")
 	}
 	linux, err := sandboxLinux(n, pod)
 	if err != nil {
@@ -108,6 +106,17 @@ func sandboxLinux(n NodeSettings, pod *corev1.Pod) (*runtimeapi.LinuxPodSandboxC
 	}
 	if pod.Spec.HostIPC {
 		ns.Ipc = runtimeapi.NamespaceMode_NODE
+	}
+	if n.UserNamespace != nil {
+		userns, err := n.UserNamespace(pod)
+		if err != nil {
+			return nil, err
+		}
+		ns.UsernsOptions = userns
+	} else if pod.Spec.HostUsers != nil && !*pod.Spec.HostUsers {
+		// Without ID ranges from the agent, running the pod in the host's
+		// user namespace would be a lie.
+		return nil, errors.New("can't set `spec.hostUsers: false`, runtime does not support user namespaces")
 	}
 	lx := &runtimeapi.LinuxPodSandboxConfig{
 		CgroupParent:    CgroupParent(n, pod),

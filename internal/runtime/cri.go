@@ -116,6 +116,21 @@ func (r *Runtime) RecursiveReadOnly(ctx context.Context, handler string) bool {
 	return HandlerSupportsRRO(st.GetRuntimeHandlers(), handler)
 }
 
+// UserNamespaces tells whether a runtime handler ("" the default) can run
+// pods in their own user namespace.
+func (r *Runtime) UserNamespaces(ctx context.Context, handler string) (bool, error) {
+	st, err := r.Status(ctx, false)
+	if err != nil {
+		return false, err
+	}
+	for _, h := range st.GetRuntimeHandlers() {
+		if h.GetName() == handler {
+			return h.GetFeatures().GetUserNamespaces(), nil
+		}
+	}
+	return false, nil
+}
+
 // HandlerSupportsRRO reads a handler's recursive read-only feature; the
 // default handler is the one named "".
 func HandlerSupportsRRO(handlers []*runtimeapi.RuntimeHandler, handler string) bool {
