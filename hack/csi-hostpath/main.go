@@ -142,7 +142,7 @@ func (d *driver) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilities
 	rpc := func(t csipb.NodeServiceCapability_RPC_Type) *csipb.NodeServiceCapability {
 		return &csipb.NodeServiceCapability{Type: &csipb.NodeServiceCapability_Rpc{Rpc: &csipb.NodeServiceCapability_RPC{Type: t}}}
 	}
-	caps := []*csipb.NodeServiceCapability{rpc(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS)}
+	caps := []*csipb.NodeServiceCapability{rpc(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS), rpc(csipb.NodeServiceCapability_RPC_EXPAND_VOLUME)}
 	if d.stage {
 		caps = append(caps, rpc(csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME))
 	}
@@ -217,6 +217,22 @@ func (d *driver) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublish
 		_ = os.RemoveAll(filepath.Join(d.data, "volumes", req.VolumeId))
 	}
 	return &csipb.NodeUnpublishVolumeResponse{}, nil
+}
+
+// NodeExpandVolume has nothing to grow (a volume is a folder): it checks
+// that the volume is published where the agent says and records the size.
+func (d *driver) NodeExpandVolume(_ context.Context, req *csipb.NodeExpandVolumeRequest) (*csipb.NodeExpandVolumeResponse, error) {
+	logf("NodeExpandVolume", req)
+	if _, err := d.volumeDir(req.VolumeId); err != nil {
+		return nil, err
+	}
+	if !mounts.At(req.VolumePath) {
+		return nil, status.Errorf(codes.NotFound, "volume path %s is not published", req.VolumePath)
+	}
+	if req.StagingTargetPath != "" && !mounts.At(req.StagingTargetPath) {
+		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s is not staged", req.StagingTargetPath)
+	}
+	return &csipb.NodeExpandVolumeResponse{CapacityBytes: req.GetCapacityRange().GetRequiredBytes()}, nil
 }
 
 func (d *driver) NodeGetVolumeStats(_ context.Context, req *csipb.NodeGetVolumeStatsRequest) (*csipb.NodeGetVolumeStatsResponse, error) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -175,10 +176,17 @@ func run(ctx context.Context, cfg *config.Config) error {
 	statusCtl, err := nodestatus.New(nodestatus.Config{
 		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources, pods.csi.InUse),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
-		LeaseDuration: kc.NodeLeaseDurationSeconds,
+		LeaseDuration: kc.NodeLeaseDurationSeconds, Recorder: pods.recorder,
 	})
 	if err != nil {
 		return err
+	}
+	// Upstream's start events on the Node.
+	pods.recorder.Event(nodestatus.NodeRef(nodeName), corev1.EventTypeNormal, "Starting", "Starting kubelet.")
+	if managed, err := pods.syncer.EnsureQOSCgroups(); err != nil {
+		return fmt.Errorf("failed to set up the pod class cgroups: %w", err)
+	} else if managed && slices.Contains(kc.EnforceNodeAllocatable, "pods") {
+		pods.recorder.Event(nodestatus.NodeRef(nodeName), corev1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
 	}
 	wake := statusCtl.Wake
 	pods.devicesChanged.Store(&wake)

@@ -191,7 +191,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if p.dra, err = dra.New(dra.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
 		return nil, err
 	}
-	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable, Claims: objs, CSI: p.csi} // pod volumes, and their usage for eviction
+	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable, Claims: objs, CSI: p.csi, // pod volumes, and their usage for eviction
+		Recorder: recorder, NodeName: d.nodeName}
 	p.devices = devices.New(devices.Dir, func() {
 		if f := p.devicesChanged.Load(); f != nil {
 			(*f)()
@@ -328,7 +329,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			return sum.Pods, nil
 		},
 		EmptyDirUsage: vm.EmptyDirUsage, LocalStorageLimits: *kc.LocalStorageCapacityIsolation,
-		Recorder: recorder, Node: &corev1.ObjectReference{Kind: "Node", Name: d.nodeName, UID: types.UID(d.nodeName)},
+		Recorder: recorder, Node: nodestatus.NodeRef(d.nodeName),
 	})
 	return p, nil
 }
@@ -603,6 +604,12 @@ func (o *apiObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secre
 
 func (o *apiObjects) Claim(ctx context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
 	return o.client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, getOpts)
+}
+
+var _ volumes.Expander = (*csi.Manager)(nil) // CSI volumes grow online
+
+func (o *apiObjects) UpdateClaimStatus(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (*corev1.PersistentVolumeClaim, error) {
+	return o.client.CoreV1().PersistentVolumeClaims(pvc.Namespace).UpdateStatus(ctx, pvc, metav1.UpdateOptions{})
 }
 
 func (o *apiObjects) PersistentVolume(ctx context.Context, name string) (*corev1.PersistentVolume, error) {

@@ -70,6 +70,7 @@ type driver struct {
 	stage      bool // STAGE_UNSTAGE_VOLUME
 	stats      bool // GET_VOLUME_STATS
 	mountGroup bool // VOLUME_MOUNT_GROUP: the driver applies fsGroup itself
+	expand     bool // EXPAND_VOLUME
 }
 
 // New checks the configuration and returns a manager with no drivers.
@@ -161,6 +162,8 @@ func (d *driver) capabilities(ctx context.Context) error {
 			d.stats = true
 		case csipb.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP:
 			d.mountGroup = true
+		case csipb.NodeServiceCapability_RPC_EXPAND_VOLUME:
+			d.expand = true
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/component-helpers/apimachinery/lease"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -33,6 +34,8 @@ type Config struct {
 	ReportFrequency time.Duration                      // nodeStatusReportFrequency: patch at least this often
 	LeaseDuration   int32                              // nodeLeaseDurationSeconds
 	Clock           clock.WithTicker                   // injectable for tests
+	// Recorder records the node's status events (nil: none).
+	Recorder record.EventRecorder
 }
 
 // Controller registers the Node, keeps its status and renews its Lease.
@@ -142,8 +145,11 @@ func (c *Controller) register(ctx context.Context) {
 
 func (c *Controller) tryRegister(ctx context.Context) error {
 	node := NewNode(c.cfg.Params)
-	SetStatus(node, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(c.cfg.Clock.Now()))
+	events := SetStatus(node, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(c.cfg.Clock.Now()))
 	_, err := c.cfg.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err == nil {
+		c.record(events)
+	}
 	if !apierrors.IsAlreadyExists(err) {
 		return err
 	}
@@ -177,7 +183,7 @@ func (c *Controller) updateStatus(ctx context.Context) (err error) {
 	}()
 	now := c.cfg.Clock.Now()
 	updated := current.DeepCopy()
-	SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))
+	events := SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))
 	if !statusChanged(&current.Status, &updated.Status) && now.Sub(c.lastReport) < c.cfg.ReportFrequency {
 		return nil
 	}
@@ -197,6 +203,7 @@ func (c *Controller) updateStatus(ctx context.Context) (err error) {
 		return err
 	}
 	c.lastReport = now
+	c.record(events)
 	return nil
 }
 
@@ -226,5 +233,20 @@ func (c *Controller) setLeaseOwner(ctx context.Context) func(*coordinationv1.Lea
 		}
 		l.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
 		return nil
+	}
+}
+
+// NodeRef is the node as events name it (upstream's: its name as UID).
+func NodeRef(name string) *corev1.ObjectReference {
+	return &corev1.ObjectReference{Kind: "Node", Name: name, UID: types.UID(name)}
+}
+
+// record records the node status events of a status written.
+func (c *Controller) record(events []string) {
+	if c.cfg.Recorder == nil {
+		return
+	}
+	for _, e := range events {
+		c.cfg.Recorder.Eventf(NodeRef(c.cfg.Params.NodeName), corev1.EventTypeNormal, e, "Node %s status is now: %s", c.cfg.Params.NodeName, e)
 	}
 }

@@ -147,7 +147,10 @@ func thresholdQuantity(v string, total resource.Quantity) resource.Quantity {
 // SetStatus fills node.Status from the fixed facts and the latest
 // observation. Conditions keep their transition time unless they change;
 // their heartbeat is now.
-func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
+// It returns the node events upstream's status setters record for the
+// change: a pressure condition made or turned (NodeHasSufficientMemory,
+// NodeHasDiskPressure, ...), Ready turned (NodeReady, NodeNotReady).
+func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) []string {
 	st := &node.Status
 	capacity := Capacity(p)
 	for name, q := range o.DeviceCapacity {
@@ -188,9 +191,21 @@ func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) {
 	st.RuntimeHandlers = o.RuntimeHandlers
 	st.DeclaredFeatures = p.DeclaredFeatures
 	st.VolumesInUse = o.VolumesInUse
+	var events []string
 	for _, c := range conditions(o) {
-		setCondition(st, c, now)
+		if turned, made := setCondition(st, c, now); turned && (!made || c.Type != corev1.NodeReady) {
+			events = append(events, conditionEvents[c.Type][c.Status])
+		}
 	}
+	return events
+}
+
+// conditionEvents are upstream's node events for a condition's new status.
+var conditionEvents = map[corev1.NodeConditionType]map[corev1.ConditionStatus]string{
+	corev1.NodeMemoryPressure: {corev1.ConditionTrue: "NodeHasInsufficientMemory", corev1.ConditionFalse: "NodeHasSufficientMemory"},
+	corev1.NodeDiskPressure:   {corev1.ConditionTrue: "NodeHasDiskPressure", corev1.ConditionFalse: "NodeHasNoDiskPressure"},
+	corev1.NodePIDPressure:    {corev1.ConditionTrue: "NodeHasInsufficientPID", corev1.ConditionFalse: "NodeHasSufficientPID"},
+	corev1.NodeReady:          {corev1.ConditionTrue: "NodeReady", corev1.ConditionFalse: "NodeNotReady"},
 }
 
 func conditions(o Observed) []corev1.NodeCondition {
@@ -213,21 +228,24 @@ func conditions(o Observed) []corev1.NodeCondition {
 }
 
 // setCondition updates or adds c, keeping the transition time when only the
-// heartbeat changes.
-func setCondition(st *corev1.NodeStatus, c corev1.NodeCondition, now metav1.Time) {
+// heartbeat changes. It says whether the status turned (or the condition
+// was made) and whether it was made.
+func setCondition(st *corev1.NodeStatus, c corev1.NodeCondition, now metav1.Time) (turned, made bool) {
 	c.LastHeartbeatTime = now
 	for i := range st.Conditions {
 		old := &st.Conditions[i]
 		if old.Type != c.Type {
 			continue
 		}
+		turned = old.Status != c.Status
 		c.LastTransitionTime = old.LastTransitionTime
-		if old.Status != c.Status || c.LastTransitionTime.IsZero() {
+		if turned || c.LastTransitionTime.IsZero() {
 			c.LastTransitionTime = now
 		}
 		*old = c
-		return
+		return turned, false
 	}
 	c.LastTransitionTime = now
 	st.Conditions = append(st.Conditions, c)
+	return true, true
 }

@@ -3,6 +3,7 @@ package nodestatus
 import (
 	"context"
 	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -188,5 +189,29 @@ func TestExtendedResourcesOfOthersAndDevicePlugins(t *testing.T) {
 	SetStatus(node, p, Observed{RuntimeReady: true}, now)
 	if c, a := node.Status.Capacity[dev], node.Status.Allocatable[dev]; !c.IsZero() || !a.IsZero() {
 		t.Errorf("removed resource: capacity %s allocatable %s, want 0", c.String(), a.String())
+	}
+}
+
+// The status events are upstream's: each pressure condition's when it is
+// made and when it turns; Ready's only when it turns.
+func TestSetStatusEvents(t *testing.T) {
+	p := testParams()
+	node := NewNode(p)
+	now := metav1.NewTime(time.Unix(1000, 0))
+	got := SetStatus(node, p, Observed{RuntimeReady: false, NotReadyReason: "starting"}, now)
+	if want := []string{"NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("a new node's events %v, want %v", got, want)
+	}
+	if got := SetStatus(node, p, Observed{RuntimeReady: false, NotReadyReason: "starting"}, now); len(got) != 0 {
+		t.Errorf("nothing changed, events %v", got)
+	}
+	if got := SetStatus(node, p, Observed{RuntimeReady: true}, now); !reflect.DeepEqual(got, []string{"NodeReady"}) {
+		t.Errorf("turned Ready: %v", got)
+	}
+	if got := SetStatus(node, p, Observed{RuntimeReady: true, MemoryPressure: true, PIDPressure: true}, now); !reflect.DeepEqual(got, []string{"NodeHasInsufficientMemory", "NodeHasInsufficientPID"}) {
+		t.Errorf("under pressure: %v", got)
+	}
+	if got := SetStatus(node, p, Observed{RuntimeReady: false, NotReadyReason: "x"}, now); !reflect.DeepEqual(got, []string{"NodeHasSufficientMemory", "NodeHasSufficientPID", "NodeNotReady"}) {
+		t.Errorf("recovered and not ready: %v", got)
 	}
 }

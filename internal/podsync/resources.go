@@ -122,15 +122,25 @@ func qosCgroups(n NodeSettings) []qosCgroup {
 	}
 }
 
-// ensurePodCgroup makes the pod's cgroup with its limits before its sandbox.
-func (s *Syncer) ensurePodCgroup(pod *corev1.Pod) error {
+// EnsureQOSCgroups makes the class cgroups with their limits (kubepods
+// with the node allocatable's, when enforced). It says whether the agent
+// manages them (cgroupsPerQOS with the cgroupfs driver).
+func (s *Syncer) EnsureQOSCgroups() (bool, error) {
 	if s.cfg.Cgroups == nil || !s.cfg.Node.CgroupsPerQOS || s.cfg.Node.CgroupDriver == "systemd" {
-		return nil
+		return false, nil
 	}
 	for _, q := range qosCgroups(s.cfg.Node) {
 		if err := s.cfg.Cgroups.Ensure(q.name, q.limits); err != nil {
-			return err
+			return true, err
 		}
+	}
+	return true, nil
+}
+
+// ensurePodCgroup makes the pod's cgroup with its limits before its sandbox.
+func (s *Syncer) ensurePodCgroup(pod *corev1.Pod) error {
+	if managed, err := s.EnsureQOSCgroups(); !managed || err != nil {
+		return err
 	}
 	return s.cfg.Cgroups.Ensure(CgroupParent(s.cfg.Node, pod), PodCgroupLimits(s.cfg.Node, pod))
 }

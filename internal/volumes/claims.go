@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	"github.com/bosun-dev/bosun/internal/csi"
@@ -48,6 +49,12 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 	switch {
 	case pv.Spec.CSI != nil && m.CSI != nil:
 		path, err := m.CSI.SetUp(ctx, pod, csi.Volume{Name: v.Name, PV: pv, ReadOnly: readOnly})
+		if ex, ok := m.CSI.(Expander); ok && err == nil {
+			if err := m.expandClaim(ctx, ex, pod, v, pv); err != nil {
+				// The pod runs on the volume as it is; the next look retries.
+				klog.FromContext(ctx).Error(err, "Node expansion of a claim failed", "pod", klog.KObj(pod), "volume", v.Name)
+			}
+		}
 		return Volume{Path: path, ReadOnly: readOnly || pv.Spec.CSI.ReadOnly}, err
 	case pv.Spec.HostPath != nil:
 		vol, err := hostPath(pv.Spec.HostPath)
@@ -124,6 +131,11 @@ func (m *Manager) forget(uid types.UID) {
 	for k := range m.bound {
 		if strings.HasPrefix(k, prefix) {
 			delete(m.bound, k)
+		}
+	}
+	for k := range m.expandChecked {
+		if strings.HasPrefix(k, prefix) {
+			delete(m.expandChecked, k)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/downward"
@@ -48,9 +49,13 @@ type Manager struct {
 	Allocatable func() corev1.ResourceList // node allocatable for resourceFieldRef defaults
 	Claims      Claims                     // PVCs and PVs; nil: claims are not supported
 	CSI         CSI                        // CSI volumes; nil: CSI is not supported
+	Recorder    record.EventRecorder       // volume events (node expansion); nil: none
+	NodeName    string
 
 	mu    sync.Mutex
 	bound map[string]boundClaim // by pod UID/volume name
+	// when each pod volume's claim was last looked at for a resize
+	expandChecked map[string]time.Time
 }
 
 // UnsupportedError names a volume type Bosun cannot set up.

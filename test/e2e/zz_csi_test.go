@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -47,22 +48,8 @@ func TestCSIVolumes(t *testing.T) {
 	node := env["NODE_NAME"]
 	root := env["ROOT_DIR"]
 
-	drv := &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: csiDriverName}, Spec: storagev1.CSIDriverSpec{
-		AttachRequired: ptr(false), PodInfoOnMount: ptr(true), FSGroupPolicy: ptr(storagev1.FileFSGroupPolicy),
-		VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent, storagev1.VolumeLifecycleEphemeral},
-		TokenRequests:        []storagev1.TokenRequest{{Audience: "bosun-csi-e2e"}},
-	}}
-	_ = cs.StorageV1().CSIDrivers().Delete(ctx, csiDriverName, metav1.DeleteOptions{})
-	if _, err := cs.StorageV1().CSIDrivers().Create(ctx, drv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.StorageV1().CSIDrivers().Delete(context.Background(), csiDriverName, metav1.DeleteOptions{})
-	})
-
 	data := t.TempDir()
-	driverLog := startNodePlugin(t, "hack/csi-hostpath", "-name", csiDriverName, "-node", node, "-data", data, "-max-volumes", "9",
-		"-endpoint", filepath.Join(root, "plugins", csiDriverName, "csi.sock"), "-registry", filepath.Join(root, "plugins_registry"))
+	driverLog := startCSIDriver(t, env, data)
 
 	// Registration: CSINode, the nodeid annotation, the topology label.
 	var lastNode string
@@ -93,33 +80,7 @@ func TestCSIVolumes(t *testing.T) {
 
 	// A static PV pre-bound to a claim.
 	handle := "vol-" + ns
-	pvName := "pv-" + ns
-	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: pvName}, Spec: corev1.PersistentVolumeSpec{
-		Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: "",
-		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
-		ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: "data"},
-		PersistentVolumeSource:        corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: csiDriverName, VolumeHandle: handle}},
-	}}
-	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
-	})
-	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr(""), VolumeName: pvName,
-		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-	}}
-	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
-		return err == nil && c.Status.Phase == corev1.ClaimBound, nil
-	}); err != nil {
-		t.Fatalf("the claim is not bound: %v", err)
-	}
+	pvName := staticClaim(t, cs, ns, handle, "1Gi")
 
 	csiPod := func(name, script string, readOnly bool) *corev1.Pod {
 		p := busyboxPod(name, corev1.RestartPolicyNever, script)
@@ -260,5 +221,150 @@ func TestCSIVolumes(t *testing.T) {
 	}
 	if out, err := env.kubectl(ctx, "", "-n", ns, "logs", "reader"); err != nil || out != "hello\nread-only\n" {
 		t.Errorf("after its volumes went, the finished pod's log is %q (%v)", out, err)
+	}
+}
+
+// startCSIDriver makes the test driver's CSIDriver object and runs its node
+// plugin, keeping volumes under data; it returns the plugin's log.
+func startCSIDriver(t *testing.T, env clusterEnv, data string) func() string {
+	t.Helper()
+	cs := env.client(t)
+	ctx := context.Background()
+	drv := &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: csiDriverName}, Spec: storagev1.CSIDriverSpec{
+		AttachRequired: ptr(false), PodInfoOnMount: ptr(true), FSGroupPolicy: ptr(storagev1.FileFSGroupPolicy),
+		VolumeLifecycleModes: []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent, storagev1.VolumeLifecycleEphemeral},
+		TokenRequests:        []storagev1.TokenRequest{{Audience: "bosun-csi-e2e"}},
+	}}
+	_ = cs.StorageV1().CSIDrivers().Delete(ctx, csiDriverName, metav1.DeleteOptions{})
+	if _, err := cs.StorageV1().CSIDrivers().Create(ctx, drv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.StorageV1().CSIDrivers().Delete(context.Background(), csiDriverName, metav1.DeleteOptions{})
+	})
+	root := env["ROOT_DIR"]
+	return startNodePlugin(t, "hack/csi-hostpath", "-name", csiDriverName, "-node", env["NODE_NAME"], "-data", data, "-max-volumes", "9",
+		"-endpoint", filepath.Join(root, "plugins", csiDriverName, "csi.sock"), "-registry", filepath.Join(root, "plugins_registry"))
+}
+
+// staticClaim makes a PersistentVolume of the test driver with the given
+// handle and size, pre-bound to a claim "data" in ns, and waits for the
+// claim to be bound; it returns the PV's name.
+func staticClaim(t *testing.T, cs kubernetes.Interface, ns, handle, size string) string {
+	t.Helper()
+	ctx := context.Background()
+	pvName := "pv-" + ns
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: pvName}, Spec: corev1.PersistentVolumeSpec{
+		Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: "",
+		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+		ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: "data"},
+		PersistentVolumeSource:        corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: csiDriverName, VolumeHandle: handle}},
+	}}
+	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
+	})
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr(""), VolumeName: pvName,
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}},
+	}}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+		return err == nil && c.Status.Phase == corev1.ClaimBound, nil
+	}); err != nil {
+		t.Fatalf("the claim is not bound: %v", err)
+	}
+	return pvName
+}
+
+// The controller's part of an online expansion done by hand (no external
+// resizer runs here): the PersistentVolume grows to 2Gi and the claim's
+// status says the node's part is pending. The agent has the driver grow the
+// published volume (NodeExpandVolume with the pod's publish path and the
+// staging path), records FileSystemResizeSuccessful on the pod and the
+// claim, and sets the claim's capacity, clearing the resize status and
+// condition, while the pod runs on.
+func TestCSIVolumeExpansion(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	root := env["ROOT_DIR"]
+	driverLog := startCSIDriver(t, env, t.TempDir())
+	handle := "grow-" + ns
+	pvName := staticClaim(t, cs, ns, handle, "1Gi")
+	pod := busyboxPod("user", corev1.RestartPolicyNever, "sleep 3600")
+	pod.Spec.NodeName = env["NODE_NAME"]
+	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	create(t, cs, ns, pod)
+	user := waitPod(t, cs, ns, "user", 90*time.Second, "Running", running)
+
+	pv, err := cs.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv.Spec.Capacity[corev1.ResourceStorage] = resource.MustParse("2Gi")
+	if _, err := cs.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pvc, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pvc.Status.AllocatedResources = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("2Gi")}
+	pvc.Status.AllocatedResourceStatuses = map[corev1.ResourceName]corev1.ClaimResourceStatus{corev1.ResourceStorage: corev1.PersistentVolumeClaimNodeResizePending}
+	pvc.Status.Conditions = []corev1.PersistentVolumeClaimCondition{{Type: corev1.PersistentVolumeClaimFileSystemResizePending, Status: corev1.ConditionTrue,
+		LastTransitionTime: metav1.Now(), Message: "Waiting for user to (re-)start a pod to finish file system resize of volume on node."}}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).UpdateStatus(ctx, pvc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	var last string
+	if err := wait.PollUntilContextTimeout(ctx, 2*time.Second, 180*time.Second, true, func(ctx context.Context) (bool, error) {
+		c, err := cs.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "data", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		capacity := c.Status.Capacity[corev1.ResourceStorage]
+		last = fmt.Sprintf("capacity %s, resize statuses %v, conditions %+v", capacity.String(), c.Status.AllocatedResourceStatuses, c.Status.Conditions)
+		return capacity.String() == "2Gi" && len(c.Status.AllocatedResourceStatuses) == 0 && len(c.Status.Conditions) == 0, nil
+	}); err != nil {
+		t.Fatalf("the claim's expansion did not finish: %s; driver log: %s", last, driverLog())
+	}
+	var req struct {
+		Req struct {
+			VolumeID          string `json:"volume_id"`
+			VolumePath        string `json:"volume_path"`
+			StagingTargetPath string `json:"staging_target_path"`
+			CapacityRange     struct {
+				RequiredBytes int64 `json:"required_bytes"`
+			} `json:"capacity_range"`
+		} `json:"req"`
+	}
+	for _, line := range strings.Split(driverLog(), "\n") {
+		if strings.Contains(line, `"call":"NodeExpandVolume"`) {
+			_ = json.Unmarshal([]byte(line), &req)
+		}
+	}
+	target := filepath.Join(root, "pods", string(user.UID), "volumes", "kubernetes.io~csi", pvName, "mount")
+	staging := filepath.Join(root, "plugins", "kubernetes.io", "csi", csiDriverName, fmt.Sprintf("%x", sha256.Sum256([]byte(handle))), "globalmount")
+	if req.Req.VolumeID != handle || req.Req.VolumePath != target || req.Req.StagingTargetPath != staging || req.Req.CapacityRange.RequiredBytes != 2<<30 {
+		t.Errorf("NodeExpandVolume %+v, want volume %s at %s staged at %s to 2Gi", req.Req, handle, target, staging)
+	}
+	for _, name := range []string{"user", "data"} {
+		if e := firstEvent(t, cs, ns, name, "FileSystemResizeSuccessful"); e == nil || e.Message != fmt.Sprintf("MountVolume.NodeExpandVolume succeeded for volume %q %s", pvName, env["NODE_NAME"]) {
+			t.Errorf("%s's FileSystemResizeSuccessful event: %+v", name, e)
+		}
+	}
+	if out := execIn(t, env, ns, "user", "main", "touch /data/after && echo ok"); out != "ok\n" {
+		t.Errorf("the pod after the expansion: %q", out)
 	}
 }

@@ -26,7 +26,9 @@ import (
 // the capped grace period though it ignores SIGTERM and asks for 60 s. A
 // BestEffort pod bound to the node meanwhile is refused for the pressure,
 // with upstream's "Pod was rejected: " status and its event.
-// With the threshold gone the node is without pressure again.
+// The node records upstream's events: Starting, NodeHasInsufficientMemory,
+// EvictionThresholdMet. With the threshold gone the node is without
+// pressure again.
 func TestSoftEviction(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -149,15 +151,22 @@ evictionPressureTransitionPeriod: "5s"
 	if !at["hog"].IsZero() && !at["calm"].IsZero() && !at["hog"].Before(at["calm"]) {
 		t.Errorf("evicted the hog at %s and the calm pod at %s: the pod over its request goes first", at["hog"], at["calm"])
 	}
-	nodeEvents, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node + ",reason=EvictionThresholdMet"})
-	found := false
-	if err == nil {
-		for _, e := range nodeEvents.Items {
-			found = found || e.Type == corev1.EventTypeWarning && e.Message == "Attempting to reclaim memory" && e.LastTimestamp.After(start)
+	// The node's events since the test began, as upstream records them.
+	for _, want := range []struct{ kind, reason, message string }{
+		{corev1.EventTypeWarning, "EvictionThresholdMet", "Attempting to reclaim memory"},
+		{corev1.EventTypeNormal, "NodeHasInsufficientMemory", "Node " + node + " status is now: NodeHasInsufficientMemory"},
+		{corev1.EventTypeNormal, "Starting", "Starting kubelet."},
+	} {
+		nodeEvents, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=" + node + ",reason=" + want.reason})
+		found := false
+		if err == nil {
+			for _, e := range nodeEvents.Items {
+				found = found || e.Type == want.kind && e.Message == want.message && e.LastTimestamp.After(start)
+			}
 		}
-	}
-	if !found {
-		t.Errorf("no EvictionThresholdMet event on the node since the test began (%v)", err)
+		if !found {
+			t.Errorf("no %s event %q on the node since the test began (%v)", want.reason, want.message, err)
+		}
 	}
 }
 
