@@ -229,6 +229,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		return nil, err
 	}
 	p.userns = usernsMgr
+	cg := cgroups.New("/sys/fs/cgroup")
 	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
 		Runtime: d.rt.RuntimeService,
 		Images:  puller,
@@ -239,6 +240,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
 			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d), UserNamespace: usernsMgr.Namespace,
+			Swap: podsync.Swap{Controller: cg.SwapController(), CgroupV2: cg.V2(), Behavior: kc.MemorySwap.SwapBehavior, Bytes: d.machine.SwapBytes},
 		},
 		Objects:           objs,
 		Volumes:           vm,
@@ -249,7 +251,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		MemCapacity:       d.machine.MemoryBytes,
 		RuntimeHandler:    objs.RuntimeHandler,
 		RecursiveReadOnly: d.rt.RecursiveReadOnly,
-		Cgroups:           cgroups.New("/sys/fs/cgroup"),
+		Cgroups:           cg,
 		Devices:           p.devices,
 		Claims:            p.dra,
 		ResizeFailed:      p.alloc.Failed,

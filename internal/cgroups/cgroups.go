@@ -42,6 +42,28 @@ func New(root string) *Manager {
 // V2 reports whether the unified hierarchy is in use.
 func (m *Manager) V2() bool { return m.v2 }
 
+// SwapController reports whether the kernel accounts swap per cgroup, as
+// upstream checks it: memory.memsw.limit_in_bytes on v1, memory.swap.max
+// in the agent's own cgroup on v2 (the root has none).
+func (m *Manager) SwapController() bool {
+	p := filepath.Join(m.Root, "memory", "memory.memsw.limit_in_bytes")
+	if m.v2 {
+		data, err := os.ReadFile("/proc/self/cgroup")
+		if err != nil {
+			return false
+		}
+		self := ""
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "0::"); ok {
+				self = rest
+			}
+		}
+		p = filepath.Join(m.Root, self, "memory.swap.max")
+	}
+	_, err := os.Stat(p)
+	return err == nil
+}
+
 // dirs are the folders of cgroup path name, one per hierarchy.
 func (m *Manager) dirs(name string) map[string]string {
 	name = filepath.Clean("/" + name)

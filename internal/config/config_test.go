@@ -190,9 +190,9 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"allocatable memory signal", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  allocatableMemory.available: 100Mi\n")}
 		}, "not supported by Bosun yet: evictionHard (--eviction-hard) signal allocatableMemory.available"},
-		{"limited swap", func(t *testing.T) []string {
-			return []string{"--config=" + writeConfig(t, header+"memorySwap:\n  swapBehavior: LimitedSwap\n")}
-		}, `memorySwap.swapBehavior "LimitedSwap"`},
+		{"unknown swap behavior", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"memorySwap:\n  swapBehavior: UnlimitedSwap\n")}
+		}, `memorySwap.swapBehavior`},
 		{"enforcing system-reserved", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"enforceNodeAllocatable: [pods, system-reserved]\n")}
 		},

@@ -10,7 +10,7 @@ import (
 // unsupported refuses the settings Bosun cannot honour yet, each with the
 // field, the flag and what to set instead: a node agent that accepted them
 // and went on without them would break what the operator asked for
-// silently (exclusive CPUs, NUMA alignment, swap limits).
+// silently (exclusive CPUs, NUMA alignment).
 // Their defaults are accepted, so both seed configurations load.
 func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	var errs []error
@@ -42,9 +42,6 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 		if _, ok := m["allocatableMemory.available"]; ok {
 			refuse("%s signal allocatableMemory.available (eviction on the pods' allocatable memory); use memory.available", field)
 		}
-	}
-	if kc.MemorySwap.SwapBehavior == "LimitedSwap" {
-		refuse("memorySwap.swapBehavior \"LimitedSwap\" (swap for Burstable pods); set it to \"NoSwap\" or leave it unset")
 	}
 	for _, e := range kc.EnforceNodeAllocatable {
 		if !slices.Contains([]string{"pods", "none"}, e) {

@@ -12,15 +12,7 @@ import (
 
 // critical pods are never evicted nor refused for pressure: static and
 // mirror pods, and pods of system priority (as upstream's IsCriticalPod).
-func critical(pod *corev1.Pod) bool {
-	if src := pod.Annotations["kubernetes.io/config.source"]; src != "" && src != "api" {
-		return true
-	}
-	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
-		return true
-	}
-	return pod.Spec.Priority != nil && *pod.Spec.Priority >= 2000000000
-}
+func critical(pod *corev1.Pod) bool { return podsync.CriticalPod(pod) }
 
 func qosOf(pod *corev1.Pod) corev1.PodQOSClass { return podsync.QOSClass(pod) }
 

@@ -33,6 +33,7 @@ type Machine struct {
 	HugePages       map[string]resource.Quantity // hugepages-<size> -> total bytes
 	SwapOn          bool                         // /proc/swaps lists an active device
 	SwapDescription string                       // /proc/swaps, for the failSwapOn message
+	SwapBytes       int64                        // SwapTotal
 }
 
 // ReadMachine reads the machine's facts; rootDir is the agent's --root-dir.
@@ -47,9 +48,10 @@ func ReadMachine(rootDir string) (*Machine, error) {
 		OSImage:         osImage(),
 	}
 	var err error
-	if m.MemoryBytes, err = memTotal(); err != nil {
+	if m.MemoryBytes, err = meminfoBytes("MemTotal:"); err != nil {
 		return nil, err
 	}
+	m.SwapBytes, _ = meminfoBytes("SwapTotal:")
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
 		m.KernelVersion = unix.ByteSliceToString(uts.Release[:])
@@ -92,7 +94,8 @@ func osImage() string {
 	return "Unknown"
 }
 
-func memTotal() (int64, error) {
+// meminfoBytes reads one /proc/meminfo field in bytes.
+func meminfoBytes(field string) (int64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -101,7 +104,7 @@ func memTotal() (int64, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+		if len(fields) >= 2 && fields[0] == field {
 			kb, err := strconv.ParseInt(fields[1], 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("/proc/meminfo: %w", err)
@@ -109,7 +112,7 @@ func memTotal() (int64, error) {
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/meminfo has no MemTotal")
+	return 0, fmt.Errorf("/proc/meminfo has no %s", strings.TrimSuffix(field, ":"))
 }
 
 // hugePages reads /sys/kernel/mm/hugepages/hugepages-<N>kB/nr_hugepages.

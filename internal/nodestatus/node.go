@@ -183,6 +183,10 @@ func SetStatus(node *corev1.Node, p Params, o Observed, now metav1.Time) []strin
 		ContainerRuntimeVersion: o.RuntimeVersion, KubeletVersion: version.Kubernetes,
 		OperatingSystem: p.Machine.OperatingSystem, Architecture: p.Machine.Architecture,
 	}
+	if p.Machine.SwapBytes != 0 {
+		swap := p.Machine.SwapBytes
+		st.NodeInfo.Swap = &corev1.NodeSwapStatus{Capacity: &swap}
+	}
 	st.Images = o.Images
 	st.Features = nil
 	if o.SupplementalGroupsPolicy != nil {

@@ -417,3 +417,37 @@ func TestProcMountAndSELinuxReachTheRuntime(t *testing.T) {
 		t.Errorf("sandbox SELinux options %v (%v)", lx.SecurityContext.GetSelinuxOptions(), err)
 	}
 }
+
+// Swap as upstream: none by default (on cgroup v1, memory+swap capped at
+// the memory limit); LimitedSwap on cgroup v2 gives a Burstable container
+// its memory request's share of the node's swap, and nothing to others.
+func TestSwapLimits(t *testing.T) {
+	burstable := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}}}}}
+	guaranteed := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi"), corev1.ResourceCPU: resource.MustParse("1")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi"), corev1.ResourceCPU: resource.MustParse("1")}}}}}}
+	critical := burstable.DeepCopy()
+	critical.Spec.Priority = ptrTo(int32(2000001000))
+	const memCap, swap = 8 << 30, 4 << 30
+	for _, tc := range []struct {
+		name    string
+		sw      Swap
+		pod     *corev1.Pod
+		v1Limit int64
+		v2Max   string
+	}{
+		{"no swap accounting", Swap{}, burstable, 0, ""},
+		{"cgroup v1", Swap{Controller: true, Behavior: "LimitedSwap", Bytes: swap}, burstable, 2 << 30, ""},
+		{"v2 NoSwap", Swap{Controller: true, CgroupV2: true, Bytes: swap}, burstable, 0, "0"},
+		{"v2 LimitedSwap burstable", Swap{Controller: true, CgroupV2: true, Behavior: "LimitedSwap", Bytes: swap}, burstable, 0, "536870912"},
+		{"v2 LimitedSwap guaranteed", Swap{Controller: true, CgroupV2: true, Behavior: "LimitedSwap", Bytes: swap}, guaranteed, 0, "0"},
+		{"v2 LimitedSwap critical", Swap{Controller: true, CgroupV2: true, Behavior: "LimitedSwap", Bytes: swap}, critical, 0, "0"},
+	} {
+		r := containerResources(NodeSettings{Swap: tc.sw}, tc.pod, &tc.pod.Spec.Containers[0], memCap)
+		if r.MemorySwapLimitInBytes != tc.v1Limit || r.Unified["memory.swap.max"] != tc.v2Max {
+			t.Errorf("%s: memory+swap %d, memory.swap.max %q; want %d, %q", tc.name, r.MemorySwapLimitInBytes, r.Unified["memory.swap.max"], tc.v1Limit, tc.v2Max)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package podsync
 import (
 	corev1 "k8s.io/api/core/v1"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"strconv"
 )
 
 // QOSClass is the pod's quality-of-service class, from its containers'
@@ -72,5 +73,53 @@ func containerResources(n NodeSettings, pod *corev1.Pod, c *corev1.Container, me
 		}
 		r.OomScoreAdj = min(max(adj, 1000+guaranteedOOMScoreAdj), besteffortOOMScoreAdj-1)
 	}
+	configureSwap(n.Swap, pod, c, r, memCapacity)
 	return r
+}
+
+// Swap is what the node's swap allows containers (memorySwap).
+type Swap struct {
+	// Controller: the kernel accounts swap per cgroup (memory.memsw.* on
+	// cgroup v1, memory.swap.max on v2); without it nothing is set.
+	Controller bool
+	CgroupV2   bool
+	Behavior   string // memorySwap.swapBehavior: "", NoSwap or LimitedSwap
+	Bytes      int64  // the node's swap (SwapTotal)
+}
+
+// configureSwap limits the container's swap as upstream: none (NoSwap, the
+// default) — on cgroup v1 by capping memory+swap at the memory limit — and
+// with LimitedSwap on cgroup v2, a Burstable container that requests memory
+// below its limit gets its request's share of the node's swap; critical
+// pods never swap.
+func configureSwap(sw Swap, pod *corev1.Pod, c *corev1.Container, r *runtimeapi.LinuxContainerResources, memCapacity int64) {
+	if !sw.Controller {
+		return
+	}
+	if !sw.CgroupV2 {
+		r.MemorySwapLimitInBytes = r.MemoryLimitInBytes // 0 (no limit) leaves it unset
+		return
+	}
+	limit := int64(0)
+	req, lim := c.Resources.Requests.Memory(), c.Resources.Limits.Memory()
+	if sw.Behavior == "LimitedSwap" && !CriticalPod(pod) && QOSClass(pod) == corev1.PodQOSBurstable &&
+		(!req.IsZero() || !lim.IsZero()) && req.Cmp(*lim) != 0 && memCapacity > 0 && req.Value() <= memCapacity {
+		limit = int64(float64(req.Value()) / float64(memCapacity) * float64(sw.Bytes))
+	}
+	if r.Unified == nil {
+		r.Unified = map[string]string{}
+	}
+	r.Unified["memory.swap.max"] = strconv.FormatInt(limit, 10)
+}
+
+// CriticalPod is upstream's IsCriticalPod: static and mirror pods, and pods
+// of system priority.
+func CriticalPod(pod *corev1.Pod) bool {
+	if src := pod.Annotations["kubernetes.io/config.source"]; src != "" && src != "api" {
+		return true
+	}
+	if _, ok := pod.Annotations[corev1.MirrorPodAnnotationKey]; ok {
+		return true
+	}
+	return pod.Spec.Priority != nil && *pod.Spec.Priority >= 2000000000
 }

@@ -37,6 +37,8 @@ type NodeSettings struct {
 	// PodsLimits are the kubepods cgroup's limits (enforceNodeAllocatable
 	// "pods"; zero: none).
 	PodsLimits cgroups.Limits
+	// Swap is what the node's swap allows containers.
+	Swap Swap
 	// UserNamespace is the pod's user namespace for CRI (internal/userns;
 	// nil: the node's, and hostUsers: false is refused).
 	UserNamespace func(pod *corev1.Pod) (*runtimeapi.UserNamespace, error)

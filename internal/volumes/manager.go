@@ -138,7 +138,7 @@ func (m *Manager) content(dir string, files map[string]File, err error, gid int,
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Volume{}, err
 	}
-	if tmpfs && !isMountPoint(dir) {
+	if tmpfs && !mounts.IsMountPoint(dir) {
 		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
 			return Volume{}, fmt.Errorf("failed to mount tmpfs at %s: %w", dir, err)
 		}
@@ -159,7 +159,7 @@ func (m *Manager) emptyDir(dir string, ed *corev1.EmptyDirVolumeSource, gid int)
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return Volume{}, err
 	}
-	if ed.Medium == corev1.StorageMediumMemory && !isMountPoint(dir) {
+	if ed.Medium == corev1.StorageMediumMemory && !mounts.IsMountPoint(dir) {
 		// tmpfs's own default mode (1777, sticky) stays, as upstream leaves it.
 		opts := ""
 		if ed.SizeLimit != nil && ed.SizeLimit.Value() > 0 {
@@ -375,16 +375,6 @@ func volumeType(v *corev1.Volume) string {
 		return "image"
 	}
 	return "unknown"
-}
-
-// isMountPoint reports whether dir is a mount point (its device differs
-// from its parent's).
-func isMountPoint(dir string) bool {
-	var st, parent syscall.Stat_t
-	if syscall.Lstat(dir, &st) != nil || syscall.Lstat(filepath.Dir(dir), &parent) != nil {
-		return false
-	}
-	return st.Dev != parent.Dev
 }
 
 // Teardown unmounts and removes the pod's volume folders. It never follows

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +92,32 @@ func TestSupplementalGroupsPolicyStrictRefused(t *testing.T) {
 	p := waitPod(t, cs, ns, "strict", 60*time.Second, "Failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
 	if p.Status.Reason != "SupplementalGroupsPolicyNotSupported" {
 		t.Errorf("reason %q message %q", p.Status.Reason, p.Status.Message)
+	}
+}
+
+// No container swaps by default (memorySwap NoSwap, as upstream): on cgroup
+// v1 memory+swap is capped at the memory limit, on v2 memory.swap.max is 0.
+func TestContainersDoNotSwap(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	v1 := "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+	if _, err := os.Stat(v1); err != nil {
+		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+			t.Skip("the kernel accounts no swap per cgroup")
+		}
+	}
+	pod := busyboxPod("capped", corev1.RestartPolicyNever, "cat /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.swap.max")
+	pod.Spec.Containers[0].Resources.Limits = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")}
+	create(t, cs, ns, pod)
+	waitPod(t, cs, ns, "capped", 60*time.Second, "Succeeded", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodSucceeded })
+	out, err := env.kubectl(context.Background(), "", "-n", ns, "logs", "capped")
+	want := "67108864" // v1: memory+swap = the 64Mi limit
+	if _, statErr := os.Stat(v1); statErr != nil {
+		want = "0"
+	}
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Errorf("the container's swap limit is %q (%v), want %s", out, err, want)
 	}
 }
