@@ -39,6 +39,7 @@ import (
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
+	"github.com/bosun-dev/bosun/internal/objectcache"
 	"github.com/bosun-dev/bosun/internal/pleg"
 	"github.com/bosun-dev/bosun/internal/podsource"
 	"github.com/bosun-dev/bosun/internal/podsync"
@@ -170,7 +171,10 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	for _, ip := range d.nodeIPs {
 		hostIPs = append(hostIPs, ip.String())
 	}
-	objs := &apiObjects{client: d.client, services: svcLister, tokens: map[string]cachedToken{}}
+	objs := &apiObjects{client: d.client, services: svcLister, tokens: map[string]cachedToken{},
+		objects: objectcache.New(objectcache.Config{Client: d.client, Strategy: string(kc.ConfigMapAndSecretChangeDetectionStrategy),
+			TTL: func() (time.Duration, bool) { return objectcache.NodeTTL(p.node()) }})}
+	go objs.objects.Run(ctx)
 	maxParallel := int32(0)
 	if kc.MaxParallelImagePulls != nil {
 		maxParallel = *kc.MaxParallelImagePulls
@@ -541,11 +545,13 @@ func (p *pods) podExists(uid types.UID) bool {
 	return false
 }
 
-// apiObjects reads ConfigMaps and Secrets from the apiserver (the node
-// authorizer lets a node read those its pods use), Services from a watch,
-// and requests service account tokens bound to pods.
+// apiObjects reads ConfigMaps and Secrets the node's pods use (the node
+// authorizer lets a node read and watch those), from a watch per object by
+// default (internal/objectcache), Services from a watch, and requests
+// service account tokens bound to pods.
 type apiObjects struct {
 	client   kubernetes.Interface
+	objects  *objectcache.Store // ConfigMaps and Secrets, by configMapAndSecretChangeDetectionStrategy
 	services corelisters.ServiceLister
 	mu       sync.Mutex
 	tokens   map[string]cachedToken // pod UID|account|audience|expiry -> token
@@ -597,11 +603,11 @@ func (o *apiObjects) RuntimeHandler(ctx context.Context, name string) (string, e
 }
 
 func (o *apiObjects) ConfigMap(ctx context.Context, ns, name string) (*corev1.ConfigMap, error) {
-	return o.client.CoreV1().ConfigMaps(ns).Get(ctx, name, getOpts)
+	return o.objects.ConfigMap(ctx, ns, name)
 }
 
 func (o *apiObjects) Secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
-	return o.client.CoreV1().Secrets(ns).Get(ctx, name, getOpts)
+	return o.objects.Secret(ctx, ns, name)
 }
 
 func (o *apiObjects) Claim(ctx context.Context, ns, name string) (*corev1.PersistentVolumeClaim, error) {
