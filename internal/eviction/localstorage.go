@@ -32,13 +32,7 @@ func Violation(pod *corev1.Pod, stats *statsapi.PodStats, emptyDirs map[string]i
 	var total int64
 	if stats != nil {
 		for _, c := range stats.Containers {
-			var use int64
-			if c.Rootfs != nil && c.Rootfs.UsedBytes != nil {
-				use += int64(*c.Rootfs.UsedBytes)
-			}
-			if c.Logs != nil && c.Logs.UsedBytes != nil {
-				use += int64(*c.Logs.UsedBytes)
-			}
+			use := diskUse(c)
 			containerUse[c.Name] += use
 			total += use
 		}
@@ -109,4 +103,17 @@ func limitsLocalStorage(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// diskUse is the disk a container takes on the node: its writable layer
+// and its logs.
+func diskUse(c statsapi.ContainerStats) int64 {
+	var use int64
+	if c.Rootfs != nil && c.Rootfs.UsedBytes != nil {
+		use += int64(*c.Rootfs.UsedBytes)
+	}
+	if c.Logs != nil && c.Logs.UsedBytes != nil {
+		use += int64(*c.Logs.UsedBytes)
+	}
+	return use
 }

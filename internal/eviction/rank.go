@@ -83,12 +83,7 @@ func usage(pod *corev1.Pod, st *statsapi.PodStats, emptyDirs func(*corev1.Pod) m
 	case corev1.ResourceEphemeralStorage:
 		var total int64
 		for _, c := range st.Containers {
-			if c.Rootfs != nil && c.Rootfs.UsedBytes != nil {
-				total += int64(*c.Rootfs.UsedBytes)
-			}
-			if c.Logs != nil && c.Logs.UsedBytes != nil {
-				total += int64(*c.Logs.UsedBytes)
-			}
+			total += diskUse(c)
 		}
 		if emptyDirs != nil {
 			for _, used := range emptyDirs(pod) {
