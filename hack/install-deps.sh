@@ -6,7 +6,7 @@
 # pkg-config and gcc to build runc (RUNTIME=containerd2), and docker-registry with
 # apache2-utils (htpasswd) for the local image registries.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc make bzip2 libc6-dev bind9-dnsutils iproute2 util-linux ca-certificates curl netcat-openbsd docker-registry apache2-utils)
+pkgs=(containerd runc containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc make bzip2 libc6-dev bind9-dnsutils iproute2 util-linux ca-certificates curl netcat-openbsd docker-registry apache2-utils systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

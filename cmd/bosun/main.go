@@ -20,6 +20,16 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "join" || os.Args[1] == "preflight") {
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		run := runJoin
+		if os.Args[1] == "preflight" {
+			run = runPreflight
+		}
+		rc := run(ctx, os.Args[2:])
+		cancel()
+		os.Exit(rc)
+	}
 	cfg, err := config.Load(os.Args[1:])
 	switch {
 	case errors.Is(err, config.ErrHelp):

@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -13,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // bootstrapToken returns the cluster's bootstrap token "<id>.<secret>",
@@ -91,4 +98,103 @@ func ignoreExists[T any](_ T, err error) error {
 		return nil
 	}
 	return err
+}
+
+// publishClusterInfo does what kubeadm init's bootstrap-token phase does for
+// joining nodes: kube-public/cluster-info holds a kubeconfig with the
+// cluster's address and CA (the controller-manager's bootstrapsigner signs it
+// for each token with usage-bootstrap-signing), readable without credentials.
+func (l *layout) publishClusterInfo(ctx context.Context, cs kubernetes.Interface) error {
+	ca, err := os.ReadFile(filepath.Join(l.pki, "ca.pem"))
+	if err != nil {
+		return err
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[""] = &clientcmdapi.Cluster{Server: nodeAPIServerURL, CertificateAuthorityData: ca}
+	kubeconfig, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "cluster-info", Namespace: "kube-public"},
+		Data:       map[string]string{"kubeconfig": string(kubeconfig)},
+	}
+	if err := ignoreExists(cs.CoreV1().ConfigMaps("kube-public").Create(ctx, cm, metav1.CreateOptions{})); err != nil {
+		return fmt.Errorf("cluster-info: %w", err)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-signer-clusterinfo", Namespace: "kube-public"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
+			ResourceNames: []string{"cluster-info"}, Verbs: []string{"get"}}},
+	}
+	if err := ignoreExists(cs.RbacV1().Roles("kube-public").Create(ctx, role, metav1.CreateOptions{})); err != nil {
+		return err
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-signer-clusterinfo", Namespace: "kube-public"},
+		Subjects:   []rbacv1.Subject{{Kind: "User", Name: "system:anonymous", APIGroup: "rbac.authorization.k8s.io"}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+	}
+	return ignoreExists(cs.RbacV1().RoleBindings("kube-public").Create(ctx, binding, metav1.CreateOptions{}))
+}
+
+// waitClusterInfoSigned waits for the bootstrapsigner to sign cluster-info
+// for the token id.
+func waitClusterInfoSigned(ctx context.Context, cs kubernetes.Interface, id string) error {
+	return waitFor(ctx, 60*time.Second, "cluster-info signed for token "+id, func() error {
+		cm, err := cs.CoreV1().ConfigMaps("kube-public").Get(ctx, "cluster-info", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if _, ok := cm.Data["jws-kubeconfig-"+id]; !ok {
+			return fmt.Errorf("no jws-kubeconfig-%s yet", id)
+		}
+		return nil
+	})
+}
+
+// caCertHash is the --discovery-token-ca-cert-hash of the cluster CA.
+func (l *layout) caCertHash() (string, error) {
+	data, err := os.ReadFile(filepath.Join(l.pki, "ca.pem"))
+	if err != nil {
+		return "", err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return "", fmt.Errorf("%s: no PEM block", filepath.Join(l.pki, "ca.pem"))
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// bosunJoin writes a Bosun node's bootstrap kubeconfig, CA and unit with
+// `bosun join` alone, as an operator would, run in the node's network
+// namespace; the KubeletConfiguration written before it is kept.
+func (l *layout) bosunJoin(ctx context.Context, cs kubernetes.Interface, token string) error {
+	id, _, _ := strings.Cut(token, ".")
+	if err := waitClusterInfoSigned(ctx, cs, id); err != nil {
+		return err
+	}
+	hash, err := l.caCertHash()
+	if err != nil {
+		return err
+	}
+	args := []string{"join", "--server=" + l.apiServer(), "--token=" + token, "--discovery-token-ca-cert-hash=" + hash,
+		"--node-name=" + l.nodeName, "--node-ip=" + l.node.ip,
+		"--bootstrap-kubeconfig=" + l.bootstrapKubeconfig(), "--kubeconfig=" + l.nodeKubeconfig(),
+		"--config=" + l.configFile(), "--cert-dir=" + l.certDir(), "--root-dir=" + l.rootDir(),
+		"--unit-file=" + filepath.Join(l.node.dir, "kubelet.service")}
+	name, cmdArgs := l.binary("bosun"), args
+	if l.node.netns != "" {
+		name, cmdArgs = "ip", append([]string{"netns", "exec", l.node.netns, l.binary("bosun")}, args...)
+	}
+	out, err := exec.CommandContext(ctx, name, cmdArgs...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("bosun join for node %s: %v\n%s", l.nodeName, err, out)
+	}
+	return nil
 }

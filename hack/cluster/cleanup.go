@@ -250,6 +250,8 @@ func (l *layout) writeEnv() error {
 		{"AGENT_LOG", l.logFile("agent")},
 		{"AGENT_PID", l.pidFile("agent")},
 		{"AGENT_BIN", l.agentBinary()},
+		{"BOSUN_BIN", l.binary("bosun")},
+		{"APISERVER_URL", l.apiServer()},
 		{"AGENT_ARGS", strings.Join(l.agentArgs(), " ")},
 		{"LOG_DIR", l.logs},
 		{"CRI_ENDPOINT", "unix://" + l.containerdSock()},

@@ -283,6 +283,9 @@ func (l *layout) up(ctx context.Context) error {
 	if err := applyClusterRBAC(ctx, cs); err != nil {
 		return err
 	}
+	if err := l.publishClusterInfo(ctx, cs); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(l.run, "nodes"), []byte(fmt.Sprintf("%d\n", l.nodes)), 0o644); err != nil {
 		return err
 	}
@@ -324,7 +327,16 @@ func (l *layout) joinNode(ctx context.Context, cs kubernetes.Interface) error {
 	if err := l.applyBootstrapObjects(ctx, cs, token); err != nil {
 		return err
 	}
-	if err := l.writeNodeFiles(token); err != nil {
+	// A Bosun node joins as an operator following docs/deploy.md would:
+	// its config file, then bosun join alone for the rest.
+	if l.agent == "bosun" {
+		if err := l.writeNodeFiles(""); err != nil {
+			return err
+		}
+		if err := l.bosunJoin(ctx, cs, token); err != nil {
+			return err
+		}
+	} else if err := l.writeNodeFiles(token); err != nil {
 		return err
 	}
 	if err := os.WriteFile(l.agentFile(), []byte(l.agent+"\n"), 0o644); err != nil {

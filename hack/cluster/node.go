@@ -43,15 +43,18 @@ port: 10250
 address: "{{NODE_IP}}"
 ` + localConfigLines
 
-// writeNodeFiles writes the bootstrap kubeconfig and the KubeletConfiguration.
+// writeNodeFiles writes the KubeletConfiguration and, unless bosun join
+// writes it (token ""), the bootstrap kubeconfig.
 func (l *layout) writeNodeFiles(token string) error {
 	for _, d := range []string{nodeDir, l.certDir(), l.rootDir(), l.staticPodPath()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
 	}
-	if err := l.writeKubeconfig(l.bootstrapKubeconfig(), "kubelet-bootstrap", "", "", token); err != nil {
-		return err
+	if token != "" {
+		if err := l.writeKubeconfig(l.bootstrapKubeconfig(), "kubelet-bootstrap", "", "", token); err != nil {
+			return err
+		}
 	}
 	cfg, err := l.kubeletConfig()
 	if err != nil {
