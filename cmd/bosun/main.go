@@ -5,13 +5,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 
+	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/bosun-dev/bosun/internal/app"
@@ -42,9 +41,12 @@ func main() {
 		fmt.Printf("Kubernetes %s (Bosun %s)\n", version.Kubernetes, version.Bosun)
 		return
 	}
-	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
-	klog.InitFlags(klogFlags)
-	_ = klogFlags.Set("v", strconv.Itoa(cfg.Verbosity))
+	// logging.format (text or json), verbosity, vmodule and flush frequency,
+	// validated by config.Load.
+	if err := logsapi.ValidateAndApply(&cfg.Kubelet.Logging, nil); err != nil {
+		fmt.Fprintf(os.Stderr, "bosun: logging: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	logger := klog.Background()

@@ -291,3 +291,43 @@ func TestEvictionHardSetReplacesOrMergesDefaults(t *testing.T) {
 		t.Errorf("merged evictionHard %v", cfg.Kubelet.EvictionHard)
 	}
 }
+
+// logging (format, verbosity, vmodule) is honoured or refused, never ignored:
+// the file's values apply, --v and --logging-format win over them.
+func TestLoggingSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "kubelet-config.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n"+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("logging:\n  format: json\n  verbosity: 3\n")
+	cfg, err := Load([]string{"--config=" + file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kubelet.Logging.Format != "json" || cfg.Verbosity != 3 || cfg.Kubelet.Logging.Verbosity != 3 {
+		t.Errorf("from the file: format %q, verbosity %d (logging %d)", cfg.Kubelet.Logging.Format, cfg.Verbosity, cfg.Kubelet.Logging.Verbosity)
+	}
+	cfg, err = Load([]string{"--config=" + file, "--v=5", "--logging-format=text", "--vmodule=app*=4,podsync=6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kubelet.Logging.Format != "text" || cfg.Verbosity != 5 || cfg.Kubelet.Logging.Verbosity != 5 ||
+		(*vmoduleValue)(&cfg.Kubelet.Logging.VModule).String() != "app*=4,podsync=6" {
+		t.Errorf("flags over the file: format %q, verbosity %d (logging %d), vmodule %v",
+			cfg.Kubelet.Logging.Format, cfg.Verbosity, cfg.Kubelet.Logging.Verbosity, cfg.Kubelet.Logging.VModule)
+	}
+	for args, want := range map[string]string{
+		"--logging-format=xml":                `logging.format: Invalid value: "xml": Unsupported log format`,
+		"--vmodule=podsync":                   `"podsync" is not pattern=N`,
+		"--logging-format=json --vmodule=a=1": "logging.vmodule",
+	} {
+		_, err := Load(append([]string{"--config=" + file}, strings.Fields(args)...))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error with %q", args, err, want)
+		}
+	}
+}

@@ -1,9 +1,13 @@
 package config
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
@@ -58,7 +62,9 @@ func newFlagSet(o *Options, kc *kubeletv1beta1.KubeletConfiguration) *pflag.Flag
 	fs.IntVar(&o.MaxDeadPerContainer, "maximum-dead-containers-per-container", 1, "Maximum number of old instances to retain per container.")
 	_ = fs.MarkDeprecated("minimum-container-ttl-duration", "Use --eviction-hard or --eviction-soft instead. Will be removed in a future version.")
 	_ = fs.MarkDeprecated("maximum-dead-containers-per-container", "Use --eviction-hard or --eviction-soft instead. Will be removed in a future version.")
-	fs.IntVarP(&o.Verbosity, "v", "v", 0, "number for the log level verbosity")
+	fs.IntVarP(&o.Verbosity, "v", "v", 0, "number for the log level verbosity (logging.verbosity)")
+	fs.StringVar(&kc.Logging.Format, "logging-format", kc.Logging.Format, "Sets the log format: text or json (logging.format).")
+	fs.Var((*vmoduleValue)(&kc.Logging.VModule), "vmodule", "Comma-separated list of pattern=N settings for file-filtered logging, text format only (logging.vmodule).")
 	fs.BoolVar(&o.ShowVersion, "version", false, "Print version information and quit.")
 	fs.BoolVarP(&o.ShowHelp, "help", "h", false, "Print this help and quit.")
 	fs.StringVar(&o.PodInfraContainerImage, "pod-infra-container-image", "", "Deprecated.")
@@ -145,4 +151,30 @@ func (v stringPtrValue) String() string {
 		return ""
 	}
 	return **v.p
+}
+
+// vmoduleValue is logging.vmodule as upstream's --vmodule flag sets it.
+type vmoduleValue logsapi.VModuleConfiguration
+
+func (v *vmoduleValue) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		if part == "" {
+			continue
+		}
+		pattern, level, ok := strings.Cut(part, "=")
+		n, err := strconv.ParseUint(level, 10, 32)
+		if !ok || pattern == "" || err != nil {
+			return fmt.Errorf("%q is not pattern=N", part)
+		}
+		*v = append(*v, logsapi.VModuleItem{FilePattern: pattern, Verbosity: logsapi.VerbosityLevel(n)})
+	}
+	return nil
+}
+func (v *vmoduleValue) Type() string { return "pattern=N,..." }
+func (v *vmoduleValue) String() string {
+	var parts []string
+	for _, item := range *v {
+		parts = append(parts, fmt.Sprintf("%s=%d", item.FilePattern, item.Verbosity))
+	}
+	return strings.Join(parts, ",")
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+	logsapi "k8s.io/component-base/logs/api/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
@@ -78,6 +79,13 @@ func Load(args []string) (*Config, error) {
 	fs.SetOutput(&bytes.Buffer{})
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	// --v wins over logging.verbosity, as upstream; without it the file's
+	// verbosity is the agent's.
+	if f := fs.Lookup("v"); f != nil && f.Changed {
+		cfg.Kubelet.Logging.Verbosity = logsapi.VerbosityLevel(cfg.Verbosity)
+	} else {
+		cfg.Verbosity = int(cfg.Kubelet.Logging.Verbosity)
 	}
 	SetDefaults(cfg.Kubelet)
 	cfg.Warnings = append(cfg.Warnings, featureGateWarnings(cfg.Kubelet.FeatureGates)...)

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	_ "k8s.io/component-base/logs/json/register" // logging.format: json
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 
 	"github.com/bosun-dev/bosun/internal/pullrecords"
@@ -108,6 +111,9 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)
 	errs = append(errs, validateTaints(kc)...)
+	for _, e := range logsapi.Validate(&kc.Logging, nil, field.NewPath("logging")) {
+		bad("%s (--logging-format, --v, --vmodule)", e.Error())
+	}
 	for _, pattern := range kc.AllowedUnsafeSysctls {
 		if ns, _, prefixed := utilsysctl.GetNamespace(pattern); ns == utilsysctl.UnknownNamespace {
 			what := "sysctl"
