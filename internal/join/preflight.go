@@ -84,7 +84,7 @@ func (p *Preflight) Run(ctx context.Context) []Result {
 			note, err = p.rbac(ctx)
 			add("bootstrap RBAC", note, err)
 		} else {
-			add("bootstrap RBAC", "skipped: no bootstrap token to check", nil)
+			add("bootstrap RBAC", "skipped: no bootstrap token (the node has joined, or there is no --bootstrap-kubeconfig)", nil)
 		}
 	}
 	return out
@@ -173,7 +173,7 @@ func (p *Preflight) ports() error {
 		if err != nil {
 			switch {
 			case errors.Is(err, syscall.EADDRINUSE):
-				errs = append(errs, addr+" is in use (another kubelet or bosun?): stop it (systemctl stop kubelet) or change the port")
+				errs = append(errs, addr+" is in use (another kubelet or bosun?): stop it (systemctl stop kubelet, or bosun) or change the port")
 			default:
 				errs = append(errs, fmt.Sprintf("cannot listen on %s: %v: set address to an IP of this node", addr, err))
 			}

@@ -332,6 +332,9 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		return nil, err
 	}
 	config, err := s.containerConfig(ctx, pod, c, restarts, imageRef, image, podIPs, vols)
+	if err == nil {
+		err = targetNamespace(pod, rp, name, config)
+	}
 	if err != nil {
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -513,6 +516,32 @@ func withDevices(config *runtimeapi.ContainerConfig, dev *devices.ContainerOptio
 	for _, name := range dev.CDIDevices {
 		config.CDIDevices = append(config.CDIDevices, &runtimeapi.CDIDevice{Name: name})
 	}
+}
+
+// targetNamespace puts an ephemeral container with a targetContainerName
+// (kubectl debug --target) in the PID namespace of that container's running
+// instance, as upstream does when the pod does not share one namespace; the
+// target not running is the pod's author's problem, with upstream's message.
+func targetNamespace(pod *corev1.Pod, rp *RuntimePod, name string, config *runtimeapi.ContainerConfig) error {
+	target := ""
+	for _, ec := range pod.Spec.EphemeralContainers {
+		if ec.Name == name {
+			target = ec.TargetContainerName
+		}
+	}
+	if target == "" {
+		return nil
+	}
+	running := rp.Latest(target)
+	if running == nil || running.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return &ConfigError{Msg: "unable to find target container " + target}
+	}
+	ns := config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if ns != nil && ns.Pid == runtimeapi.NamespaceMode_CONTAINER {
+		ns.Pid = runtimeapi.NamespaceMode_TARGET
+		ns.TargetId = running.Id
+	}
+	return nil
 }
 
 func findContainer(pod *corev1.Pod, name string) *corev1.Container {

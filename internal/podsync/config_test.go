@@ -451,3 +451,45 @@ func TestSwapLimits(t *testing.T) {
 		}
 	}
 }
+
+// kubectl debug --target: the ephemeral container joins the PID namespace of
+// the target's running instance; a target not running is a config error with
+// upstream's message; a pod sharing one PID namespace keeps it.
+func TestEphemeralContainerTargetNamespace(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		Containers: []corev1.Container{{Name: "main"}},
+		EphemeralContainers: []corev1.EphemeralContainer{
+			{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg"}, TargetContainerName: "main"},
+			{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "plain"}},
+		},
+	}}
+	config := func(pid runtimeapi.NamespaceMode) *runtimeapi.ContainerConfig {
+		return &runtimeapi.ContainerConfig{Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: pid}}}}
+	}
+	status := func(id string, state runtimeapi.ContainerState) *Container {
+		return &Container{ContainerStatus: &runtimeapi.ContainerStatus{Id: id, State: state, Metadata: &runtimeapi.ContainerMetadata{Name: "main"}}}
+	}
+	rp := &RuntimePod{Containers: []*Container{status("c-running", runtimeapi.ContainerState_CONTAINER_RUNNING)}}
+
+	cfg := config(runtimeapi.NamespaceMode_CONTAINER)
+	if err := targetNamespace(pod, rp, "dbg", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if ns := cfg.Linux.SecurityContext.NamespaceOptions; ns.Pid != runtimeapi.NamespaceMode_TARGET || ns.TargetId != "c-running" {
+		t.Errorf("with a running target: pid %v target %q, want TARGET c-running", ns.Pid, ns.TargetId)
+	}
+	cfg = config(runtimeapi.NamespaceMode_CONTAINER)
+	if err := targetNamespace(pod, rp, "plain", cfg); err != nil || cfg.Linux.SecurityContext.NamespaceOptions.Pid != runtimeapi.NamespaceMode_CONTAINER {
+		t.Errorf("no target: %v, pid %v", err, cfg.Linux.SecurityContext.NamespaceOptions.Pid)
+	}
+	cfg = config(runtimeapi.NamespaceMode_POD)
+	if err := targetNamespace(pod, rp, "dbg", cfg); err != nil || cfg.Linux.SecurityContext.NamespaceOptions.Pid != runtimeapi.NamespaceMode_POD {
+		t.Errorf("shared process namespace: %v, pid %v", err, cfg.Linux.SecurityContext.NamespaceOptions.Pid)
+	}
+	exited := &RuntimePod{Containers: []*Container{status("c-old", runtimeapi.ContainerState_CONTAINER_EXITED)}}
+	var ce *ConfigError
+	if err := targetNamespace(pod, exited, "dbg", config(runtimeapi.NamespaceMode_CONTAINER)); !errors.As(err, &ce) || ce.Msg != "unable to find target container main" {
+		t.Errorf("target not running: %v", err)
+	}
+}
