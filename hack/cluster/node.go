@@ -13,35 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-)
 
-// kubeletConfigTemplate is the seed's kubelet-config.yaml.template with the
-// local cluster's values filled in.
-const kubeletConfigTemplate = `kind: KubeletConfiguration
-apiVersion: kubelet.config.k8s.io/v1beta1
-authentication:
-  anonymous:
-    enabled: false
-  webhook:
-    enabled: true
-  x509:
-    clientCAFile: "{{CA}}"
-authorization:
-  mode: Webhook
-clusterDomain: "cluster.local"
-clusterDNS:
-  - "{{DNS}}"
-maxPods: 220
-serializeImagePulls: false
-hairpinMode: promiscuous-bridge
-cgroupDriver: cgroupfs
-runtimeRequestTimeout: "15m"
-rotateCertificates: true
-serverTLSBootstrap: true
-readOnlyPort: 0
-port: 10250
-address: "{{NODE_IP}}"
-` + localConfigLines
+	"github.com/bosun-dev/bosun/internal/join"
+)
 
 // writeNodeFiles writes the KubeletConfiguration and, unless bosun join
 // writes it (token ""), the bootstrap kubeconfig.
@@ -77,7 +51,8 @@ podLogsDir: "{{POD_LOGS}}"
 // kubeletConfig is the node's KubeletConfiguration: the seed's template, or
 // with PROFILE=hardened deploy/kubelet-config.yaml, with the local values.
 func (l *layout) kubeletConfig() (string, error) {
-	base := kubeletConfigTemplate
+	// The seed's template, as bosun join writes it, with the local lines.
+	base := join.SeedConfig("{{CA}}", "cluster.local", "{{DNS}}", "cgroupfs", "{{NODE_IP}}") + localConfigLines
 	if l.profile == "hardened" {
 		data, err := os.ReadFile(filepath.Join(l.root, "deploy", "kubelet-config.yaml"))
 		if err != nil {

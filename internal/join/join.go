@@ -240,6 +240,11 @@ port: 10250
 address: %q
 `
 
+// SeedConfig is the seed's kubelet-config.yaml.template filled in.
+func SeedConfig(caFile, clusterDomain, clusterDNS, cgroupDriver, address string) string {
+	return fmt.Sprintf(configTemplate, caFile, clusterDomain, clusterDNS, cgroupDriver, address)
+}
+
 // configFile is the config's text: the existing file's, kept, or the seed's
 // template with this node's values.
 func (o *Options) configFile(ctx context.Context, caFile string) ([]byte, bool, error) {
@@ -262,7 +267,7 @@ func (o *Options) configFile(ctx context.Context, caFile string) ([]byte, bool, 
 	if driver != "cgroupfs" && driver != "systemd" {
 		return nil, false, fmt.Errorf("--cgroup-driver %q must be cgroupfs or systemd", driver)
 	}
-	text := fmt.Sprintf(configTemplate, caFile, o.ClusterDomain, o.ClusterDNS, driver, ip)
+	text := SeedConfig(caFile, o.ClusterDomain, o.ClusterDNS, driver, ip)
 	if o.RuntimeEndpoint != "" {
 		text += fmt.Sprintf("containerRuntimeEndpoint: %q\n", o.RuntimeEndpoint)
 	}
