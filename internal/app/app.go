@@ -29,6 +29,7 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/restclient" // rest_client_* metrics on /metrics
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/bosun-dev/bosun/internal/certs"
@@ -142,6 +143,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}
 	rt, err := connectRuntime(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := cgroupDriverFromRuntime(ctx, rt, kc); err != nil {
 		return err
 	}
 	getCert, stopServing, err := servingCertificate(ctx, cfg, nodeName, nodeIPs, clientFn)
@@ -386,6 +390,30 @@ func restConfig(cfg *config.Config) (*rest.Config, error) {
 	rc.AcceptContentTypes = kc.ContentType + ",application/json"
 	rc.UserAgent = "bosun/" + version.Bosun + " (kubelet " + version.Kubernetes + ")"
 	return rc, nil
+}
+
+// cgroupDriverFromRuntime makes the runtime's cgroup driver the agent's, as
+// the kubelet does since v1.34 (KubeletCgroupDriverFromCRI, GA): the
+// configuration's cgroupDriver counts only with a runtime that does not say.
+func cgroupDriverFromRuntime(ctx context.Context, rt *runtime.Runtime, kc *kubeletv1beta1.KubeletConfiguration) error {
+	driver, err := rt.CgroupDriver(ctx)
+	if err != nil {
+		return err
+	}
+	logger := klog.FromContext(ctx)
+	if driver == "" {
+		logger.Info("The container runtime does not report its cgroup driver; using cgroupDriver from the configuration", "cgroupDriver", kc.CgroupDriver)
+		return nil
+	}
+	if driver != kc.CgroupDriver {
+		logger.Info("Using cgroup driver setting received from the CRI runtime", "cgroupDriver", driver, "configured", kc.CgroupDriver)
+	}
+	kc.CgroupDriver = driver
+	if driver == "systemd" && kc.CgroupRoot != "" && kc.CgroupRoot != "/" {
+		return fmt.Errorf("invalid configuration: the runtime uses the systemd cgroup driver, and cgroupRoot (--cgroup-root) %q with it is not supported by Bosun "+
+			"(its systemd driver puts pods under kubepods.slice only); leave cgroupRoot unset or set the runtime to cgroupfs", kc.CgroupRoot)
+	}
+	return nil
 }
 
 // connectRuntime dials the CRI runtime, waiting for it to answer.

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/bosun-dev/bosun/internal/atomicfile"
 	"github.com/bosun-dev/bosun/internal/config"
@@ -284,9 +283,8 @@ func runtimeCgroupDriver(ctx context.Context, endpoint string) string {
 	if err != nil {
 		return "cgroupfs"
 	}
-	rc, err := rt.RuntimeConfig(ctx)
-	if err == nil && rc.GetLinux() != nil && rc.GetLinux().GetCgroupDriver() == runtimeapi.CgroupDriver_SYSTEMD {
-		return "systemd"
+	if driver, err := rt.CgroupDriver(ctx); err == nil && driver != "" {
+		return driver
 	}
 	return "cgroupfs"
 }

@@ -14,14 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 
 	"github.com/bosun-dev/bosun/internal/runtime"
@@ -128,20 +125,20 @@ func (p *Preflight) runtime(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("the runtime at %s does not answer: %w: start it (systemctl start containerd) or set containerRuntimeEndpoint", endpoint, err)
 	}
-	rc, err := rt.RuntimeConfig(ctx)
-	if status.Code(err) == codes.Unimplemented || (err == nil && rc.GetLinux() == nil) {
-		return version + " at " + endpoint + " (it does not report its cgroup driver)", nil
-	}
+	theirs, err := rt.CgroupDriver(ctx)
 	if err != nil {
-		return "", fmt.Errorf("the runtime at %s: RuntimeConfig: %w", endpoint, err)
+		return "", fmt.Errorf("the runtime at %s: %w", endpoint, err)
 	}
-	theirs := "systemd"
-	if rc.GetLinux().GetCgroupDriver() == runtimeapi.CgroupDriver_CGROUPFS {
-		theirs = "cgroupfs"
-	}
-	if ours := p.Kubelet.CgroupDriver; ours != theirs {
-		return "", fmt.Errorf("cgroupDriver is %s but the runtime at %s uses %s: set cgroupDriver: %s in the KubeletConfiguration "+
-			"(or change the runtime's: containerd's SystemdCgroup)", ours, endpoint, theirs, theirs)
+	ours := p.Kubelet.CgroupDriver
+	switch {
+	case theirs == "":
+		return version + " at " + endpoint + " (it does not report its cgroup driver: cgroupDriver " + ours + " is used)", nil
+	case theirs == "systemd" && p.Kubelet.CgroupRoot != "" && p.Kubelet.CgroupRoot != "/":
+		return "", fmt.Errorf("the runtime at %s uses the systemd cgroup driver, which Bosun does not support with cgroupRoot %q: "+
+			"leave cgroupRoot unset, or set the runtime to cgroupfs (containerd's SystemdCgroup = false)", endpoint, p.Kubelet.CgroupRoot)
+	case theirs != ours:
+		// As the kubelet since v1.34: the runtime's driver wins.
+		return version + " at " + endpoint + ", cgroup driver " + theirs + " (the runtime's; the config's " + ours + " is overridden, as the kubelet does)", nil
 	}
 	return version + " at " + endpoint + ", cgroup driver " + theirs, nil
 }

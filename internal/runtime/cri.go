@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	criremote "k8s.io/cri-client/pkg"
@@ -140,4 +142,32 @@ func HandlerSupportsRRO(handlers []*runtimeapi.RuntimeHandler, handler string) b
 		}
 	}
 	return false
+}
+
+// CgroupDriver is the cgroup driver the runtime reports ("systemd" or
+// "cgroupfs"), or "" when it does not report one (containerd 1.6 has no
+// RuntimeConfig).
+func (r *Runtime) CgroupDriver(ctx context.Context) (string, error) {
+	rc, err := r.RuntimeConfig(ctx)
+	if status.Code(err) == codes.Unimplemented {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("failed to get the CRI runtime's configuration: %w", err)
+	}
+	return CgroupDriverName(rc), nil
+}
+
+// CgroupDriverName is the driver a RuntimeConfig answer names, or "".
+func CgroupDriverName(rc *runtimeapi.RuntimeConfigResponse) string {
+	if rc.GetLinux() == nil {
+		return ""
+	}
+	switch rc.GetLinux().GetCgroupDriver() {
+	case runtimeapi.CgroupDriver_SYSTEMD:
+		return "systemd"
+	case runtimeapi.CgroupDriver_CGROUPFS:
+		return "cgroupfs"
+	}
+	return ""
 }

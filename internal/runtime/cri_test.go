@@ -43,3 +43,22 @@ func TestHealthFromStatus(t *testing.T) {
 		})
 	}
 }
+
+func TestCgroupDriverName(t *testing.T) {
+	linux := func(d runtimeapi.CgroupDriver) *runtimeapi.RuntimeConfigResponse {
+		return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: d}}
+	}
+	for _, c := range []struct {
+		in   *runtimeapi.RuntimeConfigResponse
+		want string
+	}{
+		{linux(runtimeapi.CgroupDriver_SYSTEMD), "systemd"},
+		{linux(runtimeapi.CgroupDriver_CGROUPFS), "cgroupfs"},
+		{&runtimeapi.RuntimeConfigResponse{}, ""},
+		{nil, ""},
+	} {
+		if got := CgroupDriverName(c.in); got != c.want {
+			t.Errorf("CgroupDriverName(%v) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
