@@ -33,6 +33,7 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/bosun-dev/bosun/internal/certs"
+	"github.com/bosun-dev/bosun/internal/kernel"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
@@ -78,6 +79,11 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if *kc.FailSwapOn && machine.SwapOn {
 		return fmt.Errorf("running with swap on is not supported, please disable swap (swapoff -a) or set failSwapOn: false "+
 			"(--fail-swap-on=false); /proc/swaps contains: %s", machine.SwapDescription)
+	}
+	// As upstream's container manager: with protectKernelDefaults the
+	// kernel tunables must already be right, otherwise they are set.
+	if err := kernel.Setup(logger, nil, kc.ProtectKernelDefaults); err != nil {
+		return fmt.Errorf("failed to set up the kernel tunables: %w", err)
 	}
 	if root := kc.CgroupRoot; root != "" && root != "/" && *kc.CgroupsPerQOS {
 		// As upstream: the cgroup root is the operator's to make.

@@ -1,0 +1,69 @@
+package kernel
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"k8s.io/klog/v2"
+)
+
+type fakeSysctl struct {
+	values map[string]int
+	setErr error
+	sets   []string
+}
+
+func (f *fakeSysctl) GetSysctl(name string) (int, error) {
+	v, ok := f.values[name]
+	if !ok {
+		return 0, errors.New("no " + name)
+	}
+	return v, nil
+}
+
+func (f *fakeSysctl) SetSysctl(name string, value int) error {
+	f.sets = append(f.sets, name)
+	if f.setErr != nil {
+		return f.setErr
+	}
+	f.values[name] = value
+	return nil
+}
+
+func wanted() map[string]int {
+	m := map[string]int{}
+	for _, t := range Tunables {
+		m[t.Name] = t.Value
+	}
+	return m
+}
+
+func TestSetupSetsOrProtects(t *testing.T) {
+	logger := klog.Background()
+	ok := &fakeSysctl{values: wanted()}
+	if err := Setup(logger, ok, true); err != nil || len(ok.sets) != 0 {
+		t.Errorf("every tunable right, protected: %v, set %v", err, ok.sets)
+	}
+
+	off := wanted()
+	off["vm/overcommit_memory"] = 0
+	off["kernel/panic"] = 0
+	f := &fakeSysctl{values: off}
+	err := Setup(logger, f, true)
+	if err == nil || !strings.Contains(err.Error(), "invalid kernel flag: vm/overcommit_memory, expected value: 1, actual value: 0") ||
+		!strings.Contains(err.Error(), "kernel/panic, expected value: 10") || len(f.sets) != 0 {
+		t.Errorf("protected, two differ: %v, set %v", err, f.sets)
+	}
+
+	if err := Setup(logger, f, false); err != nil || len(f.sets) != 2 || f.values["vm/overcommit_memory"] != 1 || f.values["kernel/panic"] != 10 {
+		t.Errorf("not protected: %v, set %v, values %v", err, f.sets, f.values)
+	}
+
+	off = wanted()
+	off["kernel/panic_on_oops"] = 0
+	failing := &fakeSysctl{values: off, setErr: errors.New("read-only file system")}
+	if err := Setup(logger, failing, false); err == nil || !strings.Contains(err.Error(), "setting kernel flag kernel/panic_on_oops to 1: read-only file system") {
+		t.Errorf("a tunable that cannot be set: %v", err)
+	}
+}

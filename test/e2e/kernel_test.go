@@ -1,0 +1,36 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// protectKernelDefaults is false in the seed's config: at start the agent
+// sets the kernel tunables it needs, as the kubelet does.
+func TestKernelTunablesSetAtStart(t *testing.T) {
+	env := loadEnv(t)
+	const file = "/proc/sys/kernel/keys/root_maxkeys"
+	read := func() string {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(data))
+	}
+	if got := read(); got != "1000000" {
+		t.Fatalf("%s is %s with the agent running, want 1000000", file, got)
+	}
+	if err := os.WriteFile(file, []byte("999999"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile(file, []byte("1000000"), 0o644) })
+	harness(t, env["KUBELET"], "kill-agent")
+	t.Setenv("WAIT", "healthz")
+	harness(t, env["KUBELET"], "start-agent")
+	if got := read(); got != "1000000" {
+		t.Errorf("%s is %s after the agent started, want 1000000 (upstream's value)", file, got)
+	}
+}
