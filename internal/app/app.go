@@ -33,11 +33,11 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 
 	"github.com/bosun-dev/bosun/internal/certs"
-	"github.com/bosun-dev/bosun/internal/kernel"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/eviction"
+	"github.com/bosun-dev/bosun/internal/kernel"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
