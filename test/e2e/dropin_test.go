@@ -615,6 +615,7 @@ func TestDropInAPIServerOutage(t *testing.T) {
 		return true, nil
 	})
 	podsReady := err == nil
+	t.Logf("pods Ready again %s after the apiserver came back", time.Since(back).Round(time.Second))
 	if err != nil {
 		broken(t, env, "pods not Ready again after the outage: %v", err)
 	}
@@ -647,6 +648,7 @@ func TestDropInAPIServerOutage(t *testing.T) {
 	if err != nil {
 		t.Errorf("the node kept the outage's taints: %v", err)
 	}
+	t.Logf("the outage's taints lifted %s after the apiserver came back", time.Since(back).Round(time.Second))
 	// ... and the controller-manager, whose watches back off for a while
 	// after the outage too: a new namespace gets its service account.
 	probe, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{
@@ -662,6 +664,7 @@ func TestDropInAPIServerOutage(t *testing.T) {
 	if err != nil {
 		t.Errorf("the controller-manager did not come back after the outage: %v", err)
 	}
+	t.Logf("the controller-manager served a new namespace %s after the apiserver came back", time.Since(back).Round(time.Second))
 }
 
 func countLines(file string) int {
