@@ -3,9 +3,13 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // protectKernelDefaults is false in the seed's config: at start the agent
@@ -30,7 +34,14 @@ func TestKernelTunablesSetAtStart(t *testing.T) {
 	harness(t, env["KUBELET"], "kill-agent")
 	t.Setenv("WAIT", "healthz")
 	harness(t, env["KUBELET"], "start-agent")
-	if got := read(); got != "1000000" {
-		t.Errorf("%s is %s after the agent started, want 1000000 (upstream's value)", file, got)
+	// The kubelet sets them when its container manager starts, a few
+	// seconds after its healthz answers.
+	var got string
+	err := wait.PollUntilContextTimeout(context.Background(), 500*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		got = read()
+		return got == "1000000", nil
+	})
+	if err != nil {
+		t.Errorf("%s is %s a minute after the agent started, want 1000000 (upstream's value)", file, got)
 	}
 }

@@ -9,8 +9,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
+// upstreamNames are the families the upstream kubelet v1.36 serves under
+// names or labels that promlint faults (counters without _total, camelCase
+// labels): dashboards and alerts use these names, so a drop-in keeps them.
+var upstreamNames = map[string]bool{
+	"cadvisor_version_info": true, "container_cpu_load_d_average_10s": true, "container_fs_inodes_total": true,
+	"container_memory_failcnt": true, "kubelet_certificate_manager_client_expiration_renew_errors": true,
+	"kubelet_cpu_manager_exclusive_cpu_allocation_count": true, "kubelet_evented_pleg_connection_error_count": true,
+	"kubelet_evented_pleg_connection_success_count": true, "kubelet_pleg_discard_events": true,
+	"kubelet_server_expiration_renew_errors": true, "kubelet_topology_manager_admission_duration_ms": true,
+}
+
 // Every metric family the node serves passes Prometheus' own linter
-// (promlint), on each of the four endpoints operators scrape.
+// (promlint), on each of the four endpoints operators scrape, but for the
+// upstream kubelet's own names, which a drop-in must keep.
 func TestMetricsPassPromlint(t *testing.T) {
 	env := loadEnv(t)
 	for _, path := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes", "/metrics/resource"} {
@@ -27,6 +39,10 @@ func TestMetricsPassPromlint(t *testing.T) {
 				t.Fatalf("%s does not parse as the Prometheus text format: %v", path, err)
 			}
 			for _, p := range problems {
+				if upstreamNames[p.Metric] {
+					t.Logf("%s: %s: %s (upstream's name, kept)", path, p.Metric, p.Text)
+					continue
+				}
 				t.Errorf("%s: %s: %s", path, p.Metric, p.Text)
 			}
 		})
