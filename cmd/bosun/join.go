@@ -38,6 +38,10 @@ func runJoin(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "bosun join: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	if o.SkipCAVerification {
+		fmt.Fprintln(os.Stderr, "bosun join: WARNING: --discovery-token-unsafe-skip-ca-verification: the cluster CA is not pinned, "+
+			"so whoever answers at --server and knows the token can pose as the cluster; give --discovery-token-ca-cert-hash instead")
+	}
 	plan, err := join.Prepare(ctx, o)
 	if plan != nil {
 		join.PrintResults(os.Stdout, plan.Preflight)
