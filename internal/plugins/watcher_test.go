@@ -44,10 +44,22 @@ func (f *fakePlugin) last() *registerapi.RegistrationStatus {
 	return f.status[len(f.status)-1]
 }
 
+// serve makes f answer at path. The socket is bound and listening in a
+// folder of its own, then moved to path: the watcher's own loop must never
+// see it between bind and listen, where a dial is refused (CI saw that).
 func serve(t *testing.T, path string, f *fakePlugin) {
 	t.Helper()
-	ln, err := net.Listen("unix", path)
+	staging, err := os.MkdirTemp("/tmp", "stg")
 	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(staging) })
+	ln, err := net.Listen("unix", filepath.Join(staging, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Rename(filepath.Join(staging, "s.sock"), path); err != nil {
 		t.Fatal(err)
 	}
 	f.srv = grpc.NewServer()
