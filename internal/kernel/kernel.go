@@ -6,6 +6,8 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	utilsysctl "k8s.io/component-helpers/node/util/sysctl"
 	"k8s.io/klog/v2"
@@ -36,7 +38,13 @@ var Tunables = []Tunable{
 }
 
 // Setup checks (protect) or sets the tunables, returning every problem.
+// Inside a user namespace a tunable that cannot be set is only logged, as
+// upstream does.
 func Setup(logger klog.Logger, s Sysctl, protect bool) error {
+	return setup(logger, s, protect, inUserNamespace())
+}
+
+func setup(logger klog.Logger, s Sysctl, protect, userns bool) error {
 	if s == nil {
 		s = utilsysctl.New()
 	}
@@ -56,6 +64,10 @@ func Setup(logger klog.Logger, s Sysctl, protect bool) error {
 		}
 		logger.V(2).Info("Updating kernel flag", "flag", t.Name, "expectedValue", t.Value, "actualValue", got)
 		if err := s.SetSysctl(t.Name, t.Value); err != nil {
+			if userns {
+				logger.Info("Cannot set a kernel flag inside a user namespace; leaving it", "flag", t.Name, "expectedValue", t.Value, "actualValue", got, "err", err)
+				continue
+			}
 			errs = append(errs, fmt.Errorf("setting kernel flag %s to %d: %w", t.Name, t.Value, err))
 		}
 	}
@@ -63,4 +75,15 @@ func Setup(logger klog.Logger, s Sysctl, protect bool) error {
 		errs = append(errs, errors.New("protectKernelDefaults is true: set these sysctls (e.g. in /etc/sysctl.d/90-kubelet.conf), or set protectKernelDefaults: false to let the agent set them"))
 	}
 	return errors.Join(errs...)
+}
+
+// inUserNamespace reports whether this process runs in a user namespace
+// other than the host's (its uid_map is not the whole range).
+func inUserNamespace() bool {
+	data, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(data))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }

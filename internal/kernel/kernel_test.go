@@ -42,7 +42,7 @@ func wanted() map[string]int {
 func TestSetupSetsOrProtects(t *testing.T) {
 	logger := klog.Background()
 	ok := &fakeSysctl{values: wanted()}
-	if err := Setup(logger, ok, true); err != nil || len(ok.sets) != 0 {
+	if err := setup(logger, ok, true, false); err != nil || len(ok.sets) != 0 {
 		t.Errorf("every tunable right, protected: %v, set %v", err, ok.sets)
 	}
 
@@ -50,20 +50,26 @@ func TestSetupSetsOrProtects(t *testing.T) {
 	off["vm/overcommit_memory"] = 0
 	off["kernel/panic"] = 0
 	f := &fakeSysctl{values: off}
-	err := Setup(logger, f, true)
+	err := setup(logger, f, true, false)
 	if err == nil || !strings.Contains(err.Error(), "invalid kernel flag: vm/overcommit_memory, expected value: 1, actual value: 0") ||
 		!strings.Contains(err.Error(), "kernel/panic, expected value: 10") || len(f.sets) != 0 {
 		t.Errorf("protected, two differ: %v, set %v", err, f.sets)
 	}
 
-	if err := Setup(logger, f, false); err != nil || len(f.sets) != 2 || f.values["vm/overcommit_memory"] != 1 || f.values["kernel/panic"] != 10 {
+	if err := setup(logger, f, false, false); err != nil || len(f.sets) != 2 || f.values["vm/overcommit_memory"] != 1 || f.values["kernel/panic"] != 10 {
 		t.Errorf("not protected: %v, set %v, values %v", err, f.sets, f.values)
 	}
 
 	off = wanted()
 	off["kernel/panic_on_oops"] = 0
 	failing := &fakeSysctl{values: off, setErr: errors.New("read-only file system")}
-	if err := Setup(logger, failing, false); err == nil || !strings.Contains(err.Error(), "setting kernel flag kernel/panic_on_oops to 1: read-only file system") {
+	if err := setup(logger, failing, false, false); err == nil || !strings.Contains(err.Error(), "setting kernel flag kernel/panic_on_oops to 1: read-only file system") {
 		t.Errorf("a tunable that cannot be set: %v", err)
+	}
+	if err := setup(logger, failing, false, true); err != nil {
+		t.Errorf("a tunable that cannot be set inside a user namespace is only logged: %v", err)
+	}
+	if inUserNamespace() {
+		t.Log("this test runs inside a user namespace")
 	}
 }
