@@ -415,7 +415,7 @@ func cgroupDriverFromRuntime(ctx context.Context, rt *runtime.Runtime, kc *kubel
 		logger.Info("Using cgroup driver setting received from the CRI runtime", "cgroupDriver", driver, "configured", kc.CgroupDriver)
 	}
 	kc.CgroupDriver = driver
-	if driver == "systemd" && kc.CgroupRoot != "" && kc.CgroupRoot != "/" {
+	if !config.CgroupRootSupported(driver, kc.CgroupRoot) {
 		return fmt.Errorf("invalid configuration: the runtime uses the systemd cgroup driver, and cgroupRoot (--cgroup-root) %q with it is not supported by Bosun "+
 			"(its systemd driver puts pods under kubepods.slice only); leave cgroupRoot unset or set the runtime to cgroupfs", kc.CgroupRoot)
 	}

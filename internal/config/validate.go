@@ -19,6 +19,15 @@ import (
 	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
+// CgroupRootSupported says whether Bosun can put pods under root with the
+// cgroup driver: its systemd driver uses kubepods.slice only, so a cgroupRoot
+// other than "/" goes with cgroupfs alone. The configuration's driver is
+// checked at load; the runtime's, which wins at start, by the agent and the
+// preflight.
+func CgroupRootSupported(driver, root string) bool {
+	return driver != "systemd" || root == "" || root == "/"
+}
+
 // Validate checks a defaulted configuration. Each error names the field (and
 // the flag that sets it) and the bad value.
 func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
@@ -91,7 +100,7 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	if kc.CgroupRoot != "" && !strings.HasPrefix(kc.CgroupRoot, "/") {
 		bad("cgroupRoot (--cgroup-root) %q must be an absolute cgroup path", kc.CgroupRoot)
 	}
-	if kc.CgroupDriver == "systemd" && kc.CgroupRoot != "" && kc.CgroupRoot != "/" {
+	if !CgroupRootSupported(kc.CgroupDriver, kc.CgroupRoot) {
 		bad("cgroupRoot (--cgroup-root) %q with cgroupDriver systemd is not supported by Bosun (its systemd driver puts pods under kubepods.slice only); use cgroupDriver cgroupfs or leave cgroupRoot unset", kc.CgroupRoot)
 	}
 	if FeatureEnabled(kc, EnsureSecretPulledImages) {

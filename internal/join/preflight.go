@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 
+	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/runtime"
 )
 
@@ -133,7 +134,7 @@ func (p *Preflight) runtime(ctx context.Context) (string, error) {
 	switch {
 	case theirs == "":
 		return version + " at " + endpoint + " (it does not report its cgroup driver: cgroupDriver " + ours + " is used)", nil
-	case theirs == "systemd" && p.Kubelet.CgroupRoot != "" && p.Kubelet.CgroupRoot != "/":
+	case !config.CgroupRootSupported(theirs, p.Kubelet.CgroupRoot):
 		return "", fmt.Errorf("the runtime at %s uses the systemd cgroup driver, which Bosun does not support with cgroupRoot %q: "+
 			"leave cgroupRoot unset, or set the runtime to cgroupfs (containerd's SystemdCgroup = false)", endpoint, p.Kubelet.CgroupRoot)
 	case theirs != ours:
