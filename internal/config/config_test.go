@@ -141,6 +141,8 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad auth mode", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"authorization:\n  mode: Sometimes\n")}
 		}, `authorization.mode (--authorization-mode) "Sometimes"`},
+		{"systemd driver with a cgroupRoot", func(*testing.T) []string { return []string{"--cgroup-driver=systemd", "--cgroup-root=/custom"} },
+			`cgroupRoot (--cgroup-root) "/custom" with cgroupDriver systemd is not supported by Bosun`},
 		{"bad eviction signal", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionHard:\n  disk.free: 10%\n")}
 		}, `unknown signal "disk.free"`},
