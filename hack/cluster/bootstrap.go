@@ -2,10 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +16,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/bosun-dev/bosun/internal/join"
 )
 
 // bootstrapToken returns the cluster's bootstrap token "<id>.<secret>",
@@ -153,24 +151,6 @@ func waitClusterInfoSigned(ctx context.Context, cs kubernetes.Interface, id stri
 	})
 }
 
-// caCertHash is the --discovery-token-ca-cert-hash of the cluster CA.
-func (l *layout) caCertHash() (string, error) {
-	data, err := os.ReadFile(filepath.Join(l.pki, "ca.pem"))
-	if err != nil {
-		return "", err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return "", fmt.Errorf("%s: no PEM block", filepath.Join(l.pki, "ca.pem"))
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
-}
-
 // bosunJoin writes a Bosun node's bootstrap kubeconfig, CA and unit with
 // `bosun join` alone, as an operator would, run in the node's network
 // namespace; the KubeletConfiguration written before it is kept.
@@ -179,7 +159,7 @@ func (l *layout) bosunJoin(ctx context.Context, cs kubernetes.Interface, token s
 	if err := waitClusterInfoSigned(ctx, cs, id); err != nil {
 		return err
 	}
-	hash, err := l.caCertHash()
+	hash, err := join.CAFileHash(filepath.Join(l.pki, "ca.pem"))
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -79,6 +80,20 @@ func ParseCAHash(s string) (string, error) {
 func PublicKeyHash(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// CAFileHash is the --discovery-token-ca-cert-hash of a CA file: the
+// PublicKeyHash of its first certificate.
+func CAFileHash(file string) (string, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	certs, err := parseCerts(data)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", file, err)
+	}
+	return PublicKeyHash(certs[0]), nil
 }
 
 // Discovered is what token discovery established: the apiserver to talk to

@@ -300,3 +300,20 @@ func TestConfigTemplateLoadsAsTheAgentLoadsIt(t *testing.T) {
 		t.Errorf("a bad cgroup driver: %v", err)
 	}
 }
+
+func TestCAFileHash(t *testing.T) {
+	a := newAPIServer(t, true)
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, a.caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CAFileHash(file); err != nil || got != a.hash(t) {
+		t.Errorf("CAFileHash = %q, %v; want %q", got, err, a.hash(t))
+	}
+	if err := os.WriteFile(file, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CAFileHash(file); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a file without a certificate: %v", err)
+	}
+}

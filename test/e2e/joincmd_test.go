@@ -211,7 +211,9 @@ func newBootstrapToken(t *testing.T, cs kubernetes.Interface) string {
 	return id + "." + secret
 }
 
-// caHash is the --discovery-token-ca-cert-hash of a CA file.
+// caHash is the --discovery-token-ca-cert-hash of a CA file, computed here
+// rather than by join.CAFileHash, so that the test does not take join's word
+// for what it checks.
 func caHash(t *testing.T, file string) string {
 	t.Helper()
 	data, err := os.ReadFile(file)
