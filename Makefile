@@ -81,42 +81,43 @@ package: ## Build the .deb and .rpm (bosun, bosun.service, example configs) into
 
 .PHONY: test-e2e
 test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, a mixed two-node cluster, make up after every process was killed (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=, SKIP_CLUSTER=, SKIP_CRASH=)
-	@rc=0; for agent in $(E2E_AGENTS); do \
+	@rm -rf _output/steps; rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
-	  if ! $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
+	  if ! hack/step.sh up-$$agent $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
 	  run=; [ "$$agent" = upstream ] && run='$(E2E_RUN_upstream)'; [ "$$agent" = bosun ] && run='$(E2E_RUN_bosun)'; \
-	  $(GO) test -count=1 -tags e2e -timeout 30m -v $${run:+-run "$$run"} ./test/e2e/ || rc=1; \
+	  hack/step.sh e2e-$$agent $(GO) test -count=1 -tags e2e -timeout 30m -v $${run:+-run "$$run"} ./test/e2e/ || rc=1; \
 	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CONFORMANCE)" ]; then \
 	    echo ">>> e2e: the fast NodeConformance subset (hack/conformance/fast.txt) against KUBELET=bosun"; \
-	    hack/build-tools.sh e2e.test ginkgo && \
-	    KUBELET=bosun SUITE=fast OUT=_output/conformance/fast/bosun PROCS=4 STRICT=1 hack/conformance.sh || rc=1; \
+	    hack/step.sh build-e2e-tools hack/build-tools.sh e2e.test ginkgo && \
+	    hack/step.sh conformance-fast env KUBELET=bosun SUITE=fast OUT=_output/conformance/fast/bosun PROCS=4 STRICT=1 hack/conformance.sh || rc=1; \
 	  fi; \
 	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CHAOS)" ]; then \
 	    echo ">>> e2e: crash loop, $(TEST_KILLS) kills (make chaos runs $(KILLS))"; \
-	    $(GO) build -o $(BIN)/chaos ./hack/chaos && $(BIN)/chaos -kills $(TEST_KILLS) -out _output/reliability/short/chaos.json || rc=1; \
+	    $(GO) build -o $(BIN)/chaos ./hack/chaos && hack/step.sh chaos $(BIN)/chaos -kills $(TEST_KILLS) -out _output/reliability/short/chaos.json || rc=1; \
 	  fi; \
 	done; \
 	if [ -z "$(SKIP_ROTATION)" ]; then \
 	  echo ">>> e2e: client certificate rotation with 3-minute certificates (KUBELET=bosun)"; \
 	  $(MAKE) --no-print-directory down >/dev/null; \
-	  if CLUSTER_SIGNING_DURATION=3m $(MAKE) --no-print-directory up KUBELET=bosun; then \
-	    $(GO) test -count=1 -tags e2e -timeout 10m -v -run 'TestClientCertRotation' ./test/e2e/ || rc=1; \
+	  if CLUSTER_SIGNING_DURATION=3m hack/step.sh up-rotation $(MAKE) --no-print-directory up KUBELET=bosun; then \
+	    hack/step.sh e2e-rotation $(GO) test -count=1 -tags e2e -timeout 10m -v -run 'TestClientCertRotation' ./test/e2e/ || rc=1; \
 	  else rc=1; fi; \
 	  $(MAKE) --no-print-directory down >/dev/null; \
 	fi; \
 	if [ -z "$(SKIP_CLUSTER)" ]; then \
 	  echo ">>> e2e: a two-node cluster, Bosun and the upstream kubelet side by side (KUBELET=mixed NODES=2)"; \
-	  if $(MAKE) --no-print-directory up KUBELET=mixed NODES=2; then \
-	    $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster' ./test/e2e/ || rc=1; \
+	  if hack/step.sh up-mixed $(MAKE) --no-print-directory up KUBELET=mixed NODES=2; then \
+	    hack/step.sh e2e-mixed $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster' ./test/e2e/ || rc=1; \
 	  else rc=1; fi; \
 	fi; \
 	if [ -z "$(SKIP_CRASH)" ]; then \
 	  echo ">>> e2e: every cluster process killed at once (as a session's end leaves the machine), then make up, make down, nothing left"; \
 	  $(BIN)/cluster crash; \
-	  if $(MAKE) --no-print-directory up KUBELET=bosun NODES=1; then $(BIN)/cluster status || rc=1; else rc=1; fi; \
+	  if hack/step.sh up-after-crash $(MAKE) --no-print-directory up KUBELET=bosun NODES=1; then hack/step.sh status-after-crash $(BIN)/cluster status || rc=1; else rc=1; fi; \
 	  $(MAKE) --no-print-directory down >/dev/null; \
-	  $(BIN)/cluster leftovers || rc=1; \
-	else $(MAKE) --no-print-directory down >/dev/null; fi; exit $$rc
+	  hack/step.sh leftovers $(BIN)/cluster leftovers || rc=1; \
+	else $(MAKE) --no-print-directory down >/dev/null; fi; \
+	if [ -s _output/steps/failed ]; then echo; echo ">>> what failed in make test-e2e:"; cat _output/steps/failed; fi; exit $$rc
 
 .PHONY: e2e-compare
 e2e-compare: ## The whole e2e suite against the upstream kubelet, then Bosun: the side-by-side check of every test

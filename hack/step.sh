@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# hack/step.sh NAME CMD...: runs one step of make test with its output shown
+# and kept in _output/steps/NAME.log. When the step fails, a line naming it and
+# the go test cases that failed in it is added to _output/steps/failed, which
+# make test prints last: CI keeps only the end of a run's output, so the end
+# must say what failed.
+set -uo pipefail
+name=$1; shift
+dir=_output/steps
+mkdir -p "$dir"
+log="$dir/$name.log"
+"$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+if [ "$rc" -ne 0 ]; then
+  {
+    echo "FAILED: $name (exit $rc, output in $log)"
+    grep -E '^\s*--- FAIL: |^FAIL\s|^\s*\[FAIL\]|^panic: ' "$log" | sort -u | head -40 | sed 's/^/    /'
+  } >> "$dir/failed"
+fi
+exit "$rc"
