@@ -30,6 +30,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/allocation"
 	"github.com/bosun-dev/bosun/internal/cgroups"
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/devices"
@@ -52,6 +53,10 @@ import (
 	"github.com/bosun-dev/bosun/internal/userns"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
+
+// housekeepingPeriod is how often the container statistics are collected:
+// cAdvisor's housekeeping interval in the upstream kubelet.
+const housekeepingPeriod = 10 * time.Second
 
 // podsDeps are what the pod machinery is built from.
 type podsDeps struct {
@@ -313,7 +318,11 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) },
 		Records: puller.Records}
 	p.volumeStats = &volumes.StatsCache{Volumes: vm, Period: kc.VolumeStatsAggPeriod.Duration}
+	// The stats are collected every housekeeping period (upstream's cAdvisor
+	// default, 10 s) and requests are answered from that collection while
+	// the same containers run.
 	p.stats = &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir,
+		Cgroups: cgroupstats.New("/sys/fs/cgroup"), MaxAge: housekeepingPeriod,
 		PodVolumes: func() map[string][]statsapi.VolumeStats {
 			out := map[string][]statsapi.VolumeStats{}
 			for _, pod := range p.workers.Running() {
@@ -321,6 +330,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			}
 			return out
 		}}
+	go p.stats.Run(ctx, housekeepingPeriod)
 	p.eviction = eviction.New(eviction.Config{Thresholds: thresholds, MaxPodGracePeriod: int64(kc.EvictionMaxPodGracePeriod),
 		RootDir: d.cfg.RootDir, Pods: p.workers.Running, TransitionPeriod: kc.EvictionPressureTransitionPeriod.Duration,
 		Evict: func(uid types.UID, e eviction.Eviction) {

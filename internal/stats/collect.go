@@ -11,14 +11,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
 	"golang.org/x/sys/unix"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -32,9 +36,27 @@ type Provider struct {
 	// PodVolumes is each running pod's volume statistics by pod UID (nil:
 	// none are reported).
 	PodVolumes func() map[string][]statsapi.VolumeStats
-	mu         sync.Mutex
-	prevCPU    map[string]cpuSample // id ("" for the node) -> last cumulative reading
-	pids       map[string]int       // sandbox ID -> pid of its first process
+	// Cgroups reads the containers' cgroups for /metrics/cadvisor (nil:
+	// only the runtime's figures are reported).
+	Cgroups *cgroupstats.Reader
+	// MaxAge lets a request be answered from the last collection while it is
+	// younger than this and the running containers are the same (0: every
+	// request collects). Run keeps that collection fresh.
+	MaxAge  time.Duration
+	mu      sync.Mutex
+	prevCPU map[string]cpuSample // id ("" for the node) -> last cumulative reading
+	procs   map[string]procInfo  // sandbox or container ID -> its first process
+	last    *snapshot            // the last collection (MaxAge > 0)
+	collMu  sync.Mutex           // one collection at a time
+	// cgroupOf, in tests, names the cgroup of a sandbox or container.
+	cgroupOf func(id string) string
+}
+
+// procInfo is what the runtime says of a sandbox's or container's process.
+type procInfo struct {
+	pid    int
+	image  string // the sandbox's (pause) image
+	cgroup string // its cgroup path ("" unknown)
 }
 
 type cpuSample struct {
@@ -56,6 +78,8 @@ type containerSnap struct {
 type netSnap struct {
 	iface                                string
 	rxBytes, rxErrors, txBytes, txErrors uint64
+	rxPackets, rxDropped                 uint64
+	txPackets, txDropped                 uint64
 }
 
 // snapshot is everything one request reports, read at one time.
@@ -65,6 +89,9 @@ type snapshot struct {
 	podNet     map[string]netSnap // pod UID -> network
 	sandboxes  map[string]*runtimeapi.PodSandbox
 	node       nodeSnap
+	ids        []string     // the running containers' IDs, sorted
+	cgroups    []cgroupSnap // /metrics/cadvisor's rows (Cgroups set)
+	machine    machineSnap  // /metrics/cadvisor's machine_* figures
 }
 
 type nodeSnap struct {
@@ -101,15 +128,84 @@ func (p *Provider) collect(ctx context.Context) (*snapshot, error) {
 		}
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.prevCPU == nil {
 		p.prevCPU = map[string]cpuSample{}
 	}
 	for _, c := range ctrs {
 		s.containers = append(s.containers, p.containerSnap(c, byID[c.Id], s.sandboxes[c.PodSandboxId], s.at))
+		s.ids = append(s.ids, c.Id)
 	}
+	p.mu.Unlock()
+	sort.Strings(s.ids)
 	s.node = p.nodeSnap(ctx, s.at)
+	if p.Cgroups != nil {
+		p.collectCgroups(ctx, s, ctrs)
+	}
+	keep := map[string]bool{}
+	for id := range s.sandboxes {
+		keep[id] = true
+	}
+	for _, id := range s.ids {
+		keep[id] = true
+	}
+	p.forget(keep)
 	return s, nil
+}
+
+// latest is a collection for one request: the last one while it is younger
+// than MaxAge and the same containers run, else a new one.
+func (p *Provider) latest(ctx context.Context) (*snapshot, error) {
+	if p.MaxAge > 0 {
+		p.mu.Lock()
+		last := p.last
+		p.mu.Unlock()
+		if last != nil && time.Since(last.at) < p.MaxAge {
+			ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
+			if err == nil && slices.Equal(runningIDs(ctrs), last.ids) {
+				return last, nil
+			}
+		}
+	}
+	return p.refresh(ctx)
+}
+
+// refresh collects and keeps the collection for the next requests.
+func (p *Provider) refresh(ctx context.Context) (*snapshot, error) {
+	p.collMu.Lock()
+	defer p.collMu.Unlock()
+	s, err := p.collect(ctx)
+	if err == nil && p.MaxAge > 0 {
+		p.mu.Lock()
+		p.last = s
+		p.mu.Unlock()
+	}
+	return s, err
+}
+
+// Run collects every period until ctx ends, so that requests are answered
+// from a collection at most a period old (upstream's cAdvisor housekeeping).
+func (p *Provider) Run(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		if _, err := p.refresh(ctx); err != nil && ctx.Err() == nil {
+			klog.V(4).InfoS("Stats collection failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func runningIDs(ctrs []*runtimeapi.Container) []string {
+	ids := make([]string, 0, len(ctrs))
+	for _, c := range ctrs {
+		ids = append(ids, c.Id)
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 func (p *Provider) containerSnap(c *runtimeapi.Container, st *runtimeapi.ContainerStats, sb *runtimeapi.PodSandbox, now time.Time) containerSnap {
@@ -157,29 +253,70 @@ func dirSize(dir string) uint64 {
 	return total
 }
 
+// proc is the first process of sandbox or container id, asked of the
+// runtime once (its verbose status) and remembered.
+func (p *Provider) proc(ctx context.Context, id string, sandbox bool) procInfo {
+	p.mu.Lock()
+	pi, ok := p.procs[id]
+	p.mu.Unlock()
+	if ok {
+		return pi
+	}
+	var info map[string]string
+	if sandbox {
+		st, err := p.Runtime.PodSandboxStatus(ctx, id, true)
+		if err != nil {
+			return procInfo{}
+		}
+		info = st.GetInfo()
+	} else {
+		st, err := p.Runtime.ContainerStatus(ctx, id, true)
+		if err != nil {
+			return procInfo{}
+		}
+		info = st.GetInfo()
+	}
+	var v struct {
+		Pid   int    `json:"pid"`
+		Image string `json:"image"`
+	}
+	_ = json.Unmarshal([]byte(info["info"]), &v)
+	pi = procInfo{pid: v.Pid, image: v.Image}
+	switch {
+	case p.cgroupOf != nil:
+		pi.cgroup = p.cgroupOf(id)
+	case p.Cgroups != nil && pi.pid > 0:
+		pi.cgroup = p.Cgroups.OfProcess(pi.pid)
+	}
+	p.mu.Lock()
+	if p.procs == nil {
+		p.procs = map[string]procInfo{}
+	}
+	p.procs[id] = pi
+	p.mu.Unlock()
+	return pi
+}
+
+// forget drops what is remembered of sandboxes and containers not in keep.
+func (p *Provider) forget(keep map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.procs {
+		if !keep[id] {
+			delete(p.procs, id)
+		}
+	}
+	for id := range p.prevCPU {
+		if id != "" && !keep[id] {
+			delete(p.prevCPU, id)
+		}
+	}
+}
+
 // sandboxNet reads eth0 of the sandbox's network namespace through its
 // first process.
 func (p *Provider) sandboxNet(ctx context.Context, id string) (netSnap, bool) {
-	p.mu.Lock()
-	pid, ok := p.pids[id]
-	p.mu.Unlock()
-	if !ok {
-		st, err := p.Runtime.PodSandboxStatus(ctx, id, true)
-		if err != nil {
-			return netSnap{}, false
-		}
-		var info struct {
-			Pid int `json:"pid"`
-		}
-		_ = json.Unmarshal([]byte(st.GetInfo()["info"]), &info)
-		pid = info.Pid
-		p.mu.Lock()
-		if p.pids == nil {
-			p.pids = map[string]int{}
-		}
-		p.pids[id] = pid
-		p.mu.Unlock()
-	}
+	pid := p.proc(ctx, id, true).pid
 	if pid <= 0 {
 		return netSnap{}, false
 	}
@@ -210,7 +347,8 @@ func readNetDev(path string) []netSnap {
 			continue
 		}
 		u := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		out = append(out, netSnap{iface: strings.TrimSpace(name), rxBytes: u(0), rxErrors: u(2), txBytes: u(8), txErrors: u(10)})
+		out = append(out, netSnap{iface: strings.TrimSpace(name), rxBytes: u(0), rxPackets: u(1), rxErrors: u(2), rxDropped: u(3),
+			txBytes: u(8), txPackets: u(9), txErrors: u(10), txDropped: u(11)})
 	}
 	return out
 }
@@ -237,7 +375,9 @@ func (p *Provider) nodeSnap(ctx context.Context, now time.Time) nodeSnap {
 			}
 		}
 	}
+	p.mu.Lock()
 	n.cpuNanoCores, _ = p.rate("", n.cpuNanos, now)
+	p.mu.Unlock()
 	mem := map[string]uint64{}
 	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
 		for _, line := range strings.Split(string(data), "\n") {

@@ -3,10 +3,15 @@ package stats
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	critest "k8s.io/cri-api/pkg/apis/testing"
 )
@@ -72,7 +77,88 @@ func TestSummaryAndMetrics(t *testing.T) {
 	if err := p.WriteCadvisorMetrics(ctx, &cad); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(cad.String(), `container_cpu_usage_seconds_total{container="app",id="/c1",image="busybox",name="c1",namespace="ns",pod="web",cpu="total"}`) {
-		t.Errorf("cadvisor metrics:\n%s", cad.String())
+	// Without a cgroup reader there are no container rows, only the machine.
+	if strings.Contains(cad.String(), `container="app"`) || !strings.Contains(cad.String(), "machine_cpu_cores{") {
+		t.Errorf("cadvisor metrics without cgroups:\n%s", cad.String())
+	}
+}
+
+// writeFiles makes a folder with files.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestCadvisorMetricsFromCgroups(t *testing.T) {
+	root := t.TempDir()
+	pod := "/kubepods/burstable/poduid-1"
+	for cg, usage := range map[string]string{"/": "9000000000", pod: "3000000000", pod + "/sb1": "1000000000", pod + "/c1": "2000000000", "/kubepods": "3000000000", "/kubepods/burstable": "3000000000"} {
+		writeFiles(t, filepath.Join(root, "cpuacct", cg), map[string]string{"cpuacct.usage": usage, "cpuacct.stat": "user 150\nsystem 50\n"})
+		writeFiles(t, filepath.Join(root, "cpu", cg), map[string]string{"cpu.shares": "1024", "cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1",
+			"cpu.stat": "nr_periods 0\nnr_throttled 0\nthrottled_time 0\n"})
+		writeFiles(t, filepath.Join(root, "memory", cg), map[string]string{"memory.usage_in_bytes": "8388608", "memory.limit_in_bytes": "9223372036854771712",
+			"memory.stat": "total_cache 1048576\ntotal_rss 4194304\ntotal_inactive_file 524288\npgfault 10\ntotal_pgfault 20\n"})
+	}
+	// The container has a CPU limit and two processes: this test's own.
+	writeFiles(t, filepath.Join(root, "cpu", pod, "c1"), map[string]string{"cpu.cfs_quota_us": "50000", "cpu.stat": "nr_periods 12\nnr_throttled 3\nthrottled_time 1500000000\n",
+		"cgroup.procs": strconv.Itoa(os.Getpid()) + "\n"})
+	writeFiles(t, filepath.Join(root, "memory", pod, "c1"), map[string]string{"memory.limit_in_bytes": "67108864"})
+	writeFiles(t, filepath.Join(root, "pids", pod, "c1"), map[string]string{"pids.current": "5", "pids.max": "max"})
+
+	rt := fakeRuntime(2e9)
+	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), Cgroups: cgroupstats.New(root),
+		cgroupOf: func(id string) string { return pod + "/" + id }}
+	var out bytes.Buffer
+	if err := p.WriteCadvisorMetrics(context.Background(), &out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if os.Getenv("DUMP") != "" {
+		t.Log(text)
+	}
+	app := `container="app",id="/kubepods/burstable/poduid-1/c1",image="busybox",name="c1",namespace="ns",pod="web"`
+	podRow := `container="",id="/kubepods/burstable/poduid-1",image="",name="",namespace="ns",pod="web"`
+	for _, want := range []string{
+		`container_cpu_usage_seconds_total{` + app + `,cpu="total"} 2 `,
+		`container_cpu_usage_seconds_total{` + podRow + `,cpu="total"} 3 `,
+		`container_cpu_usage_seconds_total{container="",id="/kubepods/burstable",image="",name="",namespace="",pod="",cpu="total"} 3 `,
+		`container_cpu_usage_seconds_total{container="",id="/",image="",name="",namespace="",pod="",cpu="total"} 9 `,
+		`container_cpu_usage_seconds_total{container="",id="/kubepods/burstable/poduid-1/sb1",image="",name="sb1",namespace="ns",pod="web",cpu="total"} 1 `,
+		`container_cpu_user_seconds_total{` + app + `} 1.5 `,
+		`container_cpu_cfs_throttled_periods_total{` + app + `} 3 `,
+		`container_cpu_cfs_throttled_seconds_total{` + app + `} 1.5 `,
+		`container_spec_cpu_quota{` + app + `} 50000` + "\n",
+		`container_spec_memory_limit_bytes{` + app + `} 6.7108864e+07` + "\n",
+		`container_spec_memory_limit_bytes{` + podRow + `} 0` + "\n",
+		`container_memory_working_set_bytes{` + app + `} 7.864320e+06`,
+		`container_memory_cache{` + app + `} 1.048576e+06 `,
+		`container_memory_failures_total{` + app + `,failure_type="pgfault",scope="hierarchy"} 20 `,
+		`container_threads{` + app + `} 5 `,
+		`container_processes{` + app + `} 1 `,
+		`container_start_time_seconds{` + app + `} 200` + "\n",
+		"# TYPE container_cpu_usage_seconds_total counter\n",
+		`container_scrape_error 0`,
+	} {
+		want = strings.Replace(want, "7.864320e+06", "7.86432e+06", 1)
+		if !strings.Contains(text, want) {
+			t.Errorf("cadvisor metrics lack %q", want)
+		}
+	}
+	// The pod without a CPU limit has no CFS figures; families are sorted.
+	if strings.Contains(text, `container_cpu_cfs_periods_total{`+podRow) {
+		t.Error("CFS figures for a cgroup without a quota")
+	}
+	if i, j := strings.Index(text, "# HELP container_cpu_usage_seconds_total"), strings.Index(text, "# HELP container_memory_cache"); i < 0 || j < 0 || i > j {
+		t.Error("families are not sorted by name")
+	}
+	if m := regexp.MustCompile(`container_file_descriptors\{` + regexp.QuoteMeta(app) + `\} (\d+) `).FindStringSubmatch(text); m == nil || m[1] == "0" {
+		t.Errorf("open files of the container's process (this test): %v", m)
 	}
 }

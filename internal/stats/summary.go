@@ -17,7 +17,7 @@ func u64(v uint64) *uint64 { return &v }
 
 // Summary is the Summary API's answer.
 func (p *Provider) Summary(ctx context.Context) (*statsapi.Summary, error) {
-	s, err := p.collect(ctx)
+	s, err := p.latest(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func (m *metricWriter) sample(name string, value float64, labels ...string) {
 
 // WriteResourceMetrics writes /metrics/resource: what the metrics server reads.
 func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error {
-	s, err := p.collect(ctx)
+	s, err := p.latest(ctx)
 	m := &metricWriter{w: w, ts: 0}
 	m.family("resource_scrape_error", "gauge", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise")
 	if err != nil {
@@ -177,54 +177,6 @@ func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error 
 		m.sample("pod_memory_working_set_bytes", float64(*ps.Memory.WorkingSetBytes), "namespace", ps.PodRef.Namespace, "pod", ps.PodRef.Name)
 	}
 	m.sample("resource_scrape_error", 0)
-	return nil
-}
-
-// WriteCadvisorMetrics writes /metrics/cadvisor with cAdvisor's names and
-// labels for each running container and each pod's network.
-func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error {
-	s, err := p.collect(ctx)
-	if err != nil {
-		return err
-	}
-	m := &metricWriter{w: w, ts: s.at.UnixMilli()}
-	lbl := func(c containerSnap) []string {
-		return []string{"container", c.name, "id", "/" + c.id, "image", c.image, "name", c.id, "namespace", c.namespace, "pod", c.podName}
-	}
-	type gauge struct {
-		name, kind, help string
-		value            func(c containerSnap) float64
-	}
-	for _, g := range []gauge{
-		{"container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds.", func(c containerSnap) float64 { return float64(c.cpuNanos) / 1e9 }},
-		{"container_memory_usage_bytes", "gauge", "Current memory usage in bytes, including all memory regardless of when it was accessed", func(c containerSnap) float64 { return float64(c.memUsage) }},
-		{"container_memory_working_set_bytes", "gauge", "Current working set in bytes.", func(c containerSnap) float64 { return float64(c.memWorking) }},
-		{"container_memory_rss", "gauge", "Size of RSS in bytes.", func(c containerSnap) float64 { return float64(c.memRSS) }},
-		{"container_fs_usage_bytes", "gauge", "Number of bytes that are consumed by the container on this filesystem.", func(c containerSnap) float64 { return float64(c.rootfsUsed) }},
-		{"container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds.", func(c containerSnap) float64 { return float64(c.started.Unix()) }},
-		{"container_last_seen", "gauge", "Last time a container was seen by the exporter", func(containerSnap) float64 { return float64(s.at.Unix()) }},
-	} {
-		m.family(g.name, g.kind, g.help)
-		for _, c := range s.containers {
-			l := lbl(c)
-			if g.name == "container_cpu_usage_seconds_total" {
-				l = append(l, "cpu", "total")
-			}
-			m.sample(g.name, g.value(c), l...)
-		}
-	}
-	m.family("container_network_receive_bytes_total", "counter", "Cumulative count of bytes received")
-	m.family("container_network_transmit_bytes_total", "counter", "Cumulative count of bytes transmitted")
-	for uid, n := range s.podNet {
-		for _, c := range s.containers {
-			if c.podUID == uid {
-				l := []string{"id", "/" + c.sandboxID, "interface", n.iface, "namespace", c.namespace, "pod", c.podName}
-				m.sample("container_network_receive_bytes_total", float64(n.rxBytes), l...)
-				m.sample("container_network_transmit_bytes_total", float64(n.txBytes), l...)
-				break
-			}
-		}
-	}
 	return nil
 }
 

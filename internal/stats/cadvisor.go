@@ -1,0 +1,405 @@
+package stats
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"os"
+	"path"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// cgroupSnap is one row of /metrics/cadvisor: a cgroup with cAdvisor's
+// labels. The rows are the root cgroup, the QoS cgroups, each pod's cgroup,
+// each pod's sandbox and each running container, as upstream's cAdvisor
+// reports them for the kubelet.
+type cgroupSnap struct {
+	id, name, image, container, pod, namespace string
+	created                                    time.Time
+	st                                         *cgroupstats.Stats
+	fds, sockets                               uint64
+	openFilesSoft                              int64
+	hasOpenFiles                               bool
+	net                                        []netSnap
+	fs                                         *fsSnap
+}
+
+// fsSnap is a filesystem's figures for container_fs_*.
+type fsSnap struct {
+	device                           string
+	limit, usage, inodes, inodesFree uint64
+	hasLimit                         bool
+}
+
+// machineSnap is what machine_* reports.
+type machineSnap struct {
+	machineID, systemUUID, bootID string
+	cores, physicalCores, sockets int
+	memoryBytes, swapBytes        uint64
+	kernelVersion, osVersion      string
+}
+
+// collectCgroups reads the cgroups of the sandboxes and containers of s and
+// of the pods and QoS classes above them.
+func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runtimeapi.Container) {
+	type podRef struct {
+		name, namespace, uid string
+		created              time.Time
+	}
+	var rows []cgroupSnap
+	pods := map[string]podRef{} // pod cgroup -> pod
+	add := func(r cgroupSnap) {
+		st, err := p.Cgroups.Read(r.id)
+		if err != nil {
+			return
+		}
+		r.st = st
+		r.fds, r.sockets = cgroupstats.OpenFiles(st.Procs)
+		if len(st.Procs) > 0 {
+			r.openFilesSoft, r.hasOpenFiles = cgroupstats.MaxOpenFilesSoft(st.Procs[0])
+		}
+		rows = append(rows, r)
+	}
+	for id, sb := range s.sandboxes {
+		pi := p.proc(ctx, id, true)
+		if pi.cgroup == "" || pi.cgroup == "/" {
+			continue
+		}
+		ref := podRef{sb.Metadata.GetName(), sb.Metadata.GetNamespace(), sb.Metadata.GetUid(), timeOf(sb.CreatedAt)}
+		r := cgroupSnap{id: pi.cgroup, name: id, image: pi.image, pod: ref.name, namespace: ref.namespace, created: ref.created}
+		if n, ok := s.podNet[ref.uid]; ok {
+			r.net = []netSnap{n}
+		}
+		add(r)
+		pods[path.Dir(pi.cgroup)] = ref
+	}
+	rootfs := map[string]uint64{}
+	for _, c := range s.containers {
+		rootfs[c.id] = c.rootfsUsed
+	}
+	for _, c := range ctrs {
+		pi := p.proc(ctx, c.Id, false)
+		if pi.cgroup == "" || pi.cgroup == "/" {
+			continue
+		}
+		r := cgroupSnap{id: pi.cgroup, name: c.Id, image: c.Image.GetImage(), container: c.Metadata.GetName(),
+			pod: c.Labels["io.kubernetes.pod.name"], namespace: c.Labels["io.kubernetes.pod.namespace"], created: timeOf(c.CreatedAt),
+			fs: &fsSnap{usage: rootfs[c.Id]}}
+		add(r)
+		if _, ok := pods[path.Dir(pi.cgroup)]; !ok {
+			pods[path.Dir(pi.cgroup)] = podRef{name: r.pod, namespace: r.namespace, uid: c.Labels["io.kubernetes.pod.uid"], created: r.created}
+		}
+	}
+	above := map[string]bool{}
+	for cg, ref := range pods {
+		r := cgroupSnap{id: cg, pod: ref.name, namespace: ref.namespace, created: ref.created}
+		if n, ok := s.podNet[ref.uid]; ok {
+			r.net = []netSnap{n}
+		}
+		add(r)
+		for d := path.Dir(cg); d != "/" && d != "." && !above[d]; d = path.Dir(d) {
+			above[d] = true
+		}
+	}
+	for d := range above {
+		if _, isPod := pods[d]; !isPod {
+			add(cgroupSnap{id: d, created: s.node.bootTime})
+		}
+	}
+	root := cgroupSnap{id: "/", created: s.node.bootTime}
+	if s.node.fsCapacity > 0 {
+		root.fs = &fsSnap{device: p.rootDevice(), limit: s.node.fsCapacity, usage: s.node.fsCapacity - s.node.fsAvailable,
+			inodes: s.node.fsInodes, inodesFree: s.node.fsInodesFree, hasLimit: true}
+	}
+	root.net = s.node.net
+	add(root)
+	sort.Slice(rows, func(i, j int) bool { return rows[i].id < rows[j].id })
+	s.cgroups = rows
+	s.machine = readMachine()
+}
+
+// rootDevice is the /dev name of the filesystem holding the root dir.
+func (p *Provider) rootDevice() string {
+	var st unix.Stat_t
+	if unix.Stat(p.RootDir, &st) != nil {
+		return ""
+	}
+	return cgroupstats.DeviceName(uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)))
+}
+
+// readMachine reads the machine's identity, CPUs and memory.
+func readMachine() machineSnap {
+	m := machineSnap{cores: runtime.NumCPU()}
+	m.machineID = firstLine("/etc/machine-id")
+	m.systemUUID = firstLine("/sys/class/dmi/id/product_uuid")
+	m.bootID = firstLine("/proc/sys/kernel/random/boot_id")
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		cores, sockets := map[string]bool{}, map[string]bool{}
+		physID, processors := "", 0
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, ok := strings.Cut(sc.Text(), ":")
+			if !ok {
+				continue
+			}
+			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+			switch k {
+			case "processor":
+				processors++
+			case "physical id":
+				physID = v
+				sockets[v] = true
+			case "core id":
+				cores[physID+"/"+v] = true
+			}
+		}
+		f.Close()
+		if processors > 0 {
+			m.cores = processors
+		}
+		m.physicalCores, m.sockets = len(cores), len(sockets)
+		if m.physicalCores == 0 {
+			m.physicalCores = m.cores
+		}
+		if m.sockets == 0 {
+			m.sockets = 1
+		}
+	}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			switch f[0] {
+			case "MemTotal:":
+				m.memoryBytes = v * 1024
+			case "SwapTotal:":
+				m.swapBytes = v * 1024
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.kernelVersion = unix.ByteSliceToString(u.Release[:])
+	}
+	if data, err := os.ReadFile("/etc/os-release"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "PRETTY_NAME="); ok {
+				m.osVersion = strings.Trim(v, `"`)
+			}
+		}
+	}
+	return m
+}
+
+func firstLine(p string) string {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	return strings.TrimSpace(line)
+}
+
+// families collects samples by family and writes them sorted by name, as
+// the Prometheus client does.
+type families struct {
+	help, kind map[string]string
+	lines      map[string][]string
+}
+
+func newFamilies() *families {
+	return &families{help: map[string]string{}, kind: map[string]string{}, lines: map[string][]string{}}
+}
+
+// add adds one sample; ts 0 writes none.
+func (f *families) add(name, kind, help string, value float64, ts int64, labels ...string) {
+	f.help[name], f.kind[name] = help, kind
+	var b strings.Builder
+	b.WriteString(name)
+	if len(labels) > 0 {
+		b.WriteByte('{')
+		for i := 0; i+1 < len(labels); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(labels[i])
+			b.WriteByte('=')
+			b.WriteString(strconv.Quote(labels[i+1]))
+		}
+		b.WriteByte('}')
+	}
+	b.WriteByte(' ')
+	b.WriteString(strconv.FormatFloat(value, 'g', -1, 64))
+	if ts != 0 {
+		b.WriteByte(' ')
+		b.WriteString(strconv.FormatInt(ts, 10))
+	}
+	f.lines[name] = append(f.lines[name], b.String())
+}
+
+func (f *families) write(w io.Writer) error {
+	names := make([]string, 0, len(f.lines))
+	for n := range f.lines {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	bw := bufio.NewWriter(w)
+	for _, n := range names {
+		bw.WriteString("# HELP " + n + " " + f.help[n] + "\n# TYPE " + n + " " + f.kind[n] + "\n")
+		for _, l := range f.lines[n] {
+			bw.WriteString(l)
+			bw.WriteByte('\n')
+		}
+	}
+	return bw.Flush()
+}
+
+// maxMemory is where cAdvisor takes a memory limit for "none".
+const maxMemory = uint64(1 << 62)
+
+func memLimit(v uint64) float64 {
+	if v > maxMemory {
+		return 0
+	}
+	return float64(v)
+}
+
+// WriteCadvisorMetrics writes /metrics/cadvisor: cAdvisor's families, names,
+// help and labels (container, id, image, name, namespace, pod) for the rows
+// of collectCgroups, and the machine_* families.
+func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error {
+	f := newFamilies()
+	s, err := p.latest(ctx)
+	if err != nil {
+		f.add("container_scrape_error", "gauge", "1 if there was an error while getting container metrics, 0 otherwise", 1, 0)
+		return f.write(w)
+	}
+	ts := s.at.UnixMilli()
+	const (
+		counter = "counter"
+		gauge   = "gauge"
+	)
+	for _, r := range s.cgroups {
+		base := []string{"container", r.container, "id", r.id, "image", r.image, "name", r.name, "namespace", r.namespace, "pod", r.pod}
+		with := func(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
+		st := r.st
+		// The spec: written without a timestamp, as cAdvisor does.
+		f.add("container_start_time_seconds", gauge, "Start time of the container since unix epoch in seconds.", float64(r.created.Unix()), 0, base...)
+		if st.CPU.HasLimits {
+			f.add("container_spec_cpu_period", gauge, "CPU period of the container.", float64(st.CPU.PeriodUS), 0, base...)
+			if st.CPU.QuotaUS != 0 {
+				f.add("container_spec_cpu_quota", gauge, "CPU quota of the container.", float64(st.CPU.QuotaUS), 0, base...)
+			}
+			f.add("container_spec_cpu_shares", gauge, "CPU share of the container.", float64(st.CPU.Shares), 0, base...)
+		}
+		if st.Memory.HasLimits {
+			f.add("container_spec_memory_limit_bytes", gauge, "Memory limit for the container.", memLimit(st.Memory.Limit), 0, base...)
+			f.add("container_spec_memory_swap_limit_bytes", gauge, "Memory swap limit for the container.", memLimit(st.Memory.SwapLimit), 0, base...)
+			f.add("container_spec_memory_reservation_limit_bytes", gauge, "Memory reservation limit for the container.", memLimit(st.Memory.Reservation), 0, base...)
+		}
+
+		f.add("container_last_seen", gauge, "Last time a container was seen by the exporter", float64(s.at.Unix()), ts, base...)
+		c := st.CPU
+		f.add("container_cpu_user_seconds_total", counter, "Cumulative user cpu time consumed in seconds.", float64(c.UserNanos)/1e9, ts, base...)
+		f.add("container_cpu_system_seconds_total", counter, "Cumulative system cpu time consumed in seconds.", float64(c.SystemNanos)/1e9, ts, base...)
+		f.add("container_cpu_usage_seconds_total", counter, "Cumulative cpu time consumed in seconds.", float64(c.UsageNanos)/1e9, ts, with("cpu", "total")...)
+		if c.QuotaUS != 0 {
+			f.add("container_cpu_cfs_periods_total", counter, "Number of elapsed enforcement period intervals.", float64(c.Periods), ts, base...)
+			f.add("container_cpu_cfs_throttled_periods_total", counter, "Number of throttled period intervals.", float64(c.ThrottledPeriods), ts, base...)
+			f.add("container_cpu_cfs_throttled_seconds_total", counter, "Total time duration the container has been throttled.", float64(c.ThrottledNanos)/1e9, ts, base...)
+		}
+
+		m := st.Memory
+		for _, g := range []struct {
+			name, kind, help string
+			v                uint64
+		}{
+			{"container_memory_cache", gauge, "Number of bytes of page cache memory.", m.Cache},
+			{"container_memory_rss", gauge, "Size of RSS in bytes.", m.RSS},
+			{"container_memory_kernel_usage", gauge, "Size of kernel memory allocated in bytes.", m.KernelUsage},
+			{"container_memory_mapped_file", gauge, "Size of memory mapped files in bytes.", m.MappedFile},
+			{"container_memory_swap", gauge, "Container swap usage in bytes.", m.Swap},
+			{"container_memory_failcnt", counter, "Number of memory usage hits limits", m.Failcnt},
+			{"container_memory_usage_bytes", gauge, "Current memory usage in bytes, including all memory regardless of when it was accessed", m.Usage},
+			{"container_memory_max_usage_bytes", gauge, "Maximum memory usage recorded in bytes", m.MaxUsage},
+			{"container_memory_working_set_bytes", gauge, "Current working set in bytes.", m.WorkingSet},
+			{"container_memory_total_active_file_bytes", gauge, "Current total active file in bytes.", m.ActiveFile},
+			{"container_memory_total_inactive_file_bytes", gauge, "Current total inactive file in bytes.", m.InactiveFile},
+			{"container_oom_events_total", counter, "Count of out of memory events observed for the container", m.OOMKills},
+		} {
+			f.add(g.name, g.kind, g.help, float64(g.v), ts, base...)
+		}
+		const failures = "Cumulative count of memory allocation failures."
+		f.add("container_memory_failures_total", counter, failures, float64(m.Pgfault), ts, with("failure_type", "pgfault", "scope", "container")...)
+		f.add("container_memory_failures_total", counter, failures, float64(m.Pgmajfault), ts, with("failure_type", "pgmajfault", "scope", "container")...)
+		f.add("container_memory_failures_total", counter, failures, float64(m.HierPgfault), ts, with("failure_type", "pgfault", "scope", "hierarchy")...)
+		f.add("container_memory_failures_total", counter, failures, float64(m.HierPgmajfault), ts, with("failure_type", "pgmajfault", "scope", "hierarchy")...)
+
+		for _, io := range st.IO {
+			dev := cgroupstats.DeviceName(io.Major, io.Minor)
+			maj, min := strconv.FormatUint(io.Major, 10), strconv.FormatUint(io.Minor, 10)
+			f.add("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.ReadBytes), ts, with("device", dev, "major", maj, "minor", min, "operation", "Read")...)
+			f.add("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.WriteBytes), ts, with("device", dev, "major", maj, "minor", min, "operation", "Write")...)
+			if dev == "" {
+				continue
+			}
+			f.add("container_fs_reads_bytes_total", counter, "Cumulative count of bytes read", float64(io.ReadBytes), ts, with("device", dev)...)
+			f.add("container_fs_reads_total", counter, "Cumulative count of reads completed", float64(io.Reads), ts, with("device", dev)...)
+			f.add("container_fs_writes_bytes_total", counter, "Cumulative count of bytes written", float64(io.WriteBytes), ts, with("device", dev)...)
+			f.add("container_fs_writes_total", counter, "Cumulative count of writes completed", float64(io.Writes), ts, with("device", dev)...)
+		}
+		if fs := r.fs; fs != nil {
+			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), ts, with("device", fs.device)...)
+			if fs.hasLimit {
+				f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), ts, with("device", fs.device)...)
+				f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), ts, with("device", fs.device)...)
+				f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), ts, with("device", fs.device)...)
+			}
+		}
+
+		for _, n := range r.net {
+			l := with("interface", n.iface)
+			f.add("container_network_receive_bytes_total", counter, "Cumulative count of bytes received", float64(n.rxBytes), ts, l...)
+			f.add("container_network_receive_packets_total", counter, "Cumulative count of packets received", float64(n.rxPackets), ts, l...)
+			f.add("container_network_receive_packets_dropped_total", counter, "Cumulative count of packets dropped while receiving", float64(n.rxDropped), ts, l...)
+			f.add("container_network_receive_errors_total", counter, "Cumulative count of errors encountered while receiving", float64(n.rxErrors), ts, l...)
+			f.add("container_network_transmit_bytes_total", counter, "Cumulative count of bytes transmitted", float64(n.txBytes), ts, l...)
+			f.add("container_network_transmit_packets_total", counter, "Cumulative count of packets transmitted", float64(n.txPackets), ts, l...)
+			f.add("container_network_transmit_packets_dropped_total", counter, "Cumulative count of packets dropped while transmitting", float64(n.txDropped), ts, l...)
+			f.add("container_network_transmit_errors_total", counter, "Cumulative count of errors encountered while transmitting", float64(n.txErrors), ts, l...)
+		}
+
+		f.add("container_processes", gauge, "Number of processes running inside the container.", float64(len(st.Procs)), ts, base...)
+		f.add("container_threads", gauge, "Number of threads running inside the container", float64(st.Pids.Current), ts, base...)
+		f.add("container_threads_max", gauge, "Maximum number of threads allowed inside the container, infinity if value is zero", float64(st.Pids.Max), ts, base...)
+		f.add("container_file_descriptors", gauge, "Number of open file descriptors for the container.", float64(r.fds), ts, base...)
+		f.add("container_sockets", gauge, "Number of open sockets for the container.", float64(r.sockets), ts, base...)
+		if r.hasOpenFiles {
+			f.add("container_ulimits_soft", gauge, "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice",
+				float64(r.openFilesSoft), ts, with("ulimit", "max_open_files")...)
+		}
+	}
+
+	mc := s.machine
+	ml := []string{"boot_id", mc.bootID, "machine_id", mc.machineID, "system_uuid", mc.systemUUID}
+	f.add("machine_cpu_cores", gauge, "Number of logical CPU cores.", float64(mc.cores), 0, ml...)
+	f.add("machine_cpu_physical_cores", gauge, "Number of physical CPU cores.", float64(mc.physicalCores), 0, ml...)
+	f.add("machine_cpu_sockets", gauge, "Number of CPU sockets.", float64(mc.sockets), 0, ml...)
+	f.add("machine_memory_bytes", gauge, "Amount of memory installed on the machine.", float64(mc.memoryBytes), 0, ml...)
+	f.add("machine_swap_bytes", gauge, "Amount of swap memory available on the machine.", float64(mc.swapBytes), 0, ml...)
+	f.add("cadvisor_version_info", gauge, "A metric with a constant '1' value labeled by kernel version, OS version, docker version, cadvisor version & cadvisor revision.", 1, 0,
+		"cadvisorRevision", "", "cadvisorVersion", "", "dockerVersion", "", "kernelVersion", mc.kernelVersion, "osVersion", mc.osVersion)
+	f.add("container_scrape_error", gauge, "1 if there was an error while getting container metrics, 0 otherwise", 0, 0)
+	return f.write(w)
+}
