@@ -72,6 +72,7 @@ type containerSnap struct {
 	hasNanoCores                                           bool
 	memWorking, memUsage, memRSS, memAvailable             uint64
 	rootfsUsed, rootfsInodes, logsUsed                     uint64
+	swap, swapAvailable                                    *uint64 // the runtime's, when it reports them
 }
 
 // netSnap is one pod's network counters (eth0, as upstream reports).
@@ -98,6 +99,7 @@ type nodeSnap struct {
 	bootTime                                         time.Time
 	cpuNanos, cpuNanoCores                           uint64
 	memTotal, memFree, memAvailable, memInactiveFile uint64
+	swapTotal, swapFree                              uint64
 	fsCapacity, fsAvailable, fsInodes, fsInodesFree  uint64
 	imageFsUsed, imageFsInodes                       uint64
 	net                                              []netSnap
@@ -224,6 +226,14 @@ func (p *Provider) containerSnap(c *runtimeapi.Container, st *runtimeapi.Contain
 			cs.memUsage = cs.memWorking
 		}
 		cs.rootfsUsed, cs.rootfsInodes = st.GetWritableLayer().GetUsedBytes().GetValue(), st.GetWritableLayer().GetInodesUsed().GetValue()
+		if sw := st.GetSwap(); sw != nil {
+			if u := sw.GetSwapUsageBytes(); u != nil {
+				cs.swap = u64(u.GetValue())
+			}
+			if a := sw.GetSwapAvailableBytes(); a != nil {
+				cs.swapAvailable = u64(a.GetValue())
+			}
+		}
 	}
 	if sb != nil {
 		dir := filepath.Join(p.LogDir, fmt.Sprintf("%s_%s_%s", sb.Metadata.GetNamespace(), sb.Metadata.GetName(), sb.Metadata.GetUid()), cs.name)
@@ -388,6 +398,7 @@ func (p *Provider) nodeSnap(ctx context.Context, now time.Time) nodeSnap {
 		}
 	}
 	n.memTotal, n.memFree, n.memAvailable, n.memInactiveFile = mem["MemTotal"], mem["MemFree"], mem["MemAvailable"], mem["Inactive(file)"]
+	n.swapTotal, n.swapFree = mem["SwapTotal"], mem["SwapFree"]
 	var st unix.Statfs_t
 	if unix.Statfs(p.RootDir, &st) == nil {
 		n.fsCapacity, n.fsAvailable = st.Blocks*uint64(st.Bsize), st.Bavail*uint64(st.Bsize)

@@ -34,6 +34,7 @@ func fakeRuntime(cpu uint64) *critest.FakeRuntimeService {
 		Cpu:           &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cpu}},
 		Memory:        &runtimeapi.MemoryUsage{WorkingSetBytes: &runtimeapi.UInt64Value{Value: 4 << 20}, UsageBytes: &runtimeapi.UInt64Value{Value: 6 << 20}},
 		WritableLayer: &runtimeapi.FilesystemUsage{UsedBytes: &runtimeapi.UInt64Value{Value: 4096}},
+		Swap:          &runtimeapi.SwapUsage{SwapUsageBytes: &runtimeapi.UInt64Value{Value: 1024}, SwapAvailableBytes: &runtimeapi.UInt64Value{Value: 2048}},
 	}})
 	return rt
 }
@@ -55,6 +56,26 @@ func TestSummaryAndMetrics(t *testing.T) {
 	c := sum.Pods[0].Containers[0]
 	if c.Name != "app" || *c.CPU.UsageCoreNanoSeconds != 2e9 || *c.Memory.WorkingSetBytes != 4<<20 || *c.Rootfs.UsedBytes != 4096 || c.CPU.UsageNanoCores != nil {
 		t.Errorf("container stats %+v", c)
+	}
+	if sw := c.Swap; sw == nil || *sw.SwapUsageBytes != 1024 || *sw.SwapAvailableBytes != 2048 {
+		t.Errorf("container swap %+v", sw)
+	}
+	if sw := sum.Pods[0].Swap; sw == nil || *sw.SwapUsageBytes != 1024 {
+		t.Errorf("pod swap %+v", sw)
+	}
+	if sum.Node.Swap == nil || sum.Node.Swap.SwapUsageBytes == nil {
+		t.Errorf("node swap %+v", sum.Node.Swap)
+	}
+	var first bytes.Buffer
+	if err := p.WriteResourceMetrics(ctx, &first); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`container_swap_usage_bytes{container="app",namespace="ns",pod="web"} 1024 `,
+		`container_swap_limit_bytes{container="app",namespace="ns",pod="web"} 3072 `, `pod_swap_usage_bytes{namespace="ns",pod="web"} 1024 `,
+		"# TYPE node_swap_usage_bytes gauge\nnode_swap_usage_bytes "} {
+		if !strings.Contains(first.String(), want) {
+			t.Errorf("resource metrics lack %q:\n%s", want, first.String())
+		}
 	}
 	// A second reading gives a rate.
 	time.Sleep(100 * time.Millisecond)
@@ -160,5 +181,49 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	}
 	if m := regexp.MustCompile(`container_file_descriptors\{` + regexp.QuoteMeta(app) + `\} (\d+) `).FindStringSubmatch(text); m == nil || m[1] == "0" {
 		t.Errorf("open files of the container's process (this test): %v", m)
+	}
+}
+
+func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
+	rt := fakeRuntime(2e9)
+	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), MaxAge: time.Minute}
+	ctx := context.Background()
+	cpuOf := func() uint64 {
+		t.Helper()
+		sum, err := p.Summary(ctx)
+		if err != nil || len(sum.Pods) == 0 {
+			t.Fatalf("summary: %v %+v", err, sum)
+		}
+		return *sum.Pods[0].CPU.UsageCoreNanoSeconds
+	}
+	if got := cpuOf(); got != 2e9 {
+		t.Fatalf("first reading %d", got)
+	}
+	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
+		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 3e9}}}})
+	if got := cpuOf(); got != 2e9 {
+		t.Errorf("same containers within MaxAge: %d, want the kept collection's 2e9", got)
+	}
+	// A container that starts makes the next request collect again.
+	rt.SetFakeContainers([]*critest.FakeContainer{{SandboxID: "sb1", ContainerStatus: runtimeapi.ContainerStatus{
+		Id: "c1", State: runtimeapi.ContainerState_CONTAINER_RUNNING, Labels: map[string]string{"io.kubernetes.pod.uid": "uid-1", "io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace": "ns"},
+		Metadata: &runtimeapi.ContainerMetadata{Name: "app"}}}, {SandboxID: "sb1", ContainerStatus: runtimeapi.ContainerStatus{
+		Id: "c2", State: runtimeapi.ContainerState_CONTAINER_RUNNING, Labels: map[string]string{"io.kubernetes.pod.uid": "uid-1", "io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace": "ns"},
+		Metadata: &runtimeapi.ContainerMetadata{Name: "sidecar"}}}})
+	if got := cpuOf(); got != 3e9 {
+		t.Errorf("after a container started: %d, want a new collection's 3e9", got)
+	}
+	// Run keeps the collection fresh.
+	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
+		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 4e9}}}})
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go p.Run(rctx, 20*time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for cpuOf() != 4e9 {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not refresh the collection")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -34,6 +34,7 @@ func (p *Provider) Summary(ctx context.Context) (*statsapi.Summary, error) {
 		Runtime: &statsapi.RuntimeStats{ImageFs: &statsapi.FsStats{Time: at, CapacityBytes: u64(n.fsCapacity), AvailableBytes: u64(n.fsAvailable),
 			UsedBytes: u64(n.imageFsUsed), InodesUsed: u64(n.imageFsInodes)}},
 	}
+	node.Swap = &statsapi.SwapStats{Time: at, SwapUsageBytes: u64(sub(n.swapTotal, n.swapFree)), SwapAvailableBytes: u64(n.swapFree)}
 	if len(n.net) > 0 {
 		node.Network = &statsapi.NetworkStats{Time: at, InterfaceStats: iface(n.net[0])}
 		for _, i := range n.net {
@@ -92,6 +93,16 @@ func podStats(s *snapshot) []statsapi.PodStats {
 		if c.memAvailable > 0 {
 			cs.Memory.AvailableBytes = u64(c.memAvailable)
 		}
+		if c.swap != nil {
+			cs.Swap = &statsapi.SwapStats{Time: at, SwapUsageBytes: u64(*c.swap)}
+			if c.swapAvailable != nil {
+				cs.Swap.SwapAvailableBytes = u64(*c.swapAvailable)
+			}
+			if ps.Swap == nil {
+				ps.Swap = &statsapi.SwapStats{Time: at, SwapUsageBytes: u64(0)}
+			}
+			*ps.Swap.SwapUsageBytes += *c.swap
+		}
 		ps.Containers = append(ps.Containers, cs)
 		*ps.CPU.UsageCoreNanoSeconds += c.cpuNanos
 		*ps.CPU.UsageNanoCores += c.cpuNanoCores
@@ -108,24 +119,27 @@ func podStats(s *snapshot) []statsapi.PodStats {
 	return out
 }
 
-// metricWriter writes the Prometheus text format.
+// metricWriter writes the Prometheus text format. A family's HELP and TYPE
+// are written with its first sample, so a family without samples is left
+// out, as the Prometheus client does.
 type metricWriter struct {
-	w    io.Writer
-	ts   int64 // milliseconds, on every sample
-	seen map[string]bool
+	w       io.Writer
+	ts      int64             // milliseconds, on every sample
+	pending map[string]string // family -> its HELP and TYPE lines, until its first sample
 }
 
 func (m *metricWriter) family(name, kind, help string) {
-	if m.seen == nil {
-		m.seen = map[string]bool{}
+	if m.pending == nil {
+		m.pending = map[string]string{}
 	}
-	if !m.seen[name] {
-		fmt.Fprintf(m.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
-		m.seen[name] = true
-	}
+	m.pending[name] = fmt.Sprintf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
 }
 
 func (m *metricWriter) sample(name string, value float64, labels ...string) {
+	if head, ok := m.pending[name]; ok {
+		io.WriteString(m.w, head)
+		delete(m.pending, name)
+	}
 	var b strings.Builder
 	b.WriteString(name)
 	if len(labels) > 0 {
@@ -155,6 +169,8 @@ func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error 
 	m.sample("node_cpu_usage_seconds_total", float64(s.node.cpuNanos)/1e9)
 	m.family("node_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the node in bytes")
 	m.sample("node_memory_working_set_bytes", float64(sub(s.node.memTotal-s.node.memFree, s.node.memInactiveFile)))
+	m.family("node_swap_usage_bytes", "gauge", "[ALPHA] Current swap usage of the node in bytes. Reported only on non-windows systems")
+	m.sample("node_swap_usage_bytes", float64(sub(s.node.swapTotal, s.node.swapFree)))
 	m.family("container_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the container in core-seconds")
 	for _, c := range s.containers {
 		m.sample("container_cpu_usage_seconds_total", float64(c.cpuNanos)/1e9, "container", c.name, "namespace", c.namespace, "pod", c.podName)
@@ -167,6 +183,22 @@ func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error 
 	for _, c := range s.containers {
 		m.sample("container_start_time_seconds", float64(c.started.UnixNano())/1e9, "container", c.name, "namespace", c.namespace, "pod", c.podName)
 	}
+	m.family("container_swap_usage_bytes", "gauge", "[ALPHA] Current amount of the container swap usage in bytes. Reported only on non-windows systems")
+	for _, c := range s.containers {
+		if c.swap != nil {
+			m.sample("container_swap_usage_bytes", float64(*c.swap), "container", c.name, "namespace", c.namespace, "pod", c.podName)
+		}
+	}
+	m.family("container_swap_limit_bytes", "gauge", "[ALPHA] Current amount of the container swap limit in bytes. Reported only on non-windows systems")
+	for _, c := range s.containers {
+		if c.swapAvailable != nil {
+			var used uint64
+			if c.swap != nil {
+				used = *c.swap
+			}
+			m.sample("container_swap_limit_bytes", float64(*c.swapAvailable+used), "container", c.name, "namespace", c.namespace, "pod", c.podName)
+		}
+	}
 	pods := podStats(s)
 	m.family("pod_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the pod in core-seconds")
 	for _, ps := range pods {
@@ -175,6 +207,12 @@ func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error 
 	m.family("pod_memory_working_set_bytes", "gauge", "[STABLE] Current working set of the pod in bytes")
 	for _, ps := range pods {
 		m.sample("pod_memory_working_set_bytes", float64(*ps.Memory.WorkingSetBytes), "namespace", ps.PodRef.Namespace, "pod", ps.PodRef.Name)
+	}
+	m.family("pod_swap_usage_bytes", "gauge", "[ALPHA] Current amount of the pod swap usage in bytes. Reported only on non-windows systems")
+	for _, ps := range pods {
+		if ps.Swap != nil {
+			m.sample("pod_swap_usage_bytes", float64(*ps.Swap.SwapUsageBytes), "namespace", ps.PodRef.Namespace, "pod", ps.PodRef.Name)
+		}
 	}
 	m.sample("resource_scrape_error", 0)
 	return nil
