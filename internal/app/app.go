@@ -294,11 +294,9 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 	return server.New(sc, h, auth)
 }
 
-// probeMetricsHandler serves prober_probe_total from a registry of its own.
+// probeMetricsHandler serves /metrics/probes from the probes' registry.
 func probeMetricsHandler() http.Handler {
-	reg := metrics.NewKubeRegistry()
-	reg.MustRegister(probes.ProbeTotal)
-	return metrics.HandlerFor(reg, metrics.HandlerOpts{})
+	return metrics.HandlerFor(probes.Registry, metrics.HandlerOpts{})
 }
 
 // tlsSettings reads tlsMinVersion and tlsCipherSuites.

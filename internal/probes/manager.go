@@ -29,6 +29,23 @@ var ProbeTotal = metrics.NewCounterVec(&metrics.CounterOpts{
 	Help: "Cumulative number of a liveness, readiness or startup probe for a container by result.",
 }, []string{"probe_type", "result", "container", "pod", "namespace", "pod_uid"})
 
+// ProbeDuration is how long probes that succeeded (or ended unknown) took,
+// as upstream's prober_probe_duration_seconds; failed probes are not timed.
+var ProbeDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
+	Subsystem: "prober", Name: "probe_duration_seconds", StabilityLevel: metrics.ALPHA,
+	Help: "Duration in seconds for a probe response.",
+}, []string{"probe_type", "container", "pod", "namespace"})
+
+// Registry holds what /metrics/probes serves: the probe counts and
+// durations and the process start time, as upstream. The metrics are
+// registered here at start, so no probe runs before they count.
+var Registry = func() metrics.KubeRegistry {
+	r := metrics.NewKubeRegistry()
+	_ = metrics.RegisterProcessStartTime(r.Register)
+	r.MustRegister(ProbeTotal, ProbeDuration)
+	return r
+}()
+
 // Config wires a Manager.
 type Config struct {
 	Exec     Execer                                                                                     // ExecSync for exec probes
@@ -214,6 +231,7 @@ func (w *worker) probeOnce(p *corev1.Probe) bool {
 		return true // done: startup probes stop after their first success
 	}
 	timeout := time.Duration(max(p.TimeoutSeconds, 1)) * time.Second
+	start := time.Now()
 	res, out, err := Run(m.ctx, m.cfg.Exec, p.ProbeHandler, Target{Pod: w.pod, Container: w.c, ContainerID: w.id, PodIP: w.podIP}, timeout)
 	if err != nil {
 		klog.FromContext(m.ctx).V(3).Info("Probe errored", "probe", w.kind, "pod", klog.KObj(w.pod), "container", w.c.Name, "err", err)
@@ -227,6 +245,9 @@ func (w *worker) probeOnce(p *corev1.Probe) bool {
 		res = Success
 	}
 	ProbeTotal.WithLabelValues(string(w.kind), resultLabel(res), w.c.Name, w.pod.Name, w.pod.Namespace, string(w.pod.UID)).Inc()
+	if res != Failure {
+		ProbeDuration.WithLabelValues(string(w.kind), w.c.Name, w.pod.Name, w.pod.Namespace).Observe(time.Since(start).Seconds())
+	}
 	if res == Success {
 		w.success, w.failure = w.success+1, 0
 	} else {

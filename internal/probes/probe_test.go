@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/component-base/metrics"
 )
 
 type fakeExec struct{ err error }
@@ -116,6 +117,17 @@ func TestWorkerThresholds(t *testing.T) {
 	}
 	if wakes.Load() < 2 {
 		t.Errorf("pod worker woken %d times", wakes.Load())
+	}
+	// Successful probes were timed, failed ones counted but not timed.
+	var text strings.Builder
+	rec := httptest.NewRecorder()
+	metrics.HandlerFor(Registry, metrics.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	text.WriteString(rec.Body.String())
+	for _, want := range []string{`prober_probe_duration_seconds_count{container="c",namespace="ns",pod="p",probe_type="Liveness"} `,
+		`prober_probe_total{container="c",namespace="ns",pod="p",pod_uid="u",probe_type="Liveness",result="failed"} `, "process_start_time_seconds "} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("probe metrics lack %q:\n%s", want, text.String())
+		}
 	}
 	m.RemovePod("u")
 	if n := len(m.workers); n != 0 {
