@@ -46,6 +46,11 @@ func runJoin(ctx context.Context, args []string) int {
 	if plan != nil {
 		join.PrintResults(os.Stdout, plan.Preflight)
 	}
+	if errors.Is(err, join.ErrPreflight) && plan != nil {
+		// The [FAIL] lines above say what and how to fix it.
+		fmt.Fprintln(os.Stderr, "bosun join: preflight failed (the [FAIL] lines above), nothing was written")
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bosun join: %v\n", err)
 		return 1

@@ -162,7 +162,7 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 	pf := &Preflight{Kubelet: cfg.Kubelet, Server: disc.Server, CAData: disc.CAData, Token: token.String(), ServerTime: disc.ServerTime}
 	plan.Preflight = pf.Run(ctx)
 	if err := Failed(plan.Preflight); err != nil {
-		return plan, fmt.Errorf("preflight failed, nothing was written:\n%w", err)
+		return plan, fmt.Errorf("%w, nothing was written:\n%w", ErrPreflight, err)
 	}
 	return plan, nil
 }
@@ -341,6 +341,10 @@ func unit(o Options, args []string) string {
 	b.WriteString("\nRestart=always\nRestartSec=5\nStartLimitInterval=0\n\n[Install]\nWantedBy=multi-user.target\n")
 	return b.String()
 }
+
+// ErrPreflight marks a Prepare that stopped on failed checks; the plan's
+// Preflight holds them.
+var ErrPreflight = errors.New("preflight failed")
 
 // PrintResults writes one line per check.
 func PrintResults(w io.Writer, results []Result) {
