@@ -278,8 +278,8 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			p.alloc.Retry() // its cpu and memory are free for deferred resizes
 		},
 		Build: func(pod *corev1.Pod, rp *podsync.RuntimePod, waiting map[string]podsync.Waiting, terminal bool, end podsync.End) corev1.PodStatus {
-			pod = p.withMirrorStatus(pod)
-			p.probes.SeedFromStatus(pod) // the first time: keep what the last status said until probes run again
+			pod, final := p.withMirrorStatus(pod)
+			p.probes.SeedFromStatus(pod, final) // the first time: keep what the last status said until probes run again
 			if !terminal {
 				p.alloc.Observe(pod, syncer.ResizeInProgress(pod, rp))
 			}
@@ -465,20 +465,21 @@ func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod)
 // status last reported for it, by this agent or the one before, which the
 // new status builds on (start time, conditions' transition times, restart
 // counts) as an API pod's does on its own.
-func (p *pods) withMirrorStatus(pod *corev1.Pod) *corev1.Pod {
+func (p *pods) withMirrorStatus(pod *corev1.Pod) (*corev1.Pod, bool) {
 	if !podsource.IsStatic(pod) || pod.Status.Phase != "" {
-		return pod
+		return pod, true
 	}
 	out := *pod
 	if mirror, err := p.source.Lister().Pods(pod.Namespace).Get(pod.Name); err == nil &&
 		mirror.Annotations[podsource.AnnotationConfigMirror] == string(pod.UID) && mirror.Status.Phase != "" {
 		out.Status = *mirror.Status.DeepCopy()
-	} else if last, ok := p.status.LastStaticStatus(pod.UID); ok {
-		out.Status = last // before the mirror can be read: what this agent last said
-	} else {
-		return pod
+		return &out, true
 	}
-	return &out
+	if last, ok := p.status.LastStaticStatus(pod.UID); ok {
+		out.Status = last // before the mirror can be read: what this agent last said
+		return &out, false
+	}
+	return pod, false
 }
 
 // staticPod finds a static pod by namespace and name.

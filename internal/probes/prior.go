@@ -82,8 +82,12 @@ func (m *Manager) LoadCheckpoint(path string) {
 
 // SeedFromStatus takes prior results from the pod's status as the
 // apiserver last had it, the first time the manager sees the pod. A result
-// already known (from the checkpoint, or fresh) wins.
-func (m *Manager) SeedFromStatus(pod *corev1.Pod) {
+// already known (from the checkpoint, or fresh) wins. A status that is not
+// the apiserver's (final false: a static pod's status from this agent's own
+// checkpoint, before its mirror pod can be read) seeds too, but leaves the
+// pod open to the mirror's status: another agent may have run the pod since
+// and seen its containers become ready.
+func (m *Manager) SeedFromStatus(pod *corev1.Pod, final bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.seeded[pod.UID] {
@@ -95,7 +99,7 @@ func (m *Manager) SeedFromStatus(pod *corev1.Pod) {
 		// be read yet): seed from the first one that has containers.
 		return
 	}
-	m.seeded[pod.UID] = true
+	m.seeded[pod.UID] = final
 	for _, cs := range all {
 		id := bareID(cs.ContainerID)
 		if id == "" || cs.State.Running == nil {

@@ -36,7 +36,7 @@ func TestSeedFromStatusKeepsReadyContainerReady(t *testing.T) {
 	if m.Ready(c, "abc") {
 		t.Fatal("a container with a readiness probe and no result must not be ready")
 	}
-	m.SeedFromStatus(podWithStatus(true, "abc"))
+	m.SeedFromStatus(podWithStatus(true, "abc"), true)
 	if !m.Ready(c, "abc") {
 		t.Error("the pod status said this container ID was ready: it must stay ready until a fresh result")
 	}
@@ -48,10 +48,30 @@ func TestSeedFromStatusKeepsReadyContainerReady(t *testing.T) {
 func TestSeedFromStatusOnlyOncePerPod(t *testing.T) {
 	m := New(context.Background(), Config{})
 	c := readyProbeContainer()
-	m.SeedFromStatus(podWithStatus(false, "abc"))
-	m.SeedFromStatus(podWithStatus(true, "abc")) // a stale status seen later must not override
+	m.SeedFromStatus(podWithStatus(false, "abc"), true)
+	m.SeedFromStatus(podWithStatus(true, "abc"), true) // a stale status seen later must not override
 	if m.Ready(c, "abc") {
 		t.Error("the first status seen said unready; a later read of the status must not seed readiness")
+	}
+}
+
+// A static pod's status from the agent's own checkpoint (not final) seeds,
+// but the mirror's status read later seeds too: another agent ran the pod in
+// between and saw the container become ready (a swap and back).
+func TestCheckpointedStaticStatusDoesNotBlockTheMirrors(t *testing.T) {
+	m := New(context.Background(), Config{})
+	c := readyProbeContainer()
+	m.SeedFromStatus(podWithStatus(false, "abc"), false)
+	if m.Ready(c, "abc") {
+		t.Fatal("the checkpoint said unready")
+	}
+	m.SeedFromStatus(podWithStatus(true, "abc"), true)
+	if !m.Ready(c, "abc") {
+		t.Error("the mirror pod's status, read after the checkpoint's, said ready: it must seed readiness")
+	}
+	m.SeedFromStatus(podWithStatus(false, "abc"), true)
+	if !m.Ready(c, "abc") {
+		t.Error("a status seen after the mirror's seeded nothing more")
 	}
 }
 
@@ -62,8 +82,8 @@ func TestSeedWaitsForAStatus(t *testing.T) {
 	c := readyProbeContainer()
 	empty := podWithStatus(true, "abc")
 	empty.Status = corev1.PodStatus{}
-	m.SeedFromStatus(empty)
-	m.SeedFromStatus(podWithStatus(true, "abc"))
+	m.SeedFromStatus(empty, true)
+	m.SeedFromStatus(podWithStatus(true, "abc"), true)
 	if !m.Ready(c, "abc") {
 		t.Error("the mirror's status, the first with containers, said ready: the container must stay ready")
 	}
@@ -72,7 +92,7 @@ func TestSeedWaitsForAStatus(t *testing.T) {
 func TestFreshResultReplacesPrior(t *testing.T) {
 	m := New(context.Background(), Config{})
 	c := readyProbeContainer()
-	m.SeedFromStatus(podWithStatus(true, "abc"))
+	m.SeedFromStatus(podWithStatus(true, "abc"), true)
 	w := &worker{m: m, kind: Readiness, pod: podWithStatus(true, "abc"), c: c, id: "abc"}
 	w.settle(Failure)
 	if m.Ready(c, "abc") {
@@ -109,7 +129,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 		t.Error("a container unready before the restart must stay unready")
 	}
 	// The checkpoint wins over a status that says otherwise.
-	m2.SeedFromStatus(podWithStatus(true, "unready"))
+	m2.SeedFromStatus(podWithStatus(true, "unready"), true)
 	if m2.Ready(c, "unready") {
 		t.Error("the checkpoint's Failure must win over the apiserver's older Ready")
 	}
@@ -137,7 +157,7 @@ func TestCorruptOrForeignCheckpointIgnored(t *testing.T) {
 func TestPriorExpires(t *testing.T) {
 	m := New(context.Background(), Config{})
 	c := readyProbeContainer()
-	m.SeedFromStatus(podWithStatus(true, "abc"))
+	m.SeedFromStatus(podWithStatus(true, "abc"), true)
 	m.born = time.Now().Add(-2 * priorTTL)
 	if err := m.WriteCheckpoint(); err != nil {
 		t.Fatal(err)

@@ -37,7 +37,12 @@ type entry struct {
 	status          corev1.PodStatus
 	finalize        bool // delete the pod object once the status is sent
 	static          bool // its status goes to its mirror pod
-	version, sent   uint64
+	// provisional: a static pod's status set before the apiserver's pods
+	// were listed, built on this agent's last checkpoint rather than on
+	// the mirror (which another agent may have updated since). It is never
+	// sent: the rebuild once the mirror is readable replaces it.
+	provisional   bool
+	version, sent uint64
 	// unready is a not-Ready status that a Ready one replaced before it
 	// was sent; it goes out first.
 	unready *corev1.PodStatus
@@ -148,6 +153,7 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 		e.unready = e.status.DeepCopy()
 	}
 	e.status = *st.DeepCopy()
+	e.provisional = e.static && m.Ready != nil && !m.Ready()
 	e.version++
 	e.finalize = e.finalize || finalize
 	static := isStatic(pod)
@@ -242,7 +248,7 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		e.after = nil
 	}
 	m.mu.Unlock()
-	if !ok {
+	if !ok || want.provisional {
 		return nil
 	}
 	current, err := m.pods.Pods(want.namespace).Get(want.name)

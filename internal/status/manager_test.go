@@ -69,6 +69,43 @@ func TestStatusHeldUntilReady(t *testing.T) {
 	}
 }
 
+// A static pod's status set before the apiserver's pods were listed (built
+// on the agent's checkpoint, not on the mirror) is never sent; the status
+// set once they are listed is.
+func TestProvisionalStaticStatusNotSent(t *testing.T) {
+	mirror := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "s-node", Namespace: "ns", UID: "mirror-uid",
+		Annotations: map[string]string{"kubernetes.io/config.source": "file", "kubernetes.io/config.mirror": "static-uid"}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	static := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "s-node", Namespace: "ns", UID: "static-uid",
+		Annotations: map[string]string{"kubernetes.io/config.source": "file", "kubernetes.io/config.hash": "static-uid"}}}
+	cs, m := setUp(t, mirror)
+	var ready atomic.Bool
+	m.Ready = ready.Load
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	unready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}}
+	m.SetPodStatus(static, unready)
+	ready.Store(true)
+	time.Sleep(2500 * time.Millisecond)
+	if n := patches(cs); n != 0 {
+		got, _ := cs.CoreV1().Pods("ns").Get(ctx, "s-node", metav1.GetOptions{})
+		t.Fatalf("%d patches of the provisional status; the mirror now says %+v", n, got.Status.Conditions)
+	}
+	rebuilt := corev1.PodStatus{Phase: corev1.PodRunning, Message: "rebuilt", Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	m.SetPodStatus(static, rebuilt)
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the status set after the pods were listed was not sent")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, _ := cs.CoreV1().Pods("ns").Get(ctx, "s-node", metav1.GetOptions{}); got.Status.Message != "rebuilt" {
+		t.Errorf("mirror status %+v", got.Status)
+	}
+}
+
 // The last status of a static pod survives a restart through the
 // checkpoint; API pods are not written there.
 func TestStaticStatusCheckpoint(t *testing.T) {

@@ -1,0 +1,120 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// metricGaps are the families the upstream kubelet serves on this machine
+// and Bosun does not, each with why. Any other family upstream serves and
+// Bosun lacks fails the test.
+var metricGaps = map[string]string{
+	// cAdvisor fills these from its load reader (netlink taskstats), which
+	// the kubelet leaves off: upstream serves them as constant zeros.
+	"container_cpu_load_average_10s":   "upstream's load reader is off: constant 0",
+	"container_cpu_load_d_average_10s": "upstream's load reader is off: constant 0",
+	"container_tasks_state":            "upstream's load reader is off: constant 0",
+}
+
+// families lists the metric families (from # TYPE lines) of a scrape.
+func familyNames(text string) map[string]bool {
+	out := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			if name, _, ok := strings.Cut(rest, " "); ok {
+				out[name] = true
+			}
+		}
+	}
+	return out
+}
+
+// A drop-in serves what dashboards, alerts and the metrics server read:
+// with the same workload on a Bosun node and an upstream kubelet node of one
+// cluster, every family upstream serves on /metrics/cadvisor,
+// /metrics/resource and /metrics/probes, Bosun serves too (but for
+// metricGaps). /metrics, the agents' own instrumentation, is compared and
+// logged.
+func TestClusterMetricFamiliesMatchUpstream(t *testing.T) {
+	env := loadEnv(t)
+	names := clusterNodes(t, env)
+	if env["KUBELET"] != "mixed" {
+		t.Skipf("KUBELET=%s: the comparison needs a mixed cluster (node 1 Bosun, node 2 the upstream kubelet)", env["KUBELET"])
+	}
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	// The same pod on each node: a CPU limit (CFS figures), a liveness and
+	// a readiness probe (probe figures), some files and sockets.
+	for i, node := range names[:2] {
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("metrics-%d", i+1)},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{
+				Name: "netexec", Image: agnhost, Args: []string{"netexec", "--http-port=8080"},
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{
+					corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("64Mi")}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8080)}}, PeriodSeconds: 1},
+				LivenessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}, PeriodSeconds: 2},
+			}}},
+		}
+		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range names[:2] {
+		waitPod(t, cs, ns, fmt.Sprintf("metrics-%d", i+1), 90*time.Second, "ready", podReady)
+	}
+	// Both agents have collected the pods (cAdvisor's housekeeping is 10 s)
+	// and run each probe a few times.
+	time.Sleep(15 * time.Second)
+
+	scrape := func(node, path string) map[string]bool {
+		t.Helper()
+		body, err := cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", node, "proxy", path).DoRaw(ctx)
+		if err != nil {
+			t.Fatalf("node %s %s: %v", node, path, err)
+		}
+		return familyNames(string(body))
+	}
+	bosun, upstream := names[0], names[1]
+	for _, path := range []string{"metrics/cadvisor", "metrics/resource", "metrics/probes", "metrics"} {
+		b, u := scrape(bosun, path), scrape(upstream, path)
+		var missing, known, extra []string
+		for name := range u {
+			switch {
+			case b[name]:
+			case metricGaps[name] != "":
+				known = append(known, name)
+			default:
+				missing = append(missing, name)
+			}
+		}
+		for name := range b {
+			if !u[name] {
+				extra = append(extra, name)
+			}
+		}
+		sort.Strings(missing)
+		sort.Strings(extra)
+		t.Logf("/%s: upstream %d families, Bosun %d; known gaps %v; Bosun only %v", path, len(u), len(b), known, extra)
+		if len(missing) == 0 {
+			continue
+		}
+		if path == "metrics" {
+			t.Logf("/metrics: upstream's own instrumentation that Bosun does not serve (%d): %s", len(missing), strings.Join(missing, " "))
+			continue
+		}
+		t.Errorf("/%s: Bosun lacks %d families upstream serves: %s", path, len(missing), strings.Join(missing, " "))
+	}
+}
