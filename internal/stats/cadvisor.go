@@ -90,7 +90,13 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 		if pi.cgroup == "" || pi.cgroup == "/" {
 			continue
 		}
-		r := cgroupSnap{id: pi.cgroup, name: c.Id, image: c.Image.GetImage(), container: c.Metadata.GetName(),
+		// cAdvisor labels a container with its image's name, as the pod
+		// asked for it; the runtime's Image is often the image ID.
+		image := c.Image.GetUserSpecifiedImage()
+		if image == "" {
+			image = c.Image.GetImage()
+		}
+		r := cgroupSnap{id: pi.cgroup, name: c.Id, image: image, container: c.Metadata.GetName(),
 			pod: c.Labels["io.kubernetes.pod.name"], namespace: c.Labels["io.kubernetes.pod.namespace"], created: timeOf(c.CreatedAt),
 			fs: &fsSnap{usage: rootfs[c.Id]}}
 		add(r)
