@@ -233,6 +233,7 @@ func (l *layout) writeEnv() error {
 		{"RUNTIME", l.runtime},
 		{"CTR", l.runtimeBinary("ctr")},
 		{"NODE_NAMES", strings.Join(l.nodeNames(), " ")},
+		{"NODE_AGENTS", strings.Join(l.nodeAgents(), " ")},
 		{"CERT_DIR", l.certDir()},
 		{"ROOT_DIR", l.rootDir()},
 		{"CONFIG_FILE", l.configFile()},

@@ -231,6 +231,20 @@ func (l *layout) agentBinary() string {
 }
 
 // nodeNames are the names of the cluster's nodes, node 1 first.
+// nodeAgents are the node agents, node 1 first: the one running, else the
+// one the layout gives the node.
+func (l *layout) nodeAgents() []string {
+	var out []string
+	for _, n := range l.each() {
+		a := n.runningAgent()
+		if a == "" {
+			a = n.agent
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 func (l *layout) nodeNames() []string {
 	var out []string
 	for _, n := range l.each() {

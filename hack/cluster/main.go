@@ -228,6 +228,9 @@ func (l *layout) up(ctx context.Context) error {
 		if !rebuilt {
 			fmt.Printf("local cluster already up (KUBELET=%s, %d node(s))\n", l.kubelet, l.nodes)
 		}
+		if err := l.writeEnv(); err != nil { // what runs now, for the tests
+			return err
+		}
 		return l.printUsage()
 	}
 	need := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns"}

@@ -34,6 +34,7 @@ type CPU struct {
 	UsageNanos, UserNanos, SystemNanos uint64
 	Periods, ThrottledPeriods          uint64
 	ThrottledNanos                     uint64
+	BurstPeriods, BurstNanos           uint64
 	// Limits: Shares as cpu.shares (v2 weight converted back), QuotaUS 0
 	// when unlimited, PeriodUS the CFS period.
 	Shares, PeriodUS uint64
@@ -122,6 +123,7 @@ func (r *Reader) readV1(name string, s *Stats) {
 	s.CPU.UserNanos, s.CPU.SystemNanos = st["user"]*(1e9/userHZ), st["system"]*(1e9/userHZ)
 	cs := readKV(filepath.Join(cpu, "cpu.stat"))
 	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"]
+	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_time"]
 	if shares, err := readUintErr(filepath.Join(cpu, "cpu.shares")); err == nil {
 		s.CPU.HasLimits, s.CPU.Shares = true, shares
 		s.CPU.PeriodUS = readUint(filepath.Join(cpu, "cpu.cfs_period_us"))
@@ -192,6 +194,7 @@ func (r *Reader) readV2(name string, s *Stats) {
 	cs := readKV(filepath.Join(d, "cpu.stat"))
 	s.CPU.UsageNanos, s.CPU.UserNanos, s.CPU.SystemNanos = cs["usage_usec"]*1000, cs["user_usec"]*1000, cs["system_usec"]*1000
 	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_usec"]*1000
+	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_usec"]*1000
 	if w, err := readUintErr(filepath.Join(d, "cpu.weight")); err == nil {
 		s.CPU.HasLimits = true
 		s.CPU.Shares = WeightToShares(w)

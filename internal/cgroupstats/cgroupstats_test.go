@@ -27,7 +27,7 @@ func TestReadV1(t *testing.T) {
 		"cpuacct.stat":  "user 300\nsystem 120\n",
 	})
 	write(t, filepath.Join(root, "cpu", name), map[string]string{
-		"cpu.stat":          "nr_periods 40\nnr_throttled 7\nthrottled_time 900000000\nnr_bursts 0\n",
+		"cpu.stat":          "nr_periods 40\nnr_throttled 7\nthrottled_time 900000000\nnr_bursts 2\nburst_time 3000\n",
 		"cpu.shares":        "512\n",
 		"cpu.cfs_period_us": "100000\n",
 		"cpu.cfs_quota_us":  "50000\n",
@@ -66,7 +66,7 @@ func TestReadV1(t *testing.T) {
 	if c.UsageNanos != 5e9 || c.UserNanos != 3e9 || c.SystemNanos != 1.2e9 {
 		t.Errorf("cpu time: %+v", c)
 	}
-	if c.Periods != 40 || c.ThrottledPeriods != 7 || c.ThrottledNanos != 9e8 {
+	if c.Periods != 40 || c.ThrottledPeriods != 7 || c.ThrottledNanos != 9e8 || c.BurstPeriods != 2 || c.BurstNanos != 3000 {
 		t.Errorf("cfs: %+v", c)
 	}
 	if !c.HasLimits || c.Shares != 512 || c.PeriodUS != 100000 || c.QuotaUS != 50000 {

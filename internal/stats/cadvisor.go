@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -30,6 +31,7 @@ type cgroupSnap struct {
 	hasOpenFiles                               bool
 	net                                        []netSnap
 	fs                                         *fsSnap
+	fss                                        []fsSnap // the root's: the machine's filesystems
 }
 
 // fsSnap is a filesystem's figures for container_fs_*.
@@ -37,12 +39,21 @@ type fsSnap struct {
 	device                           string
 	limit, usage, inodes, inodesFree uint64
 	hasLimit                         bool
+	io                               *diskIO // the device's /proc/diskstats (the root's filesystems)
+}
+
+// diskIO is one block device's line of /proc/diskstats (times in ms).
+type diskIO struct {
+	reads, readsMerged, sectorsRead, readMs       uint64
+	writes, writesMerged, sectorsWritten, writeMs uint64
+	inProgress, ioMs, weightedIoMs                uint64
 }
 
 // machineSnap is what machine_* reports.
 type machineSnap struct {
 	machineID, systemUUID, bootID string
 	cores, physicalCores, sockets int
+	books, drawers                int
 	memoryBytes, swapBytes        uint64
 	kernelVersion, osVersion      string
 }
@@ -120,25 +131,108 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 			add(cgroupSnap{id: d, created: s.node.bootTime})
 		}
 	}
-	root := cgroupSnap{id: "/", created: s.node.bootTime}
-	if s.node.fsCapacity > 0 {
-		root.fs = &fsSnap{device: p.rootDevice(), limit: s.node.fsCapacity, usage: s.node.fsCapacity - s.node.fsAvailable,
-			inodes: s.node.fsInodes, inodesFree: s.node.fsInodesFree, hasLimit: true}
-	}
+	root := cgroupSnap{id: "/", created: s.node.bootTime, fss: machineFilesystems()}
 	root.net = s.node.net
 	add(root)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].id < rows[j].id })
 	s.cgroups = rows
+	// Swap, where the runtime did not report it, from the container's
+	// cgroup, as upstream's cAdvisor gives it to the Summary API.
+	byID := map[string]*cgroupstats.Stats{}
+	for _, r := range rows {
+		if r.container != "" {
+			byID[r.name] = r.st
+		}
+	}
+	for i := range s.containers {
+		c := &s.containers[i]
+		st, ok := byID[c.id]
+		if !ok || c.swap != nil || !st.Memory.HasLimits {
+			continue
+		}
+		c.swap = u64(st.Memory.Swap)
+		if lim := st.Memory.SwapLimit; lim <= maxMemory && lim >= st.Memory.Swap {
+			c.swapAvailable = u64(lim - st.Memory.Swap)
+		}
+	}
 	s.machine = readMachine()
 }
 
-// rootDevice is the /dev name of the filesystem holding the root dir.
-func (p *Provider) rootDevice() string {
-	var st unix.Stat_t
-	if unix.Stat(p.RootDir, &st) != nil {
-		return ""
+// machineFilesystems are the mounted block-device filesystems (ext*, xfs,
+// btrfs), once per device: their space from statfs, their I/O from
+// /proc/diskstats, for the root row as cAdvisor reports them.
+func machineFilesystems() []fsSnap {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
 	}
-	return cgroupstats.DeviceName(uint64(unix.Major(st.Dev)), uint64(unix.Minor(st.Dev)))
+	stats := readDiskstats()
+	seen := map[string]bool{}
+	var out []fsSnap
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(g) < 2 {
+			continue
+		}
+		fstype, source, mountpoint := g[0], g[1], f[4]
+		switch fstype {
+		case "ext2", "ext3", "ext4", "xfs", "btrfs":
+		default:
+			continue
+		}
+		if !strings.HasPrefix(source, "/dev/") || seen[source] {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Statfs(mountpoint, &st) != nil {
+			continue
+		}
+		seen[source] = true
+		fs := fsSnap{device: source, limit: st.Blocks * uint64(st.Bsize), usage: (st.Blocks - st.Bfree) * uint64(st.Bsize),
+			inodes: st.Files, inodesFree: st.Ffree, hasLimit: true}
+		if io, ok := stats[strings.TrimPrefix(source, "/dev/")]; ok {
+			fs.io = &io
+		}
+		out = append(out, fs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].device < out[j].device })
+	return out
+}
+
+// readDiskstats reads /proc/diskstats by device name.
+func readDiskstats() map[string]diskIO {
+	data, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		return nil
+	}
+	out := map[string]diskIO{}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 14 {
+			continue
+		}
+		u := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
+		out[f[2]] = diskIO{reads: u(3), readsMerged: u(4), sectorsRead: u(5), readMs: u(6), writes: u(7), writesMerged: u(8),
+			sectorsWritten: u(9), writeMs: u(10), inProgress: u(11), ioMs: u(12), weightedIoMs: u(13)}
+	}
+	return out
+}
+
+// countTopology counts the distinct values of a CPU topology file
+// (book_id, drawer_id: s390 only; 0 where the kernel has none).
+func countTopology(file string) int {
+	paths, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/topology/" + file)
+	ids := map[string]bool{}
+	for _, p := range paths {
+		if v := firstLine(p); v != "" {
+			ids[v] = true
+		}
+	}
+	return len(ids)
 }
 
 // readMachine reads the machine's identity, CPUs and memory.
@@ -146,6 +240,10 @@ func readMachine() machineSnap {
 	m := machineSnap{cores: runtime.NumCPU()}
 	m.machineID = firstLine("/etc/machine-id")
 	m.systemUUID = firstLine("/sys/class/dmi/id/product_uuid")
+	if m.systemUUID == "" {
+		m.systemUUID = m.machineID // as upstream reports it where the DMI table is not readable
+	}
+	m.books, m.drawers = countTopology("book_id"), countTopology("drawer_id")
 	m.bootID = firstLine("/proc/sys/kernel/random/boot_id")
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		cores, sockets := map[string]bool{}, map[string]bool{}
@@ -231,6 +329,7 @@ func newFamilies() *families {
 // add adds one sample; ts 0 writes none.
 func (f *families) add(name, kind, help string, value float64, ts int64, labels ...string) {
 	f.help[name], f.kind[name] = help, kind
+	labels = sortedPairs(labels)
 	var b strings.Builder
 	b.WriteString(name)
 	if len(labels) > 0 {
@@ -252,6 +351,22 @@ func (f *families) add(name, kind, help string, value float64, ts int64, labels 
 		b.WriteString(strconv.FormatInt(ts, 10))
 	}
 	f.lines[name] = append(f.lines[name], b.String())
+}
+
+// sortedPairs orders name/value pairs by name, as the Prometheus client
+// writes labels.
+func sortedPairs(labels []string) []string {
+	n := len(labels) / 2
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return labels[2*idx[a]] < labels[2*idx[b]] })
+	out := make([]string, 0, 2*n)
+	for _, i := range idx {
+		out = append(out, labels[2*i], labels[2*i+1])
+	}
+	return out
 }
 
 func (f *families) write(w io.Writer) error {
@@ -324,7 +439,12 @@ func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error 
 			f.add("container_cpu_cfs_periods_total", counter, "Number of elapsed enforcement period intervals.", float64(c.Periods), ts, base...)
 			f.add("container_cpu_cfs_throttled_periods_total", counter, "Number of throttled period intervals.", float64(c.ThrottledPeriods), ts, base...)
 			f.add("container_cpu_cfs_throttled_seconds_total", counter, "Total time duration the container has been throttled.", float64(c.ThrottledNanos)/1e9, ts, base...)
+			f.add("container_cpu_cfs_burst_periods_total", counter, "Number of periods when burst occurs.", float64(c.BurstPeriods), ts, base...)
+			f.add("container_cpu_cfs_burst_seconds_total", counter, "Total time duration the container has been bursted.", float64(c.BurstNanos)/1e9, ts, base...)
 		}
+		// cAdvisor's health state is Docker's HEALTHCHECK; CRI containers have
+		// none, which it reports as -1.
+		f.add("container_health_state", gauge, "The result of the container's health check", -1, ts, base...)
 
 		m := st.Memory
 		for _, g := range []struct {
@@ -365,6 +485,35 @@ func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error 
 			f.add("container_fs_writes_bytes_total", counter, "Cumulative count of bytes written", float64(io.WriteBytes), ts, with("device", dev)...)
 			f.add("container_fs_writes_total", counter, "Cumulative count of writes completed", float64(io.Writes), ts, with("device", dev)...)
 		}
+		for _, fs := range r.fss {
+			d := with("device", fs.device)
+			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), ts, d...)
+			f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), ts, d...)
+			f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), ts, d...)
+			f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), ts, d...)
+			io := fs.io
+			if io == nil {
+				continue
+			}
+			for _, g := range []struct {
+				name, kind, help string
+				v                float64
+			}{
+				{"container_fs_reads_total", counter, "Cumulative count of reads completed", float64(io.reads)},
+				{"container_fs_reads_merged_total", counter, "Cumulative count of reads merged", float64(io.readsMerged)},
+				{"container_fs_sector_reads_total", counter, "Cumulative count of sector reads completed", float64(io.sectorsRead)},
+				{"container_fs_read_seconds_total", counter, "Cumulative count of seconds spent reading", float64(io.readMs) / 1e3},
+				{"container_fs_writes_total", counter, "Cumulative count of writes completed", float64(io.writes)},
+				{"container_fs_writes_merged_total", counter, "Cumulative count of writes merged", float64(io.writesMerged)},
+				{"container_fs_sector_writes_total", counter, "Cumulative count of sector writes completed", float64(io.sectorsWritten)},
+				{"container_fs_write_seconds_total", counter, "Cumulative count of seconds spent writing", float64(io.writeMs) / 1e3},
+				{"container_fs_io_current", gauge, "Number of I/Os currently in progress", float64(io.inProgress)},
+				{"container_fs_io_time_seconds_total", counter, "Cumulative count of seconds spent doing I/Os", float64(io.ioMs) / 1e3},
+				{"container_fs_io_time_weighted_seconds_total", counter, "Cumulative weighted I/O time in seconds", float64(io.weightedIoMs) / 1e3},
+			} {
+				f.add(g.name, g.kind, g.help, g.v, ts, d...)
+			}
+		}
 		if fs := r.fs; fs != nil {
 			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), ts, with("device", fs.device)...)
 			if fs.hasLimit {
@@ -404,6 +553,14 @@ func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error 
 	f.add("machine_cpu_sockets", gauge, "Number of CPU sockets.", float64(mc.sockets), 0, ml...)
 	f.add("machine_memory_bytes", gauge, "Amount of memory installed on the machine.", float64(mc.memoryBytes), 0, ml...)
 	f.add("machine_swap_bytes", gauge, "Amount of swap memory available on the machine.", float64(mc.swapBytes), 0, ml...)
+	f.add("machine_cpu_books", gauge, "Number of CPU books.", float64(mc.books), 0, ml...)
+	f.add("machine_cpu_drawers", gauge, "Number of CPU drawers.", float64(mc.drawers), 0, ml...)
+	// Persistent memory (NVM) is read through Intel's ipmctl, which neither
+	// Bosun nor upstream's build links: upstream reports 0, and so does Bosun.
+	f.add("machine_nvm_capacity", gauge, "NVM capacity value labeled by NVM mode (memory mode or app direct mode).", 0, 0, append(ml, "mode", "memory_mode")...)
+	f.add("machine_nvm_capacity", gauge, "NVM capacity value labeled by NVM mode (memory mode or app direct mode).", 0, 0, append(ml, "mode", "app_direct_mode")...)
+	f.add("machine_nvm_avg_power_budget_watts", gauge, "NVM power budget.", 0, 0, ml...)
+	f.add("machine_scrape_error", gauge, "1 if there was an error while getting machine metrics, 0 otherwise.", 0, 0)
 	f.add("cadvisor_version_info", gauge, "A metric with a constant '1' value labeled by kernel version, OS version, docker version, cadvisor version & cadvisor revision.", 1, 0,
 		"cadvisorRevision", "", "cadvisorVersion", "", "dockerVersion", "", "kernelVersion", mc.kernelVersion, "osVersion", mc.osVersion)
 	f.add("container_scrape_error", gauge, "1 if there was an error while getting container metrics, 0 otherwise", 0, 0)

@@ -130,10 +130,13 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	// The container has a CPU limit and two processes: this test's own.
 	writeFiles(t, filepath.Join(root, "cpu", pod, "c1"), map[string]string{"cpu.cfs_quota_us": "50000", "cpu.stat": "nr_periods 12\nnr_throttled 3\nthrottled_time 1500000000\n",
 		"cgroup.procs": strconv.Itoa(os.Getpid()) + "\n"})
-	writeFiles(t, filepath.Join(root, "memory", pod, "c1"), map[string]string{"memory.limit_in_bytes": "67108864"})
+	writeFiles(t, filepath.Join(root, "memory", pod, "c1"), map[string]string{"memory.limit_in_bytes": "67108864",
+		"memory.memsw.limit_in_bytes": "67108864", "memory.memsw.usage_in_bytes": "9437184"})
 	writeFiles(t, filepath.Join(root, "pids", pod, "c1"), map[string]string{"pids.current": "5", "pids.max": "max"})
 
 	rt := fakeRuntime(2e9)
+	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
+		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 2e9}}}}) // no swap from the runtime
 	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), Cgroups: cgroupstats.New(root),
 		cgroupOf: func(id string) string { return pod + "/" + id }}
 	var out bytes.Buffer
@@ -147,11 +150,11 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	app := `container="app",id="/kubepods/burstable/poduid-1/c1",image="busybox",name="c1",namespace="ns",pod="web"`
 	podRow := `container="",id="/kubepods/burstable/poduid-1",image="",name="",namespace="ns",pod="web"`
 	for _, want := range []string{
-		`container_cpu_usage_seconds_total{` + app + `,cpu="total"} 2 `,
-		`container_cpu_usage_seconds_total{` + podRow + `,cpu="total"} 3 `,
-		`container_cpu_usage_seconds_total{container="",id="/kubepods/burstable",image="",name="",namespace="",pod="",cpu="total"} 3 `,
-		`container_cpu_usage_seconds_total{container="",id="/",image="",name="",namespace="",pod="",cpu="total"} 9 `,
-		`container_cpu_usage_seconds_total{container="",id="/kubepods/burstable/poduid-1/sb1",image="",name="sb1",namespace="ns",pod="web",cpu="total"} 1 `,
+		`container_cpu_usage_seconds_total{container="app",cpu="total",id="/kubepods/burstable/poduid-1/c1",image="busybox",name="c1",namespace="ns",pod="web"} 2 `,
+		`container_cpu_usage_seconds_total{container="",cpu="total",id="/kubepods/burstable/poduid-1",image="",name="",namespace="ns",pod="web"} 3 `,
+		`container_cpu_usage_seconds_total{container="",cpu="total",id="/kubepods/burstable",image="",name="",namespace="",pod=""} 3 `,
+		`container_cpu_usage_seconds_total{container="",cpu="total",id="/",image="",name="",namespace="",pod=""} 9 `,
+		`container_cpu_usage_seconds_total{container="",cpu="total",id="/kubepods/burstable/poduid-1/sb1",image="",name="sb1",namespace="ns",pod="web"} 1 `,
 		`container_cpu_user_seconds_total{` + app + `} 1.5 `,
 		`container_cpu_cfs_throttled_periods_total{` + app + `} 3 `,
 		`container_cpu_cfs_throttled_seconds_total{` + app + `} 1.5 `,
@@ -160,7 +163,9 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 		`container_spec_memory_limit_bytes{` + podRow + `} 0` + "\n",
 		`container_memory_working_set_bytes{` + app + `} 7.864320e+06`,
 		`container_memory_cache{` + app + `} 1.048576e+06 `,
-		`container_memory_failures_total{` + app + `,failure_type="pgfault",scope="hierarchy"} 20 `,
+		`container_memory_failures_total{container="app",failure_type="pgfault",id="/kubepods/burstable/poduid-1/c1",image="busybox",name="c1",namespace="ns",pod="web",scope="hierarchy"} 20 `,
+		`container_health_state{` + app + `} -1 `,
+		`machine_nvm_capacity{boot_id=`,
 		`container_threads{` + app + `} 5 `,
 		`container_processes{` + app + `} 1 `,
 		`container_start_time_seconds{` + app + `} 200` + "\n",
@@ -170,6 +175,18 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 		want = strings.Replace(want, "7.864320e+06", "7.86432e+06", 1)
 		if !strings.Contains(text, want) {
 			t.Errorf("cadvisor metrics lack %q", want)
+		}
+	}
+	// Swap from the cgroup when the runtime does not say: memsw usage 9 MiB
+	// minus usage 8 MiB, of a memsw limit of 64 MiB.
+	var res bytes.Buffer
+	if err := p.WriteResourceMetrics(context.Background(), &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`container_swap_usage_bytes{container="app",namespace="ns",pod="web"} 1.048576e+06 `,
+		`container_swap_limit_bytes{container="app",namespace="ns",pod="web"} 6.7108864e+07 `, `pod_swap_usage_bytes{namespace="ns",pod="web"} 1.048576e+06 `} {
+		if !strings.Contains(res.String(), want) {
+			t.Errorf("resource metrics lack %q:\n%s", want, res.String())
 		}
 	}
 	// The pod without a CPU limit has no CFS figures; families are sorted.

@@ -49,8 +49,8 @@ func familyNames(text string) map[string]bool {
 func TestClusterMetricFamiliesMatchUpstream(t *testing.T) {
 	env := loadEnv(t)
 	names := clusterNodes(t, env)
-	if env["KUBELET"] != "mixed" {
-		t.Skipf("KUBELET=%s: the comparison needs a mixed cluster (node 1 Bosun, node 2 the upstream kubelet)", env["KUBELET"])
+	if agents := strings.Fields(env["NODE_AGENTS"]); len(agents) < 2 || agents[0] != "bosun" || agents[1] != "upstream" {
+		t.Skipf("node agents %v: the comparison needs node 1 Bosun and node 2 the upstream kubelet (make up KUBELET=mixed NODES=2)", agents)
 	}
 	cs := env.client(t)
 	ns := testNamespace(t, cs)
