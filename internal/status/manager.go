@@ -196,10 +196,92 @@ func (m *Manager) Status(uid types.UID) (corev1.PodStatus, bool) {
 	return *e.status.DeepCopy(), true
 }
 
+// reconcilePeriod is how often sent statuses are compared with the
+// apiserver's (upstream's status manager syncs every 10 s).
+const reconcilePeriod = 10 * time.Second
+
+// ownConditions are the pod conditions the agent sets.
+var ownConditions = []corev1.PodConditionType{corev1.PodReady, corev1.ContainersReady, corev1.PodInitialized, corev1.PodReadyToStartContainers}
+
+// reconcile queues each pod whose status in the apiserver (the lister's
+// copy, no request) disagrees with the one last sent on its phase or the
+// agent's own conditions: another writer changed them, such as the node
+// lifecycle controller, which marks every pod of a node not Ready while the
+// node is NotReady and leaves it to the agent to set them back, as
+// upstream's status manager does.
+func (m *Manager) reconcile() {
+	type sent struct {
+		uid             types.UID
+		namespace, name string
+		status          *corev1.PodStatus
+	}
+	var all []sent
+	m.mu.Lock()
+	for uid, e := range m.entries {
+		if e.sent == e.version && e.version > 0 && !e.provisional && !e.finalize {
+			all = append(all, sent{uid, e.namespace, e.name, e.status.DeepCopy()})
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range all {
+		current, err := m.pods.Pods(s.namespace).Get(s.name)
+		if err != nil || (current.UID != s.uid && current.Annotations[mirrorAnnotation] != string(s.uid)) {
+			continue
+		}
+		if drifted(&current.Status, s.status) {
+			m.queue.Add(s.uid)
+		}
+	}
+}
+
+// drifted: the apiserver's status differs from ours in phase or in the
+// status of a condition the agent sets.
+func drifted(api, ours *corev1.PodStatus) bool {
+	if api.Phase == corev1.PodSucceeded || api.Phase == corev1.PodFailed {
+		return false // a pod someone ended stays ended
+	}
+	if api.Phase != ours.Phase {
+		return true
+	}
+	for _, t := range ownConditions {
+		o := condition(ours, t)
+		if o == nil {
+			continue
+		}
+		if a := condition(api, t); a == nil || a.Status != o.Status {
+			return true
+		}
+	}
+	return false
+}
+
+func condition(st *corev1.PodStatus, t corev1.PodConditionType) *corev1.PodCondition {
+	for i := range st.Conditions {
+		if st.Conditions[i].Type == t {
+			return &st.Conditions[i]
+		}
+	}
+	return nil
+}
+
 // Run sends statuses with workers goroutines until ctx ends.
 func (m *Manager) Run(ctx context.Context, workers int) {
 	go func() { <-ctx.Done(); m.queue.ShutDown() }()
 	go m.runCheckpoint(ctx.Done(), klog.FromContext(ctx))
+	go func() {
+		t := time.NewTicker(reconcilePeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if m.Ready == nil || m.Ready() {
+					m.reconcile()
+				}
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		wg.Add(1)

@@ -106,6 +106,60 @@ func TestProvisionalStaticStatusNotSent(t *testing.T) {
 	}
 }
 
+// The node lifecycle controller marks a NotReady node's pods not Ready
+// (their Ready condition only); once the agent has sent its status it sets
+// Ready back, as upstream's status manager does, without being asked to.
+func TestReadinessSetBackAfterAnotherWriter(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"}}
+	cs, m := setUp(t, pod)
+	ready := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{
+		{Type: corev1.PodReady, Status: corev1.ConditionTrue}, {Type: corev1.ContainersReady, Status: corev1.ConditionTrue}}}
+	m.SetPodStatus(pod, ready)
+	ctx := context.Background()
+	if !m.processNext(ctx) || patches(cs) != 1 {
+		t.Fatalf("the status was not sent: %d patches", patches(cs))
+	}
+	// What the controller leaves: Ready False, ContainersReady still True.
+	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	got.Status.Conditions[0].Status = corev1.ConditionFalse
+	got, err := cs.CoreV1().Pods("ns").UpdateStatus(ctx, got, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.pods = listerOf(t, got)
+	m.reconcile()
+	if m.queue.Len() != 1 || !m.processNext(ctx) {
+		t.Fatalf("the drifted pod was not queued (queue %d)", m.queue.Len())
+	}
+	if got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{}); !podReady(&got.Status) {
+		t.Errorf("Ready not set back: %+v", got.Status.Conditions)
+	}
+	// No drift, nothing queued; a pod someone ended is left ended.
+	got, _ = cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	m.pods = listerOf(t, got)
+	m.reconcile()
+	if n := m.queue.Len(); n != 0 {
+		t.Errorf("%d pods queued without a drift", n)
+	}
+	got.Status.Phase = corev1.PodFailed
+	m.pods = listerOf(t, got)
+	m.reconcile()
+	if n := m.queue.Len(); n != 0 {
+		t.Errorf("a pod failed by another writer was queued to be set running again")
+	}
+}
+
+func listerOf(t *testing.T, pods ...*corev1.Pod) corelisters.PodLister {
+	t.Helper()
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, p := range pods {
+		if err := idx.Add(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return corelisters.NewPodLister(idx)
+}
+
 // The last status of a static pod survives a restart through the
 // checkpoint; API pods are not written there.
 func TestStaticStatusCheckpoint(t *testing.T) {

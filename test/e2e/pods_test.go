@@ -469,3 +469,32 @@ func TestDeclaredFeatures(t *testing.T) {
 		t.Errorf("reason %q message %q", p.Status.Reason, p.Status.Message)
 	}
 }
+
+// While a node is NotReady the node lifecycle controller marks its pods not
+// Ready (the Ready condition only) and leaves it to the node agent to set
+// them back once it reports again: the agent notices that the apiserver's
+// status drifted from its own and sends its own again, as upstream's status
+// manager does within its 10-s sync.
+func TestPodReadinessSetBackAfterAnotherWriter(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	create(t, cs, ns, busyboxPod("steady", corev1.RestartPolicyAlways, "sleep 3600"))
+	pod := waitPod(t, cs, ns, "steady", 60*time.Second, "Ready", podReady)
+	// Do what the controller does: Ready False, nothing else.
+	for i := range pod.Status.Conditions {
+		if pod.Status.Conditions[i].Type == corev1.PodReady {
+			pod.Status.Conditions[i].Status = corev1.ConditionFalse
+			pod.Status.Conditions[i].Reason = "NodeNotReady"
+			pod.Status.Conditions[i].LastTransitionTime = metav1.Now()
+		}
+	}
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitPod(t, cs, ns, "steady", 45*time.Second, "Ready again", podReady)
+	t.Logf("Ready set back after %s", time.Since(start).Round(100*time.Millisecond))
+}
