@@ -12,7 +12,7 @@ E2E_AGENTS ?= upstream bosun
 # runs them all against Bosun and, against the upstream kubelet, a slice that
 # covers the drop-in surface (join, node API, exec/attach/logs/port-forward,
 # pods, volumes); make e2e-compare runs every test against both agents.
-E2E_RUN_upstream ?= ^Test(Join|Smoke|Kubectl|NodeAPI|ExecAndAttach|Logs$$|PortForward|PodEnvironment|PodRejectedByNodeAdmission)
+E2E_RUN_upstream ?= ^Test(Join|Smoke|Kubectl|NodeAPI|ExecAndAttach|Logs$$|PortForward|PodEnvironment|PodRejectedByNodeAdmission|PodReadinessSetBack)
 E2E_RUN_bosun ?=
 
 BIN := _output/bin
