@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -474,7 +475,8 @@ func TestDeclaredFeatures(t *testing.T) {
 // Ready (the Ready condition only) and leaves it to the node agent to set
 // them back once it reports again: the agent notices that the apiserver's
 // status drifted from its own and sends its own again, as upstream's status
-// manager does within its 10-s sync.
+// manager does within its 10-s sync. Both for a pod of the API and for a
+// static pod, whose mirror pod's changes do not wake its worker.
 func TestPodReadinessSetBackAfterAnotherWriter(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -482,19 +484,28 @@ func TestPodReadinessSetBackAfterAnotherWriter(t *testing.T) {
 	ns := testNamespace(t, cs)
 	ctx := context.Background()
 	create(t, cs, ns, busyboxPod("steady", corev1.RestartPolicyAlways, "sleep 3600"))
-	pod := waitPod(t, cs, ns, "steady", 60*time.Second, "Ready", podReady)
-	// Do what the controller does: Ready False, nothing else.
-	for i := range pod.Status.Conditions {
-		if pod.Status.Conditions[i].Type == corev1.PodReady {
-			pod.Status.Conditions[i].Status = corev1.ConditionFalse
-			pod.Status.Conditions[i].Reason = "NodeNotReady"
-			pod.Status.Conditions[i].LastTransitionTime = metav1.Now()
-		}
-	}
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+	manifest := filepath.Join(env["STATIC_POD_PATH"], "steady-"+ns+".yaml")
+	t.Cleanup(func() { _ = os.Remove(manifest) })
+	static := fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata:\n  name: steady-static\n  namespace: %s\nspec:\n"+
+		"  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: %s\n    command: [\"sleep\", \"3600\"]\n", ns, busybox)
+	if err := os.WriteFile(manifest, []byte(static), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	waitPod(t, cs, ns, "steady", 45*time.Second, "Ready again", podReady)
-	t.Logf("Ready set back after %s", time.Since(start).Round(100*time.Millisecond))
+	for _, name := range []string{"steady", "steady-static-" + env["NODE_NAME"]} {
+		pod := waitPod(t, cs, ns, name, 90*time.Second, "Ready", podReady)
+		// Do what the controller does: Ready False, nothing else.
+		for i := range pod.Status.Conditions {
+			if pod.Status.Conditions[i].Type == corev1.PodReady {
+				pod.Status.Conditions[i].Status = corev1.ConditionFalse
+				pod.Status.Conditions[i].Reason = "NodeNotReady"
+				pod.Status.Conditions[i].LastTransitionTime = metav1.Now()
+			}
+		}
+		if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		waitPod(t, cs, ns, name, 45*time.Second, "Ready again", podReady)
+		t.Logf("%s: Ready set back after %s", name, time.Since(start).Round(100*time.Millisecond))
+	}
 }
