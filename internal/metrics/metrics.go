@@ -3,8 +3,12 @@
 package metrics
 
 import (
+	"runtime"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/bosun-dev/bosun/internal/version"
 
 	"k8s.io/component-base/metrics"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -41,6 +45,41 @@ var (
 		Subsystem: "kubelet", Name: "runtime_operations_total", StabilityLevel: metrics.ALPHA,
 		Help: "Cumulative number of runtime operations by operation type.",
 	}, []string{"operation_type"})
+	// RuntimeOperationsDuration is kubelet_runtime_operations_duration_seconds.
+	RuntimeOperationsDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
+		Subsystem: "kubelet", Name: "runtime_operations_duration_seconds", StabilityLevel: metrics.ALPHA,
+		Help:    "Duration in seconds of runtime operations. Broken down by operation type.",
+		Buckets: metrics.ExponentialBuckets(.005, 2.5, 14),
+	}, []string{"operation_type"})
+	// RuntimeOperationsErrors is kubelet_runtime_operations_errors_total.
+	RuntimeOperationsErrors = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: "kubelet", Name: "runtime_operations_errors_total", StabilityLevel: metrics.ALPHA,
+		Help: "Cumulative number of runtime operation errors by operation type.",
+	}, []string{"operation_type"})
+	// PodWorkerDuration is kubelet_pod_worker_duration_seconds: one sync of
+	// a pod by operation type (create, update, sync).
+	PodWorkerDuration = metrics.NewHistogramVec(&metrics.HistogramOpts{
+		Subsystem: "kubelet", Name: "pod_worker_duration_seconds", StabilityLevel: metrics.ALPHA,
+		Help:    "Duration in seconds to sync a single pod. Broken down by operation type: create, update, or sync",
+		Buckets: metrics.DefBuckets,
+	}, []string{"operation_type"})
+	// PLEGRelistInterval is kubelet_pleg_relist_interval_seconds.
+	PLEGRelistInterval = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: "kubelet", Name: "pleg_relist_interval_seconds", StabilityLevel: metrics.ALPHA,
+		Help:    "Interval in seconds between relisting in PLEG.",
+		Buckets: metrics.DefBuckets,
+	})
+	// PLEGLastSeen is kubelet_pleg_last_seen_seconds.
+	PLEGLastSeen = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: "kubelet", Name: "pleg_last_seen_seconds", StabilityLevel: metrics.ALPHA,
+		Help: "Timestamp in seconds when PLEG was last seen active.",
+	})
+	// buildInfo is kubernetes_build_info: the Kubernetes release Bosun
+	// stands in for, as the upstream kubelet reports its own.
+	buildInfo = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Name: "kubernetes_build_info", StabilityLevel: metrics.ALPHA,
+		Help: "A metric with a constant '1' value labeled by major, minor, git version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, and platform on which it is running.",
+	}, []string{"major", "minor", "git_version", "git_commit", "git_tree_state", "build_date", "go_version", "compiler", "platform"})
 )
 
 var (
@@ -62,10 +101,23 @@ var once sync.Once
 // Register adds the metrics to the registry /metrics serves.
 func Register(node string) {
 	once.Do(func() {
-		legacyregistry.MustRegister(PLEGRelistDuration, PodStartDuration, RuntimeOperations, RunningPods, RunningContainers, ClientCertTTL, nodeName,
+		legacyregistry.MustRegister(PLEGRelistDuration, PodStartDuration, RuntimeOperations, RuntimeOperationsDuration, RuntimeOperationsErrors,
+			PodWorkerDuration, PLEGRelistInterval, PLEGLastSeen,
+			RunningPods, RunningContainers, ClientCertTTL, nodeName, buildInfo,
 			StartedPods, StartedPodsErrors, StartedUserNamespacedPods, StartedUserNamespacedPodsErrors)
 		nodeName.WithLabelValues(node).Set(1)
+		major, minor := kubeVersionParts(version.Kubernetes)
+		buildInfo.WithLabelValues(major, minor, version.Kubernetes, "", "", "", runtime.Version(), runtime.Compiler, runtime.GOOS+"/"+runtime.GOARCH).Set(1)
 	})
+}
+
+// kubeVersionParts is "1", "36" of "v1.36.3".
+func kubeVersionParts(v string) (string, string) {
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	if len(parts) < 2 {
+		return "", ""
+	}
+	return parts[0], parts[1]
 }
 
 // TrackCertTTL sets ClientCertTTL from expiry every minute until stop closes.

@@ -25,8 +25,10 @@ type Relister struct {
 	period time.Duration
 	wake   func(types.UID)
 	mu     sync.Mutex
-	last   time.Time         // last successful relist
-	seen   map[string]record // container or sandbox ID -> what it was
+	last   time.Time // last successful relist
+	// lastStart is when the last relist began (the relist loop's own).
+	lastStart time.Time
+	seen      map[string]record // container or sandbox ID -> what it was
 }
 
 // record is one container's or sandbox's state and pod.
@@ -59,9 +61,18 @@ func (r *Relister) Run(ctx context.Context) {
 	}
 }
 
-func (r *Relister) relist(ctx context.Context) error {
+func (r *Relister) relist(ctx context.Context) (err error) {
 	start := time.Now()
-	defer func() { bmetrics.PLEGRelistDuration.Observe(time.Since(start).Seconds()) }()
+	if !r.lastStart.IsZero() {
+		bmetrics.PLEGRelistInterval.Observe(start.Sub(r.lastStart).Seconds())
+	}
+	r.lastStart = start
+	defer func() {
+		bmetrics.PLEGRelistDuration.Observe(time.Since(start).Seconds())
+		if err == nil {
+			bmetrics.PLEGLastSeen.Set(float64(time.Now().Unix()))
+		}
+	}()
 	ctrs, err := r.rt.ListContainers(ctx, nil)
 	if err != nil {
 		return err

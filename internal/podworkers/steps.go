@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
 
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/podsync"
 )
 
@@ -36,6 +37,21 @@ func (w *Workers) stepSync(wk *worker, pod *corev1.Pod, removed bool) time.Durat
 	for _, k := range kills {
 		w.cfg.Syncer.KillContainer(wk.syncCtx, pod, k.id, k.grace, k.reason)
 	}
+	start := time.Now()
+	wk.mu.Lock()
+	op := "sync" // upstream's operation types: the first sync creates, a new version of the pod updates
+	switch {
+	case wk.syncedVersion == "":
+		op = "create"
+	case wk.syncedVersion != pod.ResourceVersion:
+		op = "update"
+	}
+	wk.syncedVersion = pod.ResourceVersion
+	if wk.syncedVersion == "" {
+		wk.syncedVersion = "-" // a static pod has no resource version
+	}
+	wk.mu.Unlock()
+	defer func() { bmetrics.PodWorkerDuration.WithLabelValues(op).Observe(time.Since(start).Seconds()) }()
 	res, err := w.cfg.Syncer.Sync(wk.syncCtx, pod)
 	if err != nil {
 		if wk.syncCtx.Err() != nil && w.ctx.Err() == nil {

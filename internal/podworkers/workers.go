@@ -123,7 +123,10 @@ type worker struct {
 	syncCtx    context.Context
 	cancelSync context.CancelFunc
 	seq        uint64 // creation order, for static pods sharing a name
-	failures   int    // consecutive failed steps, for the retry backoff
+	// syncedVersion is the resource version of the pod last synced ("" none
+	// yet), for kubelet_pod_worker_duration_seconds' operation type.
+	syncedVersion string
+	failures      int // consecutive failed steps, for the retry backoff
 	// killCtx is the context of the pod's stop in flight, and killGrace
 	// its grace period: a shorter grace period or a force delete cancels
 	// it, and the stop starts again with the new one.

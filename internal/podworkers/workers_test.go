@@ -14,7 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/podsync"
+	"k8s.io/component-base/metrics/testutil"
 )
 
 // fakeSyncer records calls; Sync blocks while block is set, until its
@@ -379,4 +381,29 @@ func indexes(events []string, want ...string) []int {
 		}
 	}
 	return out
+}
+
+// kubelet_pod_worker_duration_seconds: a pod's first sync is "create", a
+// sync of a new version of the pod "update", any other "sync".
+func TestPodWorkerDurationByOperation(t *testing.T) {
+	bmetrics.Register("node-1")
+	count := func(op string) uint64 {
+		n, err := testutil.GetHistogramMetricCount(bmetrics.PodWorkerDuration.WithLabelValues(op))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	create, update := count("create"), count("update")
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	pod := testPod("m", "m", false)
+	pod.ResourceVersion = "1"
+	w.Update(pod)
+	eventually(t, "the first sync to be timed as create", func() bool { return count("create") == create+1 })
+	next := pod.DeepCopy()
+	next.ResourceVersion = "2"
+	next.Labels = map[string]string{"new": "label"}
+	w.Update(next)
+	eventually(t, "the new version's sync to be timed as update", func() bool { return count("update") == update+1 })
 }

@@ -37,7 +37,7 @@ func Connect(ctx context.Context, endpoint, imageEndpoint string, timeout time.D
 	if err != nil {
 		return nil, fmt.Errorf("failed to connect to the CRI image service at %s: %w", imageEndpoint, err)
 	}
-	return &Runtime{RuntimeService: rs, Images: is, Endpoint: endpoint}, nil
+	return &Runtime{RuntimeService: instrumentedRuntime{rs}, Images: instrumentedImages{is}, Endpoint: endpoint}, nil
 }
 
 // VersionString is "<runtime name>://<runtime version>", as node status shows
