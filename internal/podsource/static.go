@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,26 +72,84 @@ type Static struct {
 	byPath   map[string]*corev1.Pod    // the pod read from each file
 }
 
-// Run polls the sources until ctx ends.
+// Run reads the sources until ctx ends: every Every, and, as upstream's
+// file source does, at once when a file in staticPodPath is created,
+// written, moved or removed (inotify).
 func (s *Static) Run(ctx context.Context, h Handler) {
 	s.current = map[types.UID]*corev1.Pod{}
 	t := time.NewTicker(s.Every)
 	defer t.Stop()
+	changed := make(chan struct{}, 1)
+	var w *dirWatch
+	defer func() { w.close() }()
+	event := false
 	for {
-		s.poll(ctx, h)
+		if w == nil && s.Dir != "" {
+			w = watchDir(ctx, s.Dir, changed)
+		}
+		s.poll(ctx, h, event)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			event = false
+		case <-changed:
+			event = true
 		}
 	}
 }
 
-func (s *Static) poll(ctx context.Context, h Handler) {
+// dirWatch tells of changes in one folder.
+type dirWatch struct{ w *fsnotify.Watcher }
+
+// watchDir watches dir and kicks changed (without blocking) on each event;
+// nil when dir cannot be watched (not there yet: the next round tries again).
+func watchDir(ctx context.Context, dir string, changed chan<- struct{}) *dirWatch {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Unable to watch the static pod path; reading it every fileCheckFrequency only", "path", dir)
+		return nil
+	}
+	if err := w.Add(dir); err != nil {
+		_ = w.Close()
+		return nil
+	}
+	go func() {
+		for {
+			select {
+			case _, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				select {
+				case changed <- struct{}{}:
+				default:
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return &dirWatch{w: w}
+}
+
+func (d *dirWatch) close() {
+	if d != nil {
+		_ = d.w.Close()
+	}
+}
+
+// poll reads the sources and hands the handler the static pods. After a file
+// event (event), a file that does not decode keeps the pod read from it
+// before, as upstream's watch does (an editor may be half-way through
+// writing it); the periodic read drops it.
+func (s *Static) poll(ctx context.Context, h Handler, event bool) {
 	logger := klog.FromContext(ctx)
 	found := map[types.UID]*corev1.Pod{}
 	if s.Dir != "" {
-		pods, err := s.readDir(ctx)
+		pods, err := s.readDir(ctx, event)
 		if err != nil {
 			// The folder is there but cannot be read now: keep the pods
 			// read from it before rather than stop them all.
@@ -167,7 +226,7 @@ func (s *Static) deleteOrphanedMirrors(ctx context.Context, found map[types.UID]
 // skipped; a file that cannot be read now keeps the pod read from it
 // before. A missing folder is no pods; a folder that cannot be read is an
 // error, and the caller keeps what it had.
-func (s *Static) readDir(ctx context.Context) ([]*corev1.Pod, error) {
+func (s *Static) readDir(ctx context.Context, keepUndecodable bool) ([]*corev1.Pod, error) {
 	logger := klog.FromContext(ctx)
 	entries, err := os.ReadDir(s.Dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -203,6 +262,12 @@ func (s *Static) readDir(ctx context.Context) ([]*corev1.Pod, error) {
 		}
 		pod, err := DecodeStatic(data, path, s.NodeName, "file")
 		if err != nil {
+			if p, ok := previous[path]; ok && keepUndecodable {
+				logger.Info("A static pod file changed and does not decode now; keeping its pod until the next periodic read", "path", path, "err", err)
+				byPath[path] = p
+				out = append(out, p)
+				continue
+			}
 			logger.Error(err, "Skipping a static pod file that is not a valid pod", "path", path)
 			continue
 		}

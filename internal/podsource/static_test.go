@@ -72,7 +72,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	writeManifest(t, dir, "web.yaml", "web")
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if !h.names()["web-n1"] {
 		t.Fatalf("static pod not delivered: %v", h.names())
 	}
@@ -84,7 +84,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	if err := os.WriteFile(dir, []byte("not a folder"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if !h.names()["web-n1"] || h.deletes != 0 {
 		t.Errorf("an unreadable static pod folder deleted its pods: live=%v deletes=%d", h.names(), h.deletes)
 	}
@@ -92,7 +92,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if len(h.names()) != 0 {
 		t.Errorf("a missing static pod folder must mean no static pods, still have %v", h.names())
 	}
@@ -107,7 +107,7 @@ func TestStaticFolderSkipsFIFO(t *testing.T) {
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
 	done := make(chan struct{})
-	go func() { s.poll(context.Background(), h); close(done) }()
+	go func() { s.poll(context.Background(), h, false); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -140,7 +140,7 @@ func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
 	defer func() { staticURLClient.Timeout = old }()
 	s := &Static{URL: srv.URL, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if !h.names()["fromurl-n1"] {
 		t.Fatalf("pod from URL not delivered: %v", h.names())
 	}
@@ -148,7 +148,7 @@ func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
 	hanging = true
 	hang.Unlock()
 	start := time.Now()
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("a URL that does not answer held the source for %s", took)
 	}
@@ -168,7 +168,7 @@ func TestOrphanedMirrorPodsAreDeleted(t *testing.T) {
 	}
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h) // learn web's hash
+	s.poll(context.Background(), h, false) // learn web's hash
 	var webHash string
 	for uid := range h.live {
 		webHash = string(uid)
@@ -179,11 +179,50 @@ func TestOrphanedMirrorPodsAreDeleted(t *testing.T) {
 	_ = idx.Add(kept)
 	_ = idx.Add(orphan)
 	s.Client, s.Pods = cs, corelisters.NewPodLister(idx)
-	s.poll(context.Background(), h)
+	s.poll(context.Background(), h, false)
 	if _, err := cs.CoreV1().Pods("default").Get(context.Background(), "gone-n1", metav1.GetOptions{}); err == nil {
 		t.Error("the mirror pod of a static pod that is gone was not deleted")
 	}
 	if _, err := cs.CoreV1().Pods("default").Get(context.Background(), "web-n1", metav1.GetOptions{}); err != nil {
 		t.Errorf("the mirror pod of a running static pod was deleted: %v", err)
 	}
+}
+
+// As upstream's file source: a manifest written, removed or half-written
+// is seen at once (inotify), not at the next fileCheckFrequency; after an
+// event, a file that does not decode keeps its pod.
+func TestStaticFilesSeenAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := &Static{Dir: dir, NodeName: "n1", Every: time.Hour}
+	h := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { s.Run(ctx, h); close(done) }()
+	defer func() { cancel(); <-done }()
+	eventually := func(what string, cond func(map[string]bool) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !cond(h.names()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s within 5 s (the periodic read is an hour away): live %v", what, h.names())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	writeManifest(t, dir, "web.yaml", "web")
+	eventually("a new manifest's pod", func(n map[string]bool) bool { return n["web-n1"] })
+	// Half-written: the pod stays.
+	if err := os.WriteFile(filepath.Join(dir, "web.yaml"), []byte("apiVersion: v1\nkind: Po"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeManifest(t, dir, "db.yaml", "db")
+	eventually("the second manifest's pod", func(n map[string]bool) bool { return n["db-n1"] })
+	if !h.names()["web-n1"] || h.deletes != 0 {
+		t.Errorf("a half-written manifest stopped its pod: live %v, deletes %d", h.names(), h.deletes)
+	}
+	if err := os.Remove(filepath.Join(dir, "db.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually("a removed manifest's pod gone", func(n map[string]bool) bool { return !n["db-n1"] })
 }
