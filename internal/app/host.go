@@ -24,10 +24,13 @@ type host struct {
 var _ server.Host = (*host)(nil)
 
 // withStatus returns the pod with the status the agent holds, when it has one.
+// withStatus is the pod with the latest status the agent holds. The copy is
+// shallow (the status is already a copy of its own): callers only read it.
 func (h *host) withStatus(p *corev1.Pod) *corev1.Pod {
 	if st, ok := h.pods.status.Status(p.UID); ok {
-		p = p.DeepCopy()
-		p.Status = st
+		cp := *p
+		cp.Status = st
+		return &cp
 	}
 	return p
 }
