@@ -13,6 +13,7 @@ key="$(go env GOVERSION)-$(sha256sum go.mod go.sum | sha256sum | cut -c1-16)"
 # CoreDNS's and the runtime's own modules have their own keys.
 coredns_key="$(go env GOVERSION)-$(sha256sum coredns/go.mod coredns/go.sum coredns/main.go | sha256sum | cut -c1-16)"
 runtime_key="$(go env GOVERSION)-$(sha256sum runtime/go.mod runtime/go.sum | sha256sum | cut -c1-16)"
+metricsserver_key="$(go env GOVERSION)-$(sha256sum metricsserver/go.mod metricsserver/go.sum | sha256sum | cut -c1-16)"
 # busybox for the offline test images: upstream's release, as the registry's
 # busybox:1.37.0 image has it. Debian's busybox-static is patched (its
 # debian-installer patch) to drop environment variables whose names are not
@@ -29,6 +30,7 @@ build_one() {
   local name=$1 stamp="$out/.stamp-$1" key=$key
   [[ $name == coredns ]] && key=$coredns_key
   [[ $name == runtime ]] && key=$runtime_key
+  [[ $name == metrics-server ]] && key=$metricsserver_key
   [[ $name == busybox ]] && key=$busybox_key
   if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     return 0
@@ -51,6 +53,9 @@ build_one() {
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/agnhost ;;
     nnp)
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/nonewprivs ;;
+    metrics-server)
+      # Its own module (tools/metricsserver), as CoreDNS.
+      (cd metricsserver && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server) ;;
     coredns)
       # Its own module (tools/coredns), so its dependencies stay out of ours.
       (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .) ;;

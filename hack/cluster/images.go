@@ -34,6 +34,7 @@ var offlineImages = []imageSpec{
 	{ref: "registry.k8s.io/e2e-test-images/sample-apiserver:1.29.2", fill: fillSampleAPIServer, config: imageConfig{Entrypoint: []string{"/sample-apiserver"}, Env: []string{defaultPath}}},
 	{ref: "registry.k8s.io/etcd:3.6.8-0", fill: fillEtcd, config: imageConfig{Cmd: []string{"/usr/local/bin/etcd"}, Env: []string{defaultPath}}},
 	{ref: corednsImage, fill: fillCoreDNS, config: imageConfig{Entrypoint: []string{"/coredns"}}},
+	{ref: metricsServerImage, fill: fillMetricsServer, config: imageConfig{Entrypoint: []string{"/metrics-server"}, User: "1000:1000"}},
 }
 
 var agnhostConfig = imageConfig{

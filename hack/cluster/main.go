@@ -233,7 +233,7 @@ func (l *layout) up(ctx context.Context) error {
 		}
 		return l.printUsage()
 	}
-	need := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns"}
+	need := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy", "coredns", "metrics-server"}
 	if l.runtime == containerd2 {
 		need = append(need, "runtime/containerd", "runtime/containerd-shim-runc-v2", "runtime/ctr", "runtime/runc")
 	}
@@ -314,6 +314,10 @@ func (l *layout) up(ctx context.Context) error {
 	}
 	fmt.Println(">>> cluster DNS (CoreDNS at " + clusterDNSIP + ")")
 	if err := l.deployCoreDNS(ctx, cs); err != nil {
+		return err
+	}
+	fmt.Println(">>> metrics-server (kubectl top)")
+	if err := l.deployMetricsServer(ctx, cs); err != nil {
 		return err
 	}
 	fmt.Printf(">>> up in %s\n", time.Since(start).Round(time.Second))

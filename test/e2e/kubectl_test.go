@@ -178,3 +178,44 @@ func TestKubectlWorkflows(t *testing.T) {
 		kubectl(t, "uncordon", node)
 	})
 }
+
+// kubectl top: metrics-server (deployed by make up) reads every node's
+// /metrics/resource and answers for the node and its pods.
+func TestKubectlTop(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var node, pods string
+	err := wait.PollUntilContextCancel(ctx, 5*time.Second, true, func(ctx context.Context) (bool, error) {
+		out, err := env.kubectl(ctx, "", "top", "node", "--no-headers")
+		if err != nil {
+			node = out
+			return false, nil
+		}
+		node = out
+		out, err = env.kubectl(ctx, "", "top", "pod", "-n", "kube-system", "--no-headers")
+		pods = out
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("kubectl top did not answer within 4 minutes: node %q, pods %q", node, pods)
+	}
+	// NAME CPU(cores) CPU% MEMORY(bytes) MEMORY%, with figures above zero.
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(node), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[0] == env["NODE_NAME"] {
+			found = true
+			if f[1] == "0m" || strings.HasPrefix(f[3], "0") {
+				t.Errorf("kubectl top node: %q, want CPU and memory above zero", line)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("kubectl top node does not list %s:\n%s", env["NODE_NAME"], node)
+	}
+	if !strings.Contains(pods, "coredns") || !strings.Contains(pods, "metrics-server") {
+		t.Errorf("kubectl top pod -n kube-system lacks coredns or metrics-server:\n%s", pods)
+	}
+}
