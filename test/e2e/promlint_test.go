@@ -18,6 +18,10 @@ var upstreamNames = map[string]bool{
 	"kubelet_cpu_manager_exclusive_cpu_allocation_count": true, "kubelet_evented_pleg_connection_error_count": true,
 	"kubelet_evented_pleg_connection_success_count": true, "kubelet_pleg_discard_events": true,
 	"kubelet_server_expiration_renew_errors": true, "kubelet_topology_manager_admission_duration_ms": true,
+	// k8s.io/apiserver's bearer token cache, which both agents authenticate
+	// through (it has samples once a client such as metrics-server has
+	// authenticated with a token).
+	"authentication_token_cache_active_fetch_count": true,
 }
 
 // Every metric family the node serves passes Prometheus' own linter
