@@ -5,8 +5,8 @@ import (
 	"errors"
 	"testing"
 
-	critest "k8s.io/cri-api/pkg/apis/testing"
 	"k8s.io/component-base/metrics/testutil"
+	critest "k8s.io/cri-api/pkg/apis/testing"
 
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
