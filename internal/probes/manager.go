@@ -66,8 +66,11 @@ type Manager struct {
 	prior      map[resultKey]Result
 	seeded     map[types.UID]bool // pods whose status has been read for prior results
 	checkpoint string             // the checkpoint file ("" : none)
-	dirty      chan struct{}      // the checkpoint needs writing
-	born       time.Time
+	// checkpointAt is when the loaded checkpoint was last written: a pod
+	// that became Ready after it was seen ready by another agent since.
+	checkpointAt time.Time
+	dirty        chan struct{} // the checkpoint needs writing
+	born         time.Time
 }
 
 type workerKey struct {

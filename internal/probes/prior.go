@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -67,6 +68,9 @@ func (m *Manager) LoadCheckpoint(path string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if st, err := os.Stat(path); err == nil {
+		m.checkpointAt = st.ModTime()
+	}
 	for _, e := range f.Results {
 		if e.ContainerID == "" || (e.Kind != Startup && e.Kind != Readiness) {
 			continue
@@ -81,8 +85,11 @@ func (m *Manager) LoadCheckpoint(path string) {
 }
 
 // SeedFromStatus takes prior results from the pod's status as the
-// apiserver last had it, the first time the manager sees the pod. A result
-// already known (from the checkpoint, or fresh) wins. A status that is not
+// apiserver last had it, the first time the manager sees the pod. A fresh
+// result wins; so does the checkpoint, unless the apiserver's status is
+// newer: the pod became Ready after the checkpoint was last written, so
+// another agent ran it since (a swap from the upstream kubelet and back)
+// and saw its containers ready. A status that is not
 // the apiserver's (final false: a static pod's status from this agent's own
 // checkpoint, before its mirror pod can be read) seeds too, but leaves the
 // pod open to the mirror's status: another agent may have run the pod since
@@ -100,28 +107,45 @@ func (m *Manager) SeedFromStatus(pod *corev1.Pod, final bool) {
 		return
 	}
 	m.seeded[pod.UID] = final
+	newer := final && readySince(pod, m.checkpointAt)
 	for _, cs := range all {
 		id := bareID(cs.ContainerID)
 		if id == "" || cs.State.Running == nil {
 			continue
 		}
 		if cs.Started != nil && *cs.Started {
-			m.seedLocked(resultKey{id, Startup}, Success)
+			m.seedLocked(resultKey{id, Startup}, Success, newer)
 		}
 		if cs.Ready {
-			m.seedLocked(resultKey{id, Readiness}, Success)
+			m.seedLocked(resultKey{id, Readiness}, Success, newer)
 		}
 	}
 }
 
-func (m *Manager) seedLocked(key resultKey, r Result) {
+// readySince: the pod's Ready condition turned true after t (t set).
+func readySince(pod *corev1.Pod, t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && c.LastTransitionTime.After(t)
+		}
+	}
+	return false
+}
+
+// seedLocked sets a prior result unless a fresh one is known or a worker
+// already probes; a prior result already there (the checkpoint's) is kept
+// unless override.
+func (m *Manager) seedLocked(key resultKey, r Result, override bool) {
 	if _, ok := m.results[key]; ok {
 		return
 	}
-	if _, ok := m.workers[key]; ok {
+	if _, ok := m.workers[key]; ok && !override {
 		return
 	}
-	if _, ok := m.prior[key]; !ok {
+	if _, ok := m.prior[key]; !ok || override {
 		m.prior[key] = r
 	}
 }

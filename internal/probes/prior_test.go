@@ -135,6 +135,42 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	}
 }
 
+// After a swap to the upstream kubelet and back, the checkpoint is older
+// than what the apiserver says: the pod became Ready after the checkpoint
+// was written (the other agent saw it), so the apiserver's status wins, even
+// once a probe worker for the container is running.
+func TestStatusNewerThanTheCheckpointWins(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "checkpoint.json")
+	m := New(context.Background(), Config{})
+	m.LoadCheckpoint(path)
+	c := readyProbeContainer()
+	(&worker{m: m, kind: Readiness, pod: podWithStatus(false, "abc"), c: c, id: "abc"}).settle(Failure)
+	if err := m.WriteCheckpoint(); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now().Add(-time.Minute)
+	if err := os.Chtimes(path, written, written); err != nil {
+		t.Fatal(err)
+	}
+	seed := func(readyAt time.Time) bool {
+		m2 := New(context.Background(), Config{})
+		m2.LoadCheckpoint(path)
+		m2.mu.Lock()
+		m2.workers[resultKey{"abc", Readiness}] = &worker{} // a worker started, no result yet
+		m2.mu.Unlock()
+		pod := podWithStatus(true, "abc")
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.NewTime(readyAt)}}
+		m2.SeedFromStatus(pod, true)
+		return m2.Ready(c, "abc")
+	}
+	if !seed(written.Add(30 * time.Second)) {
+		t.Error("the pod became Ready after the checkpoint was written: the apiserver's Ready must win over the checkpoint's Failure")
+	}
+	if seed(written.Add(-30 * time.Second)) {
+		t.Error("the pod was Ready before the checkpoint was written: the checkpoint's Failure must win")
+	}
+}
+
 func TestCorruptOrForeignCheckpointIgnored(t *testing.T) {
 	dir := t.TempDir()
 	c := readyProbeContainer()
