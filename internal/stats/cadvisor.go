@@ -331,19 +331,7 @@ func (f *families) add(name, kind, help string, value float64, ts int64, labels 
 	f.help[name], f.kind[name] = help, kind
 	labels = sortedPairs(labels)
 	var b strings.Builder
-	b.WriteString(name)
-	if len(labels) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(labels[i])
-			b.WriteByte('=')
-			b.WriteString(strconv.Quote(labels[i+1]))
-		}
-		b.WriteByte('}')
-	}
+	b.WriteString(series(name, labels))
 	b.WriteByte(' ')
 	b.WriteString(strconv.FormatFloat(value, 'g', -1, 64))
 	if ts != 0 {

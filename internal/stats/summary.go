@@ -140,19 +140,28 @@ func (m *metricWriter) sample(name string, value float64, labels ...string) {
 		io.WriteString(m.w, head)
 		delete(m.pending, name)
 	}
+	fmt.Fprintf(m.w, "%s %s %d\n", series(name, labels), strconv.FormatFloat(value, 'g', -1, 64), m.ts)
+}
+
+// series is a sample's name with its labels (name/value pairs) as the text
+// format writes them: name{l1="v1",l2="v2"}.
+func series(name string, labels []string) string {
+	if len(labels) == 0 {
+		return name
+	}
 	var b strings.Builder
 	b.WriteString(name)
-	if len(labels) > 0 {
-		b.WriteByte('{')
-		for i := 0; i+1 < len(labels); i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, "%s=%s", labels[i], strconv.Quote(labels[i+1]))
+	b.WriteByte('{')
+	for i := 0; i+1 < len(labels); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
 		}
-		b.WriteByte('}')
+		b.WriteString(labels[i])
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(labels[i+1]))
 	}
-	fmt.Fprintf(m.w, "%s %s %d\n", b.String(), strconv.FormatFloat(value, 'g', -1, 64), m.ts)
+	b.WriteByte('}')
+	return b.String()
 }
 
 // WriteResourceMetrics writes /metrics/resource: what the metrics server reads.
