@@ -78,3 +78,44 @@ func TestSummaryMergesPassesAndDocListsBosunDefects(t *testing.T) {
 		t.Errorf("the table lacks either agent's counts:\n%s", text)
 	}
 }
+
+// A suite whose records are gone keeps the section an earlier run wrote;
+// a suite with records is written afresh.
+func TestDocKeepsSectionsOfSuitesWithoutRecords(t *testing.T) {
+	root := t.TempDir()
+	certified := filepath.Join(root, "certified")
+	writeRun(t, certified, "bosun", map[string]string{"parallel": `<testcase name="[It] [sig-node] Pods works [Conformance]"/>`})
+	if err := summarize(certified); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "conformance.md")
+	if err := doc(out, []string{certified}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := os.ReadFile(out)
+
+	node := filepath.Join(root, "node")
+	writeRun(t, node, "upstream", map[string]string{"parallel": `<testcase name="[It] [sig-node] Pods lists [NodeConformance]"><failure message="gone"/></testcase>`})
+	env, _ := os.ReadFile(filepath.Join(node, "run.env"))
+	if err := os.WriteFile(filepath.Join(node, "run.env"), []byte(strings.Replace(string(env), "suite=certified", "suite=node", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := summarize(node); err != nil {
+		t.Fatal(err)
+	}
+	if err := doc(out, []string{filepath.Join(root, "absent"), node}); err != nil {
+		t.Fatal(err)
+	}
+	second, _ := os.ReadFile(out)
+	text := string(second)
+	certifiedSection := string(first)[strings.Index(string(first), "\n## "):]
+	if !strings.Contains(text, certifiedSection) {
+		t.Errorf("the certified section of the first doc was not kept:\n%s", text)
+	}
+	if !strings.Contains(text, "\n## "+suiteTitles["node"]) || !strings.Contains(text, "| upstream | 0 | 1 |") {
+		t.Errorf("the node suite's new record is missing:\n%s", text)
+	}
+	if strings.Index(text, suiteTitles["certified"]) > strings.Index(text, suiteTitles["node"]) {
+		t.Errorf("sections out of order:\n%s", text)
+	}
+}
