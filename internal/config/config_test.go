@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -259,6 +260,16 @@ func TestHelpAndFlagValues(t *testing.T) {
 	}
 	if u := Usage(); !strings.Contains(u, "--bootstrap-kubeconfig") || !strings.Contains(u, "--kube-api-qps") {
 		t.Errorf("usage lacks flags:\n%s", u)
+	}
+	// One list sorted by name, as upstream's --help.
+	var names []string
+	for _, line := range strings.Split(Usage(), "\n") {
+		if i := strings.Index(line, "--"); i >= 0 && strings.HasPrefix(strings.TrimSpace(line), "-") {
+			names = append(names, strings.Fields(line[i+2:])[0])
+		}
+	}
+	if len(names) < 40 || !sort.StringsAreSorted(names) {
+		t.Errorf("flags not one sorted list: %v", names)
 	}
 	cfg, err := Load([]string{"--node-labels=a=b,c=d", "--register-with-taints=k=v:NoSchedule,x:NoExecute",
 		"--eviction-hard=memory.available<1Gi,nodefs.available<5%", "--feature-gates=Foo=true"})

@@ -136,11 +136,13 @@ func featureGateWarnings(gates map[string]bool) []string {
 	return out
 }
 
-// Usage returns the --help text.
+// Usage returns the --help text: the flags in one list sorted by name, as
+// the upstream kubelet prints them.
 func Usage() string {
 	var o Options
 	var kc kubeletv1beta1.KubeletConfiguration
 	fs := newFlagSet(&o, &kc)
+	fs.SortFlags = true
 	return "bosun: a Kubernetes node agent, a drop-in for the kubelet.\n\nUsage:\n  bosun [flags]\n" +
 		"  bosun join --server <url> --token <id.secret> --discovery-token-ca-cert-hash sha256:<hash>   join this node (bosun join --help)\n" +
 		"  bosun preflight [flags]   check this node for the agent, writing nothing\n\nFlags:\n" + fs.FlagUsages()
