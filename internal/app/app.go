@@ -80,6 +80,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("running with swap on is not supported, please disable swap (swapoff -a) or set failSwapOn: false "+
 			"(--fail-swap-on=false); /proc/swaps contains: %s", machine.SwapDescription)
 	}
+	if err := config.ValidateHost(kc, cgroups.New("/sys/fs/cgroup").V2()); err != nil {
+		return err
+	}
 	// As upstream's container manager: with protectKernelDefaults the
 	// kernel tunables must already be right, otherwise they are set.
 	if err := kernel.Setup(logger, nil, kc.ProtectKernelDefaults); err != nil {

@@ -344,3 +344,34 @@ func TestLoggingSettings(t *testing.T) {
 		}
 	}
 }
+
+// As upstream's OS validation: cgroup v1 is refused unless failCgroupV1 is
+// false, and singleProcessOOMKill cannot be false there; cgroup v2 passes.
+func TestValidateHostCgroupVersion(t *testing.T) {
+	cfg, err := Load(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if err := ValidateHost(kc, false); err == nil || !strings.Contains(err.Error(), "failCgroupV1") {
+		t.Errorf("cgroup v1 with the default failCgroupV1: %v, want a refusal naming failCgroupV1", err)
+	}
+	if err := ValidateHost(kc, true); err != nil {
+		t.Errorf("cgroup v2: %v", err)
+	}
+	cfg, err = Load([]string{"--fail-cgroupv1=false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateHost(cfg.Kubelet, false); err != nil {
+		t.Errorf("cgroup v1 with --fail-cgroupv1=false: %v", err)
+	}
+	off := false
+	cfg.Kubelet.SingleProcessOOMKill = &off
+	if err := ValidateHost(cfg.Kubelet, false); err == nil || !strings.Contains(err.Error(), "singleProcessOOMKill") {
+		t.Errorf("singleProcessOOMKill false on cgroup v1: %v", err)
+	}
+	if err := ValidateHost(cfg.Kubelet, true); err != nil {
+		t.Errorf("singleProcessOOMKill false on cgroup v2: %v", err)
+	}
+}

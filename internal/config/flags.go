@@ -111,6 +111,7 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.StringVar(&kc.CgroupDriver, "cgroup-driver", kc.CgroupDriver, "Driver that the kubelet uses to manipulate cgroups on the host (cgroupfs or systemd).")
 	fs.StringVar(&kc.CgroupRoot, "cgroup-root", kc.CgroupRoot, "Optional root cgroup to use for pods (the cgroupfs driver's parent of kubepods).")
 	fs.Var(boolPtrValue{&kc.FailSwapOn}, "fail-swap-on", "Makes the Kubelet fail to start if swap is enabled on the node.")
+	fs.Var(boolPtrValue{&kc.FailCgroupV1}, "fail-cgroupv1", "Prevent the kubelet from starting on the host using cgroup v1.")
 	fs.Var(int32PtrValue{&kc.KubeAPIQPS}, "kube-api-qps", "QPS to use while talking with kubernetes apiserver.")
 	fs.Int32Var(&kc.KubeAPIBurst, "kube-api-burst", kc.KubeAPIBurst, "Burst to use while talking with kubernetes apiserver.")
 	fs.Var(int32PtrValue{&kc.EventRecordQPS}, "event-qps", "QPS to limit event creations. The number must be >= 0. If 0 will use DefaultQPS: 5.")

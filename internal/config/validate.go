@@ -254,3 +254,22 @@ func validateTaints(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	}
 	return errs
 }
+
+// ValidateHost checks the settings that depend on the host's cgroup version,
+// as upstream's OS validation does at start: failCgroupV1 (true by default
+// since v1.35) refuses a cgroup v1 host, and singleProcessOOMKill cannot be
+// false there.
+func ValidateHost(kc *kubeletv1beta1.KubeletConfiguration, cgroupV2 bool) error {
+	if cgroupV2 {
+		return nil
+	}
+	if kc.FailCgroupV1 == nil || *kc.FailCgroupV1 {
+		return errors.New("the agent is configured to not run on a host using cgroup v1 (failCgroupV1, --fail-cgroupv1, is true, " +
+			"the default since v1.35): move the node to cgroup v2, or set failCgroupV1: false in the KubeletConfiguration " +
+			"(cgroup v1 support is unsupported and will be removed in a future release)")
+	}
+	if kc.SingleProcessOOMKill != nil && !*kc.SingleProcessOOMKill {
+		return errors.New("invalid configuration: singleProcessOOMKill must not be explicitly set to false when using cgroup v1")
+	}
+	return nil
+}

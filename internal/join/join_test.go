@@ -198,6 +198,20 @@ func TestPreflightSwapPortsClock(t *testing.T) {
 		t.Errorf("swap on, failSwapOn false: %v", err)
 	}
 
+	p.CgroupV2 = func() bool { return false }
+	if _, err := p.cgroups(); err == nil || !strings.Contains(err.Error(), "failCgroupV1: false") {
+		t.Errorf("cgroup v1 with failCgroupV1 true: %v", err)
+	}
+	p.Kubelet.FailCgroupV1 = ptr.To(false)
+	if note, err := p.cgroups(); err != nil || !strings.Contains(note, "v1") {
+		t.Errorf("cgroup v1 with failCgroupV1 false: %q, %v", note, err)
+	}
+	p.Kubelet.FailCgroupV1 = nil
+	p.CgroupV2 = func() bool { return true }
+	if _, err := p.cgroups(); err != nil {
+		t.Errorf("cgroup v2: %v", err)
+	}
+
 	if err := p.ports(); err != nil {
 		t.Errorf("free ports: %v", err)
 	}

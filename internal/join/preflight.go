@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 
+	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/runtime"
 )
@@ -38,9 +39,10 @@ type Preflight struct {
 	CAData     []byte
 	Token      string
 	ServerTime time.Time
-	// Test seams: the swap table and the clock.
+	// Test seams: the swap table, the clock and the host's cgroup version.
 	SwapsFile string
 	Now       func() time.Time
+	CgroupV2  func() bool
 }
 
 // Result is one check: its name and, when it failed, why and the fix.
@@ -72,6 +74,8 @@ func (p *Preflight) Run(ctx context.Context) []Result {
 	}
 	note, err := p.swap()
 	add("swap", note, err)
+	note, err = p.cgroups()
+	add("cgroups", note, err)
 	note, err = p.runtime(ctx)
 	add("container runtime", note, err)
 	add("ports", p.portsNote(), p.ports())
@@ -110,6 +114,22 @@ func (p *Preflight) swap() (string, error) {
 			"or set failSwapOn: false in the KubeletConfiguration", strings.Join(devices, ", "))
 	}
 	return "on (" + strings.Join(devices, ", ") + "), allowed by failSwapOn: false", nil
+}
+
+// cgroups fails where the agent would refuse the host's cgroup version
+// (failCgroupV1 on a cgroup v1 host).
+func (p *Preflight) cgroups() (string, error) {
+	v2 := p.CgroupV2
+	if v2 == nil {
+		v2 = cgroups.New("/sys/fs/cgroup").V2
+	}
+	if v2() {
+		return "v2", nil
+	}
+	if err := config.ValidateHost(p.Kubelet, false); err != nil {
+		return "", err
+	}
+	return "v1, allowed by failCgroupV1: false", nil
 }
 
 // runtime dials the CRI endpoint, asks its version and compares its cgroup

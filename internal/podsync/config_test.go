@@ -452,6 +452,19 @@ func TestSwapLimits(t *testing.T) {
 	}
 }
 
+// On cgroup v2 with singleProcessOOMKill false (its default there) the
+// container's processes are OOM-killed together, beside the swap limit.
+func TestOOMGroup(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c"}}}}
+	r := containerResources(NodeSettings{OOMGroup: true, Swap: Swap{Controller: true, CgroupV2: true}}, pod, &pod.Spec.Containers[0], 8<<30)
+	if r.Unified["memory.oom.group"] != "1" || r.Unified["memory.swap.max"] != "0" {
+		t.Errorf("unified %v: want memory.oom.group 1 and memory.swap.max 0", r.Unified)
+	}
+	if r := containerResources(NodeSettings{}, pod, &pod.Spec.Containers[0], 8<<30); r.Unified["memory.oom.group"] != "" {
+		t.Errorf("without OOMGroup: unified %v", r.Unified)
+	}
+}
+
 // kubectl debug --target: the ephemeral container joins the PID namespace of
 // the target's running instance; a target not running is a config error with
 // upstream's message; a pod sharing one PID namespace keeps it.

@@ -73,6 +73,9 @@ func containerResources(n NodeSettings, pod *corev1.Pod, c *corev1.Container, me
 		}
 		r.OomScoreAdj = min(max(adj, 1000+guaranteedOOMScoreAdj), besteffortOOMScoreAdj-1)
 	}
+	if n.OOMGroup {
+		r.Unified = map[string]string{"memory.oom.group": "1"}
+	}
 	configureSwap(n.Swap, pod, c, r, memCapacity)
 	return r
 }

@@ -39,6 +39,10 @@ type NodeSettings struct {
 	PodsLimits cgroups.Limits
 	// Swap is what the node's swap allows containers.
 	Swap Swap
+	// OOMGroup: the kernel's OOM killer ends every process of a container
+	// together (memory.oom.group, cgroup v2 with singleProcessOOMKill false,
+	// its default there).
+	OOMGroup bool
 	// UserNamespace is the pod's user namespace for CRI (internal/userns;
 	// nil: the node's, and hostUsers: false is refused).
 	UserNamespace func(pod *corev1.Pod) (*runtimeapi.UserNamespace, error)
