@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	cliflag "k8s.io/component-base/cli/flag"
 	"net"
 	"net/http"
 	"os"
@@ -37,6 +38,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/config"
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/eviction"
+	"github.com/bosun-dev/bosun/internal/iptables"
 	"github.com/bosun-dev/bosun/internal/kernel"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
@@ -83,6 +85,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err := config.ValidateHost(kc, cgroups.New("/sys/fs/cgroup").V2()); err != nil {
 		return err
 	}
+	kernel.ProcessSettings(logger, "/proc/self", *kc.OOMScoreAdj, kc.MaxOpenFiles)
 	// As upstream's container manager: with protectKernelDefaults the
 	// kernel tunables must already be right, otherwise they are set.
 	if err := kernel.Setup(logger, nil, kc.ProtectKernelDefaults); err != nil {
@@ -157,6 +160,11 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err := cgroupDriverFromRuntime(ctx, rt, kc); err != nil {
 		return err
 	}
+	if kc.PodCIDR != "" { // podCIDR (--pod-cidr), until the Node's own is known
+		if err := updateRuntimePodCIDR(ctx, rt, kc.PodCIDR); err != nil {
+			logger.Error(err, "Pod CIDR update failed")
+		}
+	}
 	getCert, stopServing, err := servingCertificate(ctx, cfg, nodeName, nodeIPs, clientFn)
 	if err != nil {
 		return err
@@ -182,7 +190,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}, ctx.Done())
 	params := nodestatus.Params{
 		NodeName: nodeName, Hostname: nodeName, NodeIPs: nodeIPs, Labels: cfg.NodeLabels,
-		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, Port: kc.Port,
+		Taints: kc.RegisterWithTaints, MaxPods: kc.MaxPods, PodsPerCore: kc.PodsPerCore, ProviderID: kc.ProviderID, Port: kc.Port,
 		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard,
 		AttachDetach: *kc.EnableControllerAttachDetach, Machine: machine, DeclaredFeatures: features.Names(),
 	}
@@ -190,6 +198,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		Client: heartbeat, Params: params, Observe: observer(rt, int(*kc.NodeStatusMaxImages), pods.pleg.Healthy, pods.eviction.Pressure, pods.devices.Resources, pods.csi.InUse),
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds, Recorder: pods.recorder,
+		PodCIDR: func(ctx context.Context, cidrs string) error { return updateRuntimePodCIDR(ctx, rt, cidrs) },
 	})
 	if err != nil {
 		return err
@@ -215,6 +224,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	go statusCtl.Run(ctx)
+	if *kc.MakeIPTablesUtilChains {
+		go iptables.Run(ctx, iptables.Exec, time.Minute)
+	}
 	pods.startLocal(ctx)
 	go func() {
 		select {
@@ -275,10 +287,14 @@ func newServer(ctx context.Context, cfg *config.Config, client kubernetes.Interf
 	if err != nil {
 		return nil, err
 	}
+	curves, err := cliflag.TLSCurvePreferences(kc.TLSCurvePreferences)
+	if err != nil {
+		return nil, fmt.Errorf("invalid configuration: tlsCurvePreferences: %w", err)
+	}
 	sc := server.Config{
-		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers,
+		Address: net.JoinHostPort(kc.Address, fmt.Sprint(kc.Port)), GetCertificate: getCert, MinTLSVersion: minTLS, CipherSuites: ciphers, CurvePreferences: curves,
 		IdleTimeout: kc.StreamingConnectionIdleTimeout.Duration, LogDir: "/var/log", Debugging: *kc.EnableDebuggingHandlers,
-		SystemLogs: *kc.EnableSystemLogHandler, PodLogsDir: kc.PodLogsDir, Profiling: *kc.EnableProfilingHandler,
+		SystemLogs: *kc.EnableSystemLogHandler, PodLogsDir: kc.PodLogsDir, Profiling: *kc.EnableProfilingHandler, DebugFlags: *kc.EnableDebugFlagsHandler,
 		ProbeMetrics: probeMetricsHandler(),
 		Stats:        st, // the one the eviction manager reads too
 	}
@@ -323,6 +339,13 @@ func tlsSettings(minVersion string, suites []string) (uint16, []uint16, error) {
 		ids = append(ids, id)
 	}
 	return v, ids, nil
+}
+
+// updateRuntimePodCIDR hands the runtime the node's pod CIDRs
+// (UpdateRuntimeConfig), as upstream does for runtimes that build their pod
+// network from them.
+func updateRuntimePodCIDR(ctx context.Context, rt *runtime.Runtime, cidrs string) error {
+	return rt.RuntimeService.UpdateRuntimeConfig(ctx, &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: cidrs}})
 }
 
 // machineSpec is /spec/: the machine in cAdvisor's MachineInfo field names.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -110,7 +111,7 @@ func podsLimits(d podsDeps) cgroups.Limits {
 	if !*kc.CgroupsPerQOS || !slices.Contains(kc.EnforceNodeAllocatable, "pods") {
 		return cgroups.Limits{}
 	}
-	limit := nodestatus.PodsLimit(nodestatus.Params{Machine: d.machine, MaxPods: kc.MaxPods,
+	limit := nodestatus.PodsLimit(nodestatus.Params{Machine: d.machine, MaxPods: kc.MaxPods, PodsPerCore: kc.PodsPerCore,
 		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved})
 	return cgroups.Limits{CPUShares: uint64(max(limit.Cpu().MilliValue()*1024/1000, 2)), MemoryBytes: limit.Memory().Value()}
 }
@@ -129,7 +130,7 @@ func (p *pods) node() *corev1.Node {
 		return nil
 	}
 	kc := p.deps.cfg.Kubelet
-	params := nodestatus.Params{Machine: p.deps.machine, MaxPods: kc.MaxPods,
+	params := nodestatus.Params{Machine: p.deps.machine, MaxPods: kc.MaxPods, PodsPerCore: kc.PodsPerCore,
 		SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard}
 	own := nodestatus.Allocatable(params, nodestatus.Capacity(params))
 	same := true
@@ -208,6 +209,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		}
 	})
 	puller := podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel)
+	puller.LimitPulls(float32(*kc.RegistryPullQPS), int(kc.RegistryBurst))
 	if config.FeatureEnabled(kc, config.EnsureSecretPulledImages) {
 		policy, err := pullrecords.NewPolicy(string(kc.ImagePullCredentialsVerificationPolicy), kc.PreloadedImagesVerificationAllowlist)
 		if err != nil {
@@ -239,9 +241,14 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.userns = usernsMgr
 	cg := cgroups.New("/sys/fs/cgroup")
+	var maxRestartBackOff time.Duration
+	if m := kc.CrashLoopBackOff.MaxContainerRestartPeriod; m != nil && config.FeatureEnabled(kc, config.CrashLoopBackOffMax) {
+		maxRestartBackOff = m.Duration
+	}
 	syncer, err := podsync.NewSyncer(podsync.SyncerConfig{
-		Runtime: d.rt.RuntimeService,
-		Images:  puller,
+		Runtime:           d.rt.RuntimeService,
+		MaxRestartBackOff: maxRestartBackOff,
+		Images:            puller,
 		Node: podsync.NodeSettings{
 			ClusterDNS: kc.ClusterDNS, ClusterDomain: kc.ClusterDomain, ResolvConf: *kc.ResolverConfig, PodLogsDir: kc.PodLogsDir,
 			ContainerLogsDir: podsync.ContainerLogsDir,
@@ -381,6 +388,7 @@ func (p *pods) startLocal(ctx context.Context) {
 	if kc := p.deps.cfg.Kubelet; kc.StaticPodPath != "" || kc.StaticPodURL != "" {
 		p.static = &podsource.Static{
 			Dir: kc.StaticPodPath, URL: kc.StaticPodURL, Every: kc.FileCheckFrequency.Duration, NodeName: p.deps.nodeName,
+			URLEvery: kc.HTTPCheckFrequency.Duration, Header: http.Header(kc.StaticPodURLHeader),
 			Client: p.deps.client, Pods: p.source.Lister(),
 			Adopt:    p.syncer.RunningStaticPod,
 			APIReady: p.apiSynced.Load,

@@ -200,6 +200,64 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 			return []string{"--config=" + writeConfig(t, header+"enforceNodeAllocatable: [pods, system-reserved]\n")}
 		},
 			`enforceNodeAllocatable (--enforce-node-allocatable) "system-reserved"`},
+		{"graceful node shutdown", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n")}
+		}, "not supported by Bosun yet: shutdownGracePeriod"},
+		{"no node registration", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"registerNode: false\n")}
+		},
+			"registerNode (--register-node) false"},
+		{"run once", func(t *testing.T) []string { return []string{"--config=" + writeConfig(t, header+"runOnce: true\n")} }, "runOnce"},
+		{"attach by the agent", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"enableControllerAttachDetach: false\n")}
+		}, "enableControllerAttachDetach (--enable-controller-attach-detach) false"},
+		{"image maximum age", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imageMaximumGCAge: 72h\n")}
+		},
+			"imageMaximumGCAge 72h0m0s"},
+		{"agent cgroup", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"kubeletCgroups: /kubelet\n")}
+		},
+			`kubeletCgroups (--kubelet-cgroups) "/kubelet"`},
+		{"system cgroup", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"systemCgroups: /system\n")}
+		},
+			`systemCgroups (--system-cgroups) "/system"`},
+		{"memcg notification", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"kernelMemcgNotification: true\n")}
+		}, "kernelMemcgNotification"},
+		{"journal queries", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"enableSystemLogQuery: true\n")}
+		},
+			"enableSystemLogQuery"},
+		{"hidden metrics", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"showHiddenMetricsForVersion: \"1.35\"\n")}
+		}, `showHiddenMetricsForVersion (--show-hidden-metrics-for-version) "1.35"`},
+		{"tracing", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"tracing:\n  endpoint: localhost:4317\n")}
+		}, "tracing (OpenTelemetry spans)"},
+		{"crash-loop ceiling too long", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"crashLoopBackOff:\n  maxContainerRestartPeriod: 10m\n")}
+		}, "crashLoopBackOff.maxContainerRestartPeriod 10m0s must be between 1s and 300s"},
+		{"crash-loop ceiling with its gate off", func(t *testing.T) []string {
+			return []string{"--feature-gates=KubeletCrashLoopBackOffMax=false", "--config=" + writeConfig(t, header+"crashLoopBackOff:\n  maxContainerRestartPeriod: 1m\n")}
+		}, "KubeletCrashLoopBackOffMax feature gate is off"},
+		{"memory throttling factor", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"memoryThrottlingFactor: 1.5\n")}
+		}, "memoryThrottlingFactor 1.5 must be greater than 0"},
+		{"tiered memory reservation", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"memoryReservationPolicy: TieredReservation\n")}
+		}, `memoryReservationPolicy "TieredReservation" requires MemoryQoS`},
+		{"qos reserved cpu", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"qosReserved:\n  cpu: 50%\n")}
+		},
+			`cannot reserve "cpu" resource`},
+		{"qos reserved not a percentage", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"qosReserved:\n  memory: half\n")}
+		}, `failed to parse percentage "half"`},
+		{"log rotation too often", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"containerLogMonitorInterval: 1s\n")}
+		}, "containerLogMonitorInterval must be a positive time duration greater than or equal to 3s"},
 		{"pull verification policy with the gate off", func(t *testing.T) []string {
 			return []string{"--feature-gates=KubeletEnsureSecretPulledImages=false", "--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: AlwaysVerify\n")}
 		}, "imagePullCredentialsVerificationPolicy must not be set if the KubeletEnsureSecretPulledImages feature gate is not enabled"},

@@ -120,6 +120,9 @@ func defaultResources(kc *kubeletv1beta1.KubeletConfiguration) {
 	}
 	setPtr(&kc.FailSwapOn, true)
 	setPtr(&kc.FailCgroupV1, true)
+	if FeatureEnabled(kc, CrashLoopBackOffMax) {
+		setPtr(&kc.CrashLoopBackOff.MaxContainerRestartPeriod, metav1.Duration{Duration: 5 * time.Minute})
+	}
 	setPtr(&kc.MemoryThrottlingFactor, 0.9)
 	setZero(&kc.MemoryReservationPolicy, kubeletv1beta1.NoneMemoryReservationPolicy)
 	setPtr(&kc.LocalStorageCapacityIsolation, true)

@@ -98,9 +98,14 @@ func Load(args []string) (*Config, error) {
 // EnsureSecretPulledImages is KEP-2535's gate (beta, on by default in v1.36).
 const EnsureSecretPulledImages = "KubeletEnsureSecretPulledImages"
 
+// CrashLoopBackOffMax is the gate of crashLoopBackOff.maxContainerRestartPeriod
+// (beta, on by default in v1.36).
+const CrashLoopBackOffMax = "KubeletCrashLoopBackOffMax"
+
 // honouredFeatureGates are the gates Bosun acts on, with their v1.36 defaults.
 var honouredFeatureGates = map[string]bool{
 	EnsureSecretPulledImages: true,
+	CrashLoopBackOffMax:      true,
 	// node.status.declaredFeatures and the features Bosun declares
 	// (internal/nodefeatures)
 	"NodeDeclaredFeatures":                    true,

@@ -48,5 +48,40 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 			refuse("enforceNodeAllocatable (--enforce-node-allocatable) %q (cgroups for reserved resources); Bosun enforces \"pods\" only", e)
 		}
 	}
+	// Graceful node shutdown needs systemd-logind's inhibitor lock, which
+	// Bosun does not take: pods would be killed without their grace period.
+	if kc.ShutdownGracePeriod.Duration != 0 || kc.ShutdownGracePeriodCriticalPods.Duration != 0 || len(kc.ShutdownGracePeriodByPodPriority) > 0 {
+		refuse("shutdownGracePeriod, shutdownGracePeriodCriticalPods and shutdownGracePeriodByPodPriority (graceful node shutdown); leave them unset (0)")
+	}
+	if kc.RegisterNode != nil && !*kc.RegisterNode {
+		refuse("registerNode (--register-node) false (Bosun always registers its Node); leave it true")
+	}
+	if kc.RunOnce {
+		refuse("runOnce (--runonce) (run the static pods once and exit); leave it false")
+	}
+	if kc.EnableControllerAttachDetach != nil && !*kc.EnableControllerAttachDetach {
+		refuse("enableControllerAttachDetach (--enable-controller-attach-detach) false (Bosun does not attach volumes itself: the attach/detach controller does); leave it true")
+	}
+	if kc.ImageMaximumGCAge.Duration != 0 {
+		refuse("imageMaximumGCAge %s (removing images unused for that long); leave it 0 (image GC by disk usage stays)", kc.ImageMaximumGCAge.Duration)
+	}
+	if kc.KubeletCgroups != "" {
+		refuse("kubeletCgroups (--kubelet-cgroups) %q (moving the agent into a cgroup); leave it empty and let the unit's slice hold the agent", kc.KubeletCgroups)
+	}
+	if kc.SystemCgroups != "" {
+		refuse("systemCgroups (--system-cgroups) %q (moving the node's other processes into a cgroup); leave it empty", kc.SystemCgroups)
+	}
+	if kc.KernelMemcgNotification {
+		refuse("kernelMemcgNotification (--kernel-memcg-notification) (memcg threshold notifications); leave it false: memory eviction is checked every housekeeping period")
+	}
+	if kc.EnableSystemLogQuery != nil && *kc.EnableSystemLogQuery {
+		refuse("enableSystemLogQuery (/logs/?query=, the node's journal); leave it false: /logs/ serves the node's log files")
+	}
+	if kc.ShowHiddenMetricsForVersion != "" {
+		refuse("showHiddenMetricsForVersion (--show-hidden-metrics-for-version) %q; leave it empty", kc.ShowHiddenMetricsForVersion)
+	}
+	if kc.Tracing != nil && (kc.Tracing.Endpoint != nil || kc.Tracing.SamplingRatePerMillion != nil) {
+		refuse("tracing (OpenTelemetry spans); remove it")
+	}
 	return errs
 }

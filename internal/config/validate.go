@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,6 +72,37 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 		}
 	}
 	nonNegative("podsPerCore (--pods-per-core)", int64(kc.PodsPerCore))
+	if f := kc.MemoryThrottlingFactor; f != nil && (*f <= 0 || *f > 1.0) {
+		bad("memoryThrottlingFactor %v must be greater than 0 and less than or equal to 1.0", *f)
+	}
+	switch kc.MemoryReservationPolicy {
+	case kubeletv1beta1.NoneMemoryReservationPolicy:
+	case kubeletv1beta1.TieredReservationMemoryReservationPolicy:
+		bad("memoryReservationPolicy %q requires MemoryQoS feature gate to be enabled", kc.MemoryReservationPolicy)
+	default:
+		bad("option %q specified for memoryReservationPolicy. Valid options are %q or %q", kc.MemoryReservationPolicy,
+			kubeletv1beta1.NoneMemoryReservationPolicy, kubeletv1beta1.TieredReservationMemoryReservationPolicy)
+	}
+	for k, v := range kc.QOSReserved {
+		if k != "memory" {
+			bad("qosReserved (--qos-reserved): cannot reserve %q resource", k)
+		} else if pct, err := strconv.Atoi(strings.TrimSuffix(v, "%")); err != nil || !strings.HasSuffix(v, "%") || pct < 0 || pct > 100 {
+			bad("qosReserved (--qos-reserved): failed to parse percentage %q for %q resource: a percentage between 0%% and 100%%", v, k)
+		}
+	}
+	if kc.ContainerLogMaxWorkers != nil && *kc.ContainerLogMaxWorkers < 1 {
+		bad("containerLogMaxWorkers must be greater than or equal to 1")
+	}
+	if kc.ContainerLogMonitorInterval != nil && kc.ContainerLogMonitorInterval.Duration < 3*time.Second {
+		bad("containerLogMonitorInterval must be a positive time duration greater than or equal to 3s")
+	}
+	if m := kc.CrashLoopBackOff.MaxContainerRestartPeriod; m != nil {
+		if !FeatureEnabled(kc, CrashLoopBackOffMax) {
+			bad("the %s feature gate is off, so crashLoopBackOff.maxContainerRestartPeriod must not be set", CrashLoopBackOffMax)
+		} else if m.Duration < time.Second || m.Duration > 5*time.Minute {
+			bad("crashLoopBackOff.maxContainerRestartPeriod %s must be between 1s and 300s", m.Duration)
+		}
+	}
 	nonNegative("kubeAPIQPS (--kube-api-qps)", int64(*kc.KubeAPIQPS))
 	nonNegative("kubeAPIBurst (--kube-api-burst)", int64(kc.KubeAPIBurst))
 	nonNegative("eventRecordQPS (--event-qps)", int64(*kc.EventRecordQPS))

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ type Options struct {
 	ClusterDomain   string // --cluster-domain
 	RuntimeEndpoint string // --container-runtime-endpoint
 	CgroupDriver    string // --cgroup-driver ("": the runtime's, else cgroupfs)
+	AllowCgroupV1   bool   // --fail-cgroupv1=false: a new config says failCgroupV1: false
 
 	Start bool // --start
 	Help  bool
@@ -70,10 +72,34 @@ func (o *Options) FlagSet() *pflag.FlagSet {
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", "cluster.local", "The cluster domain for the config's clusterDomain.")
 	fs.StringVar(&o.RuntimeEndpoint, "container-runtime-endpoint", "", "The CRI endpoint for a new config (default: unix:///run/containerd/containerd.sock).")
 	fs.StringVar(&o.CgroupDriver, "cgroup-driver", "", "cgroupfs or systemd for a new config (default: what the runtime reports, else cgroupfs).")
+	fs.Var(invertedBool{&o.AllowCgroupV1}, "fail-cgroupv1", "false: a new config lets the agent run on a cgroup v1 host (failCgroupV1: false); since v1.35 it refuses cgroup v1 otherwise.")
+	fs.Lookup("fail-cgroupv1").NoOptDefVal = "true"
 	fs.BoolVar(&o.Start, "start", false, "Start the agent once the files are written (systemctl where systemd runs, else in the foreground).")
 	fs.BoolVarP(&o.Help, "help", "h", false, "Show this help.")
 	return fs
 }
+
+// invertedBool is a boolean flag stored negated (--fail-cgroupv1=false sets
+// AllowCgroupV1), so that Options' zero value is the default.
+type invertedBool struct{ p *bool }
+
+func (b invertedBool) String() string {
+	if b.p == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*b.p)
+}
+
+func (b invertedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*b.p = !v
+	return nil
+}
+
+func (b invertedBool) Type() string { return "bool" }
 
 // Plan is what a join writes, decided before anything is written.
 type Plan struct {
@@ -269,6 +295,9 @@ func (o *Options) configFile(ctx context.Context, caFile string) ([]byte, bool, 
 	text := SeedConfig(caFile, o.ClusterDomain, o.ClusterDNS, driver, ip)
 	if o.RuntimeEndpoint != "" {
 		text += fmt.Sprintf("containerRuntimeEndpoint: %q\n", o.RuntimeEndpoint)
+	}
+	if o.AllowCgroupV1 {
+		text += "failCgroupV1: false\n"
 	}
 	return []byte(text), false, nil
 }

@@ -300,6 +300,22 @@ func TestConfigTemplateLoadsAsTheAgentLoadsIt(t *testing.T) {
 		*kc.Authentication.Anonymous.Enabled || kc.Authorization.Mode != "Webhook" || kc.ReadOnlyPort != 0 || !kc.ServerTLSBootstrap || kc.MaxPods != 220 {
 		t.Errorf("config as loaded: %+v", kc)
 	}
+	if kc.FailCgroupV1 == nil || !*kc.FailCgroupV1 {
+		t.Errorf("failCgroupV1 without --fail-cgroupv1: %v, want the default true", kc.FailCgroupV1)
+	}
+	// --fail-cgroupv1=false: the new config lets the agent run on cgroup v1.
+	var parsed Options
+	if err := parsed.FlagSet().Parse([]string{"--fail-cgroupv1=false"}); err != nil {
+		t.Fatal(err)
+	}
+	o.AllowCgroupV1 = parsed.AllowCgroupV1
+	if data, _, err = o.configFile(context.Background(), "/c/ca.pem"); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = loadAsAgent(o, data); err != nil || *cfg.Kubelet.FailCgroupV1 {
+		t.Errorf("--fail-cgroupv1=false: %v, config:\n%s", err, data)
+	}
+	o.AllowCgroupV1 = false
 	// An existing config is kept as it is.
 	if err := os.WriteFile(o.ConfigFile, []byte("kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\nmaxPods: 7\n"), 0o600); err != nil {
 		t.Fatal(err)

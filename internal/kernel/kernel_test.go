@@ -2,6 +2,8 @@ package kernel
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -71,5 +73,19 @@ func TestSetupSetsOrProtects(t *testing.T) {
 	}
 	if inUserNamespace() {
 		t.Log("this test runs inside a user namespace")
+	}
+}
+
+// oomScoreAdj is written to the process's oom_score_adj; a refused write is
+// reported, not fatal.
+func TestProcessSettingsOOMScoreAdj(t *testing.T) {
+	dir := t.TempDir()
+	ProcessSettings(klog.Background(), dir, -999, 0)
+	data, err := os.ReadFile(filepath.Join(dir, "oom_score_adj"))
+	if err != nil || string(data) != "-999" {
+		t.Errorf("oom_score_adj %q, %v; want -999", data, err)
+	}
+	if err := writeOOMScoreAdj(filepath.Join(dir, "missing"), 5); err == nil {
+		t.Errorf("a write into a missing folder gave no error")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,9 @@ type Config struct {
 	Clock           clock.WithTicker                   // injectable for tests
 	// Recorder records the node's status events (nil: none).
 	Recorder record.EventRecorder
+	// PodCIDR hands the runtime the Node's pod CIDRs (comma-separated) when
+	// they change, as upstream's UpdateRuntimeConfig (nil: not handed).
+	PodCIDR func(ctx context.Context, cidrs string) error
 }
 
 // Controller registers the Node, keeps its status and renews its Lease.
@@ -52,6 +56,7 @@ type Controller struct {
 	stale      atomic.Bool
 	registered chan struct{}
 	wake       chan struct{}
+	podCIDR    string // the pod CIDRs the runtime was last given
 }
 
 // Wake asks for a status update now (the node's resources changed).
@@ -160,6 +165,24 @@ func (c *Controller) tryRegister(ctx context.Context) error {
 	return err
 }
 
+// updatePodCIDR gives the runtime the Node's pod CIDRs once they are set or
+// changed; a failure is tried again at the next update.
+func (c *Controller) updatePodCIDR(ctx context.Context, node *corev1.Node) {
+	if c.cfg.PodCIDR == nil || len(node.Spec.PodCIDRs) == 0 {
+		return
+	}
+	cidrs := strings.Join(node.Spec.PodCIDRs, ",")
+	if cidrs == c.podCIDR {
+		return
+	}
+	if err := c.cfg.PodCIDR(ctx, cidrs); err != nil {
+		klog.FromContext(ctx).Error(err, "Error updating pod CIDR")
+		return
+	}
+	klog.FromContext(ctx).Info("Updating Pod CIDR", "originalPodCIDR", c.podCIDR, "newPodCIDR", cidrs)
+	c.podCIDR = cidrs
+}
+
 // updateStatus computes the status and patches it when it changed or the
 // report interval has passed.
 func (c *Controller) updateStatus(ctx context.Context) (err error) {
@@ -181,6 +204,7 @@ func (c *Controller) updateStatus(ctx context.Context) (err error) {
 			c.stale.Store(false)
 		}
 	}()
+	c.updatePodCIDR(ctx, current)
 	now := c.cfg.Clock.Now()
 	updated := current.DeepCopy()
 	events := SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))

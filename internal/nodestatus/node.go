@@ -20,6 +20,8 @@ type Params struct {
 	Labels         map[string]string // --node-labels
 	Taints         []corev1.Taint    // registerWithTaints
 	MaxPods        int32             // maxPods
+	PodsPerCore    int32             // podsPerCore (0: none): pods ≤ podsPerCore × cores
+	ProviderID     string            // providerID: spec.providerID of a Node this agent creates
 	Port           int32             // the kubelet API port
 	SystemReserved map[string]string // systemReserved
 	KubeReserved   map[string]string // kubeReserved
@@ -66,7 +68,7 @@ func NewNode(p Params) *corev1.Node {
 	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: p.NodeName, Labels: labels, Annotations: map[string]string{}},
-		Spec:       corev1.NodeSpec{Taints: append([]corev1.Taint(nil), p.Taints...)},
+		Spec:       corev1.NodeSpec{Taints: append([]corev1.Taint(nil), p.Taints...), ProviderID: p.ProviderID},
 	}
 	if p.AttachDetach {
 		node.Annotations["volumes.kubernetes.io/controller-managed-attach-detach"] = "true"
@@ -80,13 +82,22 @@ func Capacity(p Params) corev1.ResourceList {
 	c := corev1.ResourceList{
 		corev1.ResourceCPU:              *resource.NewQuantity(int64(m.Cores), resource.DecimalSI),
 		corev1.ResourceMemory:           *resource.NewQuantity(m.MemoryBytes, resource.BinarySI),
-		corev1.ResourcePods:             *resource.NewQuantity(int64(p.MaxPods), resource.DecimalSI),
+		corev1.ResourcePods:             *resource.NewQuantity(maxPods(p), resource.DecimalSI),
 		corev1.ResourceEphemeralStorage: *resource.NewQuantity(m.RootFSBytes, resource.BinarySI),
 	}
 	for name, q := range m.HugePages {
 		c[corev1.ResourceName(name)] = q
 	}
 	return c
+}
+
+// maxPods is maxPods, or podsPerCore × cores when that is fewer, as upstream.
+func maxPods(p Params) int64 {
+	n := int64(p.MaxPods)
+	if p.PodsPerCore > 0 && p.Machine != nil {
+		n = min(n, int64(p.PodsPerCore)*int64(p.Machine.Cores))
+	}
+	return n
 }
 
 // PodsLimit is what the pods together may use when enforceNodeAllocatable

@@ -68,6 +68,19 @@ func TestCapacityAndAllocatable(t *testing.T) {
 	p.KubeReserved = map[string]string{"memory": "64Gi"}
 	a = Allocatable(p, c)
 	check(a, corev1.ResourceMemory, "0")
+	// podsPerCore caps pods at podsPerCore × cores when that is fewer.
+	p.PodsPerCore = 10
+	check(Capacity(p), corev1.ResourcePods, "40")
+	p.PodsPerCore = 100
+	check(Capacity(p), corev1.ResourcePods, "220")
+}
+
+func TestNewNodeProviderID(t *testing.T) {
+	p := testParams()
+	p.ProviderID = "aws:///eu-west-1a/i-0abc"
+	if n := NewNode(p); n.Spec.ProviderID != p.ProviderID {
+		t.Errorf("spec.providerID %q, want %q", n.Spec.ProviderID, p.ProviderID)
+	}
 }
 
 func TestSetStatusConditions(t *testing.T) {
@@ -213,5 +226,33 @@ func TestSetStatusEvents(t *testing.T) {
 	}
 	if got := SetStatus(node, p, Observed{RuntimeReady: false, NotReadyReason: "x"}, now); !reflect.DeepEqual(got, []string{"NodeHasSufficientMemory", "NodeHasSufficientPID", "NodeNotReady"}) {
 		t.Errorf("recovered and not ready: %v", got)
+	}
+}
+
+// The Node's pod CIDRs reach the runtime once, when they are set or change;
+// a failed hand-over is tried again.
+func TestUpdatePodCIDR(t *testing.T) {
+	var given []string
+	fail := true
+	c := &Controller{cfg: Config{PodCIDR: func(_ context.Context, cidrs string) error {
+		given = append(given, cidrs)
+		if fail {
+			fail = false
+			return context.DeadlineExceeded
+		}
+		return nil
+	}}}
+	node := &corev1.Node{}
+	ctx := context.Background()
+	c.updatePodCIDR(ctx, node) // none allocated yet
+	node.Spec.PodCIDRs = []string{"10.244.1.0/24", "fd00:1::/64"}
+	c.updatePodCIDR(ctx, node) // fails
+	c.updatePodCIDR(ctx, node) // tried again
+	c.updatePodCIDR(ctx, node) // unchanged: not handed again
+	node.Spec.PodCIDRs = []string{"10.244.2.0/24"}
+	c.updatePodCIDR(ctx, node)
+	want := []string{"10.244.1.0/24,fd00:1::/64", "10.244.1.0/24,fd00:1::/64", "10.244.2.0/24"}
+	if !reflect.DeepEqual(given, want) {
+		t.Errorf("runtime given %v, want %v", given, want)
 	}
 }

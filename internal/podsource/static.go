@@ -54,7 +54,9 @@ func IsStatic(pod *corev1.Pod) bool {
 type Static struct {
 	Dir      string               // staticPodPath ("" disables)
 	URL      string               // staticPodURL ("" disables)
-	Every    time.Duration        // fileCheckFrequency / httpCheckFrequency
+	Every    time.Duration        // fileCheckFrequency
+	URLEvery time.Duration        // httpCheckFrequency (0: Every)
+	Header   http.Header          // staticPodURLHeader: sent with each read of URL
 	NodeName string               // the node's name
 	Client   kubernetes.Interface // for mirror pods
 	Pods     corelisters.PodLister
@@ -79,22 +81,35 @@ func (s *Static) Run(ctx context.Context, h Handler) {
 	s.current = map[types.UID]*corev1.Pod{}
 	t := time.NewTicker(s.Every)
 	defer t.Stop()
+	// The URL is read on its own period, as upstream's http source.
+	var urlTick <-chan time.Time
+	if s.URL != "" {
+		every := s.URLEvery
+		if every <= 0 {
+			every = s.Every
+		}
+		tu := time.NewTicker(every)
+		defer tu.Stop()
+		urlTick = tu.C
+	}
 	changed := make(chan struct{}, 1)
 	var w *dirWatch
 	defer func() { w.close() }()
-	event := false
+	event, readURL := false, true
 	for {
 		if w == nil && s.Dir != "" {
 			w = watchDir(ctx, s.Dir, changed)
 		}
-		s.poll(ctx, h, event)
+		s.poll(ctx, h, event, readURL)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			event = false
+			event, readURL = false, false
+		case <-urlTick:
+			event, readURL = false, true
 		case <-changed:
-			event = true
+			event, readURL = true, false
 		}
 	}
 }
@@ -145,7 +160,7 @@ func (d *dirWatch) close() {
 // event (event), a file that does not decode keeps the pod read from it
 // before, as upstream's watch does (an editor may be half-way through
 // writing it); the periodic read drops it.
-func (s *Static) poll(ctx context.Context, h Handler, event bool) {
+func (s *Static) poll(ctx context.Context, h Handler, event, readURL bool) {
 	logger := klog.FromContext(ctx)
 	found := map[types.UID]*corev1.Pod{}
 	if s.Dir != "" {
@@ -165,9 +180,15 @@ func (s *Static) poll(ctx context.Context, h Handler, event bool) {
 		}
 	}
 	if s.URL != "" {
-		pods, err := s.readURL(ctx)
+		var pods []*corev1.Pod
+		err := errKeepURLPods
+		if readURL {
+			pods, err = s.readURL(ctx)
+		}
 		if err != nil {
-			logger.Error(err, "Failed to read static pods from URL; keeping the previous ones", "url", s.URL)
+			if err != errKeepURLPods {
+				logger.Error(err, "Failed to read static pods from URL; keeping the previous ones", "url", s.URL)
+			}
 			for uid, p := range s.current {
 				if p.Annotations[AnnotationConfigSource] == "http" {
 					found[uid] = p
@@ -347,6 +368,9 @@ func (s *Static) adopt(ctx context.Context, pod *corev1.Pod, modTime time.Time) 
 	}
 }
 
+// errKeepURLPods: the URL is not due for a read; its pods stay as read last.
+var errKeepURLPods = errors.New("not read")
+
 // staticURLClient fetches staticPodURL; a server that does not answer
 // within 10 s is an error, and the pods read before are kept.
 var staticURLClient = &http.Client{Timeout: 10 * time.Second}
@@ -355,6 +379,11 @@ func (s *Static) readURL(ctx context.Context) ([]*corev1.Pod, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", s.URL, nil)
 	if err != nil {
 		return nil, err
+	}
+	for k, vs := range s.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	resp, err := staticURLClient.Do(req)
 	if err != nil {

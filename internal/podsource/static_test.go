@@ -72,7 +72,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	writeManifest(t, dir, "web.yaml", "web")
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if !h.names()["web-n1"] {
 		t.Fatalf("static pod not delivered: %v", h.names())
 	}
@@ -84,7 +84,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	if err := os.WriteFile(dir, []byte("not a folder"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if !h.names()["web-n1"] || h.deletes != 0 {
 		t.Errorf("an unreadable static pod folder deleted its pods: live=%v deletes=%d", h.names(), h.deletes)
 	}
@@ -92,7 +92,7 @@ func TestStaticFolderUnreadableKeepsPods(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if len(h.names()) != 0 {
 		t.Errorf("a missing static pod folder must mean no static pods, still have %v", h.names())
 	}
@@ -107,7 +107,7 @@ func TestStaticFolderSkipsFIFO(t *testing.T) {
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
 	done := make(chan struct{})
-	go func() { s.poll(context.Background(), h, false); close(done) }()
+	go func() { s.poll(context.Background(), h, false, true); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -140,7 +140,7 @@ func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
 	defer func() { staticURLClient.Timeout = old }()
 	s := &Static{URL: srv.URL, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if !h.names()["fromurl-n1"] {
 		t.Fatalf("pod from URL not delivered: %v", h.names())
 	}
@@ -148,12 +148,41 @@ func TestStaticURLTimesOutAndKeepsPods(t *testing.T) {
 	hanging = true
 	hang.Unlock()
 	start := time.Now()
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("a URL that does not answer held the source for %s", took)
 	}
 	if !h.names()["fromurl-n1"] {
 		t.Errorf("a URL that timed out deleted its pods: %v", h.names())
+	}
+}
+
+// staticPodURLHeader goes with each read of the URL; a poll on the file
+// period alone (not due for the URL, httpCheckFrequency) keeps the URL's pods
+// without reading it.
+func TestStaticURLHeaderAndItsOwnPeriod(t *testing.T) {
+	var mu sync.Mutex
+	reads, auth := 0, ""
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reads++
+		auth = r.Header.Get("Authorization")
+		mu.Unlock()
+		_, _ = w.Write([]byte(sprintf(manifest, "fromurl")))
+	}))
+	defer srv.Close()
+	s := &Static{URL: srv.URL, NodeName: "n1", current: map[types.UID]*corev1.Pod{},
+		Header: http.Header{"Authorization": []string{"Bearer abc"}}}
+	h := newRecorder()
+	s.poll(context.Background(), h, false, true)
+	s.poll(context.Background(), h, false, false)
+	mu.Lock()
+	defer mu.Unlock()
+	if reads != 1 || auth != "Bearer abc" {
+		t.Errorf("the URL was read %d times with Authorization %q; want once, with Bearer abc", reads, auth)
+	}
+	if !h.names()["fromurl-n1"] {
+		t.Errorf("a poll with the URL not due dropped its pods: %v", h.names())
 	}
 }
 
@@ -168,7 +197,7 @@ func TestOrphanedMirrorPodsAreDeleted(t *testing.T) {
 	}
 	s := &Static{Dir: dir, NodeName: "n1", current: map[types.UID]*corev1.Pod{}}
 	h := newRecorder()
-	s.poll(context.Background(), h, false) // learn web's hash
+	s.poll(context.Background(), h, false, true) // learn web's hash
 	var webHash string
 	for uid := range h.live {
 		webHash = string(uid)
@@ -179,7 +208,7 @@ func TestOrphanedMirrorPodsAreDeleted(t *testing.T) {
 	_ = idx.Add(kept)
 	_ = idx.Add(orphan)
 	s.Client, s.Pods = cs, corelisters.NewPodLister(idx)
-	s.poll(context.Background(), h, false)
+	s.poll(context.Background(), h, false, true)
 	if _, err := cs.CoreV1().Pods("default").Get(context.Background(), "gone-n1", metav1.GetOptions{}); err == nil {
 		t.Error("the mirror pod of a static pod that is gone was not deleted")
 	}

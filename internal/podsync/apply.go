@@ -36,8 +36,11 @@ type SyncerConfig struct {
 	// ResizeFailed is told when the runtime refuses a container's new
 	// resources (an in-place resize).
 	ResizeFailed func(pod *corev1.Pod, message string)
-	Volumes      VolumeManager                             // sets up and tears down pod volumes
-	Started      func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
+	Volumes      VolumeManager // sets up and tears down pod volumes
+	// MaxRestartBackOff is crashLoopBackOff.maxContainerRestartPeriod: the
+	// crash-loop back-off's ceiling (0: upstream's 5 minutes).
+	MaxRestartBackOff time.Duration
+	Started           func(c *corev1.Container, id string) bool // startup probe results (nil: none run)
 	// Cgroups makes and removes pod cgroups with their limits (nil: the
 	// runtime makes them, without pod-level limits: the systemd driver, or
 	// cgroupsPerQOS off).
@@ -86,7 +89,12 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 	if cfg.Runtime == nil || cfg.Images == nil || cfg.Volumes == nil {
 		return nil, errors.New("podsync: Runtime, Images and Volumes are required")
 	}
-	return &Syncer{cfg: cfg, backoff: NewBackoff()}, nil
+	backoff := NewBackoff()
+	if m := cfg.MaxRestartBackOff; m > 0 {
+		// As upstream: a ceiling below the first delay is the first delay too.
+		backoff.Max, backoff.Initial = m, min(backoff.Initial, m)
+	}
+	return &Syncer{cfg: cfg, backoff: backoff}, nil
 }
 
 // Inspect reads one pod's sandboxes and containers from the runtime.

@@ -2,6 +2,7 @@ package podsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -29,6 +31,23 @@ type ImagePuller struct {
 	serial    sync.Mutex    // held for each pull when pulls are serialized
 	serialize bool          // serializeImagePulls
 	parallel  chan struct{} // maxParallelImagePulls tokens (nil: unbounded)
+	limiter   flowcontrol.RateLimiter
+}
+
+// LimitPulls rate-limits the runtime's image pulls as upstream's
+// registryPullQPS and registryBurst: a pull beyond the rate fails at once
+// with "pull QPS exceeded" (and backs off); qps 0 means no limit.
+func (p *ImagePuller) LimitPulls(qps float32, burst int) {
+	if qps > 0 {
+		p.limiter = flowcontrol.NewTokenBucketRateLimiter(qps, burst)
+	}
+}
+
+func (p *ImagePuller) pullImage(ctx context.Context, spec *runtimeapi.ImageSpec, auth *runtimeapi.AuthConfig) (string, error) {
+	if p.limiter != nil && !p.limiter.TryAccept() {
+		return "", errors.New("pull QPS exceeded")
+	}
+	return p.images.PullImage(ctx, spec, auth, nil)
 }
 
 // NewImagePuller returns a puller; maxParallel 0 means unbounded.
@@ -146,7 +165,7 @@ func (p *ImagePuller) pull(ctx context.Context, pod *corev1.Pod, spec *runtimeap
 	}
 	var errs []error
 	for _, c := range auth {
-		if ref, err = p.images.PullImage(ctx, spec, c.Auth, nil); err == nil {
+		if ref, err = p.pullImage(ctx, spec, c.Auth); err == nil {
 			used = c.Secret
 			break
 		}

@@ -132,3 +132,26 @@ func TestFailedPullIsRetriedAfterItsBackoff(t *testing.T) {
 		t.Fatalf("within the doubled back-off: %s", r)
 	}
 }
+
+// registryPullQPS and registryBurst: pulls beyond the burst fail at once with
+// upstream's "pull QPS exceeded", without reaching the runtime.
+func TestPullRateLimit(t *testing.T) {
+	ctx := context.Background()
+	reg := &privateRegistry{FakeImageService: critest.NewFakeImageService()}
+	p := NewImagePuller(reg, nil, false, 0)
+	p.LimitPulls(0.001, 2)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}}
+	for i, image := range []string{"registry.example/a:1", "registry.example/b:1"} {
+		if _, _, err := p.EnsureImage(ctx, pod, image, corev1.PullAlways, nil); err != nil {
+			t.Fatalf("pull %d within the burst: %v", i+1, err)
+		}
+	}
+	_, _, err := p.EnsureImage(ctx, pod, "registry.example/c:1", corev1.PullAlways, nil)
+	var ie *ImageError
+	if !errors.As(err, &ie) || ie.Reason != "ErrImagePull" || !strings.Contains(ie.Msg, "pull QPS exceeded") {
+		t.Errorf("a pull beyond the burst: %v, want ErrImagePull with pull QPS exceeded", err)
+	}
+	if len(reg.pulls) != 2 {
+		t.Errorf("the runtime saw %d pulls, want 2", len(reg.pulls))
+	}
+}

@@ -68,7 +68,7 @@ func (fakeHost) Spec() any                             { return map[string]int{"
 
 func testServer(t *testing.T, authz *fakeAuthz) *Server {
 	t.Helper()
-	return &Server{cfg: Config{Debugging: true, SystemLogs: true, Profiling: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
+	return &Server{cfg: Config{Debugging: true, SystemLogs: true, Profiling: true, DebugFlags: true, LogDir: t.TempDir()}, host: fakeHost{rt: critest.NewFakeRuntimeService()},
 		auth: &Auth{authn: fakeAuthn{}, authz: authz, nodeName: "node-1"}}
 }
 

@@ -5,9 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/component-base/logs"
+	"k8s.io/klog/v2"
 )
 
 // An idle keep-alive connection and a client that never finishes its headers
@@ -63,4 +67,21 @@ func TestServerClosesIdleAndSlowConnections(t *testing.T) {
 		_, _ = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n")
 		closedWithin(t, conn, bufio.NewReader(conn), 3*time.Second)
 	})
+}
+
+// PUT /debug/flags/v (enableDebugFlagsHandler) sets the log verbosity, in
+// upstream's words; a value that is not a level is a bad request.
+func TestSetVerbosity(t *testing.T) {
+	defer func() { _, _ = logs.GlogSetter("0") }()
+	put := func(body string) (int, string) {
+		rec := httptest.NewRecorder()
+		setVerbosity(rec, httptest.NewRequest("PUT", "/debug/flags/v", strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := put("4\n"); code != http.StatusOK || !strings.Contains(body, "successfully set klog.logging.verbosity to 4") || !klog.V(4).Enabled() {
+		t.Errorf("PUT 4: %d %q, verbosity 4 enabled: %v", code, body, klog.V(4).Enabled())
+	}
+	if code, _ := put("loud"); code != http.StatusBadRequest {
+		t.Errorf("PUT loud: %d, want 400", code)
+	}
 }

@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"k8s.io/component-base/logs"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,14 +60,17 @@ type Config struct {
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error) // the serving certificate, re-read each handshake
 	MinTLSVersion  uint16                                               // tlsMinVersion
 	CipherSuites   []uint16                                             // tlsCipherSuites
-	IdleTimeout    time.Duration                                        // streamingConnectionIdleTimeout
-	LogDir         string                                               // the folder /logs/ serves (/var/log)
-	PodLogsDir     string                                               // podLogsDir: links under LogDir into it are followed
-	Debugging      bool                                                 // enableDebuggingHandlers: logs, exec, attach, port-forward, run
-	SystemLogs     bool                                                 // enableSystemLogHandler: /logs/ (with Debugging)
-	Profiling      bool                                                 // enableProfilingHandler: /debug/pprof/
-	Stats          StatsSource                                          // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
-	ProbeMetrics   http.Handler                                         // /metrics/probes (nil: not served)
+	// CurvePreferences are tlsCurvePreferences (nil: Go's defaults).
+	CurvePreferences []tls.CurveID
+	IdleTimeout      time.Duration // streamingConnectionIdleTimeout
+	LogDir           string        // the folder /logs/ serves (/var/log)
+	PodLogsDir       string        // podLogsDir: links under LogDir into it are followed
+	Debugging        bool          // enableDebuggingHandlers: logs, exec, attach, port-forward, run
+	SystemLogs       bool          // enableSystemLogHandler: /logs/ (with Debugging)
+	Profiling        bool          // enableProfilingHandler: /debug/pprof/
+	DebugFlags       bool          // enableDebugFlagsHandler: PUT /debug/flags/v sets the log verbosity
+	Stats            StatsSource   // /stats/summary, /metrics/resource, /metrics/cadvisor (nil: not served)
+	ProbeMetrics     http.Handler  // /metrics/probes (nil: not served)
 }
 
 // Server is the node API.
@@ -81,6 +86,22 @@ func New(cfg Config, host Host, auth *Auth) (*Server, error) {
 		return nil, errors.New("server: a certificate, a host and auth are required")
 	}
 	return &Server{cfg: cfg, host: host, auth: auth}, nil
+}
+
+// setVerbosity is PUT /debug/flags/v: the body is the new log verbosity,
+// answered in upstream's words.
+func setVerbosity(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64))
+	if err != nil {
+		writeText(w, http.StatusBadRequest, "error reading request body: "+err.Error())
+		return
+	}
+	answer, err := logs.GlogSetter(strings.TrimSpace(string(body)))
+	if err != nil {
+		writeText(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeText(w, http.StatusOK, answer)
 }
 
 // route is one pattern of the secure API.
@@ -112,6 +133,9 @@ func (s *Server) routeTable() []route {
 			route{"GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
 			route{"POST /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
 			route{"GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace)})
+	}
+	if s.cfg.DebugFlags {
+		rs = append(rs, route{"PUT /debug/flags/v", http.HandlerFunc(setVerbosity)})
 	}
 	if s.cfg.ProbeMetrics != nil {
 		rs = append(rs, route{"GET /metrics/probes", s.cfg.ProbeMetrics})
@@ -182,16 +206,24 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 // authorization.
 func (s *Server) Handler() http.Handler { return s.auth.Filter(s.Routes()) }
 
+// tlsConfig is 10250's TLS: the serving certificate, tlsMinVersion,
+// tlsCipherSuites and tlsCurvePreferences, and client certificates asked for
+// (x509 authentication).
+func (s *Server) tlsConfig() *tls.Config {
+	c := &tls.Config{
+		GetCertificate: s.cfg.GetCertificate, MinVersion: s.cfg.MinTLSVersion, CipherSuites: s.cfg.CipherSuites,
+		CurvePreferences: s.cfg.CurvePreferences, ClientAuth: tls.RequestClientCert, NextProtos: []string{"h2", "http/1.1"},
+	}
+	if c.MinVersion == 0 {
+		c.MinVersion = tls.VersionTLS12
+	}
+	return c
+}
+
 // Run serves until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	tlsCfg := &tls.Config{
-		GetCertificate: s.cfg.GetCertificate, MinVersion: s.cfg.MinTLSVersion, CipherSuites: s.cfg.CipherSuites,
-		ClientAuth: tls.RequestClientCert, NextProtos: []string{"h2", "http/1.1"},
-	}
-	if tlsCfg.MinVersion == 0 {
-		tlsCfg.MinVersion = tls.VersionTLS12
-	}
+	tlsCfg := s.tlsConfig()
 	var servers []*http.Server
 	errs := make(chan error, 3)
 	if s.cfg.Address != "" {
