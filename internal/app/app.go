@@ -52,10 +52,14 @@ import (
 	"github.com/bosun-dev/bosun/internal/version"
 )
 
+// agentStart is when Run began (the node start-up metrics).
+var agentStart time.Time
+
 // Run runs the node agent until ctx ends. Start-up errors are returned and
 // logged; once running, parts retry on their own and Run returns nil when ctx
 // ends.
 func Run(ctx context.Context, cfg *config.Config) error {
+	agentStart = time.Now()
 	logger := klog.FromContext(ctx)
 	err := run(ctx, cfg)
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -181,8 +185,10 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}
 	go pods.pleg.Run(ctx)
 	bmetrics.Register(nodeName)
+	bmetrics.SetNode(cgroups.New("/sys/fs/cgroup").V2())
 	bmetrics.RegisterVolumeStats(pods.volumeStats.Claims)
-	go bmetrics.TrackCertTTL(func() time.Time {
+	bmetrics.RegisterPodCounts(pods.workers.Counts)
+	go bmetrics.TrackCertTTL(bmetrics.ClientCertTTL, func() time.Time {
 		if c, err := certs.LoadPairFile(filepath.Join(cfg.CertDir, "kubelet-client-current.pem")); err == nil {
 			return c.Leaf.NotAfter
 		}
@@ -199,6 +205,10 @@ func run(ctx context.Context, cfg *config.Config) error {
 		UpdateFrequency: kc.NodeStatusUpdateFrequency.Duration, ReportFrequency: kc.NodeStatusReportFrequency.Duration,
 		LeaseDuration: kc.NodeLeaseDurationSeconds, Recorder: pods.recorder,
 		PodCIDR: func(ctx context.Context, cidrs string) error { return updateRuntimePodCIDR(ctx, rt, cidrs) },
+		Started: func(registrationStart, registered, ready time.Time) {
+			bmetrics.Startup{Boot: machine.BootTime, AgentStart: agentStart, RegistrationStart: registrationStart,
+				Registered: registered, Ready: ready}.Record()
+		},
 	})
 	if err != nil {
 		return err
@@ -495,6 +505,12 @@ func servingCertificate(ctx context.Context, cfg *config.Config, nodeName string
 		return nil, nil, fmt.Errorf("failed to set up the serving certificate: %w", err)
 	}
 	m.Start()
+	go bmetrics.TrackCertTTL(bmetrics.ServerCertTTL, func() time.Time {
+		if c := m.Current(); c != nil && c.Leaf != nil {
+			return c.Leaf.NotAfter
+		}
+		return time.Time{}
+	}, ctx.Done())
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		if c := m.Current(); c != nil {
 			return c, nil

@@ -304,6 +304,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 				Previous: previous, ResizeConditions: p.alloc.Conditions(pod.UID, terminal)})
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
 				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
+				bmetrics.PodStartTotalDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
 			}
 			if terminal || pod.DeletionTimestamp != nil {
 				p.probes.RemovePod(pod.UID) // no liveness kills while the pod terminates
@@ -458,6 +459,13 @@ func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod)
 	if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
 		return ok, reason, msg
 	}
+	bmetrics.ContainersPerPod.Observe(float64(len(pod.Spec.Containers)))
+	// Upstream's topology manager (policy "none") admits here: it counts the
+	// pod and times the resource allocation (devices) that follows.
+	bmetrics.TopologyAdmissions.Inc()
+	defer func(start time.Time) {
+		bmetrics.TopologyAdmissionDuration.Observe(float64(time.Since(start).Microseconds()) / 1000)
+	}(time.Now())
 	if p.devices.Needs(pod) {
 		if err := p.devices.Allocate(ctx, pod); err != nil {
 			var ae *devices.AdmissionError

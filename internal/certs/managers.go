@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/certificate"
 )
@@ -30,7 +32,9 @@ func NewClientManager(ctx context.Context, certDir, nodeName string, clientFn ce
 		GetUsages:        certificate.DefaultKubeletClientGetUsages,
 		CertificateStore: NewFileStore(certDir, "kubelet-client"),
 		Name:             "kubelet-client",
-		Ctx:              &ctx,
+		// kubelet_certificate_manager_client_expiration_renew_errors
+		CertificateRenewFailure: bmetrics.ClientRenewErrors,
+		Ctx:                     &ctx,
 	})
 }
 
@@ -58,7 +62,11 @@ func NewServingManager(ctx context.Context, certDir, nodeName string, addresses 
 		GetUsages:        certificate.DefaultKubeletServingGetUsages,
 		CertificateStore: NewFileStore(certDir, "kubelet-server"),
 		Name:             "kubelet-serving",
-		Ctx:              &ctx,
+		// kubelet_certificate_manager_server_rotation_seconds and
+		// kubelet_server_expiration_renew_errors
+		CertificateRotation:     bmetrics.ServerCertRotation,
+		CertificateRenewFailure: bmetrics.ServerRenewErrors,
+		Ctx:                     &ctx,
 	})
 }
 

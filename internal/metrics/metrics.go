@@ -105,6 +105,7 @@ func Register(node string) {
 			PodWorkerDuration, PLEGRelistInterval, PLEGLastSeen,
 			RunningPods, RunningContainers, ClientCertTTL, nodeName, buildInfo,
 			StartedPods, StartedPodsErrors, StartedUserNamespacedPods, StartedUserNamespacedPodsErrors)
+		legacyregistry.MustRegister(nodeMetrics()...)
 		nodeName.WithLabelValues(node).Set(1)
 		major, minor := kubeVersionParts(version.Kubernetes)
 		buildInfo.WithLabelValues(major, minor, version.Kubernetes, "", "", "", runtime.Version(), runtime.Compiler, runtime.GOOS+"/"+runtime.GOARCH).Set(1)
@@ -120,13 +121,14 @@ func kubeVersionParts(v string) (string, string) {
 	return parts[0], parts[1]
 }
 
-// TrackCertTTL sets ClientCertTTL from expiry every minute until stop closes.
-func TrackCertTTL(expiry func() time.Time, stop <-chan struct{}) {
+// TrackCertTTL sets gauge (ClientCertTTL, ServerCertTTL) from expiry every
+// minute until stop closes.
+func TrackCertTTL(gauge *metrics.Gauge, expiry func() time.Time, stop <-chan struct{}) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		if e := expiry(); !e.IsZero() {
-			ClientCertTTL.Set(time.Until(e).Seconds())
+			gauge.Set(time.Until(e).Seconds())
 		}
 		select {
 		case <-stop:

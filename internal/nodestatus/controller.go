@@ -40,6 +40,10 @@ type Config struct {
 	// PodCIDR hands the runtime the Node's pod CIDRs (comma-separated) when
 	// they change, as upstream's UpdateRuntimeConfig (nil: not handed).
 	PodCIDR func(ctx context.Context, cidrs string) error
+	// Started is told once, when the node's first Ready status went
+	// through: when registration began, when it ended, and that moment
+	// (nil: not told).
+	Started func(registrationStart, registered, ready time.Time)
 }
 
 // Controller registers the Node, keeps its status and renews its Lease.
@@ -57,6 +61,7 @@ type Controller struct {
 	registered chan struct{}
 	wake       chan struct{}
 	podCIDR    string // the pod CIDRs the runtime was last given
+	ready      bool   // the last status computed says Ready
 }
 
 // Wake asks for a status update now (the node's resources changed).
@@ -99,8 +104,11 @@ func (c *Controller) NodeLister() corelisters.NodeLister { return c.nodes }
 func (c *Controller) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	c.informers.Start(ctx.Done())
+	registrationStart := c.cfg.Clock.Now()
 	c.register(ctx)
+	registered := c.cfg.Clock.Now()
 	close(c.registered)
+	startReported := false
 	onLeaseFailures := func() {
 		if !c.stale.Swap(true) {
 			logger.Info("Lease renewals keep failing; the node's status will be read from the apiserver until an update succeeds")
@@ -118,6 +126,9 @@ func (c *Controller) Run(ctx context.Context) {
 	for {
 		if err := c.updateStatus(ctx); err != nil {
 			logger.Error(err, "Error updating node status, will retry", "node", c.cfg.Params.NodeName)
+		} else if c.ready && !startReported && c.cfg.Started != nil {
+			startReported = true
+			c.cfg.Started(registrationStart, registered, c.cfg.Clock.Now())
 		}
 		select {
 		case <-ctx.Done():
@@ -208,6 +219,12 @@ func (c *Controller) updateStatus(ctx context.Context) (err error) {
 	now := c.cfg.Clock.Now()
 	updated := current.DeepCopy()
 	events := SetStatus(updated, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(now))
+	c.ready = false
+	for _, cond := range updated.Status.Conditions {
+		if cond.Type == corev1.NodeReady {
+			c.ready = cond.Status == corev1.ConditionTrue
+		}
+	}
 	if !statusChanged(&current.Status, &updated.Status) && now.Sub(c.lastReport) < c.cfg.ReportFrequency {
 		return nil
 	}

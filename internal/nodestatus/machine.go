@@ -12,6 +12,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -34,6 +35,7 @@ type Machine struct {
 	SwapOn          bool                         // /proc/swaps lists an active device
 	SwapDescription string                       // /proc/swaps, for the failSwapOn message
 	SwapBytes       int64                        // SwapTotal
+	BootTime        time.Time                    // btime of /proc/stat (zero when unreadable)
 }
 
 // ReadMachine reads the machine's facts; rootDir is the agent's --root-dir.
@@ -67,7 +69,24 @@ func ReadMachine(rootDir string) (*Machine, error) {
 	m.RootFSInodes = int64(st.Files)
 	m.HugePages = hugePages()
 	m.SwapOn, m.SwapDescription = swapState()
+	m.BootTime = bootTime("/proc/stat")
 	return m, nil
+}
+
+// bootTime is the btime line of /proc/stat: when the machine booted.
+func bootTime(stat string) time.Time {
+	data, err := os.ReadFile(stat)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "btime" {
+			if secs, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				return time.Unix(secs, 0)
+			}
+		}
+	}
+	return time.Time{}
 }
 
 func firstLine(paths ...string) string {

@@ -142,18 +142,31 @@ func TestStatusChangedIgnoresHeartbeats(t *testing.T) {
 }
 
 func TestControllerRegistersAndTakesOver(t *testing.T) {
+	started := make(chan [3]time.Time, 2)
 	existing := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1", Labels: map[string]string{"old": "label"}}}
 	client := fake.NewClientset(existing)
 	clk := testingclock.NewFakeClock(time.Now())
 	ctl, err := New(Config{Client: client, Params: testParams(), Clock: clk, UpdateFrequency: 10 * time.Second,
 		ReportFrequency: time.Minute, LeaseDuration: 40,
-		Observe: func(context.Context) Observed { return Observed{RuntimeReady: true} }})
+		Observe: func(context.Context) Observed { return Observed{RuntimeReady: true} },
+		Started: func(a, b, c time.Time) { started <- [3]time.Time{a, b, c} }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go ctl.Run(ctx)
+	defer func() {
+		// The start-up times are told once, in order, after the first Ready status.
+		select {
+		case ts := <-started:
+			if ts[1].Before(ts[0]) || ts[2].Before(ts[1]) {
+				t.Errorf("start-up times out of order: %v", ts)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("the start-up was never told")
+		}
+	}()
 	select {
 	case <-ctl.Registered():
 	case <-time.After(5 * time.Second):

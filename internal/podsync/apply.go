@@ -237,9 +237,15 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 	}
 	ips := sandboxIPs(pod, sb, s.cfg.HostIPs)
 	for _, name := range plan.Start {
+		// kubelet_started_containers_total counts each try; its errors by
+		// the reason the container waits with, as upstream's error codes.
+		ctype := containerType(pod, name)
+		bmetrics.StartedContainers.WithLabelValues(ctype).Inc()
 		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips, vols); err != nil {
+			bmetrics.StartedContainersErrors.WithLabelValues(ctype, "RunContainerError").Inc()
 			return err
 		} else if w != nil {
+			bmetrics.StartedContainersErrors.WithLabelValues(ctype, w.Reason).Inc()
 			failed = true
 			res.Waiting[name] = *w
 			res.Requeue = time.Second
@@ -258,6 +264,19 @@ func containerName(rp *RuntimePod, id string) string {
 		}
 	}
 	return ""
+}
+
+// containerType is upstream's metric label of a container of the pod.
+func containerType(pod *corev1.Pod, name string) string {
+	if isInit(pod, name) {
+		return "init_container"
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if c.Name == name {
+			return "ephemeral_container"
+		}
+	}
+	return "container"
 }
 
 func isInit(pod *corev1.Pod, name string) bool {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/podsync"
 )
 
@@ -367,6 +368,38 @@ func (w *Workers) activeLocked() []*corev1.Pod {
 		wk.mu.Unlock()
 	}
 	return out
+}
+
+// Counts are the workers' numbers for the pod gauges on /metrics
+// (kubelet_active_pods, kubelet_working_pods and the others).
+func (w *Workers) Counts() bmetrics.PodCounts {
+	n := bmetrics.PodCounts{Desired: map[string]int{}, Active: map[string]int{}, Working: map[bmetrics.WorkingKey]int{}}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, wk := range w.pods {
+		wk.mu.Lock()
+		static := ""
+		if src := wk.pod.Annotations["kubernetes.io/config.source"]; src != "" && src != "api" {
+			static = "true"
+		}
+		config := "desired"
+		if wk.removed {
+			config = "orphan"
+		} else {
+			n.Desired[static]++
+		}
+		lifecycle := map[state]string{syncing: "sync", terminating: "terminating", terminated: "terminated"}[wk.state]
+		n.Working[bmetrics.WorkingKey{Config: config, Lifecycle: lifecycle, Static: static}]++
+		if wk.state != terminated && !wk.removed {
+			n.Active[static]++
+			n.Ephemeral += len(wk.pod.Spec.EphemeralContainers)
+			if static == "true" {
+				n.Mirror++
+			}
+		}
+		wk.mu.Unlock()
+	}
+	return n
 }
 
 // Running lists the pods whose containers should be running.

@@ -407,3 +407,33 @@ func TestPodWorkerDurationByOperation(t *testing.T) {
 	w.Update(next)
 	eventually(t, "the new version's sync to be timed as update", func() bool { return count("update") == update+1 })
 }
+
+// The pod gauges: an API pod and a static pod with an ephemeral container
+// are desired and active, the static one has a mirror; a deleted pod is an
+// orphan until its worker ends, and no longer desired nor active.
+func TestCounts(t *testing.T) {
+	f := newFakeSyncer()
+	w := newWorkers(t, f)
+	api := testPod("a", "a", false)
+	static := testPod("s", "s", true)
+	static.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "dbg"}}}
+	w.Update(api)
+	w.Update(static)
+	eventually(t, "both pods active", func() bool { n := w.Counts(); return n.Active[""] == 1 && n.Active["true"] == 1 })
+	n := w.Counts()
+	if n.Desired[""] != 1 || n.Desired["true"] != 1 || n.Mirror != 1 || n.Ephemeral != 1 ||
+		n.Working[bmetrics.WorkingKey{Config: "desired", Lifecycle: "sync", Static: "true"}] != 1 {
+		t.Errorf("counts with two pods: %+v", n)
+	}
+	w.Delete(api)
+	eventually(t, "the deleted pod to be neither desired nor active", func() bool {
+		n := w.Counts()
+		desired := 0
+		for k, v := range n.Working {
+			if k.Static == "" && k.Config == "desired" {
+				desired += v
+			}
+		}
+		return n.Active[""] == 0 && n.Desired[""] == 0 && desired == 0 && n.Active["true"] == 1
+	})
+}

@@ -102,6 +102,7 @@ func (i instrumentedRuntime) GetContainerEvents(ctx context.Context, ch chan *ru
 }
 
 func (i instrumentedRuntime) RunPodSandbox(ctx context.Context, c *runtimeapi.PodSandboxConfig, handler string) (string, error) {
+	defer bmetrics.RunPodSandboxDuration.ObserveSince(time.Now(), handler)()
 	return call("run_podsandbox", func() (string, error) { return i.s.RunPodSandbox(ctx, c, handler) })
 }
 

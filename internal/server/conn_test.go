@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/component-base/logs"
+	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
 // An idle keep-alive connection and a client that never finishes its headers
@@ -83,5 +87,31 @@ func TestSetVerbosity(t *testing.T) {
 	}
 	if code, _ := put("loud"); code != http.StatusBadRequest {
 		t.Errorf("PUT loud: %d, want 400", code)
+	}
+}
+
+// Every request through the node API is counted and timed with upstream's
+// labels, an unauthorized one too.
+func TestHTTPRequestMetrics(t *testing.T) {
+	bmetrics.Register("node-1")
+	labels := []string{"GET", "pods", "readwrite", "false"}
+	before, _ := testutil.GetCounterMetricValue(bmetrics.HTTPRequests.WithLabelValues(labels...))
+	h := testServer(t, &fakeAuthz{allow: func(authorizer.Attributes) bool { return true }}).Handler()
+	for _, token := range []string{"Bearer good", ""} {
+		req := httptest.NewRequest("GET", "/pods", nil)
+		if token != "" {
+			req.Header.Set("Authorization", token)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	after, _ := testutil.GetCounterMetricValue(bmetrics.HTTPRequests.WithLabelValues(labels...))
+	if after-before != 2 {
+		t.Errorf("kubelet_http_requests_total for GET pods went up by %v, want 2", after-before)
+	}
+	if n, _ := testutil.GetHistogramMetricCount(bmetrics.HTTPRequestsDuration.WithLabelValues(labels...)); n < 2 {
+		t.Errorf("kubelet_http_requests_duration_seconds count %d, want at least 2", n)
+	}
+	if v, _ := testutil.GetGaugeMetricValue(bmetrics.HTTPInflightRequests.WithLabelValues(labels...)); v != 0 {
+		t.Errorf("kubelet_http_inflight_requests %v after the requests ended", v)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"k8s.io/component-base/logs"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -18,10 +17,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/component-base/logs"
 	"k8s.io/component-base/metrics/legacyregistry"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	"k8s.io/klog/v2"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
 // Host is what the node API reads from the agent.
@@ -204,7 +206,22 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 // Handler is the secure API: every route behind authentication and
 // authorization.
-func (s *Server) Handler() http.Handler { return s.auth.Filter(s.Routes()) }
+func (s *Server) Handler() http.Handler { return instrument(s.auth.Filter(s.Routes()), false) }
+
+// instrument counts and times each request as upstream's server does:
+// kubelet_http_requests_total, _duration_seconds and kubelet_http_inflight_requests,
+// whatever the answer (an unauthorized request too).
+func instrument(next http.Handler, readOnly bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		labels := bmetrics.HTTPLabels(r.Method, r.URL.Path, readOnly)
+		bmetrics.HTTPRequests.WithLabelValues(labels...).Inc()
+		inflight := bmetrics.HTTPInflightRequests.WithLabelValues(labels...)
+		inflight.Inc()
+		defer inflight.Dec()
+		defer bmetrics.HTTPRequestsDuration.ObserveSince(time.Now(), labels...)()
+		next.ServeHTTP(w, r)
+	})
+}
 
 // tlsConfig is 10250's TLS: the serving certificate, tlsMinVersion,
 // tlsCipherSuites and tlsCurvePreferences, and client certificates asked for
@@ -242,7 +259,7 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { errs <- h.ListenAndServe() }()
 	}
 	if s.cfg.ReadOnlyAddr != "" {
-		ro := newHTTPServer(s.cfg.ReadOnlyAddr, withLogger(logger, s.readOnly()))
+		ro := newHTTPServer(s.cfg.ReadOnlyAddr, withLogger(logger, instrument(s.readOnly(), true)))
 		servers = append(servers, ro)
 		go func() { errs <- ro.ListenAndServe() }()
 	}

@@ -24,6 +24,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
 // mirrorAnnotation marks the apiserver's copy of a static pod, whose status
@@ -49,6 +51,9 @@ type entry struct {
 	// after is the pod as the patch that sent unready left it: the next
 	// patch diffs from it, as the lister may not have seen it yet.
 	after *corev1.Pod
+	// changed is when the status first changed since it was last sent
+	// (kubelet_pod_status_sync_duration_seconds; zero: nothing pending).
+	changed time.Time
 }
 
 // withReadinessOf is the latest status with the readiness of an earlier,
@@ -151,6 +156,9 @@ func (m *Manager) set(pod *corev1.Pod, st corev1.PodStatus, finalize bool) {
 	// show before (placeholders, probes not yet seeded) is no readiness lost.
 	if e.version != e.sent && e.unready == nil && !e.static && !podReady(&e.status) && podReady(&st) {
 		e.unready = e.status.DeepCopy()
+	}
+	if e.changed.IsZero() && !apiequality.Semantic.DeepEqual(e.status, st) {
+		e.changed = time.Now()
 	}
 	e.status = *st.DeepCopy()
 	e.provisional = e.static && m.Ready != nil && !m.Ready()
@@ -367,6 +375,12 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		m.queue.Add(uid) // the latest status next
 	} else if e.sent < want.version {
 		e.sent = want.version
+		if e.sent == e.version && !e.changed.IsZero() {
+			if after != nil {
+				bmetrics.PodStatusSyncDuration.Observe(time.Since(e.changed).Seconds())
+			}
+			e.changed = time.Time{}
+		}
 	}
 	m.mu.Unlock()
 	if want.finalize {

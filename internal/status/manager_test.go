@@ -15,7 +15,10 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/component-base/metrics/testutil"
 	"k8s.io/klog/v2"
+
+	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
 func setUp(t *testing.T, pods ...*corev1.Pod) (*fake.Clientset, *Manager) {
@@ -238,5 +241,42 @@ func TestUnreadyNotCoalescedAway(t *testing.T) {
 	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
 	if got.Status.Conditions[0].Status != corev1.ConditionTrue || got.Status.ContainerStatuses[0].RestartCount != 1 {
 		t.Errorf("final status %+v, want Ready with 1 restart", got.Status)
+	}
+}
+
+// kubelet_pod_status_sync_duration_seconds: a status change sent to the
+// apiserver is observed once, from when it was set to when it went out.
+func TestStatusSyncDurationObserved(t *testing.T) {
+	bmetrics.Register("node-1")
+	before, _ := testutil.GetHistogramMetricCount(bmetrics.PodStatusSyncDuration.ObserverMetric)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"}}
+	cs, m := setUp(t, pod)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	m.SetPodStatus(pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no status patch")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		after, _ := testutil.GetHistogramMetricCount(bmetrics.PodStatusSyncDuration.ObserverMetric)
+		if after == before+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("observations went from %d to %d, want one more", before, after)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The same status again: nothing to send, nothing observed.
+	m.SetPodStatus(pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	time.Sleep(300 * time.Millisecond)
+	if after, _ := testutil.GetHistogramMetricCount(bmetrics.PodStatusSyncDuration.ObserverMetric); after != before+1 {
+		t.Errorf("an unchanged status was observed: %d observations, want %d", after, before+1)
 	}
 }
