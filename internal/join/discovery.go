@@ -104,6 +104,10 @@ type Discovered struct {
 	ServerTime time.Time // the apiserver's clock (its Date header)
 }
 
+// SignatureWait is how long Discover waits for cluster-info to be signed for
+// the token.
+var SignatureWait = 20 * time.Second
+
 // Discover fetches cluster-info from server, checks its JWS signature with
 // token, pins its CA by one of hashes (none only with skipCAVerification),
 // and fetches it again over TLS verified by that CA.
@@ -121,15 +125,29 @@ func Discover(ctx context.Context, server string, token Token, hashes []string, 
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // verified by JWS and the CA pin
 		Proxy:           http.ProxyFromEnvironment,
 	}}
-	cm, date, err := getClusterInfo(ctx, insecure, server)
-	if err != nil {
-		return nil, err
+	// A token made a moment ago is signed into cluster-info by the
+	// controller-manager's bootstrapsigner within seconds: look again for a
+	// while before saying it is not there, as kubeadm's discovery does.
+	var cm *corev1.ConfigMap
+	var date time.Time
+	var sig, kubeconfig string
+	var ok bool
+	for deadline := time.Now().Add(SignatureWait); ; {
+		if cm, date, err = getClusterInfo(ctx, insecure, server); err != nil {
+			return nil, err
+		}
+		if kubeconfig, ok = cm.Data[bootstrapapi.KubeConfigKey]; !ok {
+			return nil, fmt.Errorf("%s at %s has no %q key", clusterInfoPath, server, bootstrapapi.KubeConfigKey)
+		}
+		if sig, ok = cm.Data[bootstrapapi.JWSSignatureKeyPrefix+token.ID]; ok || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
-	kubeconfig, ok := cm.Data[bootstrapapi.KubeConfigKey]
-	if !ok {
-		return nil, fmt.Errorf("%s at %s has no %q key", clusterInfoPath, server, bootstrapapi.KubeConfigKey)
-	}
-	sig, ok := cm.Data[bootstrapapi.JWSSignatureKeyPrefix+token.ID]
 	if !ok {
 		return nil, fmt.Errorf("cluster-info is not signed for token ID %q: the token does not exist or has expired "+
 			"(kubeadm token list), has no usage-bootstrap-signing, or the controller-manager runs without the bootstrapsigner controller", token.ID)

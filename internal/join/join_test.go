@@ -36,7 +36,14 @@ type apiserver struct {
 	caPEM  []byte
 	allow  func(authorizationv1.ResourceAttributes) bool
 	tokens []string // bearer tokens seen by the access reviews
+	// unsigned: the first fetches of cluster-info come without the
+	// signature (the bootstrapsigner has not signed it yet).
+	unsigned, fetches int
 }
+
+// Discovery looks again for a signature for SignatureWait; the tests give it
+// none but where they test the wait.
+func init() { SignatureWait = 0 }
 
 func newAPIServer(t *testing.T, sign bool) *apiserver {
 	t.Helper()
@@ -63,6 +70,13 @@ func newAPIServer(t *testing.T, sign bool) *apiserver {
 	a.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case clusterInfoPath:
+			a.fetches++
+			if a.fetches <= a.unsigned {
+				bare := cm.DeepCopy()
+				delete(bare.Data, "jws-kubeconfig-"+testID)
+				_ = json.NewEncoder(w).Encode(bare)
+				return
+			}
 			_ = json.NewEncoder(w).Encode(cm)
 		case "/healthz":
 			_, _ = w.Write([]byte("ok"))
@@ -115,6 +129,27 @@ func TestParseTokenAndHash(t *testing.T) {
 		if _, err := ParseCAHash(bad); err == nil {
 			t.Errorf("ParseCAHash(%q) accepted", bad)
 		}
+	}
+}
+
+// A token signed into cluster-info a moment after the join starts is found:
+// discovery looks again until SignatureWait has passed.
+func TestDiscoverWaitsForTheSignature(t *testing.T) {
+	a := newAPIServer(t, true)
+	a.unsigned = 2
+	defer func(w time.Duration) { SignatureWait = w }(SignatureWait)
+	SignatureWait = 10 * time.Second
+	hash := PublicKeyHash(a.Certificate())
+	if _, err := Discover(context.Background(), a.URL, Token{ID: testID, Secret: testSecret}, []string{hash}, false); err != nil {
+		t.Fatalf("a signature that came on the third look: %v", err)
+	}
+	if a.fetches < 3 {
+		t.Errorf("cluster-info fetched %d times, want 3 or more", a.fetches)
+	}
+	SignatureWait = 0
+	a.fetches, a.unsigned = 0, 5
+	if _, err := Discover(context.Background(), a.URL, Token{ID: testID, Secret: testSecret}, []string{hash}, false); err == nil || !strings.Contains(err.Error(), "not signed") {
+		t.Errorf("no signature within the wait: %v", err)
 	}
 }
 
