@@ -176,6 +176,13 @@ func Prepare(ctx context.Context, o Options) (*Plan, error) {
 	if !kept {
 		plan.add(o.ConfigFile, configData, 0o600) // CIS 4.1.9
 	}
+	if o.NodeIP == "" {
+		// The node's IP is the one 10250 listens on (the config's address),
+		// else the one that reaches the apiserver: on a machine with several
+		// addresses the agent's own guess (the host name's, else the default
+		// route's) may be another, which the apiserver would call in vain.
+		o.NodeIP = nodeIPOf(configData, o.Server)
+	}
 	plan.Args = append([]string{o.Binary}, o.agentFlags()...)
 	plan.add(o.UnitFile, []byte(unit(o, plan.Args)), 0o644)
 
@@ -316,6 +323,18 @@ func runtimeCgroupDriver(ctx context.Context, endpoint string) string {
 		return driver
 	}
 	return "cgroupfs"
+}
+
+// nodeIPOf is the config's address when it names one IP, else the address
+// that reaches server ("" when neither is known).
+func nodeIPOf(configData []byte, server string) string {
+	if kc, _, err := config.Decode("kubelet-config.yaml", configData); err == nil {
+		if ip := net.ParseIP(kc.Address); ip != nil && !ip.IsUnspecified() {
+			return ip.String()
+		}
+	}
+	ip, _ := sourceIP(server)
+	return ip
 }
 
 // sourceIP is this machine's address on the route to server.
