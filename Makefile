@@ -12,7 +12,7 @@ E2E_AGENTS ?= upstream bosun
 # runs them all against Bosun and, against the upstream kubelet, a slice that
 # covers the drop-in surface (join, node API, exec/attach/logs/port-forward,
 # pods, volumes); make e2e-compare runs every test against both agents.
-E2E_RUN_upstream ?= ^Test(Join|Smoke|Kubectl|NodeAPI|ExecAndAttach|Logs$$|PortForward|PodEnvironment|PodRejectedByNodeAdmission|PodReadinessSetBack)
+E2E_RUN_upstream ?= ^Test(Join|Smoke|Kubectl|NodeAPI|ExecAndAttach|Logs$$|PortForward|PodEnvironment|PodRejectedByNodeAdmission|PodReadinessSetBack|PrometheusScrapesNodes)
 E2E_RUN_bosun ?=
 
 BIN := _output/bin
@@ -33,7 +33,7 @@ deps: ## Install the node software from Debian when missing
 
 .PHONY: tools
 tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, busybox, containerd 2 and runc
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server sample-apiserver etcd-static busybox $(if $(filter containerd2,$(RUNTIME)),runtime)
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server prometheus sample-apiserver etcd-static busybox $(if $(filter containerd2,$(RUNTIME)),runtime)
 
 .PHONY: harness
 harness:
@@ -107,7 +107,7 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 	if [ -z "$(SKIP_CLUSTER)" ]; then \
 	  echo ">>> e2e: a two-node cluster, Bosun and the upstream kubelet side by side (KUBELET=mixed NODES=2)"; \
 	  if hack/step.sh up-mixed $(MAKE) --no-print-directory up KUBELET=mixed NODES=2; then \
-	    hack/step.sh e2e-mixed $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster' ./test/e2e/ || rc=1; \
+	    hack/step.sh e2e-mixed $(GO) test -count=1 -tags e2e -timeout 15m -v -run 'TestCluster|TestPrometheusScrapesNodes' ./test/e2e/ || rc=1; \
 	  else rc=1; fi; \
 	fi; \
 	if [ -z "$(SKIP_CRASH)" ]; then \

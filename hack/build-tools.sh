@@ -14,6 +14,7 @@ key="$(go env GOVERSION)-$(sha256sum go.mod go.sum | sha256sum | cut -c1-16)"
 coredns_key="$(go env GOVERSION)-$(sha256sum coredns/go.mod coredns/go.sum coredns/main.go | sha256sum | cut -c1-16)"
 runtime_key="$(go env GOVERSION)-$(sha256sum runtime/go.mod runtime/go.sum | sha256sum | cut -c1-16)"
 metricsserver_key="$(go env GOVERSION)-$(sha256sum metricsserver/go.mod metricsserver/go.sum | sha256sum | cut -c1-16)"
+prometheus_key="3.16.0-$(go env GOVERSION)-$(sha256sum prometheus/go.mod prometheus/go.sum | sha256sum | cut -c1-16)"
 # busybox for the offline test images: upstream's release, as the registry's
 # busybox:1.37.0 image has it. Debian's busybox-static is patched (its
 # debian-installer patch) to drop environment variables whose names are not
@@ -31,6 +32,7 @@ build_one() {
   [[ $name == coredns ]] && key=$coredns_key
   [[ $name == runtime ]] && key=$runtime_key
   [[ $name == metrics-server ]] && key=$metricsserver_key
+  [[ $name == prometheus ]] && key=$prometheus_key
   [[ $name == busybox ]] && key=$busybox_key
   if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     return 0
@@ -56,6 +58,10 @@ build_one() {
     metrics-server)
       # Its own module (tools/metricsserver), as CoreDNS.
       (cd metricsserver && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server) ;;
+    prometheus)
+      # Its own module (tools/prometheus); without the web UI's assets (the
+      # API is what the tests read).
+      (cd prometheus && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/prometheus/common/version.Version=3.16.0" -o "$out/$name.tmp" github.com/prometheus/prometheus/cmd/prometheus) ;;
     coredns)
       # Its own module (tools/coredns), so its dependencies stay out of ours.
       (cd coredns && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" .) ;;

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"sigs.k8s.io/yaml"
 )
 
 func TestPodTroubleNamesWaitingReasonAndWarnings(t *testing.T) {
@@ -40,5 +41,50 @@ func TestPodTroubleNamesWaitingReasonAndWarnings(t *testing.T) {
 	}
 	if got := podTrouble(context.Background(), fake.NewSimpleClientset(), "kube-system", "k8s-app=kube-dns"); !strings.Contains(got, "no pods match") {
 		t.Errorf("podTrouble() with no pods = %q", got)
+	}
+}
+
+// The Prometheus deployment's config: one job per node endpoint, each with
+// node discovery, HTTPS, the service account's token and the cluster CA.
+func TestPrometheusConfig(t *testing.T) {
+	cs := fake.NewSimpleClientset()
+	if err := (&layout{}).deployPrometheus(context.Background(), cs); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "prometheus", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName     string `json:"job_name"`
+			Scheme      string `json:"scheme"`
+			MetricsPath string `json:"metrics_path"`
+			SD          []struct {
+				Role string `json:"role"`
+			} `json:"kubernetes_sd_configs"`
+			TLS struct {
+				CAFile string `json:"ca_file"`
+			} `json:"tls_config"`
+			Authorization struct {
+				CredentialsFile string `json:"credentials_file"`
+			} `json:"authorization"`
+		} `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["prometheus.yml"]), &cfg); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
+	}
+	paths := map[string]bool{}
+	for _, j := range cfg.ScrapeConfigs {
+		if j.Scheme != "https" || len(j.SD) != 1 || j.SD[0].Role != "node" || !strings.HasSuffix(j.TLS.CAFile, "ca.crt") ||
+			!strings.HasSuffix(j.Authorization.CredentialsFile, "token") {
+			t.Errorf("job %s: %+v", j.JobName, j)
+		}
+		paths[j.MetricsPath] = true
+	}
+	for _, p := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes", "/metrics/resource"} {
+		if !paths[p] {
+			t.Errorf("no job scrapes %s", p)
+		}
 	}
 }

@@ -32,6 +32,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 			stopPid(p.pid, 10*time.Second)
 		}
 	}
+	cleanGuideLeftovers()
 	l.cleanKubeProxyRules()
 	for _, n := range nodes {
 		// Pods go while containerd can still run CNI DEL for them. When its
@@ -290,4 +291,31 @@ func cleanDevicePluginDir() {
 	}
 	_ = os.Remove(devicePluginDir)               // only when empty
 	_ = os.Remove(filepath.Dir(devicePluginDir)) // likewise
+}
+
+// guideMarker is e2e TestGuide's folder: while it is there, the seed's paths
+// below are the test's (it refuses to run over an operator's).
+const guideMarker = nodeDir + "/guide-e2e"
+
+// cleanGuideLeftovers removes what a killed TestGuide left on the machine:
+// its agent, the seed's files it wrote, the package it installed.
+func cleanGuideLeftovers() {
+	if !fileExists(guideMarker) {
+		return
+	}
+	fmt.Println("removing what the guide test left (its agent, /etc/kubernetes, /opt/k8s, the bosun package)")
+	if data, err := os.ReadFile(filepath.Join(guideMarker, "agent.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+			stopPid(pid, 10*time.Second)
+		}
+	}
+	for _, p := range []string{"/etc/kubernetes", "/opt/k8s", "/etc/systemd/system/bosun.service"} {
+		_ = os.RemoveAll(p)
+	}
+	_ = exec.Command("dpkg", "--purge", "bosun").Run()
+	if fileExists(filepath.Join(guideMarker, "made-run-systemd")) {
+		_ = os.Remove("/run/systemd/system")
+		_ = os.Remove("/run/systemd")
+	}
+	_ = os.RemoveAll(guideMarker)
 }

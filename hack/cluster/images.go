@@ -35,6 +35,7 @@ var offlineImages = []imageSpec{
 	{ref: "registry.k8s.io/etcd:3.6.8-0", fill: fillEtcd, config: imageConfig{Cmd: []string{"/usr/local/bin/etcd"}, Env: []string{defaultPath}}},
 	{ref: corednsImage, fill: fillCoreDNS, config: imageConfig{Entrypoint: []string{"/coredns"}}},
 	{ref: metricsServerImage, fill: fillMetricsServer, config: imageConfig{Entrypoint: []string{"/metrics-server"}, User: "1000:1000"}},
+	{ref: prometheusImage, fill: fillPrometheus, config: imageConfig{Entrypoint: []string{"/bin/prometheus"}, User: "65534:65534"}},
 }
 
 var agnhostConfig = imageConfig{

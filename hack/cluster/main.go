@@ -320,6 +320,10 @@ func (l *layout) up(ctx context.Context) error {
 	if err := l.deployMetricsServer(ctx, cs); err != nil {
 		return err
 	}
+	fmt.Println(">>> Prometheus (scraping every node's /metrics, /metrics/cadvisor, /metrics/probes, /metrics/resource)")
+	if err := l.deployPrometheus(ctx, cs); err != nil {
+		return err
+	}
 	fmt.Printf(">>> up in %s\n", time.Since(start).Round(time.Second))
 	return l.printUsage()
 }
@@ -388,6 +392,8 @@ The cluster is up: %d node(s), node agents KUBELET=%s. To use it:
   source %s
   $KUBECTL get nodes
   $KUBECTL run demo --image=registry.k8s.io/e2e-test-images/busybox:1.37.0-1 -- sh -c 'echo hi; sleep 3600'
+  $KUBECTL top node
+  $KUBECTL -n kube-system port-forward svc/prometheus 9090   # Prometheus, scraping the nodes: http://localhost:9090
 Logs are in %s; make down stops everything.
 `, out, l.nodes, l.kubelet, rel, filepath.Join("_output", "local", "logs"))
 	return nil
