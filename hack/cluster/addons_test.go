@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -85,6 +88,45 @@ func TestPrometheusConfig(t *testing.T) {
 	for _, p := range []string{"/metrics", "/metrics/cadvisor", "/metrics/probes", "/metrics/resource"} {
 		if !paths[p] {
 			t.Errorf("no job scrapes %s", p)
+		}
+	}
+}
+
+// agnhost's fake registry holds the pause image as pause:testing, in the
+// registry's storage layout: the tag names the manifest, whose config and
+// layers are stored blobs.
+func TestFakeRegistryHoldsPause(t *testing.T) {
+	l := &layout{root: t.TempDir()}
+	if err := os.MkdirAll(filepath.Dir(l.imageFile(pauseImage)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pause := newRootfs()
+	pause.file("/pause", []byte("binary"), 0o755)
+	digest, err := ociArchive(l.imageFile(pauseImage), pauseImage, pause, imageConfig{Entrypoint: []string{"/pause"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRootfs()
+	if err := fillFakeRegistry(l, r); err != nil {
+		t.Fatal(err)
+	}
+	tag := string(r.data[clean("/var/registry/pause/manifests/testing")])
+	if strings.TrimSpace(tag) != digest {
+		t.Fatalf("tag testing names %q, want the manifest %s", tag, digest)
+	}
+	hash := strings.TrimPrefix(digest, "sha256:")
+	manifest := r.data[clean("/var/registry/pause/manifests/sha256/"+hash[:2]+"/"+hash+"/data")]
+	var m struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(manifest, &m); err != nil || len(m.Layers) != 1 {
+		t.Fatalf("stored manifest %s: %v", manifest, err)
+	}
+	for _, d := range append(m.Layers, m.Config) {
+		h := strings.TrimPrefix(d.Digest, "sha256:")
+		if b := r.data[clean("/var/registry/pause/blobs/sha256/"+h[:2]+"/"+h+"/data")]; digestOf(b) != d.Digest {
+			t.Errorf("blob %s not stored", d.Digest)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -168,6 +169,48 @@ func fillAgnhost(l *layout, r *rootfs) error {
 	r.file("/etc/passwd", []byte(passwd+"user-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n"), 0o644)
 	r.file("/etc/group", []byte(group+"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"), 0o644)
 	r.dir("/home/user-defined-in-image", 0o755)
+	return fillFakeRegistry(l, r)
+}
+
+// fillFakeRegistry lays the offline pause image out in /var/registry as
+// upstream's agnhost image carries it (its Dockerfile's prepare_registry.sh:
+// registry.k8s.io/pause as pause:testing), for agnhost's fake-registry-server,
+// which the spec "should be able to pull from private registry with secret"
+// serves images from. The pause image's archive is built first.
+func fillFakeRegistry(l *layout, r *rootfs) error {
+	blobs, err := ociBlobs(l.imageFile(pauseImage))
+	if err != nil {
+		return fmt.Errorf("the fake registry's pause image: %w", err)
+	}
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(blobs["index.json"], &index); err != nil || len(index.Manifests) != 1 {
+		return fmt.Errorf("the fake registry's pause image: index.json: %v", err)
+	}
+	manifestDigest := index.Manifests[0].Digest
+	manifest := blobs[manifestDigest]
+	var m struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(manifest, &m); err != nil {
+		return fmt.Errorf("the fake registry's pause image: manifest: %w", err)
+	}
+	// The registry's storage layout: <dir>/sha256/<first two>/<hash>/data.
+	stored := func(dir, digest string) string {
+		hash := strings.TrimPrefix(digest, "sha256:")
+		return filepath.Join("/var/registry/pause", dir, "sha256", hash[:2], hash, "data")
+	}
+	r.file("/var/registry/pause/manifests/testing", []byte(manifestDigest+"\n"), 0o644)
+	r.file(stored("manifests", manifestDigest), manifest, 0o644)
+	for _, d := range append([]descriptor{m.Config}, m.Layers...) {
+		b, ok := blobs[d.Digest]
+		if !ok {
+			return fmt.Errorf("the fake registry's pause image lacks blob %s", d.Digest)
+		}
+		r.file(stored("blobs", d.Digest), b, 0o644)
+	}
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -222,6 +223,36 @@ func ociArchive(file, ref string, fsys *rootfs, cfg imageConfig) (string, error)
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
 	return digestOf(manifest), nil
+}
+
+// ociBlobs reads an archive ociArchive wrote: index.json by name, the blobs
+// by digest.
+func ociBlobs(file string) (map[string][]byte, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	out := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		if hash, ok := strings.CutPrefix(h.Name, "blobs/sha256/"); ok {
+			out["sha256:"+hash] = b
+		} else {
+			out[h.Name] = b
+		}
+	}
 }
 
 func blobPath(b []byte) string {
