@@ -180,6 +180,12 @@ reliability-doc: ## Regenerate docs/reliability.md from the latest records of bo
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each suite and agent
 	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
 
+.PHONY: metrics-doc
+metrics-doc: ## docs/metrics-families.md: each node metrics family's type and labels, Bosun and upstream side by side (a mixed two-node cluster)
+	@$(MAKE) --no-print-directory up KUBELET=mixed NODES=2
+	@$(GO) test -count=1 -tags e2e -timeout 10m -run 'TestClusterMetricFamiliesMatchUpstream' ./test/e2e/
+	@cp _output/metrics/families.md docs/metrics-families.md && echo "docs/metrics-families.md updated"
+
 .PHONY: bench
 bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, BIG=)
 	$(GO) run ./hack/bench
