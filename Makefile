@@ -183,7 +183,9 @@ conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each 
 .PHONY: metrics-doc
 metrics-doc: ## docs/metrics-families.md: each node metrics family's type and labels, Bosun and upstream side by side (a mixed two-node cluster)
 	@$(MAKE) --no-print-directory up KUBELET=mixed NODES=2
+	@rm -f _output/metrics/families.md
 	@$(GO) test -count=1 -tags e2e -timeout 10m -run 'TestClusterMetricFamiliesMatchUpstream' ./test/e2e/
+	@test -s _output/metrics/families.md || { echo "the test wrote no _output/metrics/families.md" >&2; exit 1; }
 	@cp _output/metrics/families.md docs/metrics-families.md && echo "docs/metrics-families.md updated"
 
 .PHONY: bench

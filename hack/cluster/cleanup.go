@@ -305,7 +305,9 @@ func cleanGuideLeftovers() {
 	}
 	fmt.Println("removing what the guide test left (its agent, /etc/kubernetes, /opt/k8s, the bosun package)")
 	if data, err := os.ReadFile(filepath.Join(guideMarker, "agent.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid > 0 {
+		// Only the guide's agent: the pid may be another process's since.
+		pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && pid > 0 && strings.HasPrefix(exe, "/usr/bin/bosun") {
 			stopPid(pid, 10*time.Second)
 		}
 	}

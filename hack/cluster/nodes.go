@@ -288,9 +288,12 @@ func (l *layout) cleanKubeProxyRules() {
 		for exec.Command("iptables", "-t", "filter", "-D", hook, "-j", "KUBE-FIREWALL").Run() == nil {
 		}
 	}
-	for _, c := range [][2]string{{"filter", "KUBE-FIREWALL"}, {"filter", "KUBE-KUBELET-CANARY"}, {"nat", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-IPTABLES-HINT"}} {
-		if exec.Command("iptables", "-t", c[0], "-F", c[1]).Run() == nil {
-			_ = exec.Command("iptables", "-t", c[0], "-X", c[1]).Run()
+	// Both agents make them for IPv4 and IPv6 (Bosun's internal/iptables).
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		for _, c := range [][2]string{{"filter", "KUBE-FIREWALL"}, {"filter", "KUBE-KUBELET-CANARY"}, {"nat", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-KUBELET-CANARY"}, {"mangle", "KUBE-IPTABLES-HINT"}} {
+			if exec.Command(bin, "-t", c[0], "-F", c[1]).Run() == nil {
+				_ = exec.Command(bin, "-t", c[0], "-X", c[1]).Run()
+			}
 		}
 	}
 }

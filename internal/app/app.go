@@ -78,6 +78,10 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	logger.Info("Starting Bosun", "version", version.Bosun, "kubernetesVersion", version.Kubernetes, "node", nodeName)
+	// The metrics first: the certificate managers and their TTL gauges
+	// start before the pods.
+	bmetrics.Register(nodeName)
+	bmetrics.SetNode(cgroups.New("/sys/fs/cgroup").V2())
 	machine, err := nodestatus.ReadMachine(cfg.RootDir)
 	if err != nil {
 		return err
@@ -184,8 +188,6 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	go pods.pleg.Run(ctx)
-	bmetrics.Register(nodeName)
-	bmetrics.SetNode(cgroups.New("/sys/fs/cgroup").V2())
 	bmetrics.RegisterVolumeStats(pods.volumeStats.Claims)
 	bmetrics.RegisterPodCounts(pods.workers.Counts)
 	go bmetrics.TrackCertTTL(bmetrics.ClientCertTTL, func() time.Time {

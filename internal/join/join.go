@@ -326,15 +326,23 @@ func runtimeCgroupDriver(ctx context.Context, endpoint string) string {
 }
 
 // nodeIPOf is the config's address when it names one IP, else the address
-// that reaches server ("" when neither is known).
+// that reaches server; "" when neither is a routable address (a loopback
+// one, as when the apiserver is reached through a local proxy, would make
+// the Node unreachable): the agent then picks its own, as the kubelet does.
 func nodeIPOf(configData []byte, server string) string {
-	if kc, _, err := config.Decode("kubelet-config.yaml", configData); err == nil {
-		if ip := net.ParseIP(kc.Address); ip != nil && !ip.IsUnspecified() {
+	usable := func(s string) string {
+		if ip := net.ParseIP(s); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
 			return ip.String()
+		}
+		return ""
+	}
+	if kc, _, err := config.Decode("kubelet-config.yaml", configData); err == nil {
+		if ip := usable(kc.Address); ip != "" {
+			return ip
 		}
 	}
 	ip, _ := sourceIP(server)
-	return ip
+	return usable(ip)
 }
 
 // sourceIP is this machine's address on the route to server.

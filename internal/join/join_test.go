@@ -384,13 +384,17 @@ func TestCAFileHash(t *testing.T) {
 }
 
 // The unit's --node-ip is the config's address when it names one, else the
-// address that reaches the apiserver.
+// address that reaches the apiserver; never a loopback address (an
+// apiserver behind a local proxy): then none, and the agent picks its own.
 func TestNodeIPOf(t *testing.T) {
 	header := "kind: KubeletConfiguration\napiVersion: kubelet.config.k8s.io/v1beta1\n"
 	if ip := nodeIPOf([]byte(header+"address: \"10.0.0.5\"\n"), "https://127.0.0.1:6443"); ip != "10.0.0.5" {
 		t.Errorf("a config at 10.0.0.5: %q", ip)
 	}
-	if ip := nodeIPOf([]byte(header+"address: 0.0.0.0\n"), "https://127.0.0.1:6443"); ip != "127.0.0.1" {
-		t.Errorf("a config on every address, the apiserver at 127.0.0.1: %q", ip)
+	if ip := nodeIPOf([]byte(header+"address: 0.0.0.0\n"), "https://127.0.0.1:8443"); ip != "" {
+		t.Errorf("a config on every address, the apiserver behind a local proxy: %q, want none", ip)
+	}
+	if ip := nodeIPOf([]byte(header+"address: 127.0.0.1\n"), "https://127.0.0.1:8443"); ip != "" {
+		t.Errorf("a config on the loopback address: %q, want none", ip)
 	}
 }

@@ -136,13 +136,16 @@ type Startup struct {
 	Boot, AgentStart, RegistrationStart, Registered, Ready time.Time
 }
 
-// Record sets the start-up gauges; called once the node is first Ready.
+// Record sets the start-up gauges; called once a new node is first Ready.
+// Without the boot time, the spans that start at boot are left out.
 func (s Startup) Record() {
-	nodeStartupPreAgent.Set(s.AgentStart.Sub(s.Boot).Seconds())
 	nodeStartupPreRegistration.Set(s.RegistrationStart.Sub(s.AgentStart).Seconds())
 	nodeStartupRegistration.Set(s.Registered.Sub(s.RegistrationStart).Seconds())
 	nodeStartupPostRegistration.Set(s.Ready.Sub(s.Registered).Seconds())
-	nodeStartup.Set(s.Ready.Sub(s.Boot).Seconds())
+	if !s.Boot.IsZero() {
+		nodeStartupPreAgent.Set(s.AgentStart.Sub(s.Boot).Seconds())
+		nodeStartup.Set(s.Ready.Sub(s.Boot).Seconds())
+	}
 }
 
 // The node API's paths, bucketed as upstream buckets them for the HTTP

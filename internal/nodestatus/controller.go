@@ -105,10 +105,12 @@ func (c *Controller) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	c.informers.Start(ctx.Done())
 	registrationStart := c.cfg.Clock.Now()
-	c.register(ctx)
+	created := c.register(ctx)
 	registered := c.cfg.Clock.Now()
 	close(c.registered)
-	startReported := false
+	// The start-up is told for a Node this agent created (a new node), as
+	// upstream's tracker records it: not after a restart or a swap.
+	startReported := !created
 	onLeaseFailures := func() {
 		if !c.stale.Swap(true) {
 			logger.Info("Lease renewals keep failing; the node's status will be read from the apiserver until an update succeeds")
@@ -139,41 +141,43 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 }
 
-// register creates the Node, or takes over an existing one of that name.
-func (c *Controller) register(ctx context.Context) {
+// register creates the Node, or takes over an existing one of that name;
+// it says whether it created it.
+func (c *Controller) register(ctx context.Context) bool {
 	logger := klog.FromContext(ctx)
 	backoff := 100 * time.Millisecond
 	for {
-		err := c.tryRegister(ctx)
+		created, err := c.tryRegister(ctx)
 		if err == nil {
 			logger.Info("Successfully registered node", "node", c.cfg.Params.NodeName)
-			return
+			return created
 		}
 		logger.Error(err, "Unable to register node with API server", "node", c.cfg.Params.NodeName)
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-c.cfg.Clock.After(backoff):
 		}
 		backoff = min(backoff*2, 7*time.Second)
 	}
 }
 
-func (c *Controller) tryRegister(ctx context.Context) error {
+func (c *Controller) tryRegister(ctx context.Context) (bool, error) {
 	node := NewNode(c.cfg.Params)
 	events := SetStatus(node, c.cfg.Params, c.cfg.Observe(ctx), metav1.NewTime(c.cfg.Clock.Now()))
 	_, err := c.cfg.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if err == nil {
 		c.record(events)
+		return true, nil
 	}
 	if !apierrors.IsAlreadyExists(err) {
-		return err
+		return false, err
 	}
 	// The node exists (a restart, or a re-installed machine): take it over
 	// with our labels; status follows in the first update.
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": node.Labels, "annotations": node.Annotations}})
 	_, err = c.cfg.Client.CoreV1().Nodes().Patch(ctx, node.Name, types.StrategicMergePatchType, patch, metav1.PatchOptions{})
-	return err
+	return false, err
 }
 
 // updatePodCIDR gives the runtime the Node's pod CIDRs once they are set or

@@ -157,14 +157,11 @@ func TestControllerRegistersAndTakesOver(t *testing.T) {
 	defer cancel()
 	go ctl.Run(ctx)
 	defer func() {
-		// The start-up times are told once, in order, after the first Ready status.
+		// A Node taken over (a restart, a swap) is no node start-up.
 		select {
 		case ts := <-started:
-			if ts[1].Before(ts[0]) || ts[2].Before(ts[1]) {
-				t.Errorf("start-up times out of order: %v", ts)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("the start-up was never told")
+			t.Errorf("start-up told for a Node taken over: %v", ts)
+		case <-time.After(300 * time.Millisecond):
 		}
 	}()
 	select {
@@ -182,6 +179,35 @@ func TestControllerRegistersAndTakesOver(t *testing.T) {
 	}
 	n, _ := client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
 	t.Fatalf("node not taken over with labels and a Ready status: %+v", n)
+}
+
+// A Node the agent creates: the start-up times are told once, in order,
+// after its first Ready status.
+func TestControllerTellsTheStartOfANewNode(t *testing.T) {
+	started := make(chan [3]time.Time, 2)
+	ctl, err := New(Config{Client: fake.NewClientset(), Params: testParams(), Clock: testingclock.NewFakeClock(time.Now()),
+		UpdateFrequency: 10 * time.Second, ReportFrequency: time.Minute, LeaseDuration: 40,
+		Observe: func(context.Context) Observed { return Observed{RuntimeReady: true} },
+		Started: func(a, b, c time.Time) { started <- [3]time.Time{a, b, c} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ctl.Run(ctx)
+	select {
+	case ts := <-started:
+		if ts[1].Before(ts[0]) || ts[2].Before(ts[1]) {
+			t.Errorf("start-up times out of order: %v", ts)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the start-up of a new node was never told")
+	}
+	select {
+	case ts := <-started:
+		t.Errorf("start-up told twice: %v", ts)
+	case <-time.After(200 * time.Millisecond):
+	}
 }
 
 func TestNewRequiresFields(t *testing.T) {

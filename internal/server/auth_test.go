@@ -277,22 +277,28 @@ func TestLogOptionsFromQuery(t *testing.T) {
 }
 
 // enableDebuggingHandlers and enableSystemLogHandler take their handlers off
-// the API; the rest stays.
+// the API (the first also pprof and /debug/flags/v, as upstream); the rest
+// stays.
 func TestSwitchesTakeHandlersOff(t *testing.T) {
-	paths := []string{"/logs/", "/containerLogs/ns/pod/c", "/exec/ns/pod/c", "/attach/ns/pod/c", "/portForward/ns/pod", "/pods", "/debug/pprof/"}
+	paths := []string{"/logs/", "/containerLogs/ns/pod/c", "/exec/ns/pod/c", "/attach/ns/pod/c", "/portForward/ns/pod", "/pods", "/debug/pprof/", "/debug/flags/v"}
 	served := func(cfg Config) map[string]bool {
+		cfg.DebugFlags = true // enableDebugFlagsHandler's default
 		s := &Server{cfg: cfg, host: fakeHost{rt: critest.NewFakeRuntimeService()}}
 		mux := s.Routes()
 		out := map[string]bool{}
 		for _, p := range paths {
-			_, pattern := mux.Handler(httptest.NewRequest("GET", p, nil))
+			method := "GET"
+			if p == "/debug/flags/v" {
+				method = "PUT"
+			}
+			_, pattern := mux.Handler(httptest.NewRequest(method, p, nil))
 			out[p] = pattern != ""
 		}
 		return out
 	}
 	all := served(Config{Debugging: true, SystemLogs: true, Profiling: true})
 	noLogs := served(Config{Debugging: true, SystemLogs: false, Profiling: true})
-	noDebug := served(Config{Debugging: false, SystemLogs: true})
+	noDebug := served(Config{Debugging: false, SystemLogs: true, Profiling: true})
 	noProfiling := served(Config{Debugging: true, SystemLogs: true})
 	for _, p := range paths {
 		if !all[p] {

@@ -128,7 +128,9 @@ func (s *Server) routeTable() []route {
 		{"GET /spec/", s.jsonOf(s.host.Spec)},
 		{"GET /metrics", legacyregistry.Handler()},
 	}
-	if s.cfg.Profiling {
+	// pprof and the verbosity flag only with the debugging handlers, as
+	// upstream serves them.
+	if s.cfg.Profiling && s.cfg.Debugging {
 		rs = append(rs, route{"GET /debug/pprof/", http.HandlerFunc(pprof.Index)},
 			route{"GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline)},
 			route{"GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile)},
@@ -136,7 +138,7 @@ func (s *Server) routeTable() []route {
 			route{"POST /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol)},
 			route{"GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace)})
 	}
-	if s.cfg.DebugFlags {
+	if s.cfg.DebugFlags && s.cfg.Debugging {
 		rs = append(rs, route{"PUT /debug/flags/v", http.HandlerFunc(setVerbosity)})
 	}
 	if s.cfg.ProbeMetrics != nil {

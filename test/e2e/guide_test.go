@@ -174,9 +174,6 @@ func newGuideMachine(t *testing.T, env clusterEnv, cs kubernetes.Interface) *gui
 		}
 	}
 	g := &guideMachine{env: env, cs: cs, state: guideMarker, work: "/opt/k8s/work"}
-	if err := os.MkdirAll(filepath.Join(g.state, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	// The package, as section 0 installs it.
 	make := exec.Command("make", "--no-print-directory", "package")
 	make.Dir = filepath.Join("..", "..")
@@ -188,9 +185,12 @@ func newGuideMachine(t *testing.T, env clusterEnv, cs kubernetes.Interface) *gui
 		t.Fatalf("make package made %v, want one .deb", debs)
 	}
 	g.deb = debs[0]
-	g.writeShims(t)
-	// The node's agent stops while the guide's runs; it starts again after.
-	harness(t, "bosun", "kill-agent")
+	// From here the seed's paths are the test's (the marker says so), and
+	// the cleanup puts the machine back whatever happens.
+	if err := os.MkdirAll(filepath.Join(g.state, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	agentKilled := false
 	t.Cleanup(func() {
 		g.stopAgent(t)
 		g.restoreObjects(t)
@@ -204,11 +204,17 @@ func newGuideMachine(t *testing.T, env clusterEnv, cs kubernetes.Interface) *gui
 			_ = os.Remove("/run/systemd/system")
 			_ = os.Remove("/run/systemd")
 		}
-		harness(t, "bosun", "start-agent")
+		if agentKilled {
+			harness(t, "bosun", "start-agent")
+		}
 		if err := os.RemoveAll(g.state); err != nil {
 			t.Logf("removing %s: %v", g.state, err)
 		}
 	})
+	g.writeShims(t)
+	// The node's agent stops while the guide's runs; it starts again after.
+	harness(t, "bosun", "kill-agent")
+	agentKilled = true
 	// bosun join --start hands the unit to systemd when /run/systemd/system
 	// exists; here the systemctl shim plays systemd.
 	if _, err := os.Stat("/run/systemd/system"); os.IsNotExist(err) {
@@ -270,13 +276,19 @@ unit=/etc/systemd/system/bosun.service
 pidf=$GUIDE_STATE/agent.pid
 stop() {
   [ -f $pidf ] || return 0
-  pid=$(cat $pidf); kill $pid 2>/dev/null
+  pid=$(cat $pidf)
+  # Only the agent it started: the pid may be another process's since.
+  case "$(readlink /proc/$pid/exe 2>/dev/null)" in /usr/bin/bosun*) ;; *) rm -f $pidf; return 0 ;; esac
+  kill $pid 2>/dev/null
   for i in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
   kill -9 $pid 2>/dev/null; rm -f $pidf
 }
 start() {
   [ -f $unit ] || { echo "Unit bosun.service not found." >&2; exit 5; }
-  sed -n 's/^ExecStartPre=//p' $unit | while read -r pre; do $pre || exit 1; done
+  # ExecStartPre: a failure stops the start, but for a "-" prefixed line.
+  while read -r pre; do
+    case "$pre" in -*) ${pre#-} || true ;; *) $pre || exit 1 ;; esac
+  done < <(sed -n 's/^ExecStartPre=//p' $unit)
   wd=$(sed -n 's/^WorkingDirectory=//p' $unit)
   cmd=$(awk '/^ExecStart=/{on=1; sub(/^ExecStart=/, "")} on{l=$0; c=sub(/\\$/, "", l); printf "%s ", l; if (!c) exit}' $unit)
   (cd "${wd:-/}" && exec $cmd </dev/null >>$GUIDE_STATE/agent.log 2>&1) &
