@@ -45,9 +45,9 @@ func prometheusJob(name, path string) string {
 `, name, path)
 }
 
-// prometheusJobs are the scrape jobs, by the node endpoint they read.
-var prometheusJobs = map[string]string{"kubelet": "/metrics", "kubelet-cadvisor": "/metrics/cadvisor",
-	"kubelet-probes": "/metrics/probes", "kubelet-resource": "/metrics/resource"}
+// prometheusJobs are the scrape jobs and the node endpoint each reads.
+var prometheusJobs = [][2]string{{"kubelet", "/metrics"}, {"kubelet-cadvisor", "/metrics/cadvisor"},
+	{"kubelet-probes", "/metrics/probes"}, {"kubelet-resource", "/metrics/resource"}}
 
 // deployPrometheus runs a Prometheus server in kube-system that scrapes
 // every node's four metrics endpoints, as operators run it; e2e
@@ -57,8 +57,8 @@ func (l *layout) deployPrometheus(ctx context.Context, cs kubernetes.Interface) 
 	const ns, name = "kube-system", "prometheus"
 	labels := map[string]string{"k8s-app": name}
 	config := prometheusConfig
-	for _, job := range []string{"kubelet", "kubelet-cadvisor", "kubelet-probes", "kubelet-resource"} {
-		config += prometheusJob(job, prometheusJobs[job])
+	for _, job := range prometheusJobs {
+		config += prometheusJob(job[0], job[1])
 	}
 	objects := []func() error{
 		func() error {

@@ -81,7 +81,8 @@ func run(ctx context.Context, cfg *config.Config) error {
 	// The metrics first: the certificate managers and their TTL gauges
 	// start before the pods.
 	bmetrics.Register(nodeName)
-	bmetrics.SetNode(cgroups.New("/sys/fs/cgroup").V2())
+	hostCgroups := cgroups.New("/sys/fs/cgroup")
+	bmetrics.SetNode(hostCgroups.V2())
 	machine, err := nodestatus.ReadMachine(cfg.RootDir)
 	if err != nil {
 		return err
@@ -90,7 +91,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("running with swap on is not supported, please disable swap (swapoff -a) or set failSwapOn: false "+
 			"(--fail-swap-on=false); /proc/swaps contains: %s", machine.SwapDescription)
 	}
-	if err := config.ValidateHost(kc, cgroups.New("/sys/fs/cgroup").V2()); err != nil {
+	if err := config.ValidateHost(kc, hostCgroups.V2()); err != nil {
 		return err
 	}
 	kernel.ProcessSettings(logger, "/proc/self", *kc.OOMScoreAdj, kc.MaxOpenFiles)
@@ -101,7 +102,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	}
 	if root := kc.CgroupRoot; root != "" && root != "/" && *kc.CgroupsPerQOS {
 		// As upstream: the cgroup root is the operator's to make.
-		if missing := cgroups.New("/sys/fs/cgroup").Missing(root); len(missing) > 0 {
+		if missing := hostCgroups.Missing(root); len(missing) > 0 {
 			return fmt.Errorf("invalid configuration: cgroupRoot (--cgroup-root) %q does not exist in %s", root, strings.Join(missing, ", "))
 		}
 	}
