@@ -51,9 +51,13 @@ RUNTIME ?= containerd2
 # (deploy/kubelet-config.yaml).
 PROFILE ?= seed
 
+# The nodes' maxPods instead of the profile's (make bench sets it for its
+# 250-pod batch); empty keeps the profile's.
+MAX_PODS ?=
+
 .PHONY: up
-up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1, PROFILE=seed|hardened)
-	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) PROFILE=$(PROFILE) $(BIN)/cluster up
+up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1, PROFILE=seed|hardened, MAX_PODS=)
+	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) PROFILE=$(PROFILE) MAX_PODS=$(MAX_PODS) $(BIN)/cluster up
 
 .PHONY: down
 down: harness ## Stop the cluster and clean the machine
@@ -80,12 +84,16 @@ package: ## Build the .deb and .rpm (bosun, bosun.service, example configs) into
 	cd hack/package && $(GO) run . -root ../.. -bin ../../_output/package/bosun -version $(PACKAGE_VERSION) -out ../../_output/packages
 
 .PHONY: test-e2e
-test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, a mixed two-node cluster, make up after every process was killed (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_ROTATION=, SKIP_CLUSTER=, SKIP_CRASH=)
+test-e2e: ## e2e tests against the local cluster per agent, the fast conformance subset, a short crash loop, make bench's slice, a mixed two-node cluster, make up after every process was killed (SKIP_CONFORMANCE=, SKIP_CHAOS=, SKIP_BENCH=, SKIP_ROTATION=, SKIP_CLUSTER=, SKIP_CRASH=)
 	@rm -rf _output/steps; rc=0; for agent in $(E2E_AGENTS); do \
 	  echo ">>> e2e against KUBELET=$$agent"; \
 	  if ! hack/step.sh up-$$agent $(MAKE) --no-print-directory up KUBELET=$$agent; then rc=1; continue; fi; \
 	  run=; [ "$$agent" = upstream ] && run='$(E2E_RUN_upstream)'; [ "$$agent" = bosun ] && run='$(E2E_RUN_bosun)'; \
 	  hack/step.sh e2e-$$agent $(GO) test -count=1 -tags e2e -timeout 30m -v $${run:+-run "$$run"} ./test/e2e/ || rc=1; \
+	  if [ -z "$(SKIP_BENCH)" ]; then \
+	    echo ">>> e2e: make bench's slice, 10 pods at once with their start's phases and the node API (KUBELET=$$agent)"; \
+	    hack/step.sh bench-$$agent $(GO) run ./hack/bench -short || rc=1; \
+	  fi; \
 	  if [ "$$agent" = bosun ] && [ -z "$(SKIP_CONFORMANCE)" ]; then \
 	    echo ">>> e2e: the fast NodeConformance subset (hack/conformance/fast.txt) against KUBELET=bosun"; \
 	    hack/step.sh build-e2e-tools hack/build-tools.sh e2e.test ginkgo && \
@@ -121,7 +129,7 @@ test-e2e: ## e2e tests against the local cluster per agent, the fast conformance
 
 .PHONY: e2e-compare
 e2e-compare: ## The whole e2e suite against the upstream kubelet, then Bosun: the side-by-side check of every test
-	@$(MAKE) --no-print-directory test-e2e E2E_RUN_upstream= E2E_RUN_bosun= SKIP_CONFORMANCE=1 SKIP_CHAOS=1 SKIP_ROTATION=1 SKIP_CLUSTER=1 SKIP_CRASH=1
+	@$(MAKE) --no-print-directory test-e2e E2E_RUN_upstream= E2E_RUN_bosun= SKIP_CONFORMANCE=1 SKIP_CHAOS=1 SKIP_BENCH=1 SKIP_ROTATION=1 SKIP_CLUSTER=1 SKIP_CRASH=1
 
 # Which conformance suite make conformance runs: node (NodeConformance),
 # certified (every [Conformance] spec, on a 2-node cluster), resize (the
@@ -189,9 +197,9 @@ metrics-doc: ## docs/metrics-families.md: each node metrics family's type and la
 	@cp _output/metrics/families.md docs/metrics-families.md && echo "docs/metrics-families.md updated"
 
 .PHONY: bench
-bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, BIG=)
+bench: deps build tools harness ## Bosun vs the upstream kubelet, side by side (ROUNDS=, WINDOW=, SIZES=, BIG=)
 	$(GO) run ./hack/bench
-	@cp _output/bench/report.md docs/performance.md && echo "docs/performance.md updated"
+	@cp _output/bench/report.md docs/performance.md && cp _output/bench/startup.svg docs/performance-startup.svg && echo "docs/performance.md and docs/performance-startup.svg updated"
 
 .PHONY: verify
 verify: ## gofmt, go vet, golangci-lint

@@ -9,18 +9,19 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-	criremote "k8s.io/cri-client/pkg"
 )
 
-// measureFloor starts n pods straight through CRI (sandbox, container,
-// start: what an agent must do at least), with no agent and no apiserver
-// in the way, and returns p50/p99 per pod and pods/s.
-func measureFloor(ctx context.Context, root string, n int) (sample, error) {
+// measureFloor starts each batch of the sweep straight through CRI
+// (sandbox, container, start: what an agent must do at least), with no
+// agent and no apiserver in the way, and records per batch size p50/p99
+// per pod and when the last pod was started. It also reads the runtime's
+// name and version into m.
+func measureFloor(ctx context.Context, root string, p plan, m *machine) (sample, error) {
 	fmt.Println(">>> floor: pods straight through CRI")
-	if err := up(root, "bosun"); err != nil {
+	if err := up(root, "bosun", p.maxPods()); err != nil {
 		return nil, err
 	}
-	c, err := loadCluster(root)
+	c, err := loadCluster(ctx, root)
 	if err != nil {
 		return nil, err
 	}
@@ -28,13 +29,25 @@ func measureFloor(ctx context.Context, root string, n int) (sample, error) {
 		_ = syscall.Kill(pid, syscall.SIGTERM) // the agent would remove sandboxes it does not know
 		time.Sleep(3 * time.Second)
 	}
-	rs, err := criremote.NewRemoteRuntimeService(ctx, c.env["CRI_ENDPOINT"], 2*time.Minute, nil, false)
+	v, err := c.rs.Version(ctx, "")
 	if err != nil {
 		return nil, err
 	}
+	m.Runtime = v.RuntimeName + " " + v.RuntimeVersion
+	s := sample{}
+	for _, n := range p.sizes {
+		if err := floorBatch(ctx, c, n, s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func floorBatch(ctx context.Context, c *cluster, n int, s sample) error {
 	var mu sync.Mutex
 	var lat []float64
 	var ids []string
+	var failure error
 	var wg sync.WaitGroup
 	begin := time.Now()
 	for i := 0; i < n; i++ {
@@ -42,28 +55,32 @@ func measureFloor(ctx context.Context, root string, n int) (sample, error) {
 		go func(i int) {
 			defer wg.Done()
 			t := time.Now()
-			id, err := startOne(ctx, rs, i)
+			id, err := startOne(ctx, c.rs, i)
 			mu.Lock()
 			defer mu.Unlock()
-			if err == nil {
-				lat = append(lat, time.Since(t).Seconds())
+			if id != "" {
 				ids = append(ids, id)
-			} else {
-				fmt.Println("floor pod failed:", err)
 			}
+			if err != nil {
+				failure = fmt.Errorf("floor pod %d of %d: %w", i, n, err)
+				return
+			}
+			lat = append(lat, time.Since(t).Seconds())
 		}(i)
 	}
 	wg.Wait()
-	total := time.Since(begin).Seconds()
+	last := time.Since(begin).Seconds()
 	for _, id := range ids {
-		_ = rs.StopPodSandbox(ctx, id)
-		_ = rs.RemovePodSandbox(ctx, id)
+		_ = c.rs.StopPodSandbox(ctx, id)
+		_ = c.rs.RemovePodSandbox(ctx, id)
 	}
-	if len(lat) != n {
-		return nil, fmt.Errorf("only %d of %d floor pods started", len(lat), n)
+	if failure != nil {
+		return failure
 	}
 	sort.Float64s(lat)
-	return sample{"p50": pct(lat, 50), "p99": pct(lat, 99), "podsPerSec": float64(n) / total}, nil
+	key := fmt.Sprintf("startup%d", n)
+	s[key+".p50"], s[key+".p99"], s[key+".last"] = pct(lat, 50), pct(lat, 99), last
+	return nil
 }
 
 func startOne(ctx context.Context, rs interface {

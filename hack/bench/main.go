@@ -1,21 +1,27 @@
 // Command bench measures the node agents side by side on the local cluster:
-// Bosun and the upstream kubelet, swapped between rounds (A/B/A/B, the first
-// round of each discarded as warm-up), each from a clean node, plus the
-// floor of starting the same pods straight through CRI. It writes
-// _output/bench/report.md and report.json with each figure for both agents
-// and the ratio Bosun/upstream.
+// Bosun and the upstream kubelet, each round from a clean node, in ABBA
+// order (Bosun first in even rounds, upstream first in odd ones), plus the
+// floor of starting the same pods straight through CRI. Every batch size of
+// the sweep is started by both agents and the floor; the big batch also
+// gives the footprint, the node API latencies and the phases of a pod's
+// start. It writes _output/bench/report.md, report.json and startup.svg,
+// and fails, naming the figure, when a figure could not be measured.
 //
-// Environment: ROUNDS (measured rounds per agent, default 3), WINDOW (the
-// CPU/API measuring window, default 60s), BIG (the big batch, default 100).
+// With -short it measures the agent of the running cluster only, one small
+// batch (make test's slice), and checks that every figure was measured.
+//
+// Environment: ROUNDS (rounds per agent, default 3), WINDOW (the CPU/API
+// window, default 20s), SIZES (the sweep, default 10,20,50,100,250), BIG
+// (the batch the footprint and phases are read at, default 100).
 package main
 
 import (
 	"context"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,37 +31,136 @@ import (
 // sample is one agent's figures in one round, by metric name.
 type sample map[string]float64
 
+// plan is what one bench run measures.
+type plan struct {
+	rounds int
+	window time.Duration
+	sizes  []int // batch sizes of the sweep, ascending
+	big    int   // the batch the footprint, node API and phases are read at
+}
+
 func main() {
+	short := flag.Bool("short", false, "measure the running cluster's agent with one small batch (make test's slice)")
+	flag.Parse()
 	ctx := context.Background()
-	rounds := envInt("ROUNDS", 3)
-	window := envDuration("WINDOW", 60*time.Second)
-	big := envInt("BIG", 100)
 	root, _ := os.Getwd()
-	results := map[string][]sample{}
-	floor, err := measureFloor(ctx, root, big)
+	if *short {
+		if err := runShort(ctx, root); err != nil {
+			fail(err)
+		}
+		return
+	}
+	p := plan{rounds: envInt("ROUNDS", 3), window: envDuration("WINDOW", 20*time.Second), big: envInt("BIG", 100)}
+	var err error
+	if p.sizes, err = parseSizes(envOr("SIZES", "10,20,50,100,250"), p.big); err != nil {
+		fail(err)
+	}
+	m, err := readMachine(ctx, root)
 	if err != nil {
 		fail(err)
 	}
-	for r := 0; r <= rounds; r++ {
-		for _, agent := range []string{"bosun", "upstream"} {
-			fmt.Printf(">>> round %d/%d, agent %s%s\n", r, rounds, agent, map[bool]string{true: " (warm-up, discarded)", false: ""}[r == 0])
-			s, err := measureAgent(ctx, root, agent, window, big)
+	floor, err := measureFloor(ctx, root, p, &m)
+	if err != nil {
+		fail(err)
+	}
+	results := map[string][]sample{}
+	for r := 1; r <= p.rounds; r++ {
+		for _, agent := range roundOrder(r) {
+			fmt.Printf(">>> round %d/%d, agent %s\n", r, p.rounds, agent)
+			s, err := measureAgent(ctx, root, agent, p)
 			if err != nil {
 				fail(fmt.Errorf("round %d, %s: %w", r, agent, err))
 			}
-			if r > 0 {
-				results[agent] = append(results[agent], s)
+			if missing := p.missing(s); len(missing) > 0 {
+				fail(fmt.Errorf("round %d, %s: not measured: %s", r, agent, strings.Join(missing, ", ")))
 			}
+			results[agent] = append(results[agent], s)
 		}
 	}
-	if err := writeReport(root, floor, results, rounds, window, big); err != nil {
+	fmt.Println(">>> bosun's CPU profile over one more big batch")
+	prof, err := profileBatch(ctx, root, "bosun", p)
+	if err != nil {
+		fail(fmt.Errorf("profile: %w", err))
+	}
+	if err := writeReport(root, m, p, floor, results, prof); err != nil {
 		fail(err)
 	}
+}
+
+// roundOrder is ABBA: Bosun first in odd rounds, upstream first in even
+// ones, so neither agent always runs on the machine the other just warmed.
+func roundOrder(r int) []string {
+	if r%2 == 1 {
+		return []string{"bosun", "upstream"}
+	}
+	return []string{"upstream", "bosun"}
+}
+
+func parseSizes(v string, big int) ([]int, error) {
+	var sizes []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 500 {
+			return nil, fmt.Errorf("SIZES=%q: %q is not a batch size from 1 to 500", v, f)
+		}
+		sizes = append(sizes, n)
+	}
+	sort.Ints(sizes)
+	sizes = slices.Compact(sizes)
+	if !slices.Contains(sizes, big) {
+		return nil, fmt.Errorf("SIZES=%q lacks BIG=%d, the batch the footprint is read at", v, big)
+	}
+	return sizes, nil
+}
+
+// maxPods is the nodes' maxPods for the sweep: the seed's 220 unless the
+// largest batch needs more (the add-ons' pods run on the node too).
+func (p plan) maxPods() int {
+	return max(220, p.sizes[len(p.sizes)-1]+10)
+}
+
+// footprintAt are the batch sizes a footprint window follows: 20 (the
+// small batch), the big batch and the largest.
+func (p plan) footprintAt(n int) bool {
+	return n == 20 || n == p.big || n == p.sizes[len(p.sizes)-1]
+}
+
+// missing names the figures a round should have measured and did not.
+func (p plan) missing(s sample) []string {
+	want := []string{"rss0.max", "cpu0", "api.steady0", "sequential.p50", "stream.exec", "stream.logs", "api.batch"}
+	for _, n := range p.sizes {
+		for _, q := range []string{"p50", "p90", "p99", "last"} {
+			want = append(want, fmt.Sprintf("startup%d.%s", n, q))
+		}
+		if p.footprintAt(n) {
+			want = append(want, fmt.Sprintf("rss%d.max", n), fmt.Sprintf("rss%d.steady", n), fmt.Sprintf("cpu%d", n), fmt.Sprintf("api.steady%d", n))
+		}
+	}
+	for _, path := range nodePaths {
+		want = append(want, "node."+path+".p50", "node."+path+".p99")
+	}
+	for _, ph := range phases {
+		want = append(want, "phase."+ph.key+".p50")
+	}
+	var out []string
+	for _, k := range want {
+		if _, ok := s[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func envInt(name string, def int) int {
@@ -73,11 +178,11 @@ func envDuration(name string, def time.Duration) time.Duration {
 }
 
 // up brings the cluster up with a clean node running agent.
-func up(root, agent string) error {
+func up(root, agent string, maxPods int) error {
 	down := exec.Command("make", "--no-print-directory", "down")
 	down.Dir = root
 	_ = down.Run()
-	cmd := exec.Command("make", "--no-print-directory", "up", "KUBELET="+agent)
+	cmd := exec.Command("make", "--no-print-directory", "up", "KUBELET="+agent, "NODES=1", fmt.Sprintf("MAX_PODS=%d", maxPods))
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -109,81 +214,4 @@ func median(samples []sample) sample {
 		out[k] = vals[len(vals)/2]
 	}
 	return out
-}
-
-// metricOrder and units say how the report lists each figure.
-var metricOrder = []struct{ key, unit, what string }{
-	{"startup20.p50", "s", "pod startup, 20 at once: p50"},
-	{"startup20.p90", "s", "pod startup, 20 at once: p90"},
-	{"startup20.p99", "s", "pod startup, 20 at once: p99"},
-	{"startup20.last", "s", "pod startup, 20 at once: last pod Running"},
-	{"startupBig.p50", "s", "pod startup, big batch: p50"},
-	{"startupBig.p90", "s", "pod startup, big batch: p90"},
-	{"startupBig.p99", "s", "pod startup, big batch: p99"},
-	{"startupBig.last", "s", "pod startup, big batch: last pod Running"},
-	{"sequential.p50", "s", "pod startup, 10 one at a time: p50"},
-	{"rss0.max", "MiB", "agent RSS at 0 pods (max)"},
-	{"rss20.max", "MiB", "agent RSS at 20 pods (max)"},
-	{"rssBig.max", "MiB", "agent RSS at the big batch (max)"},
-	{"rssBig.steady", "MiB", "agent RSS at the big batch (steady)"},
-	{"cpu0", "%", "agent CPU at 0 pods (of one core)"},
-	{"cpu20", "%", "agent CPU at 20 pods"},
-	{"cpuBig", "%", "agent CPU at the big batch"},
-	{"api.steady", "req", "API requests by the agent during the steady window"},
-	{"api.batch", "req", "API requests by the agent during the big batch"},
-	{"node./pods.p50", "ms", "node API /pods: p50 (10 clients)"},
-	{"node./pods.p99", "ms", "node API /pods: p99"},
-	{"node./metrics.p50", "ms", "node API /metrics: p50"},
-	{"node./metrics.p99", "ms", "node API /metrics: p99"},
-	{"node./stats/summary.p50", "ms", "node API /stats/summary: p50"},
-	{"node./metrics/cadvisor.p50", "ms", "node API /metrics/cadvisor: p50"},
-	{"node./metrics/resource.p50", "ms", "node API /metrics/resource: p50"},
-	{"stream.exec", "MiB/s", "kubectl exec -- cat, 256 MiB"},
-	{"stream.logs", "MiB/s", "kubectl logs of a 256 MiB log"},
-}
-
-func writeReport(root string, floor sample, results map[string][]sample, rounds int, window time.Duration, big int) error {
-	b, u := median(results["bosun"]), median(results["upstream"])
-	dir := filepath.Join(root, "_output", "bench")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, _ := json.MarshalIndent(map[string]any{"floor": floor, "bosun": results["bosun"], "upstream": results["upstream"],
-		"median": map[string]sample{"bosun": b, "upstream": u}, "rounds": rounds, "window": window.String(), "big": big}, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), js, 0o644); err != nil {
-		return err
-	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "# Bosun vs the upstream kubelet\n\nMeasured by `make bench` on %s: %d measured rounds per agent (A/B alternating, a warm-up round each discarded), "+
-		"medians shown; CPU/API window %s; big batch %d pods. Lower is better except MiB/s.\n\n", time.Now().UTC().Format("2006-01-02"), rounds, window, big)
-	fmt.Fprintf(&sb, "Floor (the same pods started straight through CRI, no agent, no apiserver): %d pods, p50 %.3f s, p99 %.3f s, %.1f pods/s.\n\n",
-		big, floor["p50"], floor["p99"], floor["podsPerSec"])
-	sb.WriteString("| figure | unit | bosun | upstream | bosun/upstream |\n|---|---|---|---|---|\n")
-	for _, m := range metricOrder {
-		bv, bok := b[m.key]
-		uv, uok := u[m.key]
-		cell := func(v float64, ok bool) string {
-			if !ok {
-				return "n/a"
-			}
-			return strconv.FormatFloat(v, 'f', 3, 64)
-		}
-		ratio := "n/a"
-		if bok && uok && uv != 0 {
-			ratio = strconv.FormatFloat(bv/uv, 'f', 2, 64)
-		}
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", m.what, m.unit, cell(bv, bok), cell(uv, uok), ratio)
-	}
-	for _, agent := range []string{"bosun", "upstream"} {
-		if v, ok := median(results[agent])["startupBig.p99"]; ok && floor["p99"] > 0 {
-			fmt.Fprintf(&sb, "\n%s big-batch p99 is %.1fx the CRI floor's p99.", agent, v/floor["p99"])
-		}
-	}
-	sb.WriteString("\n")
-	report := sb.String()
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(report), 0o644); err != nil {
-		return err
-	}
-	fmt.Print(report)
-	return nil
 }

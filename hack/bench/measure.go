@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	internalapi "k8s.io/cri-api/pkg/apis"
+	criremote "k8s.io/cri-client/pkg"
 )
 
 const busybox = "registry.k8s.io/e2e-test-images/busybox:1.37.0-1"
@@ -32,9 +35,10 @@ type cluster struct {
 	env    map[string]string
 	client kubernetes.Interface
 	node   *http.Client // the node API with the admin certificate
+	rs     internalapi.RuntimeService
 }
 
-func loadCluster(root string) (*cluster, error) {
+func loadCluster(ctx context.Context, root string) (*cluster, error) {
 	f, err := os.Open(filepath.Join(root, "_output", "local", "env"))
 	if err != nil {
 		return nil, err
@@ -67,9 +71,13 @@ func loadCluster(root string) (*cluster, error) {
 	ca, _ := os.ReadFile(env["CA_CERT"])
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
-	node := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 20,
+	node := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 20,
 		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
-	return &cluster{env: env, client: cs, node: node}, nil
+	rs, err := criremote.NewRemoteRuntimeService(ctx, env["CRI_ENDPOINT"], 2*time.Minute, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	return &cluster{env: env, client: cs, node: node, rs: rs}, nil
 }
 
 func (c *cluster) agentPid() int {
@@ -78,36 +86,59 @@ func (c *cluster) agentPid() int {
 	return pid
 }
 
-func measureAgent(ctx context.Context, root, agent string, window time.Duration, big int) (sample, error) {
-	if err := up(root, agent); err != nil {
+// measureAgent is one round of one agent: a clean node, a warm-up batch
+// (not kept), the sweep, ten pods one at a time, and the streams.
+func measureAgent(ctx context.Context, root, agent string, p plan) (sample, error) {
+	if err := up(root, agent, p.maxPods()); err != nil {
 		return nil, err
 	}
-	c, err := loadCluster(root)
+	c, err := loadCluster(ctx, root)
 	if err != nil {
 		return nil, err
 	}
 	s := sample{}
 	time.Sleep(5 * time.Second) // let the fresh agent settle
-	api0 := c.apiRequests()
-	c.footprint(window, s, "0")
-	s["api.steady"] = c.apiRequests() - api0
-	if err := c.startupBatch(ctx, 20, "startup20", s); err != nil {
+	if err := c.footprint(p.window, s, "0"); err != nil {
 		return nil, err
 	}
-	c.footprint(window, s, "20")
-	c.nodeAPI(s, "20")
+	if err := c.startupBatch(ctx, 5, "warmup", sample{}); err != nil {
+		return nil, err
+	}
 	if err := c.clean(ctx); err != nil {
 		return nil, err
 	}
-	api1 := c.apiRequests()
-	if err := c.startupBatch(ctx, big, "startupBig", s); err != nil {
-		return nil, err
-	}
-	s["api.batch"] = c.apiRequests() - api1
-	c.footprint(window, s, "Big")
-	c.nodeAPI(s, "")
-	if err := c.clean(ctx); err != nil {
-		return nil, err
+	for _, n := range p.sizes {
+		before, err := c.scrape()
+		if err != nil {
+			return nil, err
+		}
+		key := fmt.Sprintf("startup%d", n)
+		if err := c.startupBatch(ctx, n, key, s); err != nil {
+			return nil, err
+		}
+		after, err := c.scrape()
+		if err != nil {
+			return nil, err
+		}
+		if n == p.big {
+			r0, _ := before.sum("rest_client_requests_total", nil)
+			r1, _ := after.sum("rest_client_requests_total", nil)
+			s["api.batch"] = r1 - r0
+			opMeans(before, after, s)
+		}
+		if p.footprintAt(n) {
+			if err := c.footprint(p.window, s, strconv.Itoa(n)); err != nil {
+				return nil, err
+			}
+		}
+		if n == p.big {
+			if err := c.nodeAPI(s); err != nil {
+				return nil, err
+			}
+		}
+		if err := c.clean(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.sequential(ctx, 10, s); err != nil {
 		return nil, err
@@ -116,6 +147,66 @@ func measureAgent(ctx context.Context, root, agent string, window time.Duration,
 		return nil, err
 	}
 	return s, c.clean(ctx)
+}
+
+// runShort is make test's slice: the running cluster's agent, one batch of
+// 10 pods with its phases, the node API with them running; every figure
+// must be measured.
+func runShort(ctx context.Context, root string) error {
+	c, err := loadCluster(ctx, root)
+	if err != nil {
+		return err
+	}
+	_ = c.clean(ctx) // an earlier run's namespace
+	s := sample{}
+	before, err := c.scrape()
+	if err != nil {
+		return err
+	}
+	if err := c.startupBatch(ctx, 10, "startup10", s); err != nil {
+		return err
+	}
+	after, err := c.scrape()
+	if err != nil {
+		return err
+	}
+	opMeans(before, after, s)
+	if err := c.nodeAPI(s); err != nil {
+		return err
+	}
+	if err := c.clean(ctx); err != nil {
+		return err
+	}
+	want := []string{"startup10.p50", "startup10.last"}
+	for _, ph := range phases {
+		want = append(want, "startup10.phase."+ph.key+".p50")
+	}
+	for _, path := range nodePaths {
+		want = append(want, "node."+path+".p50")
+	}
+	var missing []string
+	for _, k := range want {
+		if _, ok := s[k]; !ok {
+			missing = append(missing, k)
+		}
+	}
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Printf("%-40s %.4f\n", k, s[k])
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("agent %s: not measured: %s", c.env["KUBELET"], strings.Join(missing, ", "))
+	}
+	dir := filepath.Join(root, "_output", "bench")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(s, "", "  ")
+	return os.WriteFile(filepath.Join(dir, "short-"+c.env["KUBELET"]+".json"), js, 0o644)
 }
 
 func podSpec(name string) *corev1.Pod {
@@ -127,7 +218,8 @@ func podSpec(name string) *corev1.Pod {
 }
 
 // startupBatch creates n pods at once and records, per pod, the time from
-// its Create call to Running seen through a watch.
+// its Create call to Running seen through a watch, and the phases of its
+// start in between.
 func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample) error {
 	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
 		return err
@@ -141,7 +233,7 @@ func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample)
 		return err
 	}
 	defer func() { w.Stop() }()
-	started := map[string]time.Time{}
+	created := map[string]time.Time{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	begin := time.Now()
@@ -153,29 +245,27 @@ func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample)
 			t := time.Now()
 			if _, err := c.client.CoreV1().Pods("bench").Create(ctx, podSpec(name), metav1.CreateOptions{}); err == nil {
 				mu.Lock()
-				started[name] = t
+				created[name] = t
 				mu.Unlock()
 			}
 		}(i)
 	}
-	var lat []float64
-	seen := map[string]bool{}
+	seen := map[string]timeline{}
+	running := 0
 	record := func(p *corev1.Pod) {
-		if p.Status.Phase != corev1.PodRunning || seen[p.Name] {
-			return
-		}
 		now := time.Now()
-		mu.Lock()
-		t0, ok := started[p.Name]
-		mu.Unlock()
-		if !ok {
-			t0 = begin
+		t := seen[p.Name]
+		if p.Spec.NodeName != "" && t.bound.IsZero() {
+			t.bound = now
 		}
-		seen[p.Name] = true
-		lat = append(lat, now.Sub(t0).Seconds())
+		if p.Status.Phase == corev1.PodRunning && t.running.IsZero() {
+			t.running = now
+			running++
+		}
+		seen[p.Name] = t
 	}
 	timeout := time.After(10 * time.Minute)
-	for len(lat) < n {
+	for running < n {
 		select {
 		case ev, ok := <-w.ResultChan():
 			if !ok {
@@ -196,14 +286,28 @@ func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample)
 				record(p)
 			}
 		case <-timeout:
-			return fmt.Errorf("%d of %d pods Running after 10 minutes", len(lat), n)
+			return fmt.Errorf("%d of %d pods Running after 10 minutes", running, n)
 		}
 	}
+	last := time.Since(begin).Seconds()
 	wg.Wait()
+	var lat []float64
+	for name, t := range seen {
+		t.created = created[name]
+		if t.created.IsZero() {
+			return fmt.Errorf("pod %s is Running but its Create call failed", name)
+		}
+		seen[name] = t
+		lat = append(lat, t.running.Sub(t.created).Seconds())
+	}
 	sort.Float64s(lat)
 	s[key+".p50"], s[key+".p90"], s[key+".p99"] = pct(lat, 50), pct(lat, 90), pct(lat, 99)
-	s[key+".last"] = time.Since(begin).Seconds()
-	return nil
+	s[key+".last"] = last
+	rt, err := c.runtimeTimeline(ctx, "bench")
+	if err != nil {
+		return fmt.Errorf("the runtime's view of the batch: %w", err)
+	}
+	return phaseFigures(key, seen, rt, s)
 }
 
 func pct(sorted []float64, p int) float64 {
@@ -239,20 +343,37 @@ func (c *cluster) sequential(ctx context.Context, n int, s sample) error {
 	return nil
 }
 
-// footprint samples the agent's RSS every second over window and its CPU
-// time over the same window.
-func (c *cluster) footprint(window time.Duration, s sample, key string) {
+// footprint samples the agent's RSS every second over window, and its CPU
+// time and API requests over the same window.
+func (c *cluster) footprint(window time.Duration, s sample, key string) error {
 	pid := c.agentPid()
+	before, err := c.scrape()
+	if err != nil {
+		return err
+	}
 	cpu0 := cpuTicks(pid)
 	start := time.Now()
 	var maxRSS, last float64
 	for time.Since(start) < window {
-		last = rssMiB(pid)
+		if last = rssMiB(pid); last == 0 {
+			return fmt.Errorf("no RSS for the agent's pid %d: it exited", pid)
+		}
 		maxRSS = max(maxRSS, last)
 		time.Sleep(time.Second)
 	}
 	s["rss"+key+".max"], s["rss"+key+".steady"] = maxRSS, last
 	s["cpu"+key] = float64(cpuTicks(pid)-cpu0) / 100 / time.Since(start).Seconds() * 100
+	after, err := c.scrape()
+	if err != nil {
+		return err
+	}
+	r0, _ := before.sum("rest_client_requests_total", nil)
+	r1, ok := after.sum("rest_client_requests_total", nil)
+	if !ok {
+		return fmt.Errorf("the agent's /metrics has no rest_client_requests_total")
+	}
+	s["api.steady"+key] = r1 - r0
+	return nil
 }
 
 func rssMiB(pid int) float64 {
@@ -282,35 +403,30 @@ func (c *cluster) nodeURL(path string) string {
 	return "https://" + net.JoinHostPort(c.env["NODE_IP"], "10250") + path
 }
 
-// apiRequests sums the agent's rest_client_requests_total.
-func (c *cluster) apiRequests() float64 {
+// scrape reads the agent's /metrics.
+func (c *cluster) scrape() (scrape, error) {
 	resp, err := c.node.Get(c.nodeURL("/metrics"))
 	if err != nil {
-		return 0
+		return nil, err
 	}
 	defer resp.Body.Close()
-	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "rest_client_requests_total{") {
-			if f := strings.Fields(line); len(f) >= 2 {
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				sum += v
-			}
-		}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	return sum
+	return parseScrape(resp.Body), nil
 }
 
-// nodeAPI measures node API endpoints with 10 concurrent clients.
-func (c *cluster) nodeAPI(s sample, suffix string) {
-	for _, path := range []string{"/pods", "/metrics", "/stats/summary", "/metrics/cadvisor", "/metrics/resource"} {
+// nodePaths are the node API endpoints the bench times.
+var nodePaths = []string{"/pods", "/metrics", "/stats/summary", "/metrics/cadvisor", "/metrics/resource"}
+
+// nodeAPI times each node API endpoint with 10 concurrent clients, 10
+// requests each; any failed request fails the round.
+func (c *cluster) nodeAPI(s sample) error {
+	for _, path := range nodePaths {
 		var mu sync.Mutex
 		var lat []float64
 		var bytes int64
-		ok := true
+		var failure error
 		var wg sync.WaitGroup
 		for i := 0; i < 10; i++ {
 			wg.Add(1)
@@ -319,32 +435,33 @@ func (c *cluster) nodeAPI(s sample, suffix string) {
 				for j := 0; j < 10; j++ {
 					t := time.Now()
 					resp, err := c.node.Get(c.nodeURL(path))
-					if err != nil {
-						continue
+					if err == nil {
+						var n int64
+						n, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("%s", resp.Status)
+						}
+						bytes = n
 					}
-					n, _ := io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
 					mu.Lock()
-					if resp.StatusCode != 200 {
-						ok = false
+					if err != nil {
+						failure = fmt.Errorf("GET %s: %w", path, err)
 					}
 					lat = append(lat, time.Since(t).Seconds()*1000)
-					bytes = n
 					mu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
-		if !ok || len(lat) == 0 {
-			continue // the agent lacks the endpoint: n/a
+		if failure != nil {
+			return failure
 		}
 		sort.Float64s(lat)
 		key := "node." + path
-		if suffix != "" {
-			key += "@" + suffix
-		}
 		s[key+".p50"], s[key+".p99"], s[key+".bytes"] = pct(lat, 50), pct(lat, 99), float64(bytes)
 	}
+	return nil
 }
 
 // streaming measures kubectl exec -- cat of 256 MiB and kubectl logs of a
@@ -393,4 +510,57 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// profileBatch starts the big batch once more on a clean node running
+// agent while the agent's own CPU profiler (/debug/pprof/profile, behind
+// the node API's authentication and authorization) records, and returns
+// the profile's heaviest functions as go tool pprof prints them.
+func profileBatch(ctx context.Context, root, agent string, p plan) (string, error) {
+	if err := up(root, agent, p.maxPods()); err != nil {
+		return "", err
+	}
+	c, err := loadCluster(ctx, root)
+	if err != nil {
+		return "", err
+	}
+	file := filepath.Join(root, "_output", "bench", agent+"-cpu.pprof")
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() {
+		client := *c.node
+		client.Timeout = 2 * time.Minute
+		resp, err := client.Get(c.nodeURL("/debug/pprof/profile?seconds=30"))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("GET /debug/pprof/profile: %s", resp.Status)
+			return
+		}
+		data, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(file, data, 0o644)
+		}
+		done <- err
+	}()
+	time.Sleep(time.Second)
+	if err := c.startupBatch(ctx, p.big, "profiled", sample{}); err != nil {
+		return "", err
+	}
+	if err := <-done; err != nil {
+		return "", err
+	}
+	if err := c.clean(ctx); err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=25", file).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %v\n%s", err, out)
+	}
+	return string(out), nil
 }

@@ -89,7 +89,7 @@ func (l *layout) startControlPlane(ctx context.Context) error {
 		"--root-ca-file="+pk("ca.pem"), "--service-account-private-key-file="+pk("sa.key"),
 		"--use-service-account-credentials", "--controllers=*,bootstrapsigner,tokencleaner",
 		"--service-cluster-ip-range="+serviceCIDR, "--leader-elect=false", "--v=1",
-		"--allocate-node-cidrs", "--cluster-cidr="+clusterCIDR, "--node-cidr-mask-size=24"); err != nil {
+		"--allocate-node-cidrs", "--cluster-cidr="+clusterCIDR, fmt.Sprintf("--node-cidr-mask-size=%d", l.nodeCIDRMask())); err != nil {
 		return err
 	}
 	if _, err := l.startDaemon("kube-scheduler", l.binary("kube-scheduler"),

@@ -17,7 +17,7 @@ const (
 	cniConfDir       = "/etc/cni/net.d"                  // node 1's CNI config folder
 	cniBinDir        = "/usr/lib/cni"                    // Debian's CNI plugins
 	cniNetwork       = "bosun"                           // node 1's CNI network name (host-local IPAM dir); bosun-n<i> for the others
-	clusterCIDR      = "10.88.0.0/16"                    // pod addresses: a /24 per node, allocated by the controller-manager
+	clusterCIDR      = "10.88.0.0/16"                    // pod addresses: a /24 per node (a /23 with MAX_PODS over 240), allocated by the controller-manager
 	serviceCIDR      = "10.254.0.0/16"                   // service cluster IPs
 	clusterDNSIP     = "10.254.0.2"                      // the seed's CLUSTER_DNS_SVC_IP
 	hostBridge       = "bosun0"                          // the bridge the node IPs live on: never leaves the machine
@@ -57,6 +57,7 @@ type layout struct {
 	nodeName string   // node.name
 	agent    string   // the agent of node: bosun or upstream
 	profile  string   // PROFILE: seed (the guide's config) or hardened (deploy/kubelet-config.yaml)
+	maxPods  int      // MAX_PODS: the nodes' maxPods instead of the profile's (0: the profile's)
 }
 
 func newLayout(root, kubelet string) (*layout, error) {
@@ -88,6 +89,9 @@ func newLayout(root, kubelet string) (*layout, error) {
 	if l.profile = envOr("PROFILE", "seed"); l.profile != "seed" && l.profile != "hardened" {
 		return nil, fmt.Errorf("PROFILE must be seed or hardened, not %q", l.profile)
 	}
+	if l.maxPods, err = envInt("MAX_PODS", 0, 1, maxPodsLimit); err != nil {
+		return nil, err
+	}
 	index, err := envInt("NODE", 1, 1, maxNodes)
 	if err != nil {
 		return nil, err
@@ -106,6 +110,28 @@ func envInt(name string, def, lo, hi int) (int, error) {
 		return 0, fmt.Errorf("%s=%q: want a number from %d to %d", name, v, lo, hi)
 	}
 	return n, nil
+}
+
+// maxPodsLimit bounds MAX_PODS: a node's /23 holds 509 pod addresses.
+const maxPodsLimit = 500
+
+// settings is what the cluster's nodes were configured with beyond their
+// agents: the profile and MAX_PODS, recorded so that make up restarts a
+// cluster started otherwise.
+func (l *layout) settings() string {
+	if l.maxPods > 0 {
+		return fmt.Sprintf("%s maxPods=%d", l.profile, l.maxPods)
+	}
+	return l.profile
+}
+
+// nodeCIDRMask is the size of each node's pod CIDR: a /24 (253 pod
+// addresses) unless MAX_PODS leaves too few of them for the add-ons' pods.
+func (l *layout) nodeCIDRMask() int {
+	if l.maxPods > 240 {
+		return 23
+	}
+	return 24
 }
 
 // recordedNodes is the node count of the cluster that is up (1 if none).

@@ -213,7 +213,7 @@ func (l *layout) sameAgents() bool {
 
 func (l *layout) up(ctx context.Context) error {
 	start := time.Now()
-	if l.healthy(ctx) == nil && l.sameAgents() && l.recordedRuntime() == l.runtime && l.recordedProfile() == l.profile {
+	if l.healthy(ctx) == nil && l.sameAgents() && l.recordedRuntime() == l.runtime && l.recordedProfile() == l.settings() {
 		rebuilt := false
 		for _, n := range l.each() {
 			if n.agentStamp() != n.recordedStamp() {
@@ -295,7 +295,7 @@ func (l *layout) up(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(l.run, "runtime"), []byte(l.runtime+"\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(l.run, "profile"), []byte(l.profile+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(l.run, "profile"), []byte(l.settings()+"\n"), 0o644); err != nil {
 		return err
 	}
 	for _, n := range l.each() {

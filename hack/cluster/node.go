@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,9 @@ containerRuntimeEndpoint: "unix://{{CRI}}"
 podLogsDir: "{{POD_LOGS}}"
 `
 
+// maxPodsLine is a config's own maxPods setting.
+var maxPodsLine = regexp.MustCompile(`(?m)^maxPods:.*\n`)
+
 // kubeletConfig is the node's KubeletConfiguration: the seed's template, or
 // with PROFILE=hardened deploy/kubelet-config.yaml, with the local values.
 func (l *layout) kubeletConfig() (string, error) {
@@ -65,6 +69,10 @@ func (l *layout) kubeletConfig() (string, error) {
 		"{{POD_LOGS}}", l.podLogsDir()).Replace(base)
 	if root := l.cgroupRoot(); root != "" {
 		cfg += "cgroupRoot: \"" + root + "\"\n"
+	}
+	if l.maxPods > 0 {
+		// The profile's own maxPods line gives way (a key twice is an error).
+		cfg = maxPodsLine.ReplaceAllString(cfg, "") + fmt.Sprintf("maxPods: %d\n", l.maxPods)
 	}
 	return cfg, nil
 }

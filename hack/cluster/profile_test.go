@@ -36,8 +36,29 @@ func TestKubeletConfigProfiles(t *testing.T) {
 			if strings.Contains(text, "##") || strings.Contains(text, "{{") {
 				t.Errorf("a placeholder is left:\n%s", text)
 			}
+			// MAX_PODS replaces the profile's maxPods (a key twice would not load)
+			// and widens the node's pod CIDR past the add-ons' share of a /24.
+			if n.nodeCIDRMask() != 24 {
+				t.Errorf("node CIDR mask %d without MAX_PODS", n.nodeCIDRMask())
+			}
+			n.maxPods = 260
+			if text, err = n.kubeletConfig(); err != nil {
+				t.Fatal(err)
+			}
+			if kc, _, err = config.Decode("kubelet-config.yaml", []byte(text)); err != nil || kc.MaxPods != 260 {
+				t.Fatalf("with MAX_PODS=260: maxPods %d, %v\n%s", kc.MaxPods, err, text)
+			}
+			if n.nodeCIDRMask() != 23 || n.settings() != profile+" maxPods=260" {
+				t.Errorf("with MAX_PODS=260: mask /%d, settings %q", n.nodeCIDRMask(), n.settings())
+			}
 		})
 	}
+	t.Setenv("PROFILE", "seed")
+	t.Setenv("MAX_PODS", "100000")
+	if _, err := newLayout(repoRoot(), "bosun"); err == nil {
+		t.Error("MAX_PODS=100000 was accepted")
+	}
+	t.Setenv("MAX_PODS", "")
 	t.Setenv("PROFILE", "lax")
 	if _, err := newLayout(repoRoot(), "bosun"); err == nil {
 		t.Error("PROFILE=lax was accepted")

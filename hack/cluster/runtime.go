@@ -40,7 +40,7 @@ func (l *layout) recordedRuntime() string {
 	return strings.TrimSpace(string(data))
 }
 
-// recordedProfile is the config profile the running cluster was started with
+// recordedProfile is the settings the running cluster was started with
 // ("seed" for a cluster started before profiles were recorded).
 func (l *layout) recordedProfile() string {
 	data, err := os.ReadFile(filepath.Join(l.run, "profile"))
