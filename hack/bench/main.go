@@ -17,10 +17,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -75,12 +77,16 @@ func main() {
 				fail(fmt.Errorf("round %d, %s: not measured: %s", r, agent, strings.Join(missing, ", ")))
 			}
 			results[agent] = append(results[agent], s)
+			if err := saveRound(root, r, agent, s); err != nil {
+				fail(err)
+			}
 		}
 	}
 	fmt.Println(">>> bosun's CPU profile over one more big batch")
 	prof, err := profileBatch(ctx, root, "bosun", p)
 	if err != nil {
-		fail(fmt.Errorf("profile: %w", err))
+		// The profile explains the figures; it is not one of them.
+		prof = fmt.Sprintf("no profile: %v\n", err)
 	}
 	if err := writeReport(root, m, p, floor, results, prof); err != nil {
 		fail(err)
@@ -140,7 +146,7 @@ func (p plan) missing(s sample) []string {
 		want = append(want, "node."+path+".p50", "node."+path+".p99")
 	}
 	for _, ph := range phases {
-		want = append(want, "phase."+ph.key+".p50")
+		want = append(want, fmt.Sprintf("startup%d.phase.%s.p50", p.big, ph.key))
 	}
 	var out []string
 	for _, k := range want {
@@ -189,6 +195,17 @@ func up(root, agent string, maxPods int) error {
 		return fmt.Errorf("make up KUBELET=%s: %v\n%s", agent, err, out)
 	}
 	return nil
+}
+
+// saveRound keeps each round's figures as it ends, so that a later round's
+// failure does not lose them.
+func saveRound(root string, r int, agent string, s sample) error {
+	dir := filepath.Join(root, "_output", "bench", "rounds")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(s, "", "  ")
+	return os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d-%s.json", r, agent)), js, 0o644)
 }
 
 // median of the rounds, per metric.

@@ -59,6 +59,11 @@ import (
 // cAdvisor's housekeeping interval in the upstream kubelet.
 const housekeepingPeriod = 10 * time.Second
 
+// maxStatsAge is how old a collection may be when a request is answered
+// from it: cAdvisor's longest housekeeping interval in the upstream kubelet
+// (15 s), so that requests between two collections never collect themselves.
+const maxStatsAge = 15 * time.Second
+
 // podsDeps are what the pod machinery is built from.
 type podsDeps struct {
 	cfg      *config.Config
@@ -331,7 +336,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	// default, 10 s) and requests are answered from that collection while
 	// the same containers run.
 	p.stats = &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir,
-		Cgroups: cgroupstats.New("/sys/fs/cgroup"), MaxAge: housekeepingPeriod,
+		Cgroups: cgroupstats.New("/sys/fs/cgroup"), MaxAge: maxStatsAge,
 		PodVolumes: func() map[string][]statsapi.VolumeStats {
 			out := map[string][]statsapi.VolumeStats{}
 			for _, pod := range p.workers.Running() {

@@ -388,12 +388,18 @@ func memLimit(v uint64) float64 {
 // help and labels (container, id, image, name, namespace, pod) for the rows
 // of collectCgroups, and the machine_* families.
 func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error {
-	f := newFamilies()
 	s, err := p.latest(ctx)
 	if err != nil {
+		f := newFamilies()
 		f.add("container_scrape_error", "gauge", "1 if there was an error while getting container metrics, 0 otherwise", 1, 0)
 		return f.write(w)
 	}
+	return p.cadvisorPage.write(w, s, renderCadvisor)
+}
+
+// renderCadvisor writes the /metrics/cadvisor page of one collection.
+func renderCadvisor(s *snapshot, w io.Writer) error {
+	f := newFamilies()
 	ts := s.at.UnixMilli()
 	const (
 		counter = "counter"

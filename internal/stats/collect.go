@@ -6,9 +6,11 @@ package stats
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,6 +50,9 @@ type Provider struct {
 	procs   map[string]procInfo  // sandbox or container ID -> its first process
 	last    *snapshot            // the last collection (MaxAge > 0)
 	collMu  sync.Mutex           // one collection at a time
+	// cadvisorPage and resourcePage are those pages rendered from the last
+	// collection: every request answered from it shares one rendering.
+	cadvisorPage, resourcePage page
 	// cgroupOf, in tests, names the cgroup of a sandbox or container.
 	cgroupOf func(id string) string
 }
@@ -154,27 +159,65 @@ func (p *Provider) collect(ctx context.Context) (*snapshot, error) {
 	return s, nil
 }
 
+// page is a page rendered from one collection.
+type page struct {
+	mu   sync.Mutex
+	from *snapshot
+	data []byte
+}
+
+// write writes the page of s, rendering it only when s is not the
+// collection it was last rendered from. Requests that arrive while it
+// renders wait for that rendering rather than making their own.
+func (pg *page) write(w io.Writer, s *snapshot, render func(*snapshot, io.Writer) error) error {
+	pg.mu.Lock()
+	if pg.from != s {
+		var buf bytes.Buffer
+		if err := render(s, &buf); err != nil {
+			pg.mu.Unlock()
+			return err
+		}
+		pg.from, pg.data = s, buf.Bytes()
+	}
+	data := pg.data
+	pg.mu.Unlock()
+	_, err := w.Write(data)
+	return err
+}
+
 // latest is a collection for one request: the last one while it is younger
 // than MaxAge and the same containers run, else a new one.
 func (p *Provider) latest(ctx context.Context) (*snapshot, error) {
+	asked := time.Now()
 	if p.MaxAge > 0 {
 		p.mu.Lock()
 		last := p.last
 		p.mu.Unlock()
-		if last != nil && time.Since(last.at) < p.MaxAge {
+		if last != nil && asked.Sub(last.at) < p.MaxAge {
 			ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
 			if err == nil && slices.Equal(runningIDs(ctrs), last.ids) {
 				return last, nil
 			}
 		}
 	}
-	return p.refresh(ctx)
+	return p.refresh(ctx, asked)
 }
 
-// refresh collects and keeps the collection for the next requests.
-func (p *Provider) refresh(ctx context.Context) (*snapshot, error) {
+// refresh collects and keeps the collection for the next requests. A
+// request that waited for another's collection begun after it asked takes
+// that one: concurrent requests share one collection instead of making one
+// each in turn.
+func (p *Provider) refresh(ctx context.Context, asked time.Time) (*snapshot, error) {
 	p.collMu.Lock()
 	defer p.collMu.Unlock()
+	if p.MaxAge > 0 {
+		p.mu.Lock()
+		last := p.last
+		p.mu.Unlock()
+		if last != nil && !last.at.Before(asked) {
+			return last, nil
+		}
+	}
 	s, err := p.collect(ctx)
 	if err == nil && p.MaxAge > 0 {
 		p.mu.Lock()
@@ -190,7 +233,7 @@ func (p *Provider) Run(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		if _, err := p.refresh(ctx); err != nil && ctx.Err() == nil {
+		if _, err := p.refresh(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			klog.V(4).InfoS("Stats collection failed", "err", err)
 		}
 		select {

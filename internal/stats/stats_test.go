@@ -3,6 +3,8 @@ package stats
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -230,6 +232,16 @@ func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
 	if got := cpuOf(); got != 3e9 {
 		t.Errorf("after a container started: %d, want a new collection's 3e9", got)
 	}
+	// A request that waited while another collection began after it asked
+	// takes that collection; one asked later collects.
+	calls := func() int { return strings.Count(strings.Join(rt.GetCalls(), " "), "ListContainerStats") }
+	n := calls()
+	if s, err := p.refresh(ctx, time.Now().Add(-time.Hour)); err != nil || s != p.last || calls() != n {
+		t.Errorf("a request older than the last collection collected again: %v, %d calls after %d", err, calls(), n)
+	}
+	if _, err := p.refresh(ctx, time.Now()); err != nil || calls() != n+1 {
+		t.Errorf("a request newer than the last collection did not collect: %v, %d calls after %d", err, calls(), n)
+	}
 	// Run keeps the collection fresh.
 	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
 		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 4e9}}}})
@@ -242,5 +254,30 @@ func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
 			t.Fatal("Run did not refresh the collection")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A page is rendered once per collection, however many requests it answers.
+func TestPageRenderedOncePerCollection(t *testing.T) {
+	var pg page
+	renders := 0
+	render := func(s *snapshot, w io.Writer) error {
+		renders++
+		_, err := fmt.Fprintf(w, "at %d\n", s.at.UnixNano())
+		return err
+	}
+	first, second := &snapshot{at: time.Unix(1, 0)}, &snapshot{at: time.Unix(2, 0)}
+	var out strings.Builder
+	for _, s := range []*snapshot{first, first, first, second, second} {
+		out.Reset()
+		if err := pg.write(&out, s, render); err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("at %d\n", s.at.UnixNano()); out.String() != want {
+			t.Errorf("page %q, want %q", out.String(), want)
+		}
+	}
+	if renders != 2 {
+		t.Errorf("%d renderings for two collections", renders)
 	}
 }

@@ -167,12 +167,19 @@ func series(name string, labels []string) string {
 // WriteResourceMetrics writes /metrics/resource: what the metrics server reads.
 func (p *Provider) WriteResourceMetrics(ctx context.Context, w io.Writer) error {
 	s, err := p.latest(ctx)
-	m := &metricWriter{w: w, ts: 0}
-	m.family("resource_scrape_error", "gauge", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise")
 	if err != nil {
+		m := &metricWriter{w: w, ts: 0}
+		m.family("resource_scrape_error", "gauge", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise")
 		m.sample("resource_scrape_error", 1)
 		return nil
 	}
+	return p.resourcePage.write(w, s, renderResource)
+}
+
+// renderResource writes the /metrics/resource page of one collection.
+func renderResource(s *snapshot, w io.Writer) error {
+	m := &metricWriter{w: w, ts: 0}
+	m.family("resource_scrape_error", "gauge", "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise")
 	m.ts = s.at.UnixMilli()
 	m.family("node_cpu_usage_seconds_total", "counter", "[STABLE] Cumulative cpu time consumed by the node in core-seconds")
 	m.sample("node_cpu_usage_seconds_total", float64(s.node.cpuNanos)/1e9)
