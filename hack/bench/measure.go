@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	internalapi "k8s.io/cri-api/pkg/apis"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	criremote "k8s.io/cri-client/pkg"
 )
 
@@ -318,11 +319,24 @@ func pct(sorted []float64, p int) float64 {
 	return sorted[min(max(i-1, 0), len(sorted)-1)]
 }
 
+// clean deletes the bench's namespace and waits until it is gone and the
+// node has stopped every sandbox and container of it, so that the next
+// measurement does not run beside the agent tearing the last batch down.
 func (c *cluster) clean(ctx context.Context) error {
 	_ = c.client.CoreV1().Namespaces().Delete(ctx, "bench", metav1.DeleteOptions{})
+	sel := map[string]string{"io.kubernetes.pod.namespace": "bench"}
 	return wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := c.client.CoreV1().Namespaces().Get(ctx, "bench", metav1.GetOptions{})
-		return err != nil, nil
+		if _, err := c.client.CoreV1().Namespaces().Get(ctx, "bench", metav1.GetOptions{}); err == nil {
+			return false, nil
+		}
+		sbs, err := c.rs.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{LabelSelector: sel,
+			State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}})
+		if err != nil || len(sbs) > 0 {
+			return false, nil
+		}
+		cs, err := c.rs.ListContainers(ctx, &runtimeapi.ContainerFilter{LabelSelector: sel,
+			State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
+		return err == nil && len(cs) == 0, nil
 	})
 }
 
