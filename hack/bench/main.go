@@ -73,13 +73,13 @@ func main() {
 			if err != nil {
 				fail(fmt.Errorf("round %d, %s: %w", r, agent, err))
 			}
+			if err := saveRound(root, r, agent, s); err != nil {
+				fail(err)
+			}
 			if missing := p.missing(s); len(missing) > 0 {
 				fail(fmt.Errorf("round %d, %s: not measured: %s", r, agent, strings.Join(missing, ", ")))
 			}
 			results[agent] = append(results[agent], s)
-			if err := saveRound(root, r, agent, s); err != nil {
-				fail(err)
-			}
 		}
 	}
 	fmt.Println(">>> bosun's CPU profile over one more big batch")

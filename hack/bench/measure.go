@@ -508,14 +508,19 @@ func (c *cluster) streaming(ctx context.Context, s sample) error {
 	if _, err := c.client.CoreV1().Pods("bench").Create(ctx, writer, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	_ = wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+	written := wait.PollUntilContextTimeout(ctx, time.Second, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, _, err := kubectl(nil, "exec", "logger", "--", "test", "-f", "/tmp/done")
 		return err == nil, nil
 	})
-	if n, d, err := kubectl(nil, "logs", "logger"); err == nil && n > 0 {
-		s["stream.logs"] = float64(n) / (1 << 20) / d.Seconds()
-		s["stream.logs.bytes"] = float64(n)
+	if written != nil {
+		return fmt.Errorf("the 256 MiB log was not written within 5 minutes: %w", written)
 	}
+	n, d, err := kubectl(nil, "logs", "logger")
+	if err != nil || n == 0 {
+		return fmt.Errorf("kubectl logs of the 256 MiB log: %d bytes, %v", n, err)
+	}
+	s["stream.logs"] = float64(n) / (1 << 20) / d.Seconds()
+	s["stream.logs.bytes"] = float64(n)
 	return nil
 }
 
