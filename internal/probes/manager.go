@@ -3,6 +3,7 @@ package probes
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -198,7 +199,7 @@ type worker struct {
 func (w *worker) run() {
 	p := probeOf(w.c, w.kind)
 	period := time.Duration(max(p.PeriodSeconds, 1)) * time.Second
-	delay := time.Until(w.started.Add(time.Duration(p.InitialDelaySeconds) * time.Second))
+	delay := max(time.Until(w.started.Add(time.Duration(p.InitialDelaySeconds)*time.Second)), restartJitter(w.m.born, period))
 	select {
 	case <-w.stop:
 		return
@@ -221,6 +222,17 @@ func (w *worker) run() {
 		case <-w.trigger:
 		}
 	}
+}
+
+// restartJitter is how long a worker made within a probe period of the
+// agent's start waits before its first probe: a random part of the period,
+// as upstream's prober does, so that the probes of every running container
+// do not all hit the runtime at once when the agent restarts.
+func restartJitter(born time.Time, period time.Duration) time.Duration {
+	if time.Since(born) >= period || period <= 0 {
+		return 0
+	}
+	return rand.N(period)
 }
 
 // probeOnce runs the probe and applies the thresholds. It returns false when

@@ -104,6 +104,7 @@ func TestWorkerThresholds(t *testing.T) {
 		Wake: func(types.UID) { wakes.Add(1) },
 		Kill: func(context.Context, *corev1.Pod, string, int64, string) { kills.Add(1) },
 	})
+	m.born = time.Now().Add(-time.Hour) // an agent long up: no restart jitter before the first probes
 	if m.Ready(c, "id1") {
 		t.Fatal("ready before any probe ran")
 	}
