@@ -148,6 +148,11 @@ func (p plan) missing(s sample) []string {
 	for _, ph := range phases {
 		want = append(want, fmt.Sprintf("startup%d.phase.%s.p50", p.big, ph.key))
 	}
+	return absent(s, want)
+}
+
+// absent names the figures of want that s lacks.
+func absent(s sample, want []string) []string {
 	var out []string
 	for _, k := range want {
 		if _, ok := s[k]; !ok {

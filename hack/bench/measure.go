@@ -122,9 +122,9 @@ func measureAgent(ctx context.Context, root, agent string, p plan) (sample, erro
 			return nil, err
 		}
 		if n == p.big {
-			r0, _ := before.sum("rest_client_requests_total", nil)
-			r1, _ := after.sum("rest_client_requests_total", nil)
-			s["api.batch"] = r1 - r0
+			if s["api.batch"], err = requestsBetween(before, after); err != nil {
+				return nil, err
+			}
 			opMeans(before, after, s)
 		}
 		if p.footprintAt(n) {
@@ -185,12 +185,7 @@ func runShort(ctx context.Context, root string) error {
 	for _, path := range nodePaths {
 		want = append(want, "node."+path+".p50")
 	}
-	var missing []string
-	for _, k := range want {
-		if _, ok := s[k]; !ok {
-			missing = append(missing, k)
-		}
-	}
+	missing := absent(s, want)
 	keys := make([]string, 0, len(s))
 	for k := range s {
 		keys = append(keys, k)
@@ -381,13 +376,8 @@ func (c *cluster) footprint(window time.Duration, s sample, key string) error {
 	if err != nil {
 		return err
 	}
-	r0, _ := before.sum("rest_client_requests_total", nil)
-	r1, ok := after.sum("rest_client_requests_total", nil)
-	if !ok {
-		return fmt.Errorf("the agent's /metrics has no rest_client_requests_total")
-	}
-	s["api.steady"+key] = r1 - r0
-	return nil
+	s["api.steady"+key], err = requestsBetween(before, after)
+	return err
 }
 
 func rssMiB(pid int) float64 {

@@ -143,6 +143,17 @@ outer:
 	return total, found
 }
 
+// requestsBetween is how many API requests the agent made between two
+// scrapes of its /metrics.
+func requestsBetween(before, after scrape) (float64, error) {
+	r0, _ := before.sum("rest_client_requests_total", nil)
+	r1, ok := after.sum("rest_client_requests_total", nil)
+	if !ok {
+		return 0, fmt.Errorf("the agent's /metrics has no rest_client_requests_total")
+	}
+	return r1 - r0, nil
+}
+
 // agentOps are histograms both agents keep of the steps of a pod's start;
 // their mean over a batch says where the agent's time went.
 var agentOps = []struct {
