@@ -14,7 +14,14 @@ rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ]; then
   {
     echo "FAILED: $name (exit $rc, output in $log)"
-    grep -E '^\s*--- FAIL: |^FAIL\s|^\s*\[FAIL\]|^panic: ' "$log" | sort -u | head -40 | sed 's/^/    /'
+    # go test and ginkgo name their failed cases; a tool of our own (the
+    # crash loop, the bench) says PROBLEMS or fails with its last lines.
+    if grep -qE '^\s*--- FAIL: |^FAIL\s|^\s*\[FAIL\]|^panic: ' "$log"; then
+      grep -E '^\s*--- FAIL: |^FAIL\s|^\s*\[FAIL\]|^panic: ' "$log" | sort -u | head -40
+    else
+      grep -E 'PROBLEMS|left:|^[a-z-]+: ' "$log" | head -20
+      echo "(last lines)"; tail -n 8 "$log"
+    fi | cut -c1-400 | sed 's/^/    /'
   } >> "$dir/failed"
 fi
 exit "$rc"

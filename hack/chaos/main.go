@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -113,8 +114,8 @@ func main() {
 			status = fmt.Sprintf("%d PROBLEMS: %s", len(k.Problems), strings.Join(k.Problems[:min(3, len(k.Problems))], "; "))
 			rep.Failed++
 		}
-		fmt.Printf("kill %d/%d (%s, %.1fs after start): Ready after %.1fs; cert dir, duplicates, leaks: %s\n",
-			i, *kills, k.Mode, k.AfterSeconds, k.ReadySeconds, status)
+		fmt.Printf("%s kill %d/%d (%s, %.1fs after start): Ready after %.1fs; cert dir, duplicates, leaks: %s\n",
+			time.Now().UTC().Format("15:04:05"), i, *kills, k.Mode, k.AfterSeconds, k.ReadySeconds, status)
 		rep.Kills = append(rep.Kills, k)
 	}
 	stopWork()
@@ -136,6 +137,11 @@ func main() {
 		}
 	}
 	if rep.Failed > 0 || len(rep.LeftAtEnd) > 0 {
+		os.Exit(1)
+	}
+	// Without pods coming and going, the kills tested only the restart.
+	if rep.PodsMade < *kills || rep.PodsGone == 0 {
+		fmt.Printf("chaos: PROBLEMS: the workload made %d pods and deleted %d during %d kills; the crash loop needs pods coming and going\n", rep.PodsMade, rep.PodsGone, *kills)
 		os.Exit(1)
 	}
 }
@@ -203,16 +209,29 @@ const (
 	finalWait = 2 * time.Minute
 )
 
+// waitLeaks waits until no sandbox or container of a deleted pod that was
+// there when it began is left. The workload keeps deleting pods meanwhile,
+// so one deleted during the wait may be in its teardown at any moment: it
+// is not the kill's, and the final wait (no workload then) judges it.
 func waitLeaks(ctx context.Context, cs kubernetes.Interface, rt *runtime.Runtime, wait time.Duration) []string {
-	var leaks []string
-	for deadline := time.Now().Add(wait); ; {
-		leaks = checkLeaks(ctx, cs, rt)
-		if len(leaks) == 0 || time.Now().After(deadline) {
-			break
-		}
+	first := checkLeaks(ctx, cs, rt)
+	left := first
+	for deadline := time.Now().Add(wait); len(left) > 0 && time.Now().Before(deadline); {
 		time.Sleep(2 * time.Second)
+		now := checkLeaks(ctx, cs, rt)
+		left = map[string]string{}
+		for k := range first {
+			if msg, ok := now[k]; ok {
+				left[k] = msg
+			}
+		}
 	}
-	return leaks
+	var out []string
+	for _, msg := range left {
+		out = append(out, msg)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // checkCertDir: no temporary or partial file, every certificate file a
@@ -328,10 +347,10 @@ func checkDuplicates(ctx context.Context, rt *runtime.Runtime) []string {
 
 // checkLeaks: every sandbox and container belongs to a pod the apiserver
 // has (or to a static pod, whose mirror it has).
-func checkLeaks(ctx context.Context, cs kubernetes.Interface, rt *runtime.Runtime) []string {
+func checkLeaks(ctx context.Context, cs kubernetes.Interface, rt *runtime.Runtime) map[string]string {
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return []string{err.Error()}
+		return map[string]string{"error": err.Error()}
 	}
 	known := map[string]bool{}
 	for _, p := range pods.Items {
@@ -340,23 +359,25 @@ func checkLeaks(ctx context.Context, cs kubernetes.Interface, rt *runtime.Runtim
 			known[h] = true
 		}
 	}
-	var problems []string
+	problems := map[string]string{}
 	sandboxes, err := rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
 	if err != nil {
-		return []string{err.Error()}
+		return map[string]string{"error": err.Error()}
 	}
 	for _, sb := range sandboxes {
 		if uid := sb.Labels["io.kubernetes.pod.uid"]; !known[uid] {
-			problems = append(problems, fmt.Sprintf("sandbox of deleted pod %s/%s (%s) left", sb.Metadata.GetNamespace(), sb.Metadata.GetName(), uid))
+			problems["sandbox "+sb.Id] = fmt.Sprintf("sandbox %.12s (%s, made %s) of deleted pod %s/%s (%s) left", sb.Id, sb.State,
+				time.Unix(0, sb.CreatedAt).UTC().Format("15:04:05.000"), sb.Metadata.GetNamespace(), sb.Metadata.GetName(), uid)
 		}
 	}
 	ctrs, err := rt.ListContainers(ctx, &runtimeapi.ContainerFilter{})
 	if err != nil {
-		return append(problems, err.Error())
+		problems["error"] = err.Error()
+		return problems
 	}
 	for _, c := range ctrs {
 		if uid := c.Labels["io.kubernetes.pod.uid"]; !known[uid] {
-			problems = append(problems, fmt.Sprintf("container %s of deleted pod %s left", c.Labels["io.kubernetes.container.name"], uid))
+			problems["container "+c.Id] = fmt.Sprintf("container %s %.12s (%s) of deleted pod %s left", c.Labels["io.kubernetes.container.name"], c.Id, c.State, uid)
 		}
 	}
 	return problems
@@ -396,6 +417,17 @@ func (w *workload) run(ctx context.Context) {
 }
 
 func ensureNamespace(ctx context.Context, cs kubernetes.Interface) error {
+	// An earlier run deletes the namespace as it ends: wait until it is
+	// gone, or no pod could be made in it.
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || (err == nil && n.DeletionTimestamp == nil) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s is still terminating after 3 minutes (err %v)", ns, err)
+		}
+	}
 	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return nil

@@ -522,14 +522,16 @@ func (p *pods) staticPod(namespace, name string) (*corev1.Pod, bool) {
 // Every minute it also collects dead containers beyond the per-container
 // limit and superseded sandboxes of the pods it runs.
 func (p *pods) housekeeping(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
-	defer t.Stop()
 	policy := podsync.GCPolicy{MinAge: p.deps.cfg.MinContainerTTL, MaxPerPodContainer: p.deps.cfg.MaxDeadPerContainer}
-	for tick := 1; ; tick++ {
+	// The first sweep runs as soon as the apiserver's pods are known (pods
+	// deleted while the agent was down are cleaned up at once after a
+	// restart), then every 10 s.
+	wait := time.Second
+	for tick := 0; ; {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		if !p.apiSynced.Load() {
 			// Until the apiserver's pods are known, every sandbox of theirs
@@ -537,28 +539,57 @@ func (p *pods) housekeeping(ctx context.Context) {
 			// must never cost a running pod).
 			continue
 		}
+		wait = 10 * time.Second
+		tick++
 		if tick%6 == 0 {
 			if err := p.syncer.CollectGarbage(ctx, policy, func(uid string) bool { return p.workers.Known(types.UID(uid)) }); err != nil {
 				klog.FromContext(ctx).Error(err, "Container garbage collection failed")
 			}
 		}
 		p.devices.ReleaseUnless(p.workers.HoldsDevices)
-		sandboxes, err := p.deps.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
-		if err != nil {
+		p.removeOrphans(ctx)
+	}
+}
+
+// orphanRemovals is how many orphaned pods are removed at once: each waits
+// on the runtime (stop, network teardown, removal) for a second or more on
+// a busy node.
+const orphanRemovals = 4
+
+// removeOrphans removes the sandboxes and containers of pods this agent no
+// longer knows.
+func (p *pods) removeOrphans(ctx context.Context) {
+	sandboxes, err := p.deps.rt.ListPodSandbox(ctx, &runtimeapi.PodSandboxFilter{})
+	if err != nil {
+		return
+	}
+	orphans := map[types.UID]*corev1.Pod{}
+	for _, sb := range sandboxes {
+		uid := types.UID(podsync.PodUIDOf(sb.Labels))
+		if uid == "" || orphans[uid] != nil || p.workers.Known(uid) || p.podExists(uid) {
 			continue
 		}
-		for _, sb := range sandboxes {
-			uid := types.UID(podsync.PodUIDOf(sb.Labels))
-			if uid == "" || p.workers.Known(uid) || p.podExists(uid) {
-				continue
-			}
-			orphan := &corev1.Pod{}
-			orphan.UID, orphan.Name, orphan.Namespace = uid, sb.Metadata.GetName(), sb.Metadata.GetNamespace()
+		orphan := &corev1.Pod{}
+		orphan.UID, orphan.Name, orphan.Namespace = uid, sb.Metadata.GetName(), sb.Metadata.GetNamespace()
+		orphans[uid] = orphan
+	}
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, orphanRemovals)
+	for uid, orphan := range orphans {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			start := time.Now()
 			if err := p.syncer.Remove(ctx, orphan); err != nil {
 				klog.FromContext(ctx).Error(err, "Failed to remove an orphaned pod sandbox", "podUID", uid)
+				return
 			}
-		}
+			klog.FromContext(ctx).V(2).Info("Removed the sandbox and containers of a pod the agent no longer knows",
+				"pod", klog.KObj(orphan), "podUID", uid, "took", time.Since(start))
+		}()
 	}
+	wg.Wait()
 }
 
 func (p *pods) podExists(uid types.UID) bool {

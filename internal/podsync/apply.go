@@ -370,13 +370,20 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		}
 		return nil, err
 	}
-	id, err := s.cfg.Runtime.CreateContainer(ctx, sandboxID, config, sbConfig)
+	// The pod's context ends when the pod is killed, but a container
+	// start is not cut short: containerd (2.x, containerd#11037) left a
+	// start cancelled after its task was made with the task's process
+	// waiting and the container EXITED, a container no CRI call can stop
+	// or remove. The kill waits for the start (bounded by the runtime
+	// request timeout) and then stops the running container.
+	rctx := context.WithoutCancel(ctx)
+	id, err := s.cfg.Runtime.CreateContainer(rctx, sandboxID, config, sbConfig)
 	if err != nil {
 		s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return &Waiting{Reason: "CreateContainerError", Message: err.Error()}, nil
 	}
 	s.event(pod, corev1.EventTypeNormal, "Created", "Created container: "+name)
-	if err := s.cfg.Runtime.StartContainer(ctx, id); err != nil {
+	if err := s.cfg.Runtime.StartContainer(rctx, id); err != nil {
 		s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return &Waiting{Reason: "RunContainerError", Message: err.Error()}, nil
 	}
@@ -703,6 +710,15 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	for _, c := range rp.Containers {
+		// A start still in flight in the runtime when the pod was killed
+		// can leave a container running after the kill (the kill stops
+		// only what was running then), and the runtime refuses to remove
+		// a running container: stop it first, at once.
+		if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING || c.State == runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+			if err := s.cfg.Runtime.StopContainer(ctx, c.Id, 0); err != nil {
+				return fmt.Errorf("failed to stop container %s before removing it: %w", c.Id, err)
+			}
+		}
 		if err := s.removeContainer(ctx, c.Id, c.ContainerStatus); err != nil {
 			return fmt.Errorf("failed to remove container %s: %w", c.Id, err)
 		}

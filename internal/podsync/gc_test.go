@@ -2,6 +2,7 @@ package podsync
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,5 +175,37 @@ func TestOrphanedPodFoldersAreRemoved(t *testing.T) {
 	}
 	if !slices.Equal(vols.torn, []string{"orphan"}) {
 		t.Errorf("volumes torn down for %v", vols.torn)
+	}
+}
+
+// strictRuntime refuses, as containerd does, to remove a running container.
+type strictRuntime struct{ *apitest.FakeRuntimeService }
+
+func (r strictRuntime) RemoveContainer(ctx context.Context, id string) error {
+	st, err := r.FakeRuntimeService.ContainerStatus(ctx, id, false)
+	if err == nil && st.GetStatus().GetState() == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("cannot delete running task %s: failed precondition", id)
+	}
+	return r.FakeRuntimeService.RemoveContainer(ctx, id)
+}
+
+// A container whose start was still in flight when its pod was killed runs
+// after the kill; removing the pod stops it and removes it, instead of
+// failing on it at every retry (the crash loop saw such pods never go).
+func TestRemoveStopsAContainerStartedAfterTheKill(t *testing.T) {
+	rt := apitest.NewFakeRuntimeService()
+	rt.SetFakeSandboxes([]*apitest.FakePodSandbox{fakeSandbox("sb", "late", runtimeapi.PodSandboxState_SANDBOX_NOTREADY, 10)})
+	rt.SetFakeContainers([]*apitest.FakeContainer{
+		deadCtr("started-late", "late", "app", "sb", runtimeapi.ContainerState_CONTAINER_RUNNING, 5),
+		deadCtr("exited", "late", "init", "sb", runtimeapi.ContainerState_CONTAINER_EXITED, 8),
+	})
+	s := &Syncer{cfg: SyncerConfig{Runtime: strictRuntime{rt}, Volumes: &fakeVolumes{}, Node: NodeSettings{RootDir: t.TempDir()}}, backoff: NewBackoff()}
+	pod := &corev1.Pod{}
+	pod.UID = "late"
+	if err := s.Remove(context.Background(), pod); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if len(rt.Containers) != 0 || len(rt.Sandboxes) != 0 {
+		t.Errorf("left: %d containers, %d sandboxes", len(rt.Containers), len(rt.Sandboxes))
 	}
 }

@@ -181,6 +181,7 @@ func (w *Workers) stepTerminated(wk *worker, pod *corev1.Pod, removed bool) (tim
 		klog.FromContext(w.ctx).Error(err, "Error removing pod's containers, will retry", "pod", klog.KObj(pod))
 		return wk.retryDelay(), false
 	}
+	klog.FromContext(w.ctx).V(2).Info("Removed the pod's containers and sandboxes", "pod", klog.KObj(pod))
 	return 0, true
 }
 
