@@ -8,7 +8,6 @@
 package cgroupstats
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -100,6 +99,11 @@ func (r *Reader) Exists(name string) bool {
 // Read reads cgroup name (e.g. /kubepods/burstable/pod<uid>/<container id>).
 // It fails only when the cgroup is gone; a missing file leaves its figures 0.
 func (r *Reader) Read(name string) (*Stats, error) {
+	return r.read(name, func() []int { return r.procs(name) })
+}
+
+// read reads cgroup name, its processes listed by procs.
+func (r *Reader) read(name string, procs func() []int) (*Stats, error) {
 	if !r.Exists(name) {
 		return nil, fmt.Errorf("cgroup %s: %w", name, os.ErrNotExist)
 	}
@@ -109,7 +113,7 @@ func (r *Reader) Read(name string) (*Stats, error) {
 	} else {
 		r.readV1(name, s)
 	}
-	s.Procs = r.procs(name)
+	s.Procs = procs()
 	if s.Memory.Usage > s.Memory.InactiveFile {
 		s.Memory.WorkingSet = s.Memory.Usage - s.Memory.InactiveFile
 	}
@@ -271,11 +275,7 @@ func (r *Reader) procs(name string) []int {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
-		for _, f := range strings.Fields(readString(filepath.Join(p, "cgroup.procs"))) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				out = append(out, pid)
-			}
-		}
+		out = append(out, parsePids(readFast(filepath.Join(p, "cgroup.procs")))...)
 		return nil
 	})
 	return out
@@ -293,8 +293,8 @@ func WeightToShares(weight uint64) uint64 {
 // OfProcess returns the cgroup path of process pid: the unified path on v2,
 // the cpu controller's on v1 ("" when unknown).
 func (r *Reader) OfProcess(pid int) string {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
+	data := readFast(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if data == nil {
 		return ""
 	}
 	return parseProcCgroup(data, r.v2)
@@ -343,8 +343,8 @@ func OpenFiles(pids []int) (fds, sockets uint64) {
 // MaxOpenFilesSoft is the soft "Max open files" limit of process pid
 // (-1: unlimited, false: unknown).
 func MaxOpenFilesSoft(pid int) (int64, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
-	if err != nil {
+	data := readFast(fmt.Sprintf("/proc/%d/limits", pid))
+	if data == nil {
 		return 0, false
 	}
 	for _, line := range strings.Split(string(data), "\n") {
@@ -394,14 +394,8 @@ func sortedDevices(devs map[[2]uint64]*DeviceIO) []DeviceIO {
 
 // readBlkio parses v1 blkio files: "major:minor Op value" lines.
 func readBlkio(path string, fn func(maj, min uint64, op string, v uint64)) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		p := strings.Fields(sc.Text())
+	for _, line := range strings.Split(string(readFast(path)), "\n") {
+		p := strings.Fields(line)
 		if len(p) != 3 {
 			continue
 		}
@@ -428,15 +422,11 @@ func majorMinor(s string) (uint64, uint64, bool) {
 }
 
 func readString(path string) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	return string(bytes.TrimSpace(data))
+	return string(bytes.TrimSpace(readFast(path)))
 }
 
 func readUintErr(path string) (uint64, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFastErr(path)
 	if err != nil {
 		return 0, err
 	}

@@ -67,15 +67,18 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	}
 	var rows []cgroupSnap
 	pods := map[string]podRef{} // pod cgroup -> pod
+	// One pass: a process is in its container's cgroup and in every one
+	// above it, and each is read once.
+	pass := p.Cgroups.NewPass()
 	add := func(r cgroupSnap) {
-		st, err := p.Cgroups.Read(r.id)
+		st, err := pass.Read(r.id)
 		if err != nil {
 			return
 		}
 		r.st = st
-		r.fds, r.sockets = cgroupstats.OpenFiles(st.Procs)
+		r.fds, r.sockets = pass.OpenFiles(st.Procs)
 		if len(st.Procs) > 0 {
-			r.openFilesSoft, r.hasOpenFiles = cgroupstats.MaxOpenFilesSoft(st.Procs[0])
+			r.openFilesSoft, r.hasOpenFiles = pass.MaxOpenFilesSoft(st.Procs[0])
 		}
 		rows = append(rows, r)
 	}
