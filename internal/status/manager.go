@@ -364,6 +364,7 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		return nil // a new pod took the name
 	}
 	var after *corev1.Pod
+	normalizeTimes(&want.status)
 	if !apiequality.Semantic.DeepEqual(current.Status, want.status) {
 		if after, err = m.patch(ctx, current, want.status); err != nil {
 			return err
@@ -414,6 +415,11 @@ func (m *Manager) patch(ctx context.Context, current *corev1.Pod, st corev1.PodS
 	if err := json.Unmarshal(patch, &body); err != nil {
 		return nil, err
 	}
+	if len(body) == 0 {
+		// The statuses differ only in what their JSON does not carry:
+		// the apiserver has ours already.
+		return current, nil
+	}
 	body["metadata"] = map[string]any{"uid": string(current.UID)}
 	patch, _ = json.Marshal(body)
 	start := time.Now()
@@ -423,4 +429,37 @@ func (m *Manager) patch(ctx context.Context, current *corev1.Pod, st corev1.PodS
 	}
 	klog.FromContext(ctx).V(3).Info("Patched pod status", "pod", klog.KObj(current), "phase", st.Phase, "took", time.Since(start))
 	return after, nil
+}
+
+// normalizeTimes truncates the status's times to whole seconds, as the
+// apiserver stores them (RFC 3339), as upstream's status manager does: a
+// status built from the runtime's nanosecond times otherwise never equals
+// the apiserver's copy of itself, and each resync sent a patch that changed
+// nothing.
+func normalizeTimes(st *corev1.PodStatus) {
+	sec := func(t *metav1.Time) {
+		if t != nil && !t.IsZero() {
+			*t = t.Rfc3339Copy()
+		}
+	}
+	sec(st.StartTime)
+	for i := range st.Conditions {
+		sec(&st.Conditions[i].LastProbeTime)
+		sec(&st.Conditions[i].LastTransitionTime)
+	}
+	state := func(s *corev1.ContainerState) {
+		if s.Running != nil {
+			sec(&s.Running.StartedAt)
+		}
+		if s.Terminated != nil {
+			sec(&s.Terminated.StartedAt)
+			sec(&s.Terminated.FinishedAt)
+		}
+	}
+	for _, list := range [][]corev1.ContainerStatus{st.InitContainerStatuses, st.ContainerStatuses, st.EphemeralContainerStatuses} {
+		for i := range list {
+			state(&list[i].State)
+			state(&list[i].LastTerminationState)
+		}
+	}
 }

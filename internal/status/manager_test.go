@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -278,5 +279,57 @@ func TestStatusSyncDurationObserved(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if after, _ := testutil.GetHistogramMetricCount(bmetrics.PodStatusSyncDuration.ObserverMetric); after != before+1 {
 		t.Errorf("an unchanged status was observed: %d observations, want %d", after, before+1)
+	}
+}
+
+// A status with the runtime's nanosecond times equals the apiserver's copy
+// of it (whole seconds): sending it again costs no request, where every
+// resync used to send a patch that changed nothing.
+func TestSameStatusWithNanosecondsNotSentAgain(t *testing.T) {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"}}
+	cs := fake.NewClientset(pod)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_ = idx.Add(pod)
+	m := New(cs, corelisters.NewPodLister(idx))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	started := metav1.NewTime(time.Date(2026, 12, 6, 15, 0, 0, 123456789, time.UTC))
+	status := func() corev1.PodStatus {
+		return corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &started,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: started}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "c", Ready: true,
+				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}}}}
+	}
+	m.SetPodStatus(pod, status())
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no status patch")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The informer's copy: what the apiserver stored, through JSON.
+	got, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(got)
+	stored := &corev1.Pod{}
+	if err := json.Unmarshal(data, stored); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Status.StartTime.Nanosecond() != 0 {
+		t.Fatalf("the stored start time kept its nanoseconds: %v", stored.Status.StartTime)
+	}
+	_ = idx.Update(stored)
+	// A resync builds the same status; the version moves on.
+	st := status()
+	st.Message = "changed"
+	m.SetPodStatus(pod, st)
+	m.SetPodStatus(pod, status())
+	time.Sleep(500 * time.Millisecond)
+	if n := patches(cs); n != 1 {
+		t.Errorf("%d status patches, want 1: the same status went out again", n)
 	}
 }
