@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -19,6 +20,7 @@ type host struct {
 	pods    *pods
 	configz any
 	spec    any
+	podList server.PodListCache // /pods' encoding, pod by pod
 }
 
 var _ server.Host = (*host)(nil)
@@ -60,6 +62,41 @@ func (h *host) Pods() []*corev1.Pod {
 		}
 	}
 	return out
+}
+
+// PodListJSON is /pods: Pods, each pod's JSON reused from the last request
+// while its object (resource version) and its status here (version) are
+// unchanged.
+func (h *host) PodListJSON() ([]byte, error) {
+	all, _ := h.pods.source.Lister().List(labels.Everything())
+	entries := make([]server.PodEntry, 0, len(all))
+	for _, p := range all {
+		if p.Annotations["kubernetes.io/config.mirror"] != "" {
+			continue
+		}
+		key := ""
+		if v, ok := h.pods.status.Version(p.UID); ok && p.ResourceVersion != "" {
+			key = p.ResourceVersion + "/" + strconv.FormatUint(v, 10)
+		} else if p.ResourceVersion != "" {
+			key = p.ResourceVersion + "/-"
+		}
+		entries = append(entries, server.PodEntry{UID: p.UID, Key: key, Pod: func() (*corev1.Pod, string) {
+			st, v, ok := h.pods.status.StatusVersion(p.UID)
+			if !ok {
+				return p, p.ResourceVersion + "/-"
+			}
+			cp := *p
+			cp.Status = st
+			return &cp, p.ResourceVersion + "/" + strconv.FormatUint(v, 10)
+		}})
+	}
+	if h.pods.static != nil {
+		for _, sp := range h.pods.static.StaticPods() {
+			// A static pod's object is the agent's own; it is encoded anew.
+			entries = append(entries, server.PodEntry{UID: sp.UID, Pod: func() (*corev1.Pod, string) { return h.withStatus(sp), "" }})
+		}
+	}
+	return h.podList.Encode(entries)
 }
 
 // RunningPods groups the runtime's running containers by pod.

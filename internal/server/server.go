@@ -350,8 +350,23 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_, _ = w.Write(data)
 }
 
+// podListEncoder is a Host that encodes /pods itself (PodListCache).
+type podListEncoder interface {
+	PodListJSON() ([]byte, error)
+}
+
 // pods lists this node's pods as the agent sees them.
 func (s *Server) pods(w http.ResponseWriter, _ *http.Request) {
+	if enc, ok := s.host.(podListEncoder); ok {
+		data, err := enc.PodListJSON()
+		if err != nil {
+			writeText(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(data)
+		return
+	}
 	list := corev1.PodList{}
 	list.Kind, list.APIVersion = "PodList", "v1"
 	for _, p := range s.host.Pods() {

@@ -204,6 +204,29 @@ func (m *Manager) Status(uid types.UID) (corev1.PodStatus, bool) {
 	return *e.status.DeepCopy(), true
 }
 
+// Version is the version of the pod's status the agent holds (it moves
+// with every change), without copying the status.
+func (m *Manager) Version(uid types.UID) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[uid]
+	if !ok {
+		return 0, false
+	}
+	return e.version, true
+}
+
+// StatusVersion is Status with its Version, read together.
+func (m *Manager) StatusVersion(uid types.UID) (corev1.PodStatus, uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.entries[uid]
+	if !ok {
+		return corev1.PodStatus{}, 0, false
+	}
+	return *e.status.DeepCopy(), e.version, true
+}
+
 // reconcilePeriod is how often sent statuses are compared with the
 // apiserver's (upstream's status manager syncs every 10 s).
 const reconcilePeriod = 10 * time.Second
