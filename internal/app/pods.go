@@ -533,10 +533,10 @@ func (p *pods) housekeeping(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		if !p.apiSynced.Load() {
-			// Until the apiserver's pods are known, every sandbox of theirs
-			// would look orphaned: remove nothing (an apiserver outage
-			// must never cost a running pod).
+		if !p.apiSynced.Load() || (p.static != nil && !p.static.Polled()) {
+			// Until the apiserver's pods and the static pods are known,
+			// every sandbox of theirs would look orphaned: remove nothing
+			// (an apiserver outage must never cost a running pod).
 			continue
 		}
 		wait = 10 * time.Second

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +53,7 @@ func IsStatic(pod *corev1.Pod) bool {
 // staticPodURL, delivers them to a handler, and keeps a mirror pod for each
 // in the apiserver.
 type Static struct {
+	polled   atomic.Bool          // the sources were read once
 	Dir      string               // staticPodPath ("" disables)
 	URL      string               // staticPodURL ("" disables)
 	Every    time.Duration        // fileCheckFrequency
@@ -101,6 +103,7 @@ func (s *Static) Run(ctx context.Context, h Handler) {
 			w = watchDir(ctx, s.Dir, changed)
 		}
 		s.poll(ctx, h, event, readURL)
+		s.polled.Store(true)
 		select {
 		case <-ctx.Done():
 			return
@@ -497,6 +500,10 @@ func setPodDefaults(pod *corev1.Pod) {
 		}
 	}
 }
+
+// Polled reports whether the static pod sources were read once: until
+// then, a running static pod's sandbox is not known to be one.
+func (s *Static) Polled() bool { return s.polled.Load() }
 
 // StaticPods lists the current static pods, sorted by name.
 func (s *Static) StaticPods() []*corev1.Pod {

@@ -255,3 +255,27 @@ func TestStaticFilesSeenAtOnce(t *testing.T) {
 	}
 	eventually("a removed manifest's pod gone", func(n map[string]bool) bool { return !n["db-n1"] })
 }
+
+// Polled turns true only once the folder was read, with the pods in it
+// known: the orphan sweep waits for it.
+func TestStaticPolledAfterTheFirstRead(t *testing.T) {
+	dir := t.TempDir()
+	writeManifest(t, dir, "web.yaml", "web")
+	s := &Static{Dir: dir, NodeName: "n1", Every: time.Hour}
+	if s.Polled() {
+		t.Fatal("polled before running")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, newRecorder())
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.Polled() {
+		if time.Now().After(deadline) {
+			t.Fatal("never polled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pods := s.StaticPods(); len(pods) != 1 {
+		t.Errorf("polled with %d static pods known, want 1", len(pods))
+	}
+}
