@@ -82,6 +82,11 @@ func main() {
 			results[agent] = append(results[agent], s)
 		}
 	}
+	// Each round's make up builds Bosun from the tree as it is then: a
+	// commit or an edit during the run is said in the report.
+	if end, err := readMachine(ctx, root); err == nil && end.Commit != m.Commit {
+		m.Commit = fmt.Sprintf("%s (the tree was at %s by the last round: rounds after the change measured that)", m.Commit, end.Commit)
+	}
 	fmt.Println(">>> bosun's CPU profile over one more big batch")
 	prof, err := profileBatch(ctx, root, "bosun", p)
 	if err != nil {
