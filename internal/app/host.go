@@ -74,20 +74,15 @@ func (h *host) PodListJSON() ([]byte, error) {
 		if p.Annotations["kubernetes.io/config.mirror"] != "" {
 			continue
 		}
-		key := ""
-		if v, ok := h.pods.status.Version(p.UID); ok && p.ResourceVersion != "" {
-			key = p.ResourceVersion + "/" + strconv.FormatUint(v, 10)
-		} else if p.ResourceVersion != "" {
-			key = p.ResourceVersion + "/-"
-		}
-		entries = append(entries, server.PodEntry{UID: p.UID, Key: key, Pod: func() (*corev1.Pod, string) {
+		v, ok := h.pods.status.Version(p.UID)
+		entries = append(entries, server.PodEntry{UID: p.UID, Key: podJSONKey(p, v, ok), Pod: func() (*corev1.Pod, string) {
 			st, v, ok := h.pods.status.StatusVersion(p.UID)
 			if !ok {
-				return p, p.ResourceVersion + "/-"
+				return p, podJSONKey(p, 0, false)
 			}
 			cp := *p
 			cp.Status = st
-			return &cp, p.ResourceVersion + "/" + strconv.FormatUint(v, 10)
+			return &cp, podJSONKey(p, v, true)
 		}})
 	}
 	if h.pods.static != nil {
@@ -97,6 +92,19 @@ func (h *host) PodListJSON() ([]byte, error) {
 		}
 	}
 	return h.podList.Encode(entries)
+}
+
+// podJSONKey names what a pod's JSON for /pods is built from: its object's
+// resource version and the version of its status here (ok: the agent holds
+// one). A pod without a resource version gets "", never reused.
+func podJSONKey(p *corev1.Pod, statusVersion uint64, ok bool) string {
+	switch {
+	case p.ResourceVersion == "":
+		return ""
+	case !ok:
+		return p.ResourceVersion + "/-"
+	}
+	return p.ResourceVersion + "/" + strconv.FormatUint(statusVersion, 10)
 }
 
 // RunningPods groups the runtime's running containers by pod.

@@ -35,6 +35,18 @@ func setUp(t *testing.T, pods ...*corev1.Pod) (*fake.Clientset, *Manager) {
 	return cs, New(cs, corelisters.NewPodLister(idx))
 }
 
+// waitPatched waits up to 5 s for the first status patch.
+func waitPatched(t *testing.T, cs *fake.Clientset, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for patches(cs) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func patches(cs *fake.Clientset) int {
 	n := 0
 	for _, a := range cs.Actions() {
@@ -60,13 +72,7 @@ func TestStatusHeldUntilReady(t *testing.T) {
 		t.Fatalf("%d status patches sent before the pods were listed", n)
 	}
 	ready.Store(true)
-	deadline := time.Now().Add(5 * time.Second)
-	for patches(cs) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no status patch once ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitPatched(t, cs, "no status patch once ready")
 	got, _ := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
 	if got.Status.Phase != corev1.PodRunning {
 		t.Errorf("phase %q after the patch", got.Status.Phase)
@@ -256,14 +262,8 @@ func TestStatusSyncDurationObserved(t *testing.T) {
 	defer cancel()
 	go m.Run(ctx, 1)
 	m.SetPodStatus(pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	waitPatched(t, cs, "no status patch")
 	deadline := time.Now().Add(5 * time.Second)
-	for patches(cs) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no status patch")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	deadline = time.Now().Add(5 * time.Second)
 	for {
 		after, _ := testutil.GetHistogramMetricCount(bmetrics.PodStatusSyncDuration.ObserverMetric)
 		if after == before+1 {
@@ -302,13 +302,7 @@ func TestSameStatusWithNanosecondsNotSentAgain(t *testing.T) {
 				State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: started}}}}}
 	}
 	m.SetPodStatus(pod, status())
-	deadline := time.Now().Add(5 * time.Second)
-	for patches(cs) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no status patch")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitPatched(t, cs, "no status patch")
 	// The informer's copy: what the apiserver stored, through JSON.
 	got, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
 	if err != nil {
