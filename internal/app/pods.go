@@ -28,11 +28,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+	"k8s.io/utils/cpuset"
 
 	"github.com/bosun-dev/bosun/internal/allocation"
 	"github.com/bosun-dev/bosun/internal/cgroups"
 	"github.com/bosun-dev/bosun/internal/cgroupstats"
 	"github.com/bosun-dev/bosun/internal/config"
+	"github.com/bosun-dev/bosun/internal/cpumanager"
 	"github.com/bosun-dev/bosun/internal/csi"
 	"github.com/bosun-dev/bosun/internal/devices"
 	"github.com/bosun-dev/bosun/internal/dra"
@@ -91,6 +93,7 @@ type pods struct {
 	userns   *userns.Manager
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
+	cpus     *cpumanager.Manager
 	csi      *csi.Manager
 	dra      *dra.Manager
 	// volumeStats measures running pods' volumes for the Summary API and
@@ -192,6 +195,10 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	}
 	p.alloc = allocation.New(klog.FromContext(ctx), allocation.Config{RootDir: d.cfg.RootDir, Recorder: recorder,
 		Fit: func(pod *corev1.Pod, others []*corev1.Pod) (bool, string, string) {
+			if p.cpus.Policy() == cpumanager.PolicyStatic && podsync.QOSClass(pod) == corev1.PodQOSGuaranteed &&
+				cpuRequestsDiffer(pod, p.alloc.Allocated(pod)) {
+				return false, allocation.ReasonInfeasible, `Resize is infeasible for Guaranteed Pods alongside CPU Manager policy "static"`
+			}
 			return podworkers.Admit(pod, others, p.node())
 		},
 		Active: func() []*corev1.Pod { return p.workers.Active() },
@@ -245,6 +252,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		return nil, err
 	}
 	p.userns = usernsMgr
+	if p.cpus, err = newCPUManager(klog.FromContext(ctx), d.cfg); err != nil {
+		return nil, err
+	}
 	cg := cgroups.New("/sys/fs/cgroup")
 	var maxRestartBackOff time.Duration
 	if m := kc.CrashLoopBackOff.MaxContainerRestartPeriod; m != nil && config.FeatureEnabled(kc, config.CrashLoopBackOffMax) {
@@ -261,6 +271,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
 			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d), UserNamespace: usernsMgr.Namespace,
+			CPUs:     p.cpus.ForContainer,
 			Swap:     podsync.Swap{Controller: cg.SwapController(), CgroupV2: cg.V2(), Behavior: kc.MemorySwap.SwapBehavior, Bytes: d.machine.SwapBytes},
 			OOMGroup: cg.V2() && (kc.SingleProcessOOMKill == nil || !*kc.SingleProcessOOMKill),
 		},
@@ -417,6 +428,7 @@ func (p *pods) startLocal(ctx context.Context) {
 	go p.eviction.Run(ctx)
 	go p.imageGC.Run(ctx, 5*time.Minute)
 	kc := p.deps.cfg.Kubelet
+	go p.cpus.Run(ctx, p.deps.rt.RuntimeService, kc.CPUManagerReconcilePeriod.Duration, p.workers.HoldsDevices)
 	maxSize := resource.MustParse(kc.ContainerLogMaxSize) // validated by config
 	go (&logrotate.Rotator{Runtime: p.deps.rt.RuntimeService, MaxSize: maxSize.Value(), MaxFiles: int(*kc.ContainerLogMaxFiles),
 		Every: kc.ContainerLogMonitorInterval.Duration}).Run(ctx)
@@ -471,8 +483,27 @@ func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod)
 	defer func(start time.Time) {
 		bmetrics.TopologyAdmissionDuration.Observe(float64(time.Since(start).Microseconds()) / 1000)
 	}(time.Now())
+	// As upstream's topology manager: the CPU manager's allocation, then
+	// the devices'.
+	activeUIDs := map[types.UID]bool{pod.UID: true}
+	for _, a := range active {
+		activeUIDs[a.UID] = true
+	}
+	isActive := func(uid types.UID) bool { return activeUIDs[uid] }
+	if !p.sourcesReady() {
+		isActive = nil // until every pod is known, no CPUs are given back
+	}
+	if err := p.cpus.Allocate(klog.FromContext(ctx), pod, isActive); err != nil {
+		bmetrics.TopologyAdmissionErrors.Inc()
+		var ae *cpumanager.AdmissionError
+		if errors.As(err, &ae) {
+			return false, ae.Reason(), ae.Error()
+		}
+		return false, "UnexpectedAdmissionError", err.Error()
+	}
 	if p.devices.Needs(pod) {
 		if err := p.devices.Allocate(ctx, pod); err != nil {
+			bmetrics.TopologyAdmissionErrors.Inc()
 			var ae *devices.AdmissionError
 			if errors.As(err, &ae) {
 				return false, ae.Reason(), ae.Error()
@@ -533,7 +564,7 @@ func (p *pods) housekeeping(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		if !p.apiSynced.Load() || (p.static != nil && !p.static.Polled()) {
+		if !p.sourcesReady() {
 			// Until the apiserver's pods and the static pods are known,
 			// every sandbox of theirs would look orphaned: remove nothing
 			// (an apiserver outage must never cost a running pod).
@@ -547,8 +578,66 @@ func (p *pods) housekeeping(ctx context.Context) {
 			}
 		}
 		p.devices.ReleaseUnless(p.workers.HoldsDevices)
+		p.cpus.Release(klog.FromContext(ctx), p.workers.HoldsDevices)
 		p.removeOrphans(ctx)
 	}
+}
+
+// cpuRequestsDiffer says whether a container's cpu request differs between
+// two versions of a pod.
+func cpuRequestsDiffer(a, b *corev1.Pod) bool {
+	requests := func(p *corev1.Pod) map[string]resource.Quantity {
+		out := map[string]resource.Quantity{}
+		for _, cs := range [][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+			for _, c := range cs {
+				out[c.Name] = c.Resources.Requests[corev1.ResourceCPU]
+			}
+		}
+		return out
+	}
+	ra, rb := requests(a), requests(b)
+	for name, q := range ra {
+		if other := rb[name]; q.Cmp(other) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// sourcesReady says whether the apiserver's pods and the static pods are
+// known: until then, a pod's absence says nothing.
+func (p *pods) sourcesReady() bool {
+	return p.apiSynced.Load() && (p.static == nil || p.static.Polled())
+}
+
+// newCPUManager builds the CPU manager from cpuManagerPolicy, the node's
+// CPUs and the CPU reservation, and reads (or writes) its state file.
+func newCPUManager(logger klog.Logger, cfg *config.Config) (*cpumanager.Manager, error) {
+	kc := cfg.Kubelet
+	topo, err := cpumanager.Discover("/sys")
+	if err != nil {
+		return nil, err
+	}
+	reserved := resource.Quantity{}
+	for _, m := range []map[string]string{kc.KubeReserved, kc.SystemReserved} {
+		if v, ok := m["cpu"]; ok {
+			q, err := resource.ParseQuantity(v)
+			if err != nil {
+				return nil, fmt.Errorf("cpu reservation %q: %w", v, err)
+			}
+			reserved.Add(q)
+		}
+	}
+	set, err := cpuset.Parse(kc.ReservedSystemCPUs) // validated
+	if err != nil {
+		return nil, err
+	}
+	m, err := cpumanager.New(cpumanager.Config{Policy: kc.CPUManagerPolicy, RootDir: cfg.RootDir, Topology: topo,
+		Reserved: set, ReservedCPU: reserved})
+	if err != nil {
+		return nil, err
+	}
+	return m, m.Start(logger)
 }
 
 // orphanRemovals is how many orphaned pods are removed at once: each waits

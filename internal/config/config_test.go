@@ -173,10 +173,19 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad allowlist pattern", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [\"registry.example/*/app\"]\n")}
 		}, "only patterns ending with '/*'"},
-		{"static cpu manager", func(t *testing.T) []string {
-			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\n")}
+		{"static cpu manager options", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\ncpuManagerPolicyOptions:\n  full-pcpus-only: \"true\"\n")}
 		},
-			`not supported by Bosun yet: cpuManagerPolicy (--cpu-manager-policy) "static"`},
+			`not supported by Bosun yet: cpuManagerPolicyOptions (--cpu-manager-policy-options)`},
+		{"unknown cpu manager policy", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: dynamic\n")}
+		},
+			`cpuManagerPolicy (--cpu-manager-policy) "dynamic" must be one of`},
+		{"bad reserved cpus", func(*testing.T) []string { return []string{"--reserved-cpus=0-x"} },
+			`unable to parse reservedSystemCPUs (--reserved-cpus) 0-x`},
+		{"reserved cpus with a reserved cgroup", func(t *testing.T) []string {
+			return []string{"--reserved-cpus=0", "--config=" + writeConfig(t, header+"kubeReservedCgroup: /kube.slice\n")}
+		}, `can't use reservedSystemCPUs (--reserved-cpus) with systemReservedCgroup (--system-reserved-cgroup) or kubeReservedCgroup`},
 		{"topology manager", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"topologyManagerPolicy: single-numa-node\n")}
 		},
@@ -294,6 +303,30 @@ func TestPullVerificationPolicyDefaultsWithTheGate(t *testing.T) {
 		if strings.Contains(w, "KubeletEnsureSecretPulledImages") {
 			t.Errorf("a gate Bosun honours is warned about: %s", w)
 		}
+	}
+}
+
+// reservedSystemCPUs becomes the whole CPU reservation, as upstream: the
+// node's allocatable loses exactly those CPUs.
+func TestReservedCPUsReplaceTheReservedCPU(t *testing.T) {
+	f := writeConfig(t, header+"cpuManagerPolicy: static\nkubeReserved:\n  cpu: 500m\n  memory: 100Mi\nsystemReserved:\n  cpu: 200m\n")
+	cfg, err := Load([]string{"--config=" + f, "--reserved-cpus=0,2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := cfg.Kubelet
+	if _, ok := kc.KubeReserved["cpu"]; ok || kc.KubeReserved["memory"] != "100Mi" {
+		t.Errorf("kubeReserved %v, want its memory only", kc.KubeReserved)
+	}
+	if kc.SystemReserved["cpu"] != "2" {
+		t.Errorf("systemReserved %v, want cpu 2", kc.SystemReserved)
+	}
+	cfg, err = Load([]string{"--config=" + f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Kubelet.KubeReserved["cpu"] != "500m" || cfg.Kubelet.SystemReserved["cpu"] != "200m" {
+		t.Errorf("without reservedSystemCPUs: %v %v", cfg.Kubelet.KubeReserved, cfg.Kubelet.SystemReserved)
 	}
 }
 

@@ -134,6 +134,9 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.Var(int32PtrValue{&kc.ImageGCLowThresholdPercent}, "image-gc-low-threshold", "The percent of disk usage before which image garbage collection is never run.")
 	fs.StringVar(&kc.ContainerLogMaxSize, "container-log-max-size", kc.ContainerLogMaxSize, "Maximum size of a container log file before it is rotated.")
 	fs.Var(int32PtrValue{&kc.ContainerLogMaxFiles}, "container-log-max-files", "Maximum number of container log files that can be present for a container.")
+	fs.StringVar(&kc.CPUManagerPolicy, "cpu-manager-policy", kc.CPUManagerPolicy, "CPU Manager policy to use: none or static.")
+	fs.DurationVar(&kc.CPUManagerReconcilePeriod.Duration, "cpu-manager-reconcile-period", kc.CPUManagerReconcilePeriod.Duration, "CPU Manager reconciliation period.")
+	fs.StringVar(&kc.ReservedSystemCPUs, "reserved-cpus", kc.ReservedSystemCPUs, "A comma-separated list of CPUs or CPU ranges reserved for system and kubernetes usage; overrides the cpu of --system-reserved and --kube-reserved.")
 }
 
 type authzModeValue kubeletv1beta1.KubeletAuthorizationMode

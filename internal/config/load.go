@@ -92,6 +92,7 @@ func Load(args []string) (*Config, error) {
 	if err := Validate(cfg.Kubelet); err != nil {
 		return nil, err
 	}
+	ApplyReservedCPUs(cfg.Kubelet)
 	return cfg, nil
 }
 

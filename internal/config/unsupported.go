@@ -17,11 +17,8 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	refuse := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("not supported by Bosun yet: "+format, args...))
 	}
-	if kc.CPUManagerPolicy != "" && kc.CPUManagerPolicy != "none" {
-		refuse("cpuManagerPolicy (--cpu-manager-policy) %q (exclusive CPUs); set it to \"none\"", kc.CPUManagerPolicy)
-	}
 	if len(kc.CPUManagerPolicyOptions) > 0 {
-		refuse("cpuManagerPolicyOptions (--cpu-manager-policy-options); remove them")
+		refuse("cpuManagerPolicyOptions (--cpu-manager-policy-options) (full-pcpus-only, distribute-cpus-across-numa and the others); remove them: the static policy runs with upstream's defaults")
 	}
 	if kc.MemoryManagerPolicy != "" && kc.MemoryManagerPolicy != kubeletv1beta1.NoneMemoryManagerPolicy {
 		refuse("memoryManagerPolicy (--memory-manager-policy) %q; set it to \"None\"", kc.MemoryManagerPolicy)
@@ -34,9 +31,6 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	}
 	if len(kc.TopologyManagerPolicyOptions) > 0 {
 		refuse("topologyManagerPolicyOptions (--topology-manager-policy-options); remove them")
-	}
-	if kc.ReservedSystemCPUs != "" {
-		refuse("reservedSystemCPUs (--reserved-cpus) %q; reserve CPU with systemReserved or kubeReserved instead", kc.ReservedSystemCPUs)
 	}
 	for field, m := range map[string]map[string]string{"evictionHard (--eviction-hard)": kc.EvictionHard, "evictionSoft (--eviction-soft)": kc.EvictionSoft} {
 		if _, ok := m["allocatableMemory.available"]; ok {

@@ -16,6 +16,7 @@ import (
 	logsapi "k8s.io/component-base/logs/api/v1"
 	_ "k8s.io/component-base/logs/json/register" // logging.format: json
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	"k8s.io/utils/cpuset"
 
 	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
@@ -148,6 +149,7 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 		}
 	}
 	errs = append(errs, validateEnums(kc)...)
+	errs = append(errs, validateReservedCPUs(kc)...)
 	errs = append(errs, unsupported(kc)...)
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)
@@ -190,6 +192,37 @@ func validateEnums(kc *kubeletv1beta1.KubeletConfiguration) []error {
 		oneOf("tlsMinVersion (--tls-min-version)", kc.TLSMinVersion, "VersionTLS10", "VersionTLS11", "VersionTLS12", "VersionTLS13")
 	}
 	return errs
+}
+
+// validateReservedCPUs checks reservedSystemCPUs as upstream: a CPU list,
+// and not beside the reserved cgroups.
+func validateReservedCPUs(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	if kc.ReservedSystemCPUs == "" {
+		return nil
+	}
+	var errs []error
+	if kc.SystemReservedCgroup != "" || kc.KubeReservedCgroup != "" {
+		errs = append(errs, errors.New("invalid configuration: can't use reservedSystemCPUs (--reserved-cpus) with systemReservedCgroup (--system-reserved-cgroup) or kubeReservedCgroup (--kube-reserved-cgroup)"))
+	}
+	if _, err := cpuset.Parse(kc.ReservedSystemCPUs); err != nil {
+		errs = append(errs, fmt.Errorf("invalid configuration: unable to parse reservedSystemCPUs (--reserved-cpus) %v, error: %w", kc.ReservedSystemCPUs, err))
+	}
+	return errs
+}
+
+// ApplyReservedCPUs makes reservedSystemCPUs the node's whole CPU
+// reservation, as upstream: system-reserved cpu becomes their count and
+// kube-reserved cpu is dropped. Validated configurations only.
+func ApplyReservedCPUs(kc *kubeletv1beta1.KubeletConfiguration) {
+	set, err := cpuset.Parse(kc.ReservedSystemCPUs)
+	if err != nil || set.Size() == 0 {
+		return
+	}
+	delete(kc.KubeReserved, "cpu")
+	if kc.SystemReserved == nil {
+		kc.SystemReserved = map[string]string{}
+	}
+	kc.SystemReserved["cpu"] = strconv.Itoa(set.Size())
 }
 
 func validateAddresses(kc *kubeletv1beta1.KubeletConfiguration) []error {

@@ -49,15 +49,17 @@ var (
 	nodeStartupRegistration     = startupGauge("node_startup_registration_duration_seconds", "Duration in seconds of node startup during registration.")
 	nodeStartupPostRegistration = startupGauge("node_startup_post_registration_duration_seconds", "Duration in seconds of node startup after registration.")
 
-	// The CPU and memory managers run their "none" policies (others are
-	// refused): no pinning, no exclusive CPUs, counters at zero.
-	cpuPinningRequests = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "cpu_manager_pinning_requests_total",
+	// CPUPinningRequests, CPUPinningErrors, CPUSharedPool and CPUExclusive
+	// are the CPU manager's (internal/cpumanager): zero under its "none"
+	// policy. The memory manager runs its "None" policy (others are
+	// refused): its counters stay at zero.
+	CPUPinningRequests = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "cpu_manager_pinning_requests_total",
 		Help: "The number of cpu core allocations which required pinning.", StabilityLevel: metrics.ALPHA})
-	cpuPinningErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "cpu_manager_pinning_errors_total",
+	CPUPinningErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "cpu_manager_pinning_errors_total",
 		Help: "The number of cpu core allocations which required pinning failed.", StabilityLevel: metrics.ALPHA})
-	cpuSharedPool = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "cpu_manager_shared_pool_size_millicores",
+	CPUSharedPool = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "cpu_manager_shared_pool_size_millicores",
 		Help: "The size of the shared CPU pool for non-guaranteed QoS pods, in millicores.", StabilityLevel: metrics.ALPHA})
-	cpuExclusive = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "cpu_manager_exclusive_cpu_allocation_count",
+	CPUExclusive = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "cpu_manager_exclusive_cpu_allocation_count",
 		Help: "The total number of CPUs exclusively allocated to containers running on this node", StabilityLevel: metrics.ALPHA})
 	memoryPinningRequests = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "memory_manager_pinning_requests_total",
 		Help: "The number of memory pages allocations which required pinning.", StabilityLevel: metrics.ALPHA})
@@ -67,7 +69,8 @@ var (
 	// the topology manager ("none" policy) admits every pod.
 	TopologyAdmissions = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "topology_manager_admission_requests_total",
 		Help: "The number of admission requests where resources have to be aligned.", StabilityLevel: metrics.ALPHA})
-	topologyAdmissionErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "topology_manager_admission_errors_total",
+	// TopologyAdmissionErrors is kubelet_topology_manager_admission_errors_total.
+	TopologyAdmissionErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "topology_manager_admission_errors_total",
 		Help: "The number of admission request failures where resources could not be aligned.", StabilityLevel: metrics.ALPHA})
 	// TopologyAdmissionDuration is kubelet_topology_manager_admission_duration_ms.
 	TopologyAdmissionDuration = metrics.NewHistogram(&metrics.HistogramOpts{Subsystem: "kubelet", Name: "topology_manager_admission_duration_ms",
@@ -115,8 +118,8 @@ func nodeMetrics() []metrics.Registerable {
 	return []metrics.Registerable{HTTPRequests, HTTPRequestsDuration, HTTPInflightRequests, cgroupVersion, metricsProvider,
 		ServerCertTTL, ServerCertRotation, ClientRenewErrors, ServerRenewErrors,
 		nodeStartup, nodeStartupPreAgent, nodeStartupPreRegistration, nodeStartupRegistration, nodeStartupPostRegistration,
-		cpuPinningRequests, cpuPinningErrors, cpuSharedPool, cpuExclusive, memoryPinningRequests, memoryPinningErrors,
-		TopologyAdmissions, topologyAdmissionErrors, TopologyAdmissionDuration,
+		CPUPinningRequests, CPUPinningErrors, CPUSharedPool, CPUExclusive, memoryPinningRequests, memoryPinningErrors,
+		TopologyAdmissions, TopologyAdmissionErrors, TopologyAdmissionDuration,
 		StartedContainers, StartedContainersErrors, ContainersPerPod, RunPodSandboxDuration, PodStartTotalDuration, PodStatusSyncDuration}
 }
 

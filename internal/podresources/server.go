@@ -2,9 +2,10 @@
 // (k8s.io/kubelet/pkg/apis/podresources v1 and v1alpha1) on
 // <root-dir>/pod-resources/kubelet.sock, which monitoring agents and device
 // exporters read: the devices each container of each active pod holds, and
-// the devices the node can allocate. Bosun has no CPU or memory manager
-// (their policy is none), so CPU IDs and memory are empty, as upstream's are
-// with those policies; dynamic resources are empty until DRA exists.
+// the devices the node can allocate, and the CPUs: a container's exclusive
+// CPUs and the CPUs exclusive allocations may take (the CPU manager's
+// static policy; empty under none, as upstream's). Memory is empty: the
+// memory manager runs its None policy.
 package podresources
 
 import (
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	v1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 	"k8s.io/kubelet/pkg/apis/podresources/v1alpha1"
@@ -38,6 +40,11 @@ const (
 type Server struct {
 	Pods    func() []*corev1.Pod // the active pods
 	Devices *devices.Manager
+	// CPUs is the CPU manager (nil: no CPU IDs).
+	CPUs interface {
+		Exclusive(uid types.UID, container string) []int64
+		Allocatable() []int64
+	}
 	// Claims reports the DRA claims a container uses (nil: none).
 	Claims interface {
 		ContainerClaims(pod *corev1.Pod, c *corev1.Container) []*v1.DynamicResource
@@ -104,6 +111,9 @@ func (s *Server) Get(_ context.Context, r *v1.GetPodResourcesRequest) (*v1.GetPo
 // GetAllocatableResources is the healthy devices, each with its NUMA nodes.
 func (s *Server) GetAllocatableResources(context.Context, *v1.AllocatableResourcesRequest) (*v1.AllocatableResourcesResponse, error) {
 	out := &v1.AllocatableResourcesResponse{}
+	if s.CPUs != nil {
+		out.CpuIds = s.CPUs.Allocatable()
+	}
 	for _, d := range s.Devices.Allocatable() {
 		cd := &v1.ContainerDevices{ResourceName: d.Resource, DeviceIds: []string{d.ID}}
 		if len(d.NUMA) > 0 {
@@ -140,6 +150,9 @@ func (s *Server) podResources(pod *corev1.Pod) *v1.PodResources {
 
 func (s *Server) containerResources(pod *corev1.Pod, name string) *v1.ContainerResources {
 	cr := &v1.ContainerResources{Name: name}
+	if s.CPUs != nil {
+		cr.CpuIds = s.CPUs.Exclusive(pod.UID, name)
+	}
 	assigned := s.Devices.Assigned(pod.UID, name)
 	resources := make([]string, 0, len(assigned))
 	for r := range assigned {

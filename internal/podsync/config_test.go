@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -504,5 +505,40 @@ func TestEphemeralContainerTargetNamespace(t *testing.T) {
 	var ce *ConfigError
 	if err := targetNamespace(pod, exited, "dbg", config(runtimeapi.NamespaceMode_CONTAINER)); !errors.As(err, &ce) || ce.Msg != "unable to find target container main" {
 		t.Errorf("target not running: %v", err)
+	}
+}
+
+// Under the CPU manager's static policy a container runs on its CPU set; a
+// container with CPUs of its own, and its pod cgroup, have no CFS quota, as
+// upstream (DisableCPUQuotaWithExclusiveCPUs, on by default).
+func TestCPUSetAndExclusiveCPUsLiftTheQuota(t *testing.T) {
+	r := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("64Mi")}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "u"}, Spec: corev1.PodSpec{Containers: []corev1.Container{
+		{Name: "pinned", Resources: corev1.ResourceRequirements{Requests: r, Limits: r}},
+		{Name: "shared", Resources: corev1.ResourceRequirements{Requests: r, Limits: r}},
+	}}}
+	n := NodeSettings{CPUCFSQuota: true, CgroupsPerQOS: true, CPUs: func(uid types.UID, name string) (string, bool) {
+		if uid == "u" && name == "pinned" {
+			return "1-2", true
+		}
+		return "0,3", false
+	}}
+	pinned := containerResources(n, pod, &pod.Spec.Containers[0], 8<<30)
+	shared := containerResources(n, pod, &pod.Spec.Containers[1], 8<<30)
+	if pinned.CpusetCpus != "1-2" || pinned.CpuQuota != -1 || pinned.CpuPeriod != 100000 {
+		t.Errorf("pinned: cpuset %q quota %d period %d", pinned.CpusetCpus, pinned.CpuQuota, pinned.CpuPeriod)
+	}
+	if shared.CpusetCpus != "0,3" || shared.CpuQuota != 200000 {
+		t.Errorf("shared: cpuset %q quota %d", shared.CpusetCpus, shared.CpuQuota)
+	}
+	if l := PodCgroupLimits(n, pod); l.CPUQuotaUS > 0 {
+		t.Errorf("pod cgroup quota %d with a pinned container", l.CPUQuotaUS)
+	}
+	n.CPUs = nil
+	if l := PodCgroupLimits(n, pod); l.CPUQuotaUS != 400000 {
+		t.Errorf("pod cgroup quota %d without the CPU manager", l.CPUQuotaUS)
+	}
+	if c := containerResources(n, pod, &pod.Spec.Containers[0], 8<<30); c.CpusetCpus != "" || c.CpuQuota != 200000 {
+		t.Errorf("no CPU manager: cpuset %q quota %d", c.CpusetCpus, c.CpuQuota)
 	}
 }

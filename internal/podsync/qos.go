@@ -60,6 +60,13 @@ func containerResources(n NodeSettings, pod *corev1.Pod, c *corev1.Container, me
 		r.CpuPeriod = period
 		r.CpuQuota = max(cpuLim*period/1000, 1000)
 	}
+	if n.CPUs != nil {
+		set, exclusive := n.CPUs(pod.UID, c.Name)
+		r.CpusetCpus = set
+		if exclusive && r.CpuPeriod > 0 {
+			r.CpuQuota = -1
+		}
+	}
 	r.MemoryLimitInBytes = c.Resources.Limits.Memory().Value()
 	switch QOSClass(pod) {
 	case corev1.PodQOSGuaranteed:

@@ -97,13 +97,27 @@ func PodCgroupLimits(n NodeSettings, pod *corev1.Pod) cgroups.Limits {
 		period = 100000
 	}
 	l.CPUPeriodUS = uint64(period)
-	if n.CPUCFSQuota && everyContainerLimits(pod, corev1.ResourceCPU) {
+	if n.CPUCFSQuota && everyContainerLimits(pod, corev1.ResourceCPU) && !hasExclusiveCPUs(n, pod) {
 		l.CPUQuotaUS = max(lim.Cpu().MilliValue()*period/1000, 1000)
 	}
 	if everyContainerLimits(pod, corev1.ResourceMemory) {
 		l.MemoryBytes = lim.Memory().Value()
 	}
 	return l
+}
+
+// hasExclusiveCPUs says whether a container of the pod has CPUs of its own
+// (the CPU manager's static policy): its pod cgroup has no CFS quota then.
+func hasExclusiveCPUs(n NodeSettings, pod *corev1.Pod) bool {
+	if n.CPUs == nil {
+		return false
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if _, exclusive := n.CPUs(pod.UID, c.Name); exclusive {
+			return true
+		}
+	}
+	return false
 }
 
 // qosCgroup is a class folder pod cgroups live in, with its settings.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
@@ -46,6 +47,10 @@ type NodeSettings struct {
 	// UserNamespace is the pod's user namespace for CRI (internal/userns;
 	// nil: the node's, and hostUsers: false is refused).
 	UserNamespace func(pod *corev1.Pod) (*runtimeapi.UserNamespace, error)
+	// CPUs is the CPU manager's answer for a container (nil: nothing is
+	// pinned): the CPU set it runs on, and whether those CPUs are its own,
+	// which lifts its CFS quota and its pod's, as upstream.
+	CPUs func(uid types.UID, container string) (set string, exclusive bool)
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.

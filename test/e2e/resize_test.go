@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 func podCondition(p *corev1.Pod, t corev1.PodConditionType) *corev1.PodCondition {
@@ -36,6 +37,32 @@ func allocatedCPU(p *corev1.Pod) string {
 // upstream's condition, message and event, and the pod keeps running as
 // allocated; once another pod goes, the resize is allocated, reaches the
 // container and completes.
+// resizeCPU asks, through the resize subresource, for a new cpu request
+// and limit of a pod's first container.
+func resizeCPU(t *testing.T, cs kubernetes.Interface, ns, name, request, limit string) {
+	t.Helper()
+	ctx := context.Background()
+	cur, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse(request)
+	cur.Spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = resource.MustParse(limit)
+	if _, err := cs.CoreV1().Pods(ns).UpdateResize(ctx, name, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("resize %s to cpu %s: %v", name, request, err)
+	}
+}
+
+// waitResizePending waits for a pod's PodResizePending condition with this
+// reason.
+func waitResizePending(t *testing.T, cs kubernetes.Interface, ns, name, reason string) *corev1.Pod {
+	t.Helper()
+	return waitPod(t, cs, ns, name, 60*time.Second, "PodResizePending "+reason, func(p *corev1.Pod) bool {
+		c := podCondition(p, corev1.PodResizePending)
+		return c != nil && c.Reason == reason
+	})
+}
+
 func TestResizeDeferredThenAllocated(t *testing.T) {
 	env := loadEnv(t)
 	requirePods(t, env)
@@ -78,19 +105,8 @@ func TestResizeDeferredThenAllocated(t *testing.T) {
 	create(t, cs, ns, filler)
 	waitPod(t, cs, ns, "filler", 60*time.Second, "Running", running)
 
-	cur, err := cs.CoreV1().Pods(ns).Get(ctx, "resize", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU] = resource.MustParse("300m")
-	cur.Spec.Containers[0].Resources.Limits[corev1.ResourceCPU] = resource.MustParse("400m")
-	if _, err := cs.CoreV1().Pods(ns).UpdateResize(ctx, "resize", cur, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("resize to cpu 300m: %v", err)
-	}
-	p = waitPod(t, cs, ns, "resize", 60*time.Second, "PodResizePending Deferred", func(p *corev1.Pod) bool {
-		c := podCondition(p, corev1.PodResizePending)
-		return c != nil && c.Reason == "Deferred"
-	})
+	resizeCPU(t, cs, ns, "resize", "300m", "400m")
+	p = waitResizePending(t, cs, ns, "resize", "Deferred")
 	c := podCondition(p, corev1.PodResizePending)
 	want := "Node didn't have enough resource: cpu, requested: 300"
 	if !strings.HasPrefix(c.Message, want) || c.ObservedGeneration != p.Generation {
