@@ -339,7 +339,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		return nil, err
 	}
 	p.imageGC = &eviction.ImageGC{Runtime: d.rt.RuntimeService, Images: d.rt.Images,
-		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration,
+		High: int(*kc.ImageGCHighThresholdPercent), Low: int(*kc.ImageGCLowThresholdPercent), MinAge: kc.ImageMinimumGCAge.Duration, MaxAge: kc.ImageMaximumGCAge.Duration,
 		Keep: []string{d.cfg.PodInfraContainerImage}, Mounted: func() []string { return imageVolumeRefs(p.workers.Running()) },
 		Records: puller.Records}
 	p.volumeStats = &volumes.StatsCache{Volumes: vm, Period: kc.VolumeStatsAggPeriod.Duration}

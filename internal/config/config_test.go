@@ -173,6 +173,9 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"bad allowlist pattern", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"imagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\npreloadedImagesVerificationAllowlist: [\"registry.example/*/app\"]\n")}
 		}, "only patterns ending with '/*'"},
+		{"image maximum age below the minimum", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imageMinimumGCAge: 10m\nimageMaximumGCAge: 5m\n")}
+		}, "imageMaximumGCAge 5m0s must be greater than imageMinimumGCAge 10m0s"},
 		{"static cpu manager options", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\ncpuManagerPolicyOptions:\n  full-pcpus-only: \"true\"\n")}
 		},
@@ -220,10 +223,10 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"attach by the agent", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"enableControllerAttachDetach: false\n")}
 		}, "enableControllerAttachDetach (--enable-controller-attach-detach) false"},
-		{"image maximum age", func(t *testing.T) []string {
-			return []string{"--config=" + writeConfig(t, header+"imageMaximumGCAge: 72h\n")}
+		{"negative image maximum age", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"imageMaximumGCAge: -72h\n")}
 		},
-			"imageMaximumGCAge 72h0m0s"},
+			"imageMaximumGCAge -72h0m0s must not be negative"},
 		{"agent cgroup", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"kubeletCgroups: /kubelet\n")}
 		},

@@ -56,9 +56,6 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	if kc.EnableControllerAttachDetach != nil && !*kc.EnableControllerAttachDetach {
 		refuse("enableControllerAttachDetach (--enable-controller-attach-detach) false (Bosun does not attach volumes itself: the attach/detach controller does); leave it true")
 	}
-	if kc.ImageMaximumGCAge.Duration != 0 {
-		refuse("imageMaximumGCAge %s (removing images unused for that long); leave it 0 (image GC by disk usage stays)", kc.ImageMaximumGCAge.Duration)
-	}
 	if kc.KubeletCgroups != "" {
 		refuse("kubeletCgroups (--kubelet-cgroups) %q (moving the agent into a cgroup); leave it empty and let the unit's slice hold the agent", kc.KubeletCgroups)
 	}

@@ -59,6 +59,15 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 		bad("imageGCLowThresholdPercent (--image-gc-low-threshold) %d must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) %d",
 			*kc.ImageGCLowThresholdPercent, *kc.ImageGCHighThresholdPercent)
 	}
+	if kc.ImageMinimumGCAge.Duration < 0 {
+		bad("imageMinimumGCAge %v must not be negative", kc.ImageMinimumGCAge.Duration)
+	}
+	if kc.ImageMaximumGCAge.Duration < 0 {
+		bad("imageMaximumGCAge %v must not be negative", kc.ImageMaximumGCAge.Duration)
+	}
+	if kc.ImageMaximumGCAge.Duration > 0 && kc.ImageMaximumGCAge.Duration <= kc.ImageMinimumGCAge.Duration {
+		bad("imageMaximumGCAge %v must be greater than imageMinimumGCAge %v", kc.ImageMaximumGCAge.Duration, kc.ImageMinimumGCAge.Duration)
+	}
 	between("iptablesMasqueradeBit (--iptables-masquerade-bit)", int64(*kc.IPTablesMasqueradeBit), 0, 31)
 	between("iptablesDropBit (--iptables-drop-bit)", int64(*kc.IPTablesDropBit), 0, 31)
 	nonNegative("maxPods (--max-pods)", int64(kc.MaxPods))

@@ -3,6 +3,8 @@ package eviction
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -15,10 +17,11 @@ import (
 	"github.com/bosun-dev/bosun/internal/pullrecords"
 )
 
-// ImageGC removes unused images, oldest-seen first, when the image
-// filesystem is used above High percent, until it is below Low percent.
-// Images in use by any container, pinned images and images first seen less
-// than MinAge ago are kept.
+// ImageGC removes unused images as upstream's image manager does: those
+// unused for longer than MaxAge (once the agent has run that long), and,
+// when the image filesystem is used above High percent, the least recently
+// used ones until it is below Low percent. Images in use by any container,
+// pinned images and images first seen less than MinAge ago are kept.
 type ImageGC struct {
 	Runtime internalapi.RuntimeService
 	Images  internalapi.ImageManagerService
@@ -26,14 +29,20 @@ type ImageGC struct {
 	High    int           // imageGCHighThresholdPercent
 	Low     int           // imageGCLowThresholdPercent
 	MinAge  time.Duration // imageMinimumGCAge
+	MaxAge  time.Duration // imageMaximumGCAge (0: none)
 	Keep    []string      // references never removed (the pod infra image)
 	// Mounted lists the image references that pods mount as image volumes:
 	// in use though no container runs them (nil: none).
 	Mounted func() []string
 	// Records, when set, forgets the pulls of images no longer on the node.
 	Records *pullrecords.Manager
-	mu      sync.Mutex
-	seen    map[string]time.Time // image ID -> first seen
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
+	mu       sync.Mutex
+	began    time.Time            // the first pass
+	seen     map[string]time.Time // image ID -> first seen
+	lastUsed map[string]time.Time // image ID -> last seen in use
 }
 
 // Run collects every interval until ctx ends.
@@ -80,9 +89,16 @@ func (g *ImageGC) imageFs(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("the runtime names no image filesystem")
 }
 
+func (g *ImageGC) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
 // Collect runs one pass.
 func (g *ImageGC) Collect(ctx context.Context) error {
-	listed := time.Now()
+	listed := g.now()
 	images, err := g.Images.ListImages(ctx, &runtimeapi.ImageFilter{})
 	if err != nil {
 		return err
@@ -92,25 +108,6 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 		ids[i] = img.Id
 	}
 	g.Records.Prune(ctx, ids, listed)
-	now := time.Now()
-	g.mu.Lock()
-	if g.seen == nil {
-		g.seen = map[string]time.Time{}
-	}
-	for _, img := range images {
-		if _, ok := g.seen[img.Id]; !ok {
-			g.seen[img.Id] = now
-		}
-	}
-	g.mu.Unlock()
-	fsPath, err := g.imageFs(ctx)
-	if err != nil {
-		return err
-	}
-	used, err := usedPercent(fsPath)
-	if err != nil || used < g.High {
-		return err
-	}
 	inUse := map[string]bool{}
 	ctrs, err := g.Runtime.ListContainers(ctx, nil)
 	if err != nil {
@@ -129,25 +126,87 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 	for _, k := range g.Keep {
 		keep[k] = true
 	}
-	var victims []*runtimeapi.Image
-	for _, img := range images {
-		if inUse[img.Id] || img.Pinned || now.Sub(g.seen[img.Id]) < g.MinAge {
-			continue
-		}
-		kept := false
+	used := func(img *runtimeapi.Image) bool {
+		u := inUse[img.Id]
 		for _, tag := range img.RepoTags {
-			kept = kept || keep[tag] || inUse[tag]
+			u = u || inUse[tag]
 		}
-		if !kept {
-			victims = append(victims, img)
+		return u
+	}
+	now := g.now()
+	g.mu.Lock()
+	if g.seen == nil {
+		g.seen, g.lastUsed, g.began = map[string]time.Time{}, map[string]time.Time{}, now
+	}
+	for _, img := range images {
+		if _, ok := g.seen[img.Id]; !ok {
+			g.seen[img.Id] = now
+		}
+		if used(img) {
+			g.lastUsed[img.Id] = now
 		}
 	}
-	sort.Slice(victims, func(i, j int) bool { return g.seen[victims[i].Id].Before(g.seen[victims[j].Id]) })
-	for _, img := range victims {
-		if used, _ = usedPercent(fsPath); used < g.Low {
+	// Unused images in upstream's eviction order: least recently used
+	// first (never used before used), then first seen.
+	var unused []*runtimeapi.Image
+	for _, img := range images {
+		kept := used(img) || img.Pinned
+		for _, tag := range img.RepoTags {
+			kept = kept || keep[tag]
+		}
+		if !kept {
+			unused = append(unused, img)
+		}
+	}
+	lastUsed, seen := maps.Clone(g.lastUsed), maps.Clone(g.seen)
+	for id := range g.seen {
+		if !slices.Contains(ids, id) {
+			delete(g.seen, id)
+			delete(g.lastUsed, id)
+		}
+	}
+	oldEnough := g.MaxAge > 0 && now.Sub(g.began) > g.MaxAge
+	g.mu.Unlock()
+	sort.SliceStable(unused, func(i, j int) bool {
+		a, b := unused[i].Id, unused[j].Id
+		if !lastUsed[a].Equal(lastUsed[b]) {
+			return lastUsed[a].Before(lastUsed[b])
+		}
+		return seen[a].Before(seen[b])
+	})
+	logger := klog.FromContext(ctx)
+	if oldEnough {
+		// As upstream: only once the agent has run for MaxAge, so that
+		// images are not judged on a partial record.
+		var left []*runtimeapi.Image
+		for _, img := range unused {
+			if now.Sub(lastUsed[img.Id]) <= g.MaxAge {
+				left = append(left, img)
+				continue
+			}
+			logger.Info("Removing image unused for longer than imageMaximumGCAge", "image", img.RepoTags, "id", img.Id, "maxAge", g.MaxAge)
+			if err := g.Images.RemoveImage(ctx, &runtimeapi.ImageSpec{Image: img.Id}); err != nil {
+				return fmt.Errorf("wanted to free images older than %v, encountered errors in image deletion: %w", g.MaxAge, err)
+			}
+		}
+		unused = left
+	}
+	fsPath, err := g.imageFs(ctx)
+	if err != nil {
+		return err
+	}
+	usedPct, err := usedPercent(fsPath)
+	if err != nil || usedPct < g.High {
+		return err
+	}
+	for _, img := range unused {
+		if now.Sub(seen[img.Id]) < g.MinAge {
+			continue
+		}
+		if usedPct, _ = usedPercent(fsPath); usedPct < g.Low {
 			break
 		}
-		klog.FromContext(ctx).Info("Removing unused image", "image", img.RepoTags, "id", img.Id)
+		logger.Info("Removing unused image", "image", img.RepoTags, "id", img.Id)
 		if err := g.Images.RemoveImage(ctx, &runtimeapi.ImageSpec{Image: img.Id}); err != nil {
 			return err
 		}
