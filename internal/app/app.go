@@ -223,6 +223,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 	} else if managed && slices.Contains(kc.EnforceNodeAllocatable, "pods") {
 		pods.recorder.Event(nodestatus.NodeRef(nodeName), corev1.EventTypeNormal, "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods")
 	}
+	if err := enforceReserved(pods, kc, nodestatus.NodeRef(nodeName)); err != nil {
+		return err
+	}
 	wake := statusCtl.Wake
 	pods.devicesChanged.Store(&wake)
 	if err := pods.devices.Start(ctx); err != nil {
@@ -566,4 +569,31 @@ func nodeImages(imgs []*runtimeapi.Image, max int) []corev1.ContainerImage {
 		out = append(out, corev1.ContainerImage{Names: names, SizeBytes: int64(img.Size)})
 	}
 	return out
+}
+
+// enforceReserved sets the system-reserved and kube-reserved limits on
+// their cgroups when enforceNodeAllocatable names them, as upstream: the
+// cgroups must exist, and a failure stops the agent with a Warning event.
+func enforceReserved(pods *pods, kc *kubeletv1beta1.KubeletConfiguration, nodeRef *corev1.ObjectReference) error {
+	for _, e := range []struct {
+		key, title, cgroup, kind string
+		reserved                 map[string]string
+		compressible             bool
+	}{
+		{"system-reserved", "System Reserved", kc.SystemReservedCgroup, "system reserved", kc.SystemReserved, false},
+		{"kube-reserved", "Kube Reserved", kc.KubeReservedCgroup, "kube reserved", kc.KubeReserved, false},
+		{"system-reserved-compressible", "System Reserved Compressible", kc.SystemReservedCgroup, "system reserved", kc.SystemReserved, true},
+		{"kube-reserved-compressible", "Kube Reserved Compressible", kc.KubeReservedCgroup, "kube reserved", kc.KubeReserved, true},
+	} {
+		if !slices.Contains(kc.EnforceNodeAllocatable, e.key) {
+			continue
+		}
+		if err := pods.syncer.EnforceReserved(e.cgroup, e.reserved, e.compressible); err != nil {
+			msg := fmt.Sprintf("Failed to enforce %s Cgroup Limits on %q: %v", e.title, e.cgroup, err)
+			pods.recorder.Event(nodeRef, corev1.EventTypeWarning, "FailedNodeAllocatableEnforcement", msg)
+			return errors.New(msg)
+		}
+		pods.recorder.Eventf(nodeRef, corev1.EventTypeNormal, "NodeAllocatableEnforced", "Updated limits on %s cgroup %v", e.kind, e.cgroup)
+	}
+	return nil
 }

@@ -99,6 +99,31 @@ func (m *Manager) Ensure(name string, l Limits) error {
 	return nil
 }
 
+// Update sets limits on cgroup name, which something else made (a
+// systemd slice for the system's or the node agent's reserved resources):
+// one missing in a hierarchy is an error, never made here.
+func (m *Manager) Update(name string, l Limits) error {
+	dirs := m.dirs(name)
+	var missing []string
+	for _, dir := range dirs {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			missing = append(missing, dir)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return fmt.Errorf("cgroup %q has some missing paths: %v", name, strings.Join(missing, ", "))
+	}
+	for ctrl, dir := range dirs {
+		for file, value := range m.settings(ctrl, l) {
+			if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644); err != nil {
+				return fmt.Errorf("cgroup %s: set %s to %s: %w", dir, file, value, err)
+			}
+		}
+	}
+	return nil
+}
+
 // MemoryUsage reads cgroup name's memory usage in bytes (memory.current on
 // v2, memory.usage_in_bytes on v1).
 func (m *Manager) MemoryUsage(name string) (int64, error) {

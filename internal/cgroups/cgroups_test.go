@@ -133,3 +133,32 @@ func TestMissing(t *testing.T) {
 		t.Errorf("Missing(/half) = %v, want %v", got, want)
 	}
 }
+
+// Update sets limits on a cgroup something else made, and refuses one that
+// is missing in a hierarchy instead of making it.
+func TestUpdateExistingCgroupOnly(t *testing.T) {
+	root := t.TempDir()
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids"} {
+		_ = os.Mkdir(filepath.Join(root, c), 0o755)
+	}
+	m := New(root)
+	err := m.Update("/system.slice", Limits{CPUShares: 102, MemoryBytes: 64 << 20})
+	if err == nil || !strings.Contains(err.Error(), `cgroup "/system.slice" has some missing paths: `+filepath.Join(root, "cpu", "system.slice")) {
+		t.Fatalf("missing cgroup: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "cpu", "system.slice")); err == nil {
+		t.Fatal("Update made the missing cgroup")
+	}
+	for _, c := range []string{"cpu", "cpuacct", "memory", "pids"} {
+		_ = os.Mkdir(filepath.Join(root, c, "system.slice"), 0o755)
+	}
+	if err := m.Update("/system.slice", Limits{CPUShares: 102, MemoryBytes: 64 << 20, Pids: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{"cpu/system.slice/cpu.shares": "102", "memory/system.slice/memory.limit_in_bytes": "67108864",
+		"pids/system.slice/pids.max": "1000"} {
+		if got := read(t, filepath.Join(root, file)); got != want {
+			t.Errorf("%s = %s, want %s", file, got, want)
+		}
+	}
+}

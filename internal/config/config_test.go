@@ -208,10 +208,18 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"unknown swap behavior", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"memorySwap:\n  swapBehavior: UnlimitedSwap\n")}
 		}, `memorySwap.swapBehavior`},
-		{"enforcing system-reserved", func(t *testing.T) []string {
+		{"enforcing system-reserved without its cgroup", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"enforceNodeAllocatable: [pods, system-reserved]\n")}
 		},
-			`enforceNodeAllocatable (--enforce-node-allocatable) "system-reserved"`},
+			`systemReservedCgroup (--system-reserved-cgroup) must be specified when "system-reserved" or "system-reserved-compressible" included`},
+		{"enforcing kube-reserved twice over", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"kubeReservedCgroup: /kube\nenforceNodeAllocatable: [pods, kube-reserved, kube-reserved-compressible]\n")}
+		},
+			`both "kube-reserved" and "kube-reserved-compressible" cannot be specified together`},
+		{"unknown enforcement", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"enforceNodeAllocatable: [pods, everything]\n")}
+		},
+			`option "everything" specified for enforceNodeAllocatable (--enforce-node-allocatable)`},
 		{"graceful node shutdown", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"shutdownGracePeriod: 30s\nshutdownGracePeriodCriticalPods: 10s\n")}
 		}, "not supported by Bosun yet: shutdownGracePeriod"},

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"slices"
 
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
@@ -35,11 +34,6 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	for field, m := range map[string]map[string]string{"evictionHard (--eviction-hard)": kc.EvictionHard, "evictionSoft (--eviction-soft)": kc.EvictionSoft} {
 		if _, ok := m["allocatableMemory.available"]; ok {
 			refuse("%s signal allocatableMemory.available (eviction on the pods' allocatable memory); use memory.available", field)
-		}
-	}
-	for _, e := range kc.EnforceNodeAllocatable {
-		if !slices.Contains([]string{"pods", "none"}, e) {
-			refuse("enforceNodeAllocatable (--enforce-node-allocatable) %q (cgroups for reserved resources); Bosun enforces \"pods\" only", e)
 		}
 	}
 	// Graceful node shutdown needs systemd-logind's inhibitor lock, which

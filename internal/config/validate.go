@@ -159,6 +159,7 @@ func Validate(kc *kubeletv1beta1.KubeletConfiguration) error {
 	}
 	errs = append(errs, validateEnums(kc)...)
 	errs = append(errs, validateReservedCPUs(kc)...)
+	errs = append(errs, validateEnforceNodeAllocatable(kc)...)
 	errs = append(errs, unsupported(kc)...)
 	errs = append(errs, validateAddresses(kc)...)
 	errs = append(errs, validateEviction(kc)...)
@@ -193,12 +194,57 @@ func validateEnums(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	oneOf("topologyManagerScope (--topology-manager-scope)", kc.TopologyManagerScope, "container", "pod")
 	oneOf("configMapAndSecretChangeDetectionStrategy", string(kc.ConfigMapAndSecretChangeDetectionStrategy), "Get", "Cache", "Watch")
 	oneOf("memorySwap.swapBehavior", kc.MemorySwap.SwapBehavior, "", "NoSwap", "LimitedSwap")
-	for _, e := range kc.EnforceNodeAllocatable {
-		oneOf("enforceNodeAllocatable (--enforce-node-allocatable)", e, "pods", "system-reserved", "kube-reserved",
-			"system-reserved-compressible", "kube-reserved-compressible", "none")
-	}
 	if kc.TLSMinVersion != "" {
 		oneOf("tlsMinVersion (--tls-min-version)", kc.TLSMinVersion, "VersionTLS10", "VersionTLS11", "VersionTLS12", "VersionTLS13")
+	}
+	return errs
+}
+
+// validateEnforceNodeAllocatable checks enforceNodeAllocatable as
+// upstream: known entries, once each, a reserved cgroup named for each
+// reserved entry, never a reserved entry with its compressible twin, "none"
+// alone, and cgroupsPerQOS on.
+func validateEnforceNodeAllocatable(kc *kubeletv1beta1.KubeletConfiguration) []error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("invalid configuration: "+format, args...))
+	}
+	has := func(v string) bool { return slices.Contains(kc.EnforceNodeAllocatable, v) }
+	for _, pair := range [][2]string{{"system-reserved", "system-reserved-compressible"}, {"kube-reserved", "kube-reserved-compressible"}} {
+		if has(pair[0]) && has(pair[1]) {
+			bad("both %q and %q cannot be specified together in enforceNodeAllocatable (--enforce-node-allocatable)", pair[0], pair[1])
+		}
+	}
+	seen := map[string]bool{}
+	for _, v := range kc.EnforceNodeAllocatable {
+		if seen[v] {
+			bad("duplicated enforcements %q in enforceNodeAllocatable (--enforce-node-allocatable)", v)
+			continue
+		}
+		seen[v] = true
+		switch v {
+		case "pods":
+		case "system-reserved", "system-reserved-compressible":
+			if kc.SystemReservedCgroup == "" {
+				bad("systemReservedCgroup (--system-reserved-cgroup) must be specified when %q or %q included in enforceNodeAllocatable (--enforce-node-allocatable)", "system-reserved", "system-reserved-compressible")
+			}
+		case "kube-reserved", "kube-reserved-compressible":
+			if kc.KubeReservedCgroup == "" {
+				bad("kubeReservedCgroup (--kube-reserved-cgroup) must be specified when %q or %q included in enforceNodeAllocatable (--enforce-node-allocatable)", "kube-reserved", "kube-reserved-compressible")
+			}
+		case "none":
+			if len(kc.EnforceNodeAllocatable) > 1 {
+				bad("enforceNodeAllocatable (--enforce-node-allocatable) may not contain additional enforcements when %q is specified", "none")
+			}
+			continue
+		default:
+			bad("option %q specified for enforceNodeAllocatable (--enforce-node-allocatable). Valid options are %q, %q, %q, %q, %q or %q",
+				v, "pods", "system-reserved", "system-reserved-compressible", "kube-reserved", "kube-reserved-compressible", "none")
+			continue
+		}
+		if kc.CgroupsPerQOS != nil && !*kc.CgroupsPerQOS {
+			bad("cgroupsPerQOS (--cgroups-per-qos) must be set to true when %q contained in enforceNodeAllocatable (--enforce-node-allocatable)", v)
+		}
 	}
 	return errs
 }

@@ -542,3 +542,21 @@ func TestCPUSetAndExclusiveCPUsLiftTheQuota(t *testing.T) {
 		t.Errorf("no CPU manager: cpuset %q quota %d", c.CpusetCpus, c.CpuQuota)
 	}
 }
+
+// The reserved cgroups' limits as upstream computes them.
+func TestReservedLimits(t *testing.T) {
+	l, err := ReservedLimits(map[string]string{"cpu": "100m", "memory": "64Mi", "pid": "1000", "ephemeral-storage": "1Gi"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.CPUShares != 102 || l.MemoryBytes != 64<<20 || l.Pids != 1000 || l.CPUQuotaUS != 0 {
+		t.Errorf("limits %+v", l)
+	}
+	l, _ = ReservedLimits(map[string]string{"cpu": "1", "memory": "64Mi"}, true)
+	if l.CPUShares != 1024 || l.MemoryBytes != 0 {
+		t.Errorf("compressible only: %+v", l)
+	}
+	if _, err := ReservedLimits(map[string]string{"memory": "lots"}, false); err == nil || !strings.Contains(err.Error(), `reserved memory "lots"`) {
+		t.Errorf("bad quantity: %v", err)
+	}
+}

@@ -1,10 +1,13 @@
 package podsync
 
 import (
+	"errors"
+	"fmt"
 	"path"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/bosun-dev/bosun/internal/cgroups"
@@ -149,6 +152,57 @@ func (s *Syncer) EnsureQOSCgroups() (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// ReservedLimits are the limits upstream sets on the system-reserved or
+// kube-reserved cgroup (enforceNodeAllocatable): cpu shares from the
+// reserved cpu and, unless only compressible resources are enforced, the
+// reserved memory as its limit and the reserved pids as its pids limit.
+func ReservedLimits(reserved map[string]string, compressibleOnly bool) (cgroups.Limits, error) {
+	var l cgroups.Limits
+	parse := func(name string) (resource.Quantity, bool, error) {
+		v, ok := reserved[name]
+		if !ok {
+			return resource.Quantity{}, false, nil
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return q, false, fmt.Errorf("reserved %s %q: %w", name, v, err)
+		}
+		return q, true, nil
+	}
+	if q, ok, err := parse("cpu"); err != nil {
+		return l, err
+	} else if ok {
+		l.CPUShares = uint64(max(q.MilliValue()*1024/1000, 2))
+	}
+	if compressibleOnly {
+		return l, nil
+	}
+	if q, ok, err := parse("memory"); err != nil {
+		return l, err
+	} else if ok {
+		l.MemoryBytes = q.Value()
+	}
+	if q, ok, err := parse("pid"); err != nil {
+		return l, err
+	} else if ok {
+		l.Pids = q.Value()
+	}
+	return l, nil
+}
+
+// EnforceReserved sets the reserved limits on an existing cgroup (the
+// system's or the node agent's, which the node's init system made).
+func (s *Syncer) EnforceReserved(name string, reserved map[string]string, compressibleOnly bool) error {
+	if s.cfg.Cgroups == nil {
+		return errors.New("no cgroup manager")
+	}
+	l, err := ReservedLimits(reserved, compressibleOnly)
+	if err != nil {
+		return err
+	}
+	return s.cfg.Cgroups.Update(name, l)
 }
 
 // ensurePodCgroup makes the pod's cgroup with its limits before its sandbox.
