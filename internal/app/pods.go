@@ -61,6 +61,10 @@ import (
 // cAdvisor's housekeeping interval in the upstream kubelet.
 const housekeepingPeriod = 10 * time.Second
 
+// plegSafetyRelist is how often the runtime is relisted while its event
+// stream is up: what an event lost would take at most to be seen.
+const plegSafetyRelist = 10 * time.Second
+
 // maxStatsAge is how old a collection may be when a request is answered
 // from it: cAdvisor's longest housekeeping interval in the upstream kubelet
 // (15 s), so that requests between two collections never collect themselves.
@@ -334,6 +338,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
 	go p.probes.RunCheckpoint(time.Second)
 	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
+	if config.FeatureEnabled(kc, config.EventedPLEG) {
+		p.pleg.WithEvents(plegSafetyRelist)
+	}
 	thresholds, err := eviction.ParseConfig(kc.EvictionHard, kc.EvictionSoft, kc.EvictionSoftGracePeriod, kc.EvictionMinimumReclaim)
 	if err != nil {
 		return nil, err

@@ -112,7 +112,16 @@ var honouredFeatureGates = map[string]bool{
 	"NodeDeclaredFeatures":                    true,
 	"ExtendWebSocketsToKubelet":               true,
 	"InPlacePodVerticalScalingInitContainers": true,
+	// The pod lifecycle event generator follows the runtime's container
+	// events (internal/pleg). Upstream's gate is alpha and off in v1.36;
+	// Bosun's is on, and falls back to relisting where the runtime has no
+	// event stream. EventedPLEG=false relists every second, as upstream.
+	EventedPLEG: true,
 }
+
+// EventedPLEG is the gate of the event-driven pod lifecycle event
+// generator.
+const EventedPLEG = "EventedPLEG"
 
 // FeatureEnabled says whether a gate Bosun honours is on.
 func FeatureEnabled(kc *kubeletv1beta1.KubeletConfiguration, gate string) bool {
