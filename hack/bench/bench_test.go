@@ -95,9 +95,12 @@ func TestMissingNamesEveryFigureNotMeasured(t *testing.T) {
 	}
 	// Every figure of the report is one a round must measure, or an agent's own mean.
 	for _, f := range p.figures() {
-		if !slices.Contains(all, f.key) && !strings.HasPrefix(f.key, "op.") {
+		if !slices.Contains(all, f.key) && !strings.HasPrefix(f.key, "op.") && !slices.Contains(bosunOnly, f.key) {
 			t.Errorf("figure %s is reported but not required", f.key)
 		}
+	}
+	if got := p.missingFor("bosun", s); !slices.Equal(got, []string{"api.steady100", "exit.relist.p50", "exit.relist.p99"}) {
+		t.Errorf("bosun's round missing %v", got)
 	}
 }
 
@@ -142,16 +145,16 @@ func TestStartupSVG(t *testing.T) {
 func TestWriteReport(t *testing.T) {
 	root := t.TempDir()
 	p := plan{rounds: 1, window: time.Second, sizes: []int{20, 100}, big: 100}
-	round := func(scale float64) sample {
+	round := func(agent string, scale float64) sample {
 		s := sample{}
-		for _, k := range p.missing(sample{}) {
+		for _, k := range p.missingFor(agent, sample{}) {
 			s[k] = scale
 		}
 		return s
 	}
 	floor := sample{"startup20.last": 1, "startup100.last": 2}
 	err := writeReport(root, machine{Commit: "abc", Runtime: "containerd 2"}, p, floor,
-		map[string][]sample{"bosun": {round(1)}, "upstream": {round(2)}}, "flat cum\n")
+		map[string][]sample{"bosun": {round("bosun", 1)}, "upstream": {round("upstream", 2)}}, "flat cum\n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +170,9 @@ func TestWriteReport(t *testing.T) {
 		}
 	}
 	for _, line := range strings.Split(text, "\n") {
-		// The agents' own means are the only figures a round may lack.
-		if strings.Contains(line, "n/a") && !strings.Contains(line, "the agent's") {
+		// The agents' own means and Bosun's relisting are the only figures
+		// a round may lack.
+		if strings.Contains(line, "n/a") && !strings.Contains(line, "the agent's") && !strings.Contains(line, "Bosun relisting") {
 			t.Errorf("a measured figure shows as n/a: %s", line)
 		}
 	}

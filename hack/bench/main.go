@@ -43,9 +43,16 @@ type plan struct {
 
 func main() {
 	short := flag.Bool("short", false, "measure the running cluster's agent with one small batch (make test's slice)")
+	exits := flag.Bool("exits", false, "measure only how fast the running cluster's agent sees containers exit (with Bosun: following events, then relisting)")
 	flag.Parse()
 	ctx := context.Background()
 	root, _ := os.Getwd()
+	if *exits {
+		if err := runExits(ctx, root); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if *short {
 		if err := runShort(ctx, root); err != nil {
 			fail(err)
@@ -76,7 +83,7 @@ func main() {
 			if err := saveRound(root, r, agent, s); err != nil {
 				fail(err)
 			}
-			if missing := p.missing(s); len(missing) > 0 {
+			if missing := p.missingFor(agent, s); len(missing) > 0 {
 				fail(fmt.Errorf("round %d, %s: not measured: %s", r, agent, strings.Join(missing, ", ")))
 			}
 			results[agent] = append(results[agent], s)
@@ -138,7 +145,7 @@ func (p plan) footprintAt(n int) bool {
 
 // missing names the figures a round should have measured and did not.
 func (p plan) missing(s sample) []string {
-	want := []string{"rss0.max", "cpu0", "api.steady0", "sequential.p50", "stream.exec", "stream.logs", "api.batch"}
+	want := []string{"rss0.max", "cpu0", "api.steady0", "sequential.p50", "exit.p50", "exit.p99", "stream.exec", "stream.logs", "api.batch"}
 	for _, n := range p.sizes {
 		for _, q := range []string{"p50", "p90", "p99", "last"} {
 			want = append(want, fmt.Sprintf("startup%d.%s", n, q))
@@ -154,6 +161,18 @@ func (p plan) missing(s sample) []string {
 		want = append(want, fmt.Sprintf("startup%d.phase.%s.p50", p.big, ph.key))
 	}
 	return absent(s, want)
+}
+
+// bosunOnly are the figures only Bosun's rounds measure.
+var bosunOnly = []string{"exit.relist.p50", "exit.relist.p99"}
+
+// missingFor is missing plus the figures only this agent's rounds measure.
+func (p plan) missingFor(agent string, s sample) []string {
+	out := p.missing(s)
+	if agent == "bosun" {
+		out = append(out, absent(s, bosunOnly)...)
+	}
+	return out
 }
 
 // absent names the figures of want that s lacks.

@@ -144,6 +144,14 @@ func measureAgent(ctx context.Context, root, agent string, p plan) (sample, erro
 	if err := c.sequential(ctx, 10, s); err != nil {
 		return nil, err
 	}
+	if err := c.exits(ctx, 10, s); err != nil {
+		return nil, err
+	}
+	if agent == "bosun" {
+		if err := c.relistExits(ctx, root, 10, s); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.streaming(ctx, s); err != nil {
 		return nil, err
 	}
@@ -178,7 +186,10 @@ func runShort(ctx context.Context, root string) error {
 	if err := c.clean(ctx); err != nil {
 		return err
 	}
-	want := []string{"startup10.p50", "startup10.last"}
+	if err := c.exits(ctx, 10, s); err != nil {
+		return err
+	}
+	want := []string{"startup10.p50", "startup10.last", "exit.p50", "exit.p99"}
 	for _, ph := range phases {
 		want = append(want, "startup10.phase."+ph.key+".p50")
 	}
@@ -203,6 +214,30 @@ func runShort(ctx context.Context, root string) error {
 	}
 	js, _ := json.MarshalIndent(s, "", "  ")
 	return os.WriteFile(filepath.Join(dir, "short-"+c.env["KUBELET"]+".json"), js, 0o644)
+}
+
+// runExits measures the running cluster's agent's exit figures alone.
+func runExits(ctx context.Context, root string) error {
+	c, err := loadCluster(ctx, root)
+	if err != nil {
+		return err
+	}
+	_ = c.clean(ctx)
+	s := sample{}
+	if err := c.exits(ctx, 10, s); err != nil {
+		return err
+	}
+	if c.env["KUBELET"] == "bosun" {
+		if err := c.relistExits(ctx, root, 10, s); err != nil {
+			return err
+		}
+	}
+	for _, k := range []string{"exit.p50", "exit.p99", "exit.relist.p50", "exit.relist.p99"} {
+		if v, ok := s[k]; ok {
+			fmt.Printf("%-20s %.3f s\n", k, v)
+		}
+	}
+	return nil
 }
 
 func podSpec(name string) *corev1.Pod {
@@ -350,6 +385,112 @@ func (c *cluster) sequential(ctx context.Context, n int, s sample) error {
 	sort.Float64s(lat)
 	s["sequential.p50"] = pct(lat, 50)
 	return nil
+}
+
+// exits measures how long a container's exit takes to reach its pod's
+// status: n pods whose containers exit at one instant known to the bench
+// (each polls the clock every 0.1 s), each latency from that instant to the
+// watch seeing the pod Succeeded. The agent learns of the exit from the
+// runtime's event or its next relist.
+func (c *cluster) exits(ctx context.Context, n int, s sample) error {
+	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := c.client.CoreV1().ServiceAccounts("bench").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	w, err := c.client.CoreV1().Pods("bench").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	at := time.Now().Add(30 * time.Second).Truncate(time.Second)
+	for i := 0; i < n; i++ {
+		p := podSpec(fmt.Sprintf("exit-%03d", i))
+		p.Spec.RestartPolicy = corev1.RestartPolicyNever
+		p.Spec.Containers[0].Command = []string{"sh", "-c", fmt.Sprintf("while [ $(date +%%s) -lt %d ]; do sleep 0.1; done", at.Unix())}
+		if _, err := c.client.CoreV1().Pods("bench").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	running, done := map[string]bool{}, map[string]time.Time{}
+	timeout := time.After(2 * time.Minute)
+	for len(done) < n {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return fmt.Errorf("the watch ended with %d of %d exits seen", len(done), n)
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			switch p.Status.Phase {
+			case corev1.PodRunning:
+				running[p.Name] = true
+			case corev1.PodSucceeded:
+				if _, seen := done[p.Name]; !seen {
+					if !running[p.Name] && now.Before(at) {
+						return fmt.Errorf("pod %s ended before the exit instant", p.Name)
+					}
+					done[p.Name] = now
+				}
+			case corev1.PodFailed:
+				return fmt.Errorf("pod %s failed: %s", p.Name, p.Status.Message)
+			}
+		case <-timeout:
+			return fmt.Errorf("%d of %d exits seen after 2 minutes", len(done), n)
+		}
+	}
+	if len(running) < n {
+		return fmt.Errorf("only %d of %d pods were seen Running before they exited", len(running), n)
+	}
+	var lat []float64
+	for _, t := range done {
+		lat = append(lat, t.Sub(at).Seconds())
+	}
+	sort.Float64s(lat)
+	s["exit.p50"], s["exit.p99"] = pct(lat, 50), pct(lat, 99)
+	return c.clean(ctx)
+}
+
+// relistExits measures the exits again with Bosun relisting every second
+// (EventedPLEG=false) instead of following the runtime's events, then
+// restores the agent's configuration.
+func (c *cluster) relistExits(ctx context.Context, root string, n int, s sample) error {
+	path := c.env["CONFIG_FILE"]
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if strings.Contains(string(orig), "\nfeatureGates:") {
+		return fmt.Errorf("%s sets featureGates already: cannot add EventedPLEG=false", path)
+	}
+	restart := func(config []byte) error {
+		if err := os.WriteFile(path, config, 0o644); err != nil {
+			return err
+		}
+		for _, cmd := range []string{"kill-agent", "start-agent"} {
+			h := exec.CommandContext(ctx, filepath.Join(root, "_output", "bin", "cluster"), cmd)
+			h.Dir = root
+			if out, err := h.CombinedOutput(); err != nil {
+				return fmt.Errorf("cluster %s: %v: %s", cmd, err, out)
+			}
+		}
+		return nil
+	}
+	if err := restart(append(append([]byte{}, orig...), "featureGates:\n  EventedPLEG: false\n"...)); err != nil {
+		return err
+	}
+	relist := sample{}
+	err = c.exits(ctx, n, relist)
+	if rerr := restart(orig); err == nil {
+		err = rerr
+	}
+	s["exit.relist.p50"], s["exit.relist.p99"] = relist["exit.p50"], relist["exit.p99"]
+	return err
 }
 
 // footprint samples the agent's RSS every second over window, and its CPU

@@ -72,6 +72,10 @@ func (p plan) figures() []figure {
 		}
 	}
 	out = append(out, figure{"sequential.p50", "s", "pod startup, 10 one at a time: p50"})
+	out = append(out, figure{"exit.p50", "s", "a container's exit in its pod's status, 10 at one instant: p50"},
+		figure{"exit.p99", "s", "a container's exit in its pod's status: p99"},
+		figure{"exit.relist.p50", "s", "the same, Bosun relisting (EventedPLEG=false): p50"},
+		figure{"exit.relist.p99", "s", "the same, Bosun relisting: p99"})
 	for _, ph := range phases {
 		out = append(out, figure{fmt.Sprintf("startup%d.phase.%s.p50", p.big, ph.key), "s", fmt.Sprintf("%d at once, phase %s: p50", p.big, ph.key)})
 	}

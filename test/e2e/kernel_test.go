@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -33,6 +34,28 @@ func TestKernelTunablesSetAtStart(t *testing.T) {
 	t.Cleanup(func() { _ = os.WriteFile(file, []byte("1000000"), 0o644) })
 	harness(t, env["KUBELET"], "kill-agent")
 	t.Setenv("WAIT", "healthz")
+	if config, err := os.ReadFile(env["CONFIG_FILE"]); err == nil && strings.Contains(string(config), "\nprotectKernelDefaults: true") {
+		// The hardened profile: the agent must not change the kernel; it
+		// refuses to start, naming the tunable, and starts once it is set.
+		t.Setenv("WAIT", "none")
+		harness(t, env["KUBELET"], "start-agent")
+		eventually(t, 60*time.Second, "the agent to refuse to start", func() error {
+			if log := tailLog(env["AGENT_LOG"], 40); !strings.Contains(log, "kernel/keys/root_maxkeys") || !strings.Contains(log, "protectKernelDefaults is true") {
+				return errors.New("the agent's log does not name kernel/keys/root_maxkeys and protectKernelDefaults")
+			}
+			return nil
+		})
+		if got := read(); got != "999999" {
+			t.Errorf("%s is %s with protectKernelDefaults true, want it left at 999999", file, got)
+		}
+		if err := os.WriteFile(file, []byte("1000000"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		harness(t, env["KUBELET"], "kill-agent")
+		t.Setenv("WAIT", "healthz")
+		harness(t, env["KUBELET"], "start-agent")
+		return
+	}
 	harness(t, env["KUBELET"], "start-agent")
 	// The kubelet sets them when its container manager starts, a few
 	// seconds after its healthz answers.
