@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,7 +41,15 @@ func TestKernelTunablesSetAtStart(t *testing.T) {
 		// refuses to start, naming the tunable, and starts once it is set.
 		t.Setenv("WAIT", "none")
 		harness(t, env["KUBELET"], "start-agent")
+		data, err := os.ReadFile(env["AGENT_PID"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 		eventually(t, 60*time.Second, "the agent to refuse to start", func() error {
+			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+				return errors.New("the agent still runs")
+			}
 			if log := tailLog(env["AGENT_LOG"], 40); !strings.Contains(log, "kernel/keys/root_maxkeys") || !strings.Contains(log, "protectKernelDefaults is true") {
 				return errors.New("the agent's log does not name kernel/keys/root_maxkeys and protectKernelDefaults")
 			}
@@ -51,7 +61,6 @@ func TestKernelTunablesSetAtStart(t *testing.T) {
 		if err := os.WriteFile(file, []byte("1000000"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		harness(t, env["KUBELET"], "kill-agent")
 		t.Setenv("WAIT", "healthz")
 		harness(t, env["KUBELET"], "start-agent")
 		return
