@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	internalapi "k8s.io/cri-api/pkg/apis"
@@ -248,18 +249,24 @@ func podSpec(name string) *corev1.Pod {
 	}}
 }
 
-// startupBatch creates n pods at once and records, per pod, the time from
-// its Create call to Running seen through a watch, and the phases of its
-// start in between.
-func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample) error {
+// benchNamespace makes the bench's namespace, waits for its service
+// account, and watches its pods.
+func (c *cluster) benchNamespace(ctx context.Context) (watch.Interface, error) {
 	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		return err
+		return nil, err
 	}
 	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		_, err := c.client.CoreV1().ServiceAccounts("bench").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, nil
 	})
-	w, err := c.client.CoreV1().Pods("bench").Watch(ctx, metav1.ListOptions{})
+	return c.client.CoreV1().Pods("bench").Watch(ctx, metav1.ListOptions{})
+}
+
+// startupBatch creates n pods at once and records, per pod, the time from
+// its Create call to Running seen through a watch, and the phases of its
+// start in between.
+func (c *cluster) startupBatch(ctx context.Context, n int, key string, s sample) error {
+	w, err := c.benchNamespace(ctx)
 	if err != nil {
 		return err
 	}
@@ -393,14 +400,7 @@ func (c *cluster) sequential(ctx context.Context, n int, s sample) error {
 // watch seeing the pod Succeeded. The agent learns of the exit from the
 // runtime's event or its next relist.
 func (c *cluster) exits(ctx context.Context, n int, s sample) error {
-	if _, err := c.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	_ = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := c.client.CoreV1().ServiceAccounts("bench").Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	})
-	w, err := c.client.CoreV1().Pods("bench").Watch(ctx, metav1.ListOptions{})
+	w, err := c.benchNamespace(ctx)
 	if err != nil {
 		return err
 	}

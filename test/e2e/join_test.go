@@ -223,6 +223,24 @@ func restartAgent(t *testing.T, env clusterEnv) {
 	_ = cmd.Process.Release()
 }
 
+// waitAgentRefused waits for the node agent just started to exit (it
+// refused its configuration) and returns the last lines of its log.
+func waitAgentRefused(t *testing.T, env clusterEnv) string {
+	t.Helper()
+	data, err := os.ReadFile(env["AGENT_PID"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	eventually(t, 60*time.Second, "the agent to refuse to start", func() error {
+		if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+			return fmt.Errorf("the agent (pid %d) still runs", pid)
+		}
+		return nil
+	})
+	return tailLog(env["AGENT_LOG"], 40)
+}
+
 // reconfigureAgent writes the node agent's configuration file and restarts
 // the agent on it.
 func reconfigureAgent(t *testing.T, env clusterEnv, config []byte) {

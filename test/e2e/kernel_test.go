@@ -4,11 +4,8 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"os"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,20 +38,9 @@ func TestKernelTunablesSetAtStart(t *testing.T) {
 		// refuses to start, naming the tunable, and starts once it is set.
 		t.Setenv("WAIT", "none")
 		harness(t, env["KUBELET"], "start-agent")
-		data, err := os.ReadFile(env["AGENT_PID"])
-		if err != nil {
-			t.Fatal(err)
+		if log := waitAgentRefused(t, env); !strings.Contains(log, "kernel/keys/root_maxkeys") || !strings.Contains(log, "protectKernelDefaults is true") {
+			t.Errorf("the agent's log does not name kernel/keys/root_maxkeys and protectKernelDefaults:\n%s", log)
 		}
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-		eventually(t, 60*time.Second, "the agent to refuse to start", func() error {
-			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
-				return errors.New("the agent still runs")
-			}
-			if log := tailLog(env["AGENT_LOG"], 40); !strings.Contains(log, "kernel/keys/root_maxkeys") || !strings.Contains(log, "protectKernelDefaults is true") {
-				return errors.New("the agent's log does not name kernel/keys/root_maxkeys and protectKernelDefaults")
-			}
-			return nil
-		})
 		if got := read(); got != "999999" {
 			t.Errorf("%s is %s with protectKernelDefaults true, want it left at 999999", file, got)
 		}

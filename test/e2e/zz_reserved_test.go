@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,20 +68,10 @@ func TestEnforceKubeReservedOnItsCgroup(t *testing.T) {
 			"\nenforceNodeAllocatable: [pods, kube-reserved]\n")...)
 	}
 	reconfigureAgent(t, env, config(name))
-	data, err := os.ReadFile(env["AGENT_PID"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	eventually(t, 60*time.Second, "the agent to stop", func() error {
-		if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
-			return errors.New("the agent still runs with a missing kubeReservedCgroup")
-		}
-		return nil
-	})
+	log := waitAgentRefused(t, env)
 	want := `Failed to enforce Kube Reserved Cgroup Limits on "/` + name + `": cgroup "/` + name + `" has some missing paths: ` + dirs[0]
 	quoted := strconv.Quote(want) // as the log's err="..." value has it
-	if log := tailLog(env["AGENT_LOG"], 30); !strings.Contains(log, quoted[1:len(quoted)-1]) {
+	if !strings.Contains(log, quoted[1:len(quoted)-1]) {
 		t.Fatalf("the agent's log does not say %q:\n%s", want, log)
 	}
 
