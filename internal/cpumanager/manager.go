@@ -123,8 +123,7 @@ func (m *Manager) Start(logger klog.Logger) error {
 	}
 	if m.policy == PolicyStatic {
 		logger.Info("CPU manager started", "policy", m.policy, "reserved", m.reserved.String(), "defaultCPUSet", m.state.defaultSet.String())
-		bmetrics.CPUSharedPool.Set(float64(m.state.defaultSet.Difference(m.reserved).Size() * 1000))
-		bmetrics.CPUExclusive.Set(float64(m.exclusiveLocked().Size()))
+		m.metricsLocked()
 	}
 	return nil
 }
@@ -185,10 +184,6 @@ func guaranteedCPUs(pod *corev1.Pod, c *corev1.Container) int {
 		return 0
 	}
 	return int(q.Value())
-}
-
-func isSidecar(c *corev1.Container) bool {
-	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }
 
 // AdmissionError is a pod the CPUs cannot be found for: upstream's reason
@@ -274,7 +269,7 @@ func (m *Manager) updateReuse(pod *corev1.Pod, c *corev1.Container, set cpuset.C
 		}
 	}
 	for i := range pod.Spec.InitContainers {
-		if pod.Spec.InitContainers[i].Name == c.Name && !isSidecar(c) {
+		if pod.Spec.InitContainers[i].Name == c.Name && !podsync.IsSidecar(*c) {
 			m.reuse[uid] = m.reuse[uid].Union(set)
 			return
 		}
@@ -343,20 +338,6 @@ func (m *Manager) ForContainer(uid types.UID, container string) (string, bool) {
 	return m.state.defaultSet.String(), false
 }
 
-// CPUSet is the CPU set a container runs on ("" under the none policy):
-// its exclusive CPUs, or the shared pool.
-func (m *Manager) CPUSet(uid types.UID, container string) string {
-	if m.policy != PolicyStatic {
-		return ""
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if set, ok := m.state.assignments[string(uid)][container]; ok {
-		return set.String()
-	}
-	return m.state.defaultSet.String()
-}
-
 // Exclusive is a container's exclusive CPUs (none: nil), for the pod
 // resources API.
 func (m *Manager) Exclusive(uid types.UID, container string) []int64 {
@@ -416,7 +397,7 @@ func (m *Manager) Reconcile(ctx context.Context, rt Runtime, active func(types.U
 			continue
 		}
 		seen[c.Id] = true
-		want := m.CPUSet(uid, name)
+		want, _ := m.ForContainer(uid, name)
 		m.mu.Lock()
 		last := m.applied[c.Id]
 		m.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -104,8 +103,10 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 		return err
 	}
 	ids := make([]string, len(images))
+	present := make(map[string]bool, len(images))
 	for i, img := range images {
 		ids[i] = img.Id
+		present[img.Id] = true
 	}
 	g.Records.Prune(ctx, ids, listed)
 	inUse := map[string]bool{}
@@ -160,7 +161,7 @@ func (g *ImageGC) Collect(ctx context.Context) error {
 	}
 	lastUsed, seen := maps.Clone(g.lastUsed), maps.Clone(g.seen)
 	for id := range g.seen {
-		if !slices.Contains(ids, id) {
+		if !present[id] {
 			delete(g.seen, id)
 			delete(g.lastUsed, id)
 		}

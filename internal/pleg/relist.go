@@ -113,26 +113,28 @@ func (r *Relister) follow(ctx context.Context) {
 		go func() {
 			done <- r.rt.GetContainerEvents(sctx, events, nil)
 		}()
+		// The stream counts as open at its first event, or when its first
+		// receive has not failed within a second (a runtime without it
+		// answers Unimplemented at once).
+		opened := func() {
+			if !r.streaming.Swap(true) {
+				logger.Info("Following the runtime's container events", "safetyRelistPeriod", r.safety)
+				r.kickRelist() // what changed before the stream opened
+				backoff = time.Second
+			}
+		}
+		settled := time.After(time.Second)
 		var err error
 	stream:
 		for {
 			select {
 			case ev := <-events:
-				if !r.streaming.Swap(true) {
-					logger.Info("Following the runtime's container events", "safetyRelistPeriod", r.safety)
-					backoff = time.Second
-				}
+				opened()
 				r.onEvent(ev)
 			case err = <-done:
 				break stream
-			case <-time.After(time.Second):
-				// The stream is open when the first receive has not failed
-				// at once: a runtime without it answers Unimplemented then.
-				if !r.streaming.Swap(true) {
-					logger.Info("Following the runtime's container events", "safetyRelistPeriod", r.safety)
-					r.kickRelist() // what changed before the stream opened
-					backoff = time.Second
-				}
+			case <-settled:
+				opened()
 			}
 		}
 		cancel()

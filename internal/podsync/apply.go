@@ -631,7 +631,7 @@ func (s *Syncer) Kill(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, grac
 		if c.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 			continue
 		}
-		if sc := findContainer(pod, c.Metadata.GetName()); sc != nil && isSidecar(*sc) && isInit(pod, sc.Name) {
+		if sc := findContainer(pod, c.Metadata.GetName()); sc != nil && IsSidecar(*sc) && isInit(pod, sc.Name) {
 			sidecars[sc.Name] = c
 		} else {
 			apps = append(apps, c)

@@ -87,7 +87,7 @@ func containersOf(r *RuntimePod, sandboxID string) *RuntimePod {
 func planInit(in PlanInput, current *RuntimePod, p *Plan) bool {
 	for _, c := range in.Pod.Spec.InitContainers {
 		st := current.Latest(c.Name)
-		if isSidecar(c) {
+		if IsSidecar(c) {
 			planContainer(in, current, c, p)
 			if st == nil || st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				return false // the next init container waits for this sidecar to run
@@ -147,6 +147,8 @@ func planRestart(in PlanInput, name string, st *Container, p *Plan) {
 	p.Start = append(p.Start, name)
 }
 
-func isSidecar(c corev1.Container) bool {
+// IsSidecar says whether a container is a sidecar: an init container that
+// restarts always.
+func IsSidecar(c corev1.Container) bool {
 	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }

@@ -92,7 +92,7 @@ func PodStatus(in StatusInput) corev1.PodStatus {
 		waitReason = "ContainerCreating"
 	}
 	for _, c := range in.Pod.Spec.InitContainers {
-		st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(in, c, isSidecar(c), "PodInitializing"))
+		st.InitContainerStatuses = append(st.InitContainerStatuses, containerStatus(in, c, IsSidecar(c), "PodInitializing"))
 	}
 	for _, c := range in.Pod.Spec.Containers {
 		st.ContainerStatuses = append(st.ContainerStatuses, containerStatus(in, c, true, waitReason))
@@ -142,9 +142,9 @@ func initDone(in StatusInput) bool {
 		switch {
 		case st == nil:
 			return false
-		case isSidecar(c) && st.State != runtimeapi.ContainerState_CONTAINER_RUNNING:
+		case IsSidecar(c) && st.State != runtimeapi.ContainerState_CONTAINER_RUNNING:
 			return false
-		case !isSidecar(c) && (st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0):
+		case !IsSidecar(c) && (st.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.ExitCode != 0):
 			return false
 		}
 	}
@@ -432,7 +432,7 @@ func tailLogMessage(path string, maxLines, maxBytes int) string {
 func podPhase(pod *corev1.Pod, st *corev1.PodStatus, terminal bool) corev1.PodPhase {
 	for i, c := range pod.Spec.InitContainers {
 		s := st.InitContainerStatuses[i]
-		if isSidecar(c) {
+		if IsSidecar(c) {
 			continue
 		}
 		if t := s.State.Terminated; t != nil && t.ExitCode != 0 && !exitRestarts(&c, &pod.Spec, t.ExitCode) {
@@ -495,7 +495,7 @@ func podConditions(in StatusInput, st *corev1.PodStatus, sb *runtimeapi.PodSandb
 	for i, c := range in.Pod.Spec.InitContainers {
 		s := st.InitContainerStatuses[i]
 		switch {
-		case isSidecar(c):
+		case IsSidecar(c):
 			// A sidecar initializes once started; the pod is ready only
 			// when it is ready too.
 			if s.State.Running == nil || s.Started == nil || !*s.Started {
