@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/bosun-dev/bosun/hack/deviceplugin/plugin"
@@ -20,11 +22,22 @@ func main() {
 	res := flag.String("resource", "example.com/dev", "the extended resource to serve")
 	n := flag.Int("n", 2, "how many devices")
 	mount := flag.String("host-mount", "", "a host folder each allocation mounts at /dev-info")
+	numa := flag.String("numa", "", "the NUMA node of each device in turn, comma-separated (e.g. 0,1); none: no topology")
 	registry := flag.String("registry", "", "register through the plugin watcher in this folder (<root-dir>/plugins_registry) instead")
 	flag.Parse()
 	p := plugin.New(*res, *dir, filepath.Base(*res)+".sock", *n)
 	p.HostMount = *mount
 	p.PreferredAllocation, p.PreStartRequired = true, true
+	if *numa != "" {
+		for i, f := range strings.Split(*numa, ",") {
+			node, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+			if err != nil || i >= *n {
+				fmt.Fprintf(os.Stderr, "-numa: %q is not a NUMA node of one of the %d devices\n", f, *n)
+				os.Exit(2)
+			}
+			p.SetNUMA(fmt.Sprintf("%s-%d", filepath.Base(*res), i), node)
+		}
+	}
 	if err := p.Serve(); err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		os.Exit(1)

@@ -236,7 +236,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	if err := registry.Run(ctx); err != nil {
 		return err
 	}
-	if err := (&podresources.Server{Pods: pods.workers.Running, Devices: pods.devices, CPUs: pods.cpus, Claims: pods.dra}).Serve(ctx, cfg.RootDir); err != nil {
+	if err := (&podresources.Server{Pods: pods.workers.Running, Devices: pods.devices, CPUs: pods.cpus, Memory: pods.memory, Claims: pods.dra}).Serve(ctx, cfg.RootDir); err != nil {
 		return err
 	}
 	go statusCtl.Run(ctx)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/dra"
 	"github.com/bosun-dev/bosun/internal/eviction"
 	"github.com/bosun-dev/bosun/internal/logrotate"
+	"github.com/bosun-dev/bosun/internal/memorymanager"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/nodefeatures"
 	"github.com/bosun-dev/bosun/internal/nodestatus"
@@ -53,6 +55,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/runtime"
 	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/status"
+	"github.com/bosun-dev/bosun/internal/topology"
 	"github.com/bosun-dev/bosun/internal/userns"
 	"github.com/bosun-dev/bosun/internal/volumes"
 )
@@ -98,6 +101,8 @@ type pods struct {
 	imageGC  *eviction.ImageGC
 	devices  *devices.Manager
 	cpus     *cpumanager.Manager
+	memory   *memorymanager.Manager
+	topology *topology.Manager
 	csi      *csi.Manager
 	dra      *dra.Manager
 	// volumeStats measures running pods' volumes for the Summary API and
@@ -259,6 +264,17 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if p.cpus, err = newCPUManager(klog.FromContext(ctx), d.cfg); err != nil {
 		return nil, err
 	}
+	if p.memory, err = newMemoryManager(klog.FromContext(ctx), d.cfg, d.machine); err != nil {
+		return nil, err
+	}
+	numa, err := topology.DiscoverNUMA("/sys")
+	if err != nil {
+		return nil, err
+	}
+	if p.topology, err = topology.New(kc.TopologyManagerPolicy, kc.TopologyManagerScope, kc.TopologyManagerPolicyOptions, numa); err != nil {
+		return nil, fmt.Errorf("topology manager: %w", err)
+	}
+	p.devices.SetNUMANodes(numa.Nodes)
 	cg := cgroups.New("/sys/fs/cgroup")
 	var maxRestartBackOff time.Duration
 	if m := kc.CrashLoopBackOff.MaxContainerRestartPeriod; m != nil && config.FeatureEnabled(kc, config.CrashLoopBackOffMax) {
@@ -275,9 +291,10 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			CPUCFSQuota: *kc.CPUCFSQuota,
 			CFSPeriodUS: kc.CPUCFSQuotaPeriod.Microseconds(), NodeName: d.nodeName, SeccompDefault: *kc.SeccompDefault,
 			PodPidsLimit: *kc.PodPidsLimit, PodsLimits: podsLimits(d), UserNamespace: usernsMgr.Namespace,
-			CPUs:     p.cpus.ForContainer,
-			Swap:     podsync.Swap{Controller: cg.SwapController(), CgroupV2: cg.V2(), Behavior: kc.MemorySwap.SwapBehavior, Bytes: d.machine.SwapBytes},
-			OOMGroup: cg.V2() && (kc.SingleProcessOOMKill == nil || !*kc.SingleProcessOOMKill),
+			CPUs:        p.cpus.ForContainer,
+			MemoryNodes: p.memory.ForContainer,
+			Swap:        podsync.Swap{Controller: cg.SwapController(), CgroupV2: cg.V2(), Behavior: kc.MemorySwap.SwapBehavior, Bytes: d.machine.SwapBytes},
+			OOMGroup:    cg.V2() && (kc.SingleProcessOOMKill == nil || !*kc.SingleProcessOOMKill),
 		},
 		Objects:           objs,
 		Volumes:           vm,
@@ -484,39 +501,23 @@ func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod)
 		return ok, reason, msg
 	}
 	bmetrics.ContainersPerPod.Observe(float64(len(pod.Spec.Containers)))
-	// Upstream's topology manager (policy "none") admits here: it counts the
-	// pod and times the resource allocation (devices) that follows.
-	bmetrics.TopologyAdmissions.Inc()
-	defer func(start time.Time) {
-		bmetrics.TopologyAdmissionDuration.Observe(float64(time.Since(start).Microseconds()) / 1000)
-	}(time.Now())
-	// As upstream's topology manager: the CPU manager's allocation, then
-	// the devices'.
 	activeUIDs := map[types.UID]bool{pod.UID: true}
 	for _, a := range active {
 		activeUIDs[a.UID] = true
 	}
-	isActive := func(uid types.UID) bool { return activeUIDs[uid] }
-	if !p.sourcesReady() {
-		isActive = nil // until every pod is known, no CPUs are given back
+	if p.sourcesReady() { // until every pod is known, no CPUs or memory are given back
+		p.cpus.Release(klog.FromContext(ctx), func(uid types.UID) bool { return activeUIDs[uid] })
+		p.memory.Release(klog.FromContext(ctx), func(uid types.UID) bool { return activeUIDs[uid] })
 	}
-	if err := p.cpus.Allocate(klog.FromContext(ctx), pod, isActive); err != nil {
-		bmetrics.TopologyAdmissionErrors.Inc()
-		var ae *cpumanager.AdmissionError
-		if errors.As(err, &ae) {
-			return false, ae.Reason(), ae.Error()
+	// As upstream's topology manager: the devices' allocation, then the
+	// CPUs', then the memory's, container by container, aligned on NUMA
+	// nodes as its policy asks.
+	if err := p.topology.Admit(ctx, pod, p.devices, p.cpus, p.memory); err != nil {
+		var reason interface{ Reason() string }
+		if errors.As(err, &reason) {
+			return false, reason.Reason(), err.Error()
 		}
 		return false, "UnexpectedAdmissionError", err.Error()
-	}
-	if p.devices.Needs(pod) {
-		if err := p.devices.Allocate(ctx, pod); err != nil {
-			bmetrics.TopologyAdmissionErrors.Inc()
-			var ae *devices.AdmissionError
-			if errors.As(err, &ae) {
-				return false, ae.Reason(), ae.Error()
-			}
-			return false, "UnexpectedAdmissionError", err.Error()
-		}
 	}
 	return true, "", ""
 }
@@ -586,6 +587,8 @@ func (p *pods) housekeeping(ctx context.Context) {
 		}
 		p.devices.ReleaseUnless(p.workers.HoldsDevices)
 		p.cpus.Release(klog.FromContext(ctx), p.workers.HoldsDevices)
+		p.memory.Release(klog.FromContext(ctx), p.workers.HoldsDevices)
+		p.topology.ForgetUnless(p.workers.HoldsDevices)
 		p.removeOrphans(ctx)
 	}
 }
@@ -640,9 +643,40 @@ func newCPUManager(logger klog.Logger, cfg *config.Config) (*cpumanager.Manager,
 		return nil, err
 	}
 	m, err := cpumanager.New(cpumanager.Config{Policy: kc.CPUManagerPolicy, RootDir: cfg.RootDir, Topology: topo,
-		Reserved: set, ReservedCPU: reserved})
+		Reserved: set, ReservedCPU: reserved, Options: kc.CPUManagerPolicyOptions,
+		Alpha: config.FeatureEnabled(kc, "CPUManagerPolicyAlphaOptions"), Beta: config.FeatureEnabled(kc, "CPUManagerPolicyBetaOptions")})
 	if err != nil {
 		return nil, err
+	}
+	return m, m.Start(logger)
+}
+
+// newMemoryManager builds the memory manager from memoryManagerPolicy, the
+// NUMA nodes' memory and reservedMemory, checked against the node's memory
+// reservation (kube- and system-reserved and the hard eviction threshold),
+// and reads (or writes) its state file.
+func newMemoryManager(logger klog.Logger, cfg *config.Config, machine *nodestatus.Machine) (*memorymanager.Manager, error) {
+	kc := cfg.Kubelet
+	nodes, err := memorymanager.Discover("/sys", "/proc/meminfo")
+	if err != nil {
+		return nil, fmt.Errorf("memory manager: %w", err)
+	}
+	params := nodestatus.Params{Machine: machine, MaxPods: kc.MaxPods, SystemReserved: kc.SystemReserved, KubeReserved: kc.KubeReserved, EvictionHard: kc.EvictionHard}
+	capacity := nodestatus.Capacity(params)
+	allocatable := nodestatus.Allocatable(params, capacity)
+	reservation := corev1.ResourceList{}
+	for name, c := range capacity {
+		if name == corev1.ResourceMemory || strings.HasPrefix(string(name), corev1.ResourceHugePagesPrefix) {
+			c.Sub(allocatable[name])
+			if !c.IsZero() {
+				reservation[name] = c
+			}
+		}
+	}
+	m, err := memorymanager.New(memorymanager.Config{Policy: kc.MemoryManagerPolicy, RootDir: cfg.RootDir, Nodes: nodes,
+		Reservation: reservation, Reserved: kc.ReservedMemory})
+	if err != nil {
+		return nil, fmt.Errorf("memory manager: %w", err)
 	}
 	return m, m.Start(logger)
 }

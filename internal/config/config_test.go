@@ -177,9 +177,22 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 			return []string{"--config=" + writeConfig(t, header+"imageMinimumGCAge: 10m\nimageMaximumGCAge: 5m\n")}
 		}, "imageMaximumGCAge 5m0s must be greater than imageMinimumGCAge 10m0s"},
 		{"static cpu manager options", func(t *testing.T) []string {
-			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\ncpuManagerPolicyOptions:\n  full-pcpus-only: \"true\"\n")}
+			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: static\ncpuManagerPolicyOptions:\n  distribute-cpus-across-numa: \"true\"\n")}
 		},
-			`not supported by Bosun yet: cpuManagerPolicyOptions (--cpu-manager-policy-options)`},
+			`not supported by Bosun yet: cpuManagerPolicyOptions (--cpu-manager-policy-options) distribute-cpus-across-numa`},
+		{"alpha cpu manager option without its gate", func(*testing.T) []string {
+			return []string{"--cpu-manager-policy=static", "--cpu-manager-policy-options=align-by-socket=true"}
+		},
+			`CPU Manager Policy Alpha-level Options not enabled, but option "align-by-socket" provided`},
+		{"conflicting cpu manager options", func(*testing.T) []string {
+			return []string{"--cpu-manager-policy=static", "--feature-gates=CPUManagerPolicyAlphaOptions=true",
+				"--cpu-manager-policy-options=full-pcpus-only=true,distribute-cpus-across-cores=true"}
+		},
+			`static policy options full-pcpus-only and distribute-cpus-across-cores can not be used at the same time`},
+		{"cpu manager options under none", func(*testing.T) []string {
+			return []string{"--cpu-manager-policy-options=full-pcpus-only=true"}
+		},
+			`the None policy takes no options`},
 		{"unknown cpu manager policy", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"cpuManagerPolicy: dynamic\n")}
 		},
@@ -189,10 +202,22 @@ func TestBadInputsNameTheProblem(t *testing.T) {
 		{"reserved cpus with a reserved cgroup", func(t *testing.T) []string {
 			return []string{"--reserved-cpus=0", "--config=" + writeConfig(t, header+"kubeReservedCgroup: /kube.slice\n")}
 		}, `can't use reservedSystemCPUs (--reserved-cpus) with systemReservedCgroup (--system-reserved-cgroup) or kubeReservedCgroup`},
-		{"topology manager", func(t *testing.T) []string {
-			return []string{"--config=" + writeConfig(t, header+"topologyManagerPolicy: single-numa-node\n")}
+		{"memory manager BestEffort", func(*testing.T) []string { return []string{"--memory-manager-policy=BestEffort"} },
+			`memoryManagerPolicy (--memory-manager-policy) "BestEffort" is not available for platform "linux"`},
+		{"reserved memory of zero", func(*testing.T) []string { return []string{"--reserved-memory=0:memory=0"} },
+			`reserved memory may not be zero for NUMA node 0 and resource "memory"`},
+		{"reserved memory of cpu", func(*testing.T) []string { return []string{"--reserved-memory=1:cpu=1"} },
+			`the limit type "cpu" for NUMA node 1 is not supported`},
+		{"reserved memory without a node", func(*testing.T) []string { return []string{"--reserved-memory=memory=1Gi"} },
+			`is not of the form numaNode:type=quantity`},
+		{"topology manager option too small", func(t *testing.T) []string {
+			return []string{"--topology-manager-policy=restricted", "--topology-manager-policy-options=max-allowable-numa-nodes=4"}
 		},
-			`topologyManagerPolicy (--topology-manager-policy) "single-numa-node"`},
+			`topologyManagerPolicyOptions (--topology-manager-policy-options): the minimum value of "max-allowable-numa-nodes" should not be less than 8`},
+		{"unknown topology manager option", func(t *testing.T) []string {
+			return []string{"--config=" + writeConfig(t, header+"topologyManagerPolicy: best-effort\ntopologyManagerPolicyOptions:\n  align-by-socket: \"true\"\n")}
+		},
+			`unknown Topology Manager Policy option: "align-by-socket"`},
 		{"soft eviction without a grace period", func(t *testing.T) []string {
 			return []string{"--config=" + writeConfig(t, header+"evictionSoft:\n  memory.available: 1Gi\n")}
 		}, "evictionSoft (--eviction-soft)[memory.available] has no grace period in evictionSoftGracePeriod"},
@@ -475,5 +500,29 @@ func TestValidateHostCgroupVersion(t *testing.T) {
 	}
 	if err := ValidateHost(cfg.Kubelet, true); err != nil {
 		t.Errorf("singleProcessOOMKill false on cgroup v2: %v", err)
+	}
+}
+
+// --reserved-memory replaces the file's reservedMemory, and repeated uses
+// add up, as upstream's flag.
+func TestReservedMemoryFlag(t *testing.T) {
+	f := writeConfig(t, header+"memoryManagerPolicy: Static\nreservedMemory:\n- numaNode: 1\n  limits:\n    memory: 1Gi\n")
+	cfg, err := Load([]string{"--config=" + f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Kubelet.ReservedMemory; len(r) != 1 || r[0].NumaNode != 1 || cfg.Kubelet.MemoryManagerPolicy != "Static" {
+		t.Fatalf("from the file: %+v", r)
+	}
+	cfg, err = Load([]string{"--config=" + f, "--reserved-memory=0:memory=512Mi,hugepages-2Mi=4Mi", "--reserved-memory=2:memory=1Gi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Kubelet.ReservedMemory
+	if len(r) != 2 || r[0].NumaNode != 0 || r[1].NumaNode != 2 {
+		t.Fatalf("from the flags: %+v", r)
+	}
+	if q := r[0].Limits["hugepages-2Mi"]; q.String() != "4Mi" {
+		t.Errorf("hugepages-2Mi %s", q.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	cliflag "k8s.io/component-base/cli/flag"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
@@ -136,6 +137,12 @@ func registerConfigFlags(fs *pflag.FlagSet, kc *kubeletv1beta1.KubeletConfigurat
 	fs.Var(int32PtrValue{&kc.ContainerLogMaxFiles}, "container-log-max-files", "Maximum number of container log files that can be present for a container.")
 	fs.StringVar(&kc.CPUManagerPolicy, "cpu-manager-policy", kc.CPUManagerPolicy, "CPU Manager policy to use: none or static.")
 	fs.DurationVar(&kc.CPUManagerReconcilePeriod.Duration, "cpu-manager-reconcile-period", kc.CPUManagerReconcilePeriod.Duration, "CPU Manager reconciliation period.")
+	fs.Var(cliflag.NewMapStringString(&kc.CPUManagerPolicyOptions), "cpu-manager-policy-options", "A set of key=value CPU Manager policy options (full-pcpus-only, strict-cpu-reservation).")
+	fs.StringVar(&kc.MemoryManagerPolicy, "memory-manager-policy", kc.MemoryManagerPolicy, "Memory Manager policy to use: None or Static.")
+	fs.Var(&reservedMemoryValue{r: &kc.ReservedMemory}, "reserved-memory", "A memory reservation per NUMA node, e.g. --reserved-memory 0:memory=1Gi,hugepages-1Gi=2Gi --reserved-memory 1:memory=2Gi; each kind must add up to kube-reserved, system-reserved and the hard eviction threshold.")
+	fs.StringVar(&kc.TopologyManagerPolicy, "topology-manager-policy", kc.TopologyManagerPolicy, "Topology Manager policy to use: none, best-effort, restricted or single-numa-node.")
+	fs.StringVar(&kc.TopologyManagerScope, "topology-manager-scope", kc.TopologyManagerScope, "Scope to which topology hints apply: container or pod.")
+	fs.Var(cliflag.NewMapStringString(&kc.TopologyManagerPolicyOptions), "topology-manager-policy-options", "A set of key=value Topology Manager policy options (prefer-closest-numa-nodes, max-allowable-numa-nodes).")
 	fs.StringVar(&kc.ReservedSystemCPUs, "reserved-cpus", kc.ReservedSystemCPUs, "A comma-separated list of CPUs or CPU ranges reserved for system and kubernetes usage; overrides the cpu of --system-reserved and --kube-reserved.")
 }
 

@@ -117,6 +117,9 @@ var honouredFeatureGates = map[string]bool{
 	// Bosun's is on, and falls back to relisting where the runtime has no
 	// event stream. EventedPLEG=false relists every second, as upstream.
 	EventedPLEG: true,
+	// Which cpuManagerPolicyOptions may be given (internal/cpumanager).
+	"CPUManagerPolicyAlphaOptions": false,
+	"CPUManagerPolicyBetaOptions":  true,
 }
 
 // EventedPLEG is the gate of the event-driven pod lifecycle event

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strconv"
 
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
@@ -16,20 +17,10 @@ func unsupported(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	refuse := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("not supported by Bosun yet: "+format, args...))
 	}
-	if len(kc.CPUManagerPolicyOptions) > 0 {
-		refuse("cpuManagerPolicyOptions (--cpu-manager-policy-options) (full-pcpus-only, distribute-cpus-across-numa and the others); remove them: the static policy runs with upstream's defaults")
-	}
-	if kc.MemoryManagerPolicy != "" && kc.MemoryManagerPolicy != kubeletv1beta1.NoneMemoryManagerPolicy {
-		refuse("memoryManagerPolicy (--memory-manager-policy) %q; set it to \"None\"", kc.MemoryManagerPolicy)
-	}
-	if len(kc.ReservedMemory) > 0 {
-		refuse("reservedMemory (--reserved-memory) (per-NUMA memory reservations); remove it")
-	}
-	if kc.TopologyManagerPolicy != "" && kc.TopologyManagerPolicy != "none" {
-		refuse("topologyManagerPolicy (--topology-manager-policy) %q (NUMA alignment); set it to \"none\"", kc.TopologyManagerPolicy)
-	}
-	if len(kc.TopologyManagerPolicyOptions) > 0 {
-		refuse("topologyManagerPolicyOptions (--topology-manager-policy-options); remove them")
+	for _, name := range []string{"distribute-cpus-across-numa", "align-by-socket", "distribute-cpus-across-cores", "prefer-align-cpus-by-uncorecache"} {
+		if on, _ := strconv.ParseBool(kc.CPUManagerPolicyOptions[name]); on {
+			refuse("cpuManagerPolicyOptions (--cpu-manager-policy-options) %s; remove it (full-pcpus-only and strict-cpu-reservation are honoured)", name)
+		}
 	}
 	for field, m := range map[string]map[string]string{"evictionHard (--eviction-hard)": kc.EvictionHard, "evictionSoft (--eviction-soft)": kc.EvictionSoft} {
 		if _, ok := m["allocatableMemory.available"]; ok {

@@ -7,10 +7,12 @@ import (
 	"math"
 	"net"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -18,7 +20,9 @@ import (
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"k8s.io/utils/cpuset"
 
+	"github.com/bosun-dev/bosun/internal/cpumanager"
 	"github.com/bosun-dev/bosun/internal/pullrecords"
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 // CgroupRootSupported says whether Bosun can put pods under root with the
@@ -192,6 +196,47 @@ func validateEnums(kc *kubeletv1beta1.KubeletConfiguration) []error {
 	oneOf("cpuManagerPolicy (--cpu-manager-policy)", kc.CPUManagerPolicy, "none", "static")
 	oneOf("topologyManagerPolicy (--topology-manager-policy)", kc.TopologyManagerPolicy, "none", "best-effort", "restricted", "single-numa-node")
 	oneOf("topologyManagerScope (--topology-manager-scope)", kc.TopologyManagerScope, "container", "pod")
+	switch kc.MemoryManagerPolicy {
+	case "None", "Static":
+	case "BestEffort":
+		errs = append(errs, fmt.Errorf("invalid configuration: memoryManagerPolicy (--memory-manager-policy) %q is not available for platform \"linux\"", kc.MemoryManagerPolicy))
+	default:
+		errs = append(errs, fmt.Errorf("invalid configuration: memoryManagerPolicy (--memory-manager-policy) %q must be one of [\"None\" \"Static\"]", kc.MemoryManagerPolicy))
+	}
+	seen := map[string]bool{}
+	for _, r := range kc.ReservedMemory {
+		names := make([]string, 0, len(r.Limits))
+		for name := range r.Limits {
+			names = append(names, string(name))
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			q := r.Limits[corev1.ResourceName(name)]
+			if name != "memory" && !strings.HasPrefix(name, corev1.ResourceHugePagesPrefix) {
+				errs = append(errs, fmt.Errorf("invalid configuration: reservedMemory (--reserved-memory): the limit type %q for NUMA node %d is not supported, only [memory hugepages-<HugePageSize>] is accepted", name, r.NumaNode))
+			}
+			if q.IsZero() {
+				errs = append(errs, fmt.Errorf("invalid configuration: reservedMemory (--reserved-memory): reserved memory may not be zero for NUMA node %d and resource %q", r.NumaNode, name))
+			}
+			key := fmt.Sprintf("%d/%s", r.NumaNode, name)
+			if seen[key] {
+				errs = append(errs, fmt.Errorf("invalid configuration: reservedMemory (--reserved-memory): the reserved memory has a duplicate value for NUMA node %d and resource %q", r.NumaNode, name))
+			}
+			seen[key] = true
+		}
+	}
+	if kc.CPUManagerPolicy == "static" {
+		if _, err := cpumanager.ParseOptions(kc.CPUManagerPolicyOptions, FeatureEnabled(kc, "CPUManagerPolicyAlphaOptions"), FeatureEnabled(kc, "CPUManagerPolicyBetaOptions")); err != nil {
+			errs = append(errs, fmt.Errorf("invalid configuration: cpuManagerPolicyOptions (--cpu-manager-policy-options): %w", err))
+		}
+	} else if len(kc.CPUManagerPolicyOptions) > 0 {
+		errs = append(errs, fmt.Errorf("invalid configuration: cpuManagerPolicyOptions (--cpu-manager-policy-options) need cpuManagerPolicy (--cpu-manager-policy) static; the None policy takes no options"))
+	}
+	if kc.TopologyManagerPolicy != "none" {
+		if _, err := topology.ParseOptions(kc.TopologyManagerPolicyOptions); err != nil {
+			errs = append(errs, fmt.Errorf("invalid configuration: topologyManagerPolicyOptions (--topology-manager-policy-options): %w", err))
+		}
+	}
 	oneOf("configMapAndSecretChangeDetectionStrategy", string(kc.ConfigMapAndSecretChangeDetectionStrategy), "Get", "Cache", "Watch")
 	oneOf("memorySwap.swapBehavior", kc.MemorySwap.SwapBehavior, "", "NoSwap", "LimitedSwap")
 	if kc.TLSMinVersion != "" {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 )
 
 // Flag values that write into KubeletConfiguration fields only when the flag
@@ -152,3 +154,59 @@ var (
 	_ pflag.Value = featureGatesValue{}
 	_ pflag.Value = taintsValue{}
 )
+
+// reservedMemoryValue reads --reserved-memory as upstream: each use is one
+// or more NUMA nodes' reservations, "0:memory=1Gi,hugepages-1Gi=2Gi" or
+// several separated by ";", and repeated uses add up.
+type reservedMemoryValue struct {
+	r   *[]kubeletv1beta1.MemoryReservation
+	set bool
+}
+
+func (v *reservedMemoryValue) Set(s string) error {
+	if !v.set {
+		*v.r = nil // the flag replaces the file's list
+		v.set = true
+	}
+	for _, part := range strings.Split(s, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		node, limits, ok := strings.Cut(part, ":")
+		if !ok {
+			return fmt.Errorf("%q is not of the form numaNode:type=quantity[,type=quantity...] (for example 0:memory=1Gi)", part)
+		}
+		id, err := strconv.ParseInt(strings.TrimSpace(node), 10, 32)
+		if err != nil {
+			return fmt.Errorf("%q: the NUMA node %q is not a number", part, node)
+		}
+		r := kubeletv1beta1.MemoryReservation{NumaNode: int32(id), Limits: corev1.ResourceList{}}
+		for _, kv := range strings.Split(limits, ",") {
+			name, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			if !ok {
+				return fmt.Errorf("%q: %q is not of the form type=quantity", part, kv)
+			}
+			q, err := resource.ParseQuantity(strings.TrimSpace(val))
+			if err != nil {
+				return fmt.Errorf("%q: %q is not a quantity: %w", part, val, err)
+			}
+			r.Limits[corev1.ResourceName(strings.TrimSpace(name))] = q
+		}
+		*v.r = append(*v.r, r)
+	}
+	return nil
+}
+func (v *reservedMemoryValue) Type() string { return "[]MemoryReservation" }
+func (v *reservedMemoryValue) String() string {
+	var parts []string
+	for _, r := range *v.r {
+		var limits []string
+		for name, q := range r.Limits {
+			limits = append(limits, string(name)+"="+q.String())
+		}
+		sort.Strings(limits)
+		parts = append(parts, fmt.Sprintf("%d:%s", r.NumaNode, strings.Join(limits, ",")))
+	}
+	return strings.Join(parts, ";")
+}

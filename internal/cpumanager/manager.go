@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 	"github.com/bosun-dev/bosun/internal/podsync"
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 // The policies.
@@ -46,6 +48,11 @@ type Config struct {
 	// as exclusive CPUs would be.
 	Reserved    cpuset.CPUSet
 	ReservedCPU resource.Quantity
+	// Options is cpuManagerPolicyOptions; Alpha and Beta say whether the
+	// CPUManagerPolicyAlphaOptions and CPUManagerPolicyBetaOptions gates
+	// are on.
+	Options     map[string]string
+	Alpha, Beta bool
 }
 
 // Manager allocates CPUs.
@@ -54,6 +61,11 @@ type Manager struct {
 	path     string
 	topo     Topology
 	reserved cpuset.CPUSet
+	opts     Options
+	// reservedCores is the whole cores of the reserved CPUs, which
+	// full-pcpus-only keeps out of its count of free physical CPUs.
+	reservedCores cpuset.CPUSet
+	perCore       int
 
 	mu    sync.Mutex
 	state state
@@ -62,12 +74,15 @@ type Manager struct {
 	reuse map[string]cpuset.CPUSet
 	// applied is the CPU set each running container was last given.
 	applied map[string]string
+	// pending is the containers each pod's admission under way has given
+	// CPUs, taken back if the admission fails.
+	pending map[string][]string
 }
 
 // New checks the configuration as upstream does at start.
 func New(cfg Config) (*Manager, error) {
 	m := &Manager{policy: cfg.Policy, path: filepath.Join(cfg.RootDir, StateFile), topo: cfg.Topology,
-		reuse: map[string]cpuset.CPUSet{}, applied: map[string]string{}}
+		reuse: map[string]cpuset.CPUSet{}, applied: map[string]string{}, pending: map[string][]string{}}
 	if m.policy == "" {
 		m.policy = PolicyNone
 	}
@@ -76,11 +91,20 @@ func New(cfg Config) (*Manager, error) {
 	}
 	switch m.policy {
 	case PolicyNone:
+		if len(cfg.Options) > 0 {
+			return nil, fmt.Errorf("new none policy error: None policy: received unsupported options=%v", cfg.Options)
+		}
 		return m, nil
 	case PolicyStatic:
 	default:
 		return nil, fmt.Errorf("unknown policy: %q", cfg.Policy)
 	}
+	opts, err := ParseOptions(cfg.Options, cfg.Alpha, cfg.Beta)
+	if err != nil {
+		return nil, fmt.Errorf("new static policy error: %w", err)
+	}
+	m.opts = opts
+	_, _, m.perCore, _ = m.topo.counts()
 	if cfg.ReservedCPU.IsZero() && cfg.Reserved.IsEmpty() {
 		return nil, errors.New("[cpumanager] the static policy requires systemreserved.cpu + kubereserved.cpu to be greater than zero")
 	}
@@ -95,6 +119,11 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("[cpumanager] unable to reserve the required amount of CPUs (size of %s did not equal %d)", reserved, n)
 	}
 	m.reserved = reserved
+	m.reservedCores = cpuset.New()
+	byCoreSets := m.topo.group(m.topo.CPUs(), byCore)
+	for _, c := range reserved.UnsortedList() {
+		m.reservedCores = m.reservedCores.Union(byCoreSets[m.topo[c].Core])
+	}
 	return m, nil
 }
 
@@ -122,8 +151,11 @@ func (m *Manager) Start(logger klog.Logger) error {
 		return err
 	}
 	if m.policy == PolicyStatic {
-		logger.Info("CPU manager started", "policy", m.policy, "reserved", m.reserved.String(), "defaultCPUSet", m.state.defaultSet.String())
+		logger.Info("CPU manager started", "policy", m.policy, "reserved", m.reserved.String(), "defaultCPUSet", m.state.defaultSet.String(), "options", m.opts)
 		m.metricsLocked()
+		bmetrics.AlignedResources.WithLabelValues("container", "physical_cpu").Add(0)
+		bmetrics.AlignedResourcesFailures.WithLabelValues("container", "physical_cpu").Add(0)
+		bmetrics.AlignedResources.WithLabelValues("container", "uncore_cache").Add(0)
 	}
 	return nil
 }
@@ -132,17 +164,28 @@ func (m *Manager) Start(logger klog.Logger) error {
 // state gets every CPU as its shared pool.
 func (m *Manager) validate(s *state) error {
 	all := m.topo.CPUs()
+	strict := m.opts[OptionStrictCPUReservation]
 	if s.defaultSet.IsEmpty() {
 		if len(s.assignments) != 0 {
 			return errors.New("default cpuset cannot be empty")
 		}
 		s.defaultSet = all
+		if strict {
+			s.defaultSet = all.Difference(m.reserved)
+		}
 		return nil
 	}
-	if !m.reserved.Intersection(s.defaultSet).Equals(m.reserved) {
+	if strict {
+		if in := m.reserved.Intersection(s.defaultSet); !in.IsEmpty() {
+			return fmt.Errorf("some of strictly reserved cpus: %q are present in defaultCpuSet: %q", in.String(), s.defaultSet.String())
+		}
+	} else if !m.reserved.Intersection(s.defaultSet).Equals(m.reserved) {
 		return fmt.Errorf("not all reserved cpus: %q are present in defaultCpuSet: %q", m.reserved.String(), s.defaultSet.String())
 	}
 	known := s.defaultSet
+	if strict {
+		known = known.Union(m.reserved)
+	}
 	for uid, containers := range s.assignments {
 		for name, set := range containers {
 			if !s.defaultSet.Intersection(set).IsEmpty() {
@@ -197,66 +240,195 @@ func (e *AdmissionError) Error() string {
 // Reason is the pod's status reason.
 func (e *AdmissionError) Reason() string { return "UnexpectedAdmissionError" }
 
-// Allocate gives the pod's containers their exclusive CPUs at admission,
-// init containers first (a later container may reuse what a finished init
-// container held). A pod that cannot get them all gets none. Pods for
-// which active says false (stopped for good) first give theirs back.
-func (m *Manager) Allocate(logger klog.Logger, pod *corev1.Pod, active func(types.UID) bool) error {
-	if m.policy != PolicyStatic {
+// podLevel says whether the pod sets pod-level resources: as upstream while
+// its PodLevelResourceManagers gate is off (the default), such a pod's
+// containers share the pool.
+func podLevel(pod *corev1.Pod) bool {
+	return pod.Spec.Resources != nil && (len(pod.Spec.Resources.Requests) > 0 || len(pod.Spec.Resources.Limits) > 0)
+}
+
+// cpuHints is the hints for n exclusive CPUs taken from available plus
+// reusable (CPUs the pod's finished init containers held, which must all
+// lie in a hint's nodes), as upstream's static policy generates them.
+func (m *Manager) cpuHints(available, reusable cpuset.CPUSet, n int) topology.Hints {
+	byNode := m.topo.group(m.topo.CPUs(), byNUMA)
+	nodes := make([]int, 0, len(byNode))
+	for id := range byNode {
+		nodes = append(nodes, id)
+	}
+	slices.Sort(nodes)
+	in := func(set cpuset.CPUSet, mask topology.Mask) int { return m.onNodes(set, mask).Size() }
+	hints := topology.Generate(nodes, n, func(mask topology.Mask) int { return in(m.topo.CPUs(), mask) },
+		func(mask topology.Mask) (int, bool) {
+			if in(reusable, mask) != reusable.Size() {
+				return 0, false
+			}
+			return reusable.Size() + in(available, mask), true
+		})
+	return topology.Hints{string(corev1.ResourceCPU): hints}
+}
+
+// onNodes is the CPUs of set that lie on the mask's NUMA nodes.
+func (m *Manager) onNodes(set cpuset.CPUSet, mask topology.Mask) cpuset.CPUSet {
+	var out []int
+	for _, c := range set.UnsortedList() {
+		if mask.Has(m.topo[c].NUMA) {
+			out = append(out, c)
+		}
+	}
+	return cpuset.New(out...)
+}
+
+// ContainerHints says on which NUMA nodes a container's exclusive CPUs
+// could lie (nil: it gets none).
+func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.Hints {
+	n := guaranteedCPUs(pod, c)
+	if m.policy != PolicyStatic || n == 0 || podLevel(pod) {
 		return nil
 	}
-	if pod.Spec.Resources != nil && (len(pod.Spec.Resources.Requests) > 0 || len(pod.Spec.Resources.Limits) > 0) {
-		// As upstream while its PodLevelResourceManagers gate is off (the
-		// default): such a pod's containers share the pool.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if set, ok := m.state.assignments[string(pod.UID)][c.Name]; ok {
+		if set.Size() != n {
+			return topology.Hints{string(corev1.ResourceCPU): {}}
+		}
+		return m.cpuHints(set, cpuset.New(), n)
+	}
+	return m.cpuHints(m.state.defaultSet.Difference(m.reserved), m.reuse[string(pod.UID)], n)
+}
+
+// PodHints is ContainerHints for the whole pod (the pod scope): the most
+// exclusive CPUs the pod holds at once, its init containers' and its
+// long-running containers' counted as upstream counts them.
+func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
+	if m.policy != PolicyStatic || podLevel(pod) {
 		return nil
 	}
-	if active != nil {
-		m.Release(logger, active)
+	byInit, bySidecars := 0, 0
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		n := guaranteedCPUs(pod, c)
+		if podsync.IsSidecar(*c) {
+			bySidecars += n
+		} else if bySidecars+n > byInit {
+			byInit = bySidecars + n
+		}
+	}
+	byApps := 0
+	for i := range pod.Spec.Containers {
+		byApps += guaranteedCPUs(pod, &pod.Spec.Containers[i])
+	}
+	n := max(byInit, byApps+bySidecars)
+	if n == 0 {
+		return nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	uid := string(pod.UID)
-	var taken []string
-	var err error
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		n := guaranteedCPUs(pod, &c)
-		if n == 0 {
-			continue
-		}
-		bmetrics.CPUPinningRequests.Inc()
+	assigned := cpuset.New()
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
 		if set, ok := m.state.assignments[uid][c.Name]; ok {
-			m.updateReuse(pod, &c, set)
-			continue // allocated before (a restart, a re-admission)
+			if set.Size() != guaranteedCPUs(pod, &c) {
+				return topology.Hints{string(corev1.ResourceCPU): {}}
+			}
+			assigned = assigned.Union(set)
 		}
-		var set cpuset.CPUSet
-		set, err = m.topo.take(m.state.defaultSet.Difference(m.reserved).Union(m.reuse[uid]), n)
-		if err != nil {
-			bmetrics.CPUPinningErrors.Inc()
-			break
-		}
-		m.state.defaultSet = m.state.defaultSet.Difference(set)
-		if m.state.assignments[uid] == nil {
-			m.state.assignments[uid] = map[string]cpuset.CPUSet{}
-		}
-		m.state.assignments[uid][c.Name] = set
-		taken = append(taken, c.Name)
-		m.updateReuse(pod, &c, set)
-		logger.V(2).Info("Allocated exclusive CPUs", "pod", klog.KObj(pod), "containerName", c.Name, "cpuset", set.String())
 	}
+	if assigned.Size() == n {
+		return m.cpuHints(assigned, cpuset.New(), n)
+	}
+	return m.cpuHints(m.state.defaultSet.Difference(m.reserved), m.reuse[uid].Union(assigned), n)
+}
+
+// AllocateContainer gives a container of a Guaranteed pod that asks for
+// whole CPUs its exclusive CPUs at admission, from the affinity's NUMA
+// nodes first, as many as they have, then packed from the rest. A
+// container that has its CPUs (a restart, a re-admission) keeps them.
+func (m *Manager) AllocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, hint topology.Hint) error {
+	affinity := hint.Affinity
+	n := guaranteedCPUs(pod, c)
+	if m.policy != PolicyStatic || n == 0 || podLevel(pod) {
+		return nil
+	}
+	logger := klog.FromContext(ctx)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	bmetrics.CPUPinningRequests.Inc()
+	if err := m.smtAligned(n); err != nil {
+		bmetrics.CPUPinningErrors.Inc()
+		bmetrics.AlignedResourcesFailures.WithLabelValues("container", "physical_cpu").Inc()
+		return err
+	}
+	uid := string(pod.UID)
+	if set, ok := m.state.assignments[uid][c.Name]; ok {
+		m.updateReuse(pod, c, set)
+		return nil
+	}
+	free := m.state.defaultSet.Difference(m.reserved).Union(m.reuse[uid])
+	set := cpuset.New()
+	if affinity != 0 {
+		aligned := m.onNodes(free, affinity)
+		set, _ = m.topo.take(aligned, min(n, aligned.Size()))
+	}
+	rest, err := m.topo.take(free.Difference(set), n-set.Size())
 	if err != nil {
-		for _, name := range taken {
-			m.removeLocked(uid, name)
-		}
-		logger.Info("Not enough CPUs for the pod", "pod", klog.KObj(pod), "err", err)
-	}
-	if len(taken) > 0 {
-		m.metricsLocked()
-		m.save(logger)
-	}
-	if err != nil {
+		bmetrics.CPUPinningErrors.Inc()
+		logger.Info("Not enough CPUs for the container", "pod", klog.KObj(pod), "containerName", c.Name, "err", err)
 		return &AdmissionError{Err: err}
 	}
+	set = set.Union(rest)
+	m.state.defaultSet = m.state.defaultSet.Difference(set)
+	if m.state.assignments[uid] == nil {
+		m.state.assignments[uid] = map[string]cpuset.CPUSet{}
+	}
+	m.state.assignments[uid][c.Name] = set
+	m.pending[uid] = append(m.pending[uid], c.Name)
+	m.updateReuse(pod, c, set)
+	if m.opts[OptionFullPCPUsOnly] {
+		bmetrics.AlignedResources.WithLabelValues("container", "physical_cpu").Inc()
+	}
+	logger.V(2).Info("Allocated exclusive CPUs", "pod", klog.KObj(pod), "containerName", c.Name, "cpuset", set.String(), "affinity", affinity.String())
 	return nil
+}
+
+// smtAligned refuses, under full-pcpus-only, a request that is not a whole
+// number of cores, or more than the free CPUs outside the reserved CPUs'
+// cores, as upstream.
+func (m *Manager) smtAligned(n int) error {
+	if !m.opts[OptionFullPCPUsOnly] {
+		return nil
+	}
+	if n%m.perCore != 0 {
+		return &SMTAlignmentError{Requested: n, PerCore: m.perCore}
+	}
+	if free := m.state.defaultSet.Difference(m.reservedCores).Size(); n > free {
+		return &SMTAlignmentError{Requested: n, PerCore: m.perCore, Available: free, ByPhysicalCPUs: true}
+	}
+	return nil
+}
+
+// Abort gives back the CPUs this admission gave the pod: a pod that cannot
+// get all it asks for gets none.
+func (m *Manager) Abort(_ context.Context, pod *corev1.Pod) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	uid := string(pod.UID)
+	for _, name := range m.pending[uid] {
+		m.removeLocked(uid, name)
+	}
+	delete(m.pending, uid)
+}
+
+// Commit writes the state file when this admission changed it.
+func (m *Manager) Commit(ctx context.Context, pod *corev1.Pod) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	uid := string(pod.UID)
+	if len(m.pending[uid]) > 0 {
+		m.metricsLocked()
+		m.save(klog.FromContext(ctx))
+	}
+	delete(m.pending, uid)
 }
 
 // updateReuse keeps what the pod's finished init containers held available

@@ -2,9 +2,11 @@ package cpumanager
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -15,6 +17,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/cpuset"
+
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 // fakeSysfs is two sockets, each one NUMA node with two cores of two
@@ -133,7 +137,7 @@ func TestStaticPolicyGivesGuaranteedContainersTheirOwnCPUs(t *testing.T) {
 		t.Fatalf("500m reserved: CPUs %s, want 0 (rounded up, taken as an allocation would be)", got)
 	}
 	pod := guaranteed("p1", "pinned", "2", "500m")
-	if err := m.Allocate(klog.Background(), pod, all); err != nil {
+	if err := allocate(m, pod, all); err != nil {
 		t.Fatal(err)
 	}
 	if set, own := m.ForContainer("p1", "c0"); set != "1,5" || !own {
@@ -144,7 +148,7 @@ func TestStaticPolicyGivesGuaranteedContainersTheirOwnCPUs(t *testing.T) {
 	}
 	burstable := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "p2"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "b",
 		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}}}}}}
-	if err := m.Allocate(klog.Background(), burstable, all); err != nil {
+	if err := allocate(m, burstable, all); err != nil {
 		t.Fatal(err)
 	}
 	if set, own := m.ForContainer("p2", "b"); own || set != "0,2-4,6-7" {
@@ -167,7 +171,7 @@ func TestStaticPolicyGivesGuaranteedContainersTheirOwnCPUs(t *testing.T) {
 	// A restart keeps the allocation; the same pod admitted again takes
 	// nothing more.
 	m2 := newStatic(t, root)
-	if err := m2.Allocate(klog.Background(), pod, all); err != nil {
+	if err := allocate(m2, pod, all); err != nil {
 		t.Fatal(err)
 	}
 	if set, _ := m2.ForContainer("p1", "c0"); set != "1,5" {
@@ -186,7 +190,7 @@ func TestStaticPolicyGivesGuaranteedContainersTheirOwnCPUs(t *testing.T) {
 
 func TestStaticPolicyRefusesAPodItCannotPinWholly(t *testing.T) {
 	m := newStatic(t, t.TempDir())
-	err := m.Allocate(klog.Background(), guaranteed("big", "big", "4", "4"), all)
+	err := allocate(m, guaranteed("big", "big", "4", "4"), all)
 	var ae *AdmissionError
 	if err == nil || !asAdmission(err, &ae) {
 		t.Fatalf("7 CPUs for 8 asked: %v", err)
@@ -211,7 +215,7 @@ func TestInitContainerCPUsAreReused(t *testing.T) {
 	m := newStatic(t, t.TempDir())
 	pod := guaranteed("p", "p", "2")
 	pod.Spec.InitContainers = []corev1.Container{{Name: "init", Resources: pod.Spec.Containers[0].Resources}}
-	if err := m.Allocate(klog.Background(), pod, all); err != nil {
+	if err := allocate(m, pod, all); err != nil {
 		t.Fatal(err)
 	}
 	initSet, _ := m.ForContainer("p", "init")
@@ -290,7 +294,7 @@ func TestReconcileMovesRunningContainers(t *testing.T) {
 	if fmt.Sprint(rt.updates) != "[a=0-7]" {
 		t.Fatalf("updates %v, want the shared container once", rt.updates)
 	}
-	if err := m.Allocate(klog.Background(), guaranteed("pinned", "pinned", "2"), all); err != nil {
+	if err := allocate(m, guaranteed("pinned", "pinned", "2"), all); err != nil {
 		t.Fatal(err)
 	}
 	rt.containers = append(rt.containers, ctr("c", "pinned", "c0"))
@@ -298,5 +302,167 @@ func TestReconcileMovesRunningContainers(t *testing.T) {
 	m.Reconcile(context.Background(), rt, active)
 	if fmt.Sprint(rt.updates) != "[a=0,2-4,6-7 c=1,5]" {
 		t.Errorf("updates %v", rt.updates)
+	}
+}
+
+// allocate admits a pod as the agent does under the topology manager's none
+// policy: pods no longer active give their CPUs back, then each container
+// is allocated in turn.
+func allocate(m *Manager, pod *corev1.Pod, active func(types.UID) bool) error {
+	m.Release(klog.Background(), active)
+	tm, err := topology.New(topology.PolicyNone, "", nil, topology.NUMA{})
+	if err != nil {
+		return err
+	}
+	return tm.Admit(context.Background(), pod, m)
+}
+
+// Under a topology policy the CPUs come from the NUMA node the merged hint
+// chose, container by container, and a request no node (or pair) can hold
+// is refused by the policy before the CPU manager would fail it.
+func TestTopologyAlignsExclusiveCPUs(t *testing.T) {
+	ctx := context.Background()
+	numa := topology.NUMA{Nodes: []int{0, 1}}
+	for _, tc := range []struct {
+		scope, policy string
+		cpus          []string
+		want          []string // the containers' CPUs, or the refusal's reason
+	}{
+		// Node 0 has 1, 4 and 5 free (0 is reserved), node 1 all four.
+		{topology.ScopeContainer, topology.PolicySingleNUMANode, []string{"3", "3"}, []string{"1,4-5", "2-3,6"}},
+		{topology.ScopeContainer, topology.PolicyRestricted, []string{"4"}, []string{"2-3,6-7"}},
+		{topology.ScopePod, topology.PolicySingleNUMANode, []string{"3", "3"}, []string{"TopologyAffinityError"}},
+		{topology.ScopePod, topology.PolicyRestricted, []string{"3", "3"}, []string{"1,4-5", "2-3,6"}}, // both nodes: preferred for 6
+		{topology.ScopeContainer, topology.PolicyRestricted, []string{"4", "4"}, []string{"TopologyAffinityError"}},
+		{topology.ScopeContainer, topology.PolicyBestEffort, []string{"4", "4"}, []string{"UnexpectedAdmissionError"}},
+	} {
+		name := tc.scope + "/" + tc.policy + "/" + strings.Join(tc.cpus, "+")
+		m := newStatic(t, t.TempDir())
+		tm, err := topology.New(tc.policy, tc.scope, nil, numa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod := guaranteed("uid", "pod", tc.cpus...)
+		var got []string
+		if err := tm.Admit(ctx, pod, m); err != nil {
+			var r interface{ Reason() string }
+			if !errors.As(err, &r) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			got = append(got, r.Reason())
+			if n := len(m.state.assignments); n != 0 {
+				t.Errorf("%s: refused, yet %d pods hold CPUs", name, n)
+			}
+		} else {
+			for _, c := range pod.Spec.Containers {
+				set, _ := m.ForContainer(pod.UID, c.Name)
+				got = append(got, set)
+			}
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
+func TestCPUHintsFollowWhatIsFree(t *testing.T) {
+	m := newStatic(t, t.TempDir())
+	pod := guaranteed("uid", "pod", "3")
+	got := m.ContainerHints(pod, &pod.Spec.Containers[0])["cpu"]
+	want := []topology.Hint{{Affinity: topology.NewMask(0), Preferred: true}, {Affinity: topology.NewMask(1), Preferred: true},
+		{Affinity: topology.NewMask(0, 1)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("3 CPUs: %v, want %v", got, want)
+	}
+	// Four CPUs fit node 1 alone (node 0 has one reserved).
+	pod = guaranteed("uid", "pod", "4")
+	got = m.ContainerHints(pod, &pod.Spec.Containers[0])["cpu"]
+	want = []topology.Hint{{Affinity: topology.NewMask(1), Preferred: true}, {Affinity: topology.NewMask(0, 1)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("4 CPUs: %v, want %v", got, want)
+	}
+	if h := m.ContainerHints(burstablePod(), &burstablePod().Spec.Containers[0]); h != nil {
+		t.Fatalf("a burstable container has hints: %v", h)
+	}
+}
+
+func burstablePod() *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{UID: "b", Name: "b"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c",
+		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")}}}}}}
+}
+
+func newStaticWith(t *testing.T, root string, opts map[string]string) (*Manager, error) {
+	t.Helper()
+	topo, err := Discover(fakeSysfs(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Policy: PolicyStatic, RootDir: root, Topology: topo, ReservedCPU: resource.MustParse("500m"), Options: opts, Beta: true})
+	if err != nil {
+		return nil, err
+	}
+	return m, m.Start(klog.Background())
+}
+
+// full-pcpus-only: whole cores only (two CPUs per core here), and no more
+// than the free CPUs outside the reserved CPU's core; upstream's reason and
+// messages.
+func TestFullPCPUsOnly(t *testing.T) {
+	m, err := newStaticWith(t, t.TempDir(), map[string]string{OptionFullPCPUsOnly: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cpus, want string
+	}{
+		{"1", "SMT Alignment Error: requested 1 cpus not multiple cpus per core = 2"},
+		{"8", "SMT Alignment Error: not enough free physical CPUs: available physical CPUs = 6, requested CPUs = 8, CPUs per core = 2"},
+		{"2", ""},
+	} {
+		err := allocate(m, guaranteed("uid-"+tc.cpus, "pod", tc.cpus), all)
+		var smt *SMTAlignmentError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s CPUs: %v", tc.cpus, err)
+		case tc.want != "" && (!errors.As(err, &smt) || err.Error() != tc.want || smt.Reason() != "SMTAlignmentError"):
+			t.Errorf("%s CPUs: %v, want %q", tc.cpus, err, tc.want)
+		}
+	}
+	if set, _ := m.ForContainer("uid-2", "c0"); set != "1,5" {
+		t.Errorf("2 CPUs on %s, want the whole core 1,5", set)
+	}
+	if _, err := newStaticWith(t, t.TempDir(), map[string]string{OptionFullPCPUsOnly: "yes"}); err == nil {
+		t.Error("a bad boolean was accepted")
+	}
+}
+
+// strict-cpu-reservation: the reserved CPU is out of the shared pool too,
+// and a state file written without it is refused with upstream's message.
+func TestStrictCPUReservation(t *testing.T) {
+	root := t.TempDir()
+	m, err := newStaticWith(t, root, map[string]string{OptionStrictCPUReservation: "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set, exclusive := m.ForContainer("any", "c"); set != "1-7" || exclusive {
+		t.Fatalf("shared pool %s (exclusive %v), want 1-7", set, exclusive)
+	}
+	if err := allocate(m, guaranteed("uid", "pod", "2"), all); err != nil {
+		t.Fatal(err)
+	}
+	if set, _ := m.ForContainer("other", "c"); strings.Contains(set, "0") {
+		t.Fatalf("shared pool %s holds the reserved CPU", set)
+	}
+	// The same state under the default: reserved CPU 0 missing from the pool.
+	if _, err := newStaticWith(t, root, nil); err == nil || !strings.Contains(err.Error(), `not all reserved cpus: "0" are present in defaultCpuSet`) {
+		t.Fatalf("strict state read without the option: %v", err)
+	}
+	// And the other way round.
+	other := t.TempDir()
+	if _, err := newStaticWith(t, other, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newStaticWith(t, other, map[string]string{OptionStrictCPUReservation: "true"}); err == nil || !strings.Contains(err.Error(), `some of strictly reserved cpus: "0" are present in defaultCpuSet`) {
+		t.Fatalf("default state read with strict-cpu-reservation: %v", err)
 	}
 }

@@ -35,6 +35,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/atomicfile"
 	"github.com/bosun-dev/bosun/internal/devices/checkpoint"
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 // StopGracePeriod is how long a resource whose plugin went away stays on the
@@ -54,6 +55,12 @@ type Manager struct {
 	alloc      map[types.UID]map[string]map[string]*allocation // pod -> container -> resource
 	server     *grpc.Server
 	stopping   bool // Stop was called: the checkpoint is no longer written
+	numaNodes  []int
+	// reuse is the devices the finished init containers of the pod being
+	// admitted held, which its later containers take first; pending is the
+	// (container, resource) allocations its admission made so far.
+	reuse   map[types.UID]map[string][]string
+	pending map[types.UID][][2]string
 	pluginapi.UnsafeRegistrationServer
 }
 
@@ -320,56 +327,293 @@ func (e *AdmissionError) Error() string {
 // Reason is the pod status reason of the rejection.
 func (e *AdmissionError) Reason() string { return "UnexpectedAdmissionError" }
 
-// Needs says whether a pod asks for any resource a device plugin serves.
-func (m *Manager) Needs(pod *corev1.Pod) bool {
-	if m == nil {
-		return false
-	}
+func allContainers(pod *corev1.Pod) []corev1.Container {
+	return slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
+}
+
+// SetNUMANodes tells the manager the machine's NUMA nodes, over which its
+// topology hints range.
+func (m *Manager) SetNUMANodes(nodes []int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, c := range allContainers(pod) {
-		for name, q := range c.Resources.Limits {
-			if _, ok := m.resources[string(name)]; ok && !q.IsZero() {
-				return true
-			}
+	m.numaNodes = slices.Clone(nodes)
+}
+
+// deviceNodes is a device's NUMA nodes (none: no topology).
+func deviceNodes(d *pluginapi.Device) []int {
+	var out []int
+	for _, n := range d.GetTopology().GetNodes() {
+		out = append(out, int(n.ID))
+	}
+	return out
+}
+
+// hasTopology says whether any of the resource's devices names its NUMA
+// node: only then does the resource have a NUMA preference.
+func hasTopology(res *pluginResource) bool {
+	for _, d := range res.devices {
+		if len(deviceNodes(d)) > 0 {
+			return true
 		}
 	}
 	return false
 }
 
-func allContainers(pod *corev1.Pod) []corev1.Container {
-	return slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers)
+// inUseLocked is the resource's devices some container holds.
+func (m *Manager) inUseLocked(resource string) map[string]bool {
+	out := map[string]bool{}
+	for _, byContainer := range m.alloc {
+		for _, byRes := range byContainer {
+			if a := byRes[resource]; a != nil {
+				for _, id := range flatten(a.ids) {
+					out[id] = true
+				}
+			}
+		}
+	}
+	return out
 }
 
-// Allocate gives each container of pod the devices it asks for, init
-// containers first (devices of an init container that runs to completion are
-// reused by the containers after it), and records them. A pod already
+// hintsLocked is the hints for n devices of res taken from available plus
+// reusable, as upstream's device manager generates them: over the NUMA
+// nodes its devices name (those the machine has), or every node when they
+// name none of those.
+func (m *Manager) hintsLocked(res *pluginResource, available, reusable []string, n int) []topology.Hint {
+	known := map[int]bool{}
+	for _, id := range m.numaNodes {
+		known[id] = true
+	}
+	var nodes []int
+	for _, d := range res.devices {
+		for _, id := range deviceNodes(d) {
+			if known[id] && !slices.Contains(nodes, id) {
+				nodes = append(nodes, id)
+			}
+		}
+	}
+	if len(nodes) == 0 {
+		nodes = m.numaNodes
+	}
+	slices.Sort(nodes)
+	return topology.Generate(nodes, n, func(mask topology.Mask) int {
+		count := 0
+		for _, d := range res.devices {
+			if mask.HasAny(deviceNodes(d)) {
+				count++
+			}
+		}
+		return count
+	}, func(mask topology.Mask) (int, bool) {
+		count := 0
+		for _, id := range reusable {
+			if d := res.devices[id]; d != nil && len(deviceNodes(d)) > 0 {
+				if !mask.HasAny(deviceNodes(d)) {
+					return 0, false
+				}
+				count++
+			}
+		}
+		for _, id := range available {
+			if mask.HasAny(deviceNodes(res.devices[id])) {
+				count++
+			}
+		}
+		return count, true
+	})
+}
+
+// availableLocked is the resource's healthy devices no container holds.
+func (m *Manager) availableLocked(res *pluginResource) []string {
+	inUse := m.inUseLocked(res.name)
+	var out []string
+	for id, d := range res.devices {
+		if d.Health == pluginapi.Healthy && !inUse[id] {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ContainerHints says on which NUMA nodes the devices a container asks for
+// could lie: nil for a resource whose devices name no NUMA node, no hint
+// at all when there are not enough devices.
+func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.Hints {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := topology.Hints{}
+	for name, q := range c.Resources.Limits {
+		res, ok := m.resources[string(name)]
+		needed := int(q.Value())
+		if !ok || needed == 0 {
+			continue
+		}
+		if !hasTopology(res) {
+			out[res.name] = nil
+			continue
+		}
+		if a := m.alloc[pod.UID][c.Name][res.name]; a != nil {
+			have := flatten(a.ids)
+			if len(have) != needed {
+				out[res.name] = []topology.Hint{}
+				continue
+			}
+			out[res.name] = m.hintsLocked(res, have, nil, needed)
+			continue
+		}
+		available, reusable := m.availableLocked(res), m.reuse[pod.UID][res.name]
+		if len(union(available, reusable)) < needed {
+			out[res.name] = []topology.Hint{}
+			continue
+		}
+		out[res.name] = m.hintsLocked(res, available, reusable, needed)
+	}
+	return out
+}
+
+// PodHints is ContainerHints for the whole pod (the pod scope), for the
+// most devices of each resource the pod holds at once.
+func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
+	if m == nil {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	requests := map[string]int{}
+	for name := range m.resources {
+		byInit, bySidecars, byApps := 0, 0, 0
+		for _, c := range pod.Spec.InitContainers {
+			q := c.Resources.Limits[corev1.ResourceName(name)]
+			if n := int(q.Value()); c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				bySidecars += n
+			} else {
+				byInit = max(byInit, n)
+			}
+		}
+		for _, c := range pod.Spec.Containers {
+			q := c.Resources.Limits[corev1.ResourceName(name)]
+			byApps += int(q.Value())
+		}
+		if n := max(byInit, byApps+bySidecars); n > 0 {
+			requests[name] = n
+		}
+	}
+	out := topology.Hints{}
+	for name, needed := range requests {
+		res := m.resources[name]
+		if !hasTopology(res) {
+			out[name] = nil
+			continue
+		}
+		var have []string
+		for _, byRes := range m.alloc[pod.UID] {
+			if a := byRes[name]; a != nil {
+				have = union(have, flatten(a.ids))
+			}
+		}
+		if len(have) > 0 {
+			if len(have) != needed {
+				out[name] = []topology.Hint{}
+				continue
+			}
+			out[name] = m.hintsLocked(res, have, nil, needed)
+			continue
+		}
+		available := m.availableLocked(res)
+		if len(available) < needed {
+			out[name] = []topology.Hint{}
+			continue
+		}
+		out[name] = m.hintsLocked(res, available, nil, needed)
+	}
+	return out
+}
+
+// AllocateContainer gives a container the devices it asks for, from the
+// affinity's NUMA nodes first. Devices of an init container that runs to
+// completion are reused by the containers after it; a container already
 // allocated keeps its devices.
-func (m *Manager) Allocate(ctx context.Context, pod *corev1.Pod) error {
+func (m *Manager) AllocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, hint topology.Hint) error {
 	if m == nil {
 		return nil
 	}
 	m.allocating.Lock()
 	defer m.allocating.Unlock()
-	reusable := map[string][]string{} // resource -> devices an earlier init container freed
-	for i, c := range allContainers(pod) {
-		initC := i < len(pod.Spec.InitContainers)
-		sidecar := initC && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
-		got, err := m.allocateContainer(ctx, pod, &c, reusable)
-		if err != nil {
-			m.release(pod.UID)
-			return &AdmissionError{Err: err}
-		}
-		for res, ids := range got {
-			if initC && !sidecar {
-				reusable[res] = union(reusable[res], ids)
-			} else {
-				reusable[res] = slices.DeleteFunc(reusable[res], func(id string) bool { return slices.Contains(ids, id) })
-			}
+	initC := slices.ContainsFunc(pod.Spec.InitContainers, func(ic corev1.Container) bool { return ic.Name == c.Name })
+	sidecar := initC && c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+	m.mu.Lock()
+	reusable := m.reuse[pod.UID]
+	if reusable == nil {
+		reusable = map[string][]string{}
+		m.reuse = map[types.UID]map[string][]string{pod.UID: reusable} // one pod at a time, as upstream
+	}
+	m.mu.Unlock()
+	got, err := m.allocateContainer(ctx, pod, c, reusable, hint.Affinity)
+	if err != nil {
+		return &AdmissionError{Err: err}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for res, ids := range got {
+		if initC && !sidecar {
+			reusable[res] = union(reusable[res], ids)
+		} else {
+			reusable[res] = slices.DeleteFunc(reusable[res], func(id string) bool { return slices.Contains(ids, id) })
 		}
 	}
-	m.writeCheckpoint(klog.FromContext(ctx))
 	return nil
+}
+
+// allocatePod allocates every container of a pod admitted before its
+// devices' plugin was known, with no NUMA affinity.
+func (m *Manager) allocatePod(ctx context.Context, pod *corev1.Pod) error {
+	for _, c := range allContainers(pod) {
+		if err := m.AllocateContainer(ctx, pod, &c, topology.Hint{}); err != nil {
+			m.Abort(ctx, pod)
+			return err
+		}
+	}
+	m.Commit(ctx, pod)
+	return nil
+}
+
+// Abort takes back the devices this admission gave the pod.
+func (m *Manager) Abort(_ context.Context, pod *corev1.Pod) {
+	if m == nil {
+		return
+	}
+	m.allocating.Lock()
+	defer m.allocating.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.pending[pod.UID] {
+		delete(m.alloc[pod.UID][p[0]], p[1])
+		if len(m.alloc[pod.UID][p[0]]) == 0 {
+			delete(m.alloc[pod.UID], p[0])
+		}
+	}
+	if len(m.alloc[pod.UID]) == 0 {
+		delete(m.alloc, pod.UID)
+	}
+	delete(m.pending, pod.UID)
+	delete(m.reuse, pod.UID)
+}
+
+// Commit writes the checkpoint when this admission gave the pod devices.
+func (m *Manager) Commit(ctx context.Context, pod *corev1.Pod) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	changed := len(m.pending[pod.UID]) > 0
+	delete(m.pending, pod.UID)
+	m.mu.Unlock()
+	if changed {
+		m.writeCheckpoint(klog.FromContext(ctx))
+	}
 }
 
 func union(a, b []string) []string {
@@ -383,7 +627,7 @@ func union(a, b []string) []string {
 }
 
 // allocateContainer allocates one container's devices, returning them by resource.
-func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, reusable map[string][]string) (map[string][]string, error) {
+func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, reusable map[string][]string, affinity topology.Mask) (map[string][]string, error) {
 	got := map[string][]string{}
 	names := make([]string, 0, len(c.Resources.Limits))
 	for name := range c.Resources.Limits {
@@ -408,7 +652,7 @@ func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *cor
 			got[name] = have
 			continue
 		}
-		ids, err := m.pickLocked(ctx, res, pod.UID, c.Name, needed, reusable[name])
+		ids, err := m.pickLocked(ctx, res, pod.UID, c.Name, needed, reusable[name], affinity)
 		client := res.client
 		m.mu.Unlock()
 		if err != nil {
@@ -445,22 +689,13 @@ func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *cor
 }
 
 // pickLocked chooses needed healthy devices not held by another container,
-// preferring ones an earlier init container of the pod freed, then the
-// plugin's preference, and reserves them. It is called with m.mu and
-// m.allocating held, and lets go of m.mu during the plugin call.
-func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types.UID, container string, needed int, reusable []string) ([]string, error) {
+// preferring ones an earlier init container of the pod freed, then those on
+// the affinity's NUMA nodes, then the plugin's preference, as upstream
+// orders them, and reserves them. It is called with m.mu and m.allocating
+// held, and lets go of m.mu during the plugin call.
+func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types.UID, container string, needed int, reusable []string, affinity topology.Mask) ([]string, error) {
 	if countHealthy(res) == 0 {
 		return nil, fmt.Errorf("no healthy devices present; cannot allocate unhealthy devices %s", res.name)
-	}
-	inUse := map[string]bool{}
-	for _, byContainer := range m.alloc {
-		for _, byRes := range byContainer {
-			if a := byRes[res.name]; a != nil {
-				for _, id := range flatten(a.ids) {
-					inUse[id] = true
-				}
-			}
-		}
 	}
 	var picked []string
 	for _, id := range reusable {
@@ -468,15 +703,29 @@ func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types
 			picked = append(picked, id)
 		}
 	}
-	var available []string
-	for id, d := range res.devices {
-		if d.Health == pluginapi.Healthy && !inUse[id] && !slices.Contains(picked, id) {
-			available = append(available, id)
-		}
-	}
-	sort.Strings(available)
+	available := slices.DeleteFunc(m.availableLocked(res), func(id string) bool { return slices.Contains(picked, id) })
 	if len(picked)+len(available) < needed {
 		return nil, fmt.Errorf("requested number of devices unavailable for %s. Requested: %d, Available: %d", res.name, needed-len(picked), len(available))
+	}
+	if affinity != 0 && hasTopology(res) && len(picked) < needed {
+		var aligned, other []string
+		for _, id := range available {
+			if affinity.HasAny(deviceNodes(res.devices[id])) {
+				aligned = append(aligned, id)
+			} else {
+				other = append(other, id)
+			}
+		}
+		// Devices naming a NUMA node come before those naming none.
+		sort.SliceStable(other, func(i, j int) bool {
+			return len(deviceNodes(res.devices[other[i]])) > 0 && len(deviceNodes(res.devices[other[j]])) == 0
+		})
+		if needed-len(picked) < len(aligned) {
+			available = aligned // enough on the chosen nodes: the plugin picks among them
+		} else {
+			picked = append(picked, aligned...)
+			available = other
+		}
 	}
 	if len(picked) < needed && res.opts.GetGetPreferredAllocationAvailable() && res.client != nil {
 		m.mu.Unlock()
@@ -501,13 +750,13 @@ func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types
 	}
 	ids := checkpoint.DevicesPerNUMA{}
 	for _, id := range picked {
-		d := res.devices[id]
-		if d.GetTopology() == nil || len(d.Topology.Nodes) == 0 {
+		nodes := deviceNodes(res.devices[id])
+		if len(nodes) == 0 {
 			ids[-1] = append(ids[-1], id)
 			continue
 		}
-		for _, n := range d.Topology.Nodes {
-			ids[n.ID] = append(ids[n.ID], id)
+		for _, n := range nodes {
+			ids[int64(n)] = append(ids[int64(n)], id)
 		}
 	}
 	if m.alloc[pod] == nil {
@@ -517,6 +766,10 @@ func (m *Manager) pickLocked(ctx context.Context, res *pluginResource, pod types
 		m.alloc[pod][container] = map[string]*allocation{}
 	}
 	m.alloc[pod][container][res.name] = &allocation{ids: ids}
+	if m.pending == nil {
+		m.pending = map[types.UID][][2]string{}
+	}
+	m.pending[pod] = append(m.pending[pod], [2]string{container, res.name})
 	return picked, nil
 }
 
@@ -620,7 +873,7 @@ func (m *Manager) ForContainer(ctx context.Context, pod *corev1.Pod, c *corev1.C
 			continue
 		}
 		if a == nil || a.resp == nil {
-			if err := m.Allocate(ctx, pod); err != nil {
+			if err := m.allocatePod(ctx, pod); err != nil {
 				return nil, err
 			}
 			m.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 
 	"github.com/bosun-dev/bosun/hack/deviceplugin/plugin"
+	"github.com/bosun-dev/bosun/internal/devices/checkpoint"
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 const res = "example.com/dev"
@@ -151,7 +154,7 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	waitFor(t, "4 devices", func() bool { _, a := offered(h.m); return a == 4 })
 	ctx := context.Background()
 	a := devicePod("pod-a", 0, 2)
-	if err := h.m.Allocate(ctx, a); err != nil {
+	if err := h.m.allocatePod(ctx, a); err != nil {
 		t.Fatal(err)
 	}
 	// The plugin prefers the highest-numbered devices.
@@ -171,7 +174,7 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	}
 	// Three more do not fit: upstream's reason and message.
 	b := devicePod("pod-b", 0, 3)
-	err = h.m.Allocate(ctx, b)
+	err = h.m.allocatePod(ctx, b)
 	var ae *AdmissionError
 	if !errors.As(err, &ae) || ae.Reason() != "UnexpectedAdmissionError" ||
 		err.Error() != "Allocate failed due to requested number of devices unavailable for example.com/dev. Requested: 3, Available: 2, which is unexpected" {
@@ -179,7 +182,7 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	}
 	// An init container's devices are reused by the containers after it.
 	c := devicePod("pod-c", 2, 1)
-	if err := h.m.Allocate(ctx, c); err != nil {
+	if err := h.m.allocatePod(ctx, c); err != nil {
 		t.Fatal(err)
 	}
 	initIDs := flatten(h.m.alloc["pod-c"]["init"][res].ids)
@@ -190,7 +193,7 @@ func TestAllocationAtAdmissionAndContainerOptions(t *testing.T) {
 	// A pod that ended gives its devices back; housekeeping frees those of
 	// pods the workers no longer hold.
 	h.m.Release("pod-a")
-	if err := h.m.Allocate(ctx, devicePod("pod-d", 0, 2)); err != nil {
+	if err := h.m.allocatePod(ctx, devicePod("pod-d", 0, 2)); err != nil {
 		t.Errorf("devices of a finished pod were not given back: %v", err)
 	}
 	h.m.ReleaseUnless(func(uid types.UID) bool { return uid != "pod-c" })
@@ -206,7 +209,7 @@ func TestAllocationsSurviveARestart(t *testing.T) {
 	waitFor(t, "2 devices", func() bool { _, a := offered(h.m); return a == 2 })
 	pod := devicePod("pod-a", 0, 1)
 	ctx := context.Background()
-	if err := h.m.Allocate(ctx, pod); err != nil {
+	if err := h.m.allocatePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := h.m.ForContainer(ctx, pod, &pod.Spec.Containers[0])
@@ -230,10 +233,10 @@ func TestAllocationsSurviveARestart(t *testing.T) {
 		t.Fatalf("after restart: %+v %v, before %+v", after, err, before)
 	}
 	// The other device is still free, the allocated one is not.
-	if err := h2.m.Allocate(ctx, devicePod("pod-b", 0, 2)); err == nil {
+	if err := h2.m.allocatePod(ctx, devicePod("pod-b", 0, 2)); err == nil {
 		t.Error("a restored allocation was handed out again")
 	}
-	if err := h2.m.Allocate(ctx, devicePod("pod-c", 0, 1)); err != nil {
+	if err := h2.m.allocatePod(ctx, devicePod("pod-c", 0, 1)); err != nil {
 		t.Errorf("the free device: %v", err)
 	}
 }
@@ -246,5 +249,66 @@ func TestIsExtendedResourceName(t *testing.T) {
 		if got := IsExtendedResourceName(name); got != want {
 			t.Errorf("IsExtendedResourceName(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// Devices that name their NUMA node give hints over the machine's nodes,
+// and an allocation takes the devices of the chosen node first.
+func TestTopologyHintsAndAlignedAllocation(t *testing.T) {
+	h := start(t, shortDir(t))
+	h.m.SetNUMANodes([]int{0, 1})
+	servePlugin(t, h, 5, func(p *plugin.Plugin) {
+		p.SetNUMA("dev-0", 0)
+		p.SetNUMA("dev-1", 0)
+		p.SetNUMA("dev-2", 1)
+		p.SetNUMA("dev-3", 1)
+		p.SetNUMA("dev-4", 7) // a node this machine does not have
+	})
+	waitFor(t, "devices offered", func() bool { _, a := offered(h.m); return a == 5 })
+	pod := devicePod("pod-a", 0, 2)
+	got := h.m.ContainerHints(pod, &pod.Spec.Containers[0])[res]
+	want := []topology.Hint{{Affinity: topology.NewMask(0), Preferred: true}, {Affinity: topology.NewMask(1), Preferred: true},
+		{Affinity: topology.NewMask(0, 1)}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("hints %v, want %v", got, want)
+	}
+	ctx := context.Background()
+	if err := h.m.AllocateContainer(ctx, pod, &pod.Spec.Containers[0], topology.Hint{Affinity: topology.NewMask(1)}); err != nil {
+		t.Fatal(err)
+	}
+	h.m.Commit(ctx, pod)
+	if ids := h.m.Assigned(pod.UID, "main")[res]; !reflect.DeepEqual(ids, checkpoint.DevicesPerNUMA{1: {"dev-2", "dev-3"}}) {
+		t.Fatalf("on node 1: %v", ids)
+	}
+	// Node 1 is used up: three devices now fit no single node.
+	pod = devicePod("pod-b", 0, 3)
+	got = h.m.ContainerHints(pod, &pod.Spec.Containers[0])[res]
+	if want := []topology.Hint{}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("3 of the 3 left (one on no known node): %v, want none", got)
+	}
+	pod = devicePod("pod-c", 0, 2)
+	got = h.m.ContainerHints(pod, &pod.Spec.Containers[0])[res]
+	if want := []topology.Hint{{Affinity: topology.NewMask(0), Preferred: true}, {Affinity: topology.NewMask(0, 1)}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("2 of node 0's: %v, want %v", got, want)
+	}
+	// An allocation that is then taken back leaves the devices free.
+	if err := h.m.AllocateContainer(ctx, pod, &pod.Spec.Containers[0], topology.Hint{Affinity: topology.NewMask(0)}); err != nil {
+		t.Fatal(err)
+	}
+	h.m.Abort(ctx, pod)
+	if ids := h.m.Assigned(pod.UID, "main"); len(ids) != 0 {
+		t.Fatalf("aborted allocation kept: %v", ids)
+	}
+}
+
+func TestDevicesWithoutTopologyHaveNoPreference(t *testing.T) {
+	h := start(t, shortDir(t))
+	h.m.SetNUMANodes([]int{0})
+	servePlugin(t, h, 2, nil)
+	waitFor(t, "devices offered", func() bool { _, a := offered(h.m); return a == 2 })
+	pod := devicePod("pod-a", 0, 1)
+	hints := h.m.ContainerHints(pod, &pod.Spec.Containers[0])
+	if got, ok := hints[res]; !ok || got != nil {
+		t.Fatalf("hints %v", hints)
 	}
 }

@@ -61,9 +61,9 @@ var (
 		Help: "The size of the shared CPU pool for non-guaranteed QoS pods, in millicores.", StabilityLevel: metrics.ALPHA})
 	CPUExclusive = metrics.NewGauge(&metrics.GaugeOpts{Subsystem: "kubelet", Name: "cpu_manager_exclusive_cpu_allocation_count",
 		Help: "The total number of CPUs exclusively allocated to containers running on this node", StabilityLevel: metrics.ALPHA})
-	memoryPinningRequests = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "memory_manager_pinning_requests_total",
+	MemoryPinningRequests = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "memory_manager_pinning_requests_total",
 		Help: "The number of memory pages allocations which required pinning.", StabilityLevel: metrics.ALPHA})
-	memoryPinningErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "memory_manager_pinning_errors_total",
+	MemoryPinningErrors = metrics.NewCounter(&metrics.CounterOpts{Subsystem: "kubelet", Name: "memory_manager_pinning_errors_total",
 		Help: "The number of memory pages allocations which required pinning that failed.", StabilityLevel: metrics.ALPHA})
 	// TopologyAdmissions is kubelet_topology_manager_admission_requests_total:
 	// the topology manager ("none" policy) admits every pod.
@@ -76,6 +76,16 @@ var (
 	TopologyAdmissionDuration = metrics.NewHistogram(&metrics.HistogramOpts{Subsystem: "kubelet", Name: "topology_manager_admission_duration_ms",
 		Help: "Duration in milliseconds to serve a pod admission request.", StabilityLevel: metrics.ALPHA,
 		Buckets: metrics.ExponentialBuckets(.05, 2, 15)})
+	// AlignedResources and AlignedResourcesFailures count the containers
+	// (container scope) or pods (pod scope) the single-numa-node policy
+	// aligned, or refused, by scope and boundary; shown once a topology
+	// policy other than none runs, as upstream's.
+	AlignedResources = metrics.NewCounterVec(&metrics.CounterOpts{Subsystem: "kubelet", Name: "container_aligned_compute_resources_count",
+		Help: "Cumulative number of aligned compute resources allocated to containers by alignment type.", StabilityLevel: metrics.ALPHA},
+		[]string{"scope", "boundary"})
+	AlignedResourcesFailures = metrics.NewCounterVec(&metrics.CounterOpts{Subsystem: "kubelet", Name: "container_aligned_compute_resources_failure_count",
+		Help: "Cumulative number of failures to allocate aligned compute resources to containers by alignment type.", StabilityLevel: metrics.ALPHA},
+		[]string{"scope", "boundary"})
 )
 
 // Pods and containers, as upstream counts them.
@@ -118,8 +128,8 @@ func nodeMetrics() []metrics.Registerable {
 	return []metrics.Registerable{HTTPRequests, HTTPRequestsDuration, HTTPInflightRequests, cgroupVersion, metricsProvider,
 		ServerCertTTL, ServerCertRotation, ClientRenewErrors, ServerRenewErrors,
 		nodeStartup, nodeStartupPreAgent, nodeStartupPreRegistration, nodeStartupRegistration, nodeStartupPostRegistration,
-		CPUPinningRequests, CPUPinningErrors, CPUSharedPool, CPUExclusive, memoryPinningRequests, memoryPinningErrors,
-		TopologyAdmissions, TopologyAdmissionErrors, TopologyAdmissionDuration,
+		CPUPinningRequests, CPUPinningErrors, CPUSharedPool, CPUExclusive, MemoryPinningRequests, MemoryPinningErrors,
+		TopologyAdmissions, TopologyAdmissionErrors, TopologyAdmissionDuration, AlignedResources, AlignedResourcesFailures,
 		StartedContainers, StartedContainersErrors, ContainersPerPod, RunPodSandboxDuration, PodStartTotalDuration, PodStatusSyncDuration}
 }
 

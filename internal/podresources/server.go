@@ -4,8 +4,9 @@
 // exporters read: the devices each container of each active pod holds, and
 // the devices the node can allocate, and the CPUs: a container's exclusive
 // CPUs and the CPUs exclusive allocations may take (the CPU manager's
-// static policy; empty under none, as upstream's). Memory is empty: the
-// memory manager runs its None policy.
+// static policy; empty under none, as upstream's), and the memory: a
+// container's memory blocks and each NUMA node's allocatable memory (the
+// memory manager's Static policy; empty under None).
 package podresources
 
 import (
@@ -28,6 +29,7 @@ import (
 
 	"github.com/bosun-dev/bosun/internal/devices"
 	"github.com/bosun-dev/bosun/internal/devices/checkpoint"
+	"github.com/bosun-dev/bosun/internal/memorymanager"
 )
 
 // Upstream's limits: 100 requests a second, bursts of 10.
@@ -44,6 +46,11 @@ type Server struct {
 	CPUs interface {
 		Exclusive(uid types.UID, container string) []int64
 		Allocatable() []int64
+	}
+	// Memory is the memory manager (nil: no memory).
+	Memory interface {
+		Memory(uid types.UID, container string) []memorymanager.Block
+		Allocatable() []memorymanager.Block
 	}
 	// Claims reports the DRA claims a container uses (nil: none).
 	Claims interface {
@@ -114,6 +121,9 @@ func (s *Server) GetAllocatableResources(context.Context, *v1.AllocatableResourc
 	if s.CPUs != nil {
 		out.CpuIds = s.CPUs.Allocatable()
 	}
+	if s.Memory != nil {
+		out.Memory = memory(s.Memory.Allocatable())
+	}
 	for _, d := range s.Devices.Allocatable() {
 		cd := &v1.ContainerDevices{ResourceName: d.Resource, DeviceIds: []string{d.ID}}
 		if len(d.NUMA) > 0 {
@@ -125,6 +135,20 @@ func (s *Server) GetAllocatableResources(context.Context, *v1.AllocatableResourc
 		out.Devices = append(out.Devices, cd)
 	}
 	return out, nil
+}
+
+// memory turns memory manager blocks into the API's, each with its NUMA
+// nodes.
+func memory(blocks []memorymanager.Block) []*v1.ContainerMemory {
+	var out []*v1.ContainerMemory
+	for _, b := range blocks {
+		m := &v1.ContainerMemory{MemoryType: string(b.Type), Size: b.Size, Topology: &v1.TopologyInfo{}}
+		for _, n := range b.NUMAAffinity {
+			m.Topology.Nodes = append(m.Topology.Nodes, &v1.NUMANode{ID: int64(n)})
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func (s *Server) sorted() []*corev1.Pod {
@@ -152,6 +176,9 @@ func (s *Server) containerResources(pod *corev1.Pod, name string) *v1.ContainerR
 	cr := &v1.ContainerResources{Name: name}
 	if s.CPUs != nil {
 		cr.CpuIds = s.CPUs.Exclusive(pod.UID, name)
+	}
+	if s.Memory != nil {
+		cr.Memory = memory(s.Memory.Memory(pod.UID, name))
 	}
 	assigned := s.Devices.Assigned(pod.UID, name)
 	resources := make([]string, 0, len(assigned))

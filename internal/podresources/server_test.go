@@ -20,6 +20,7 @@ import (
 
 	"github.com/bosun-dev/bosun/hack/deviceplugin/plugin"
 	"github.com/bosun-dev/bosun/internal/devices"
+	"github.com/bosun-dev/bosun/internal/topology"
 )
 
 func TestPodResourcesAPI(t *testing.T) {
@@ -52,7 +53,11 @@ func TestPodResourcesAPI(t *testing.T) {
 		InitContainers: []corev1.Container{{Name: "once"}, {Name: "side", RestartPolicy: &always}},
 		Containers: []corev1.Container{{Name: "main", Resources: corev1.ResourceRequirements{
 			Limits: corev1.ResourceList{"example.com/dev": resource.MustParse("2")}}}, {Name: "plain"}}}}
-	if err := m.Allocate(ctx, pod); err != nil {
+	tm, err := topology.New(topology.PolicyNone, "", nil, topology.NUMA{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.Admit(ctx, pod, m); err != nil {
 		t.Fatal(err)
 	}
 	s := &Server{Pods: func() []*corev1.Pod { return []*corev1.Pod{pod} }, Devices: m}

@@ -67,6 +67,9 @@ func containerResources(n NodeSettings, pod *corev1.Pod, c *corev1.Container, me
 			r.CpuQuota = -1
 		}
 	}
+	if n.MemoryNodes != nil {
+		r.CpusetMems = n.MemoryNodes(pod.UID, c.Name)
+	}
 	r.MemoryLimitInBytes = c.Resources.Limits.Memory().Value()
 	switch QOSClass(pod) {
 	case corev1.PodQOSGuaranteed:

@@ -51,6 +51,10 @@ type NodeSettings struct {
 	// pinned): the CPU set it runs on, and whether those CPUs are its own,
 	// which lifts its CFS quota and its pod's, as upstream.
 	CPUs func(uid types.UID, container string) (set string, exclusive bool)
+	// MemoryNodes is the memory manager's answer for a container (nil:
+	// none): the NUMA nodes its memory comes from, as cpuset.mems ("" for
+	// all).
+	MemoryNodes func(uid types.UID, container string) string
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.

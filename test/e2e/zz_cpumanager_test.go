@@ -30,6 +30,25 @@ func cpusAllowed(cs kubernetes.Interface, ns, name string) string {
 	return strings.TrimSpace(v)
 }
 
+// cpuTestNode is the node of the CPU manager tests (skipped below 2 CPUs),
+// its CPU capacity, and the agent's configuration file as it was.
+func cpuTestNode(t *testing.T, env clusterEnv, cs kubernetes.Interface) (*corev1.Node, resource.Quantity, []byte) {
+	t.Helper()
+	n, err := cs.CoreV1().Nodes().Get(context.Background(), env["NODE_NAME"], metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capacity := n.Status.Capacity[corev1.ResourceCPU]
+	if capacity.Value() < 2 {
+		t.Skipf("the node has %s CPUs; the test needs 2", capacity.String())
+	}
+	orig, err := os.ReadFile(env["CONFIG_FILE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, capacity, orig
+}
+
 // The CPU manager's static policy on the local node, CPU 0 reserved
 // (reservedSystemCPUs): the node's allocatable loses that CPU; a
 // Guaranteed pod asking for one whole CPU runs alone on CPU 1; a
@@ -44,18 +63,7 @@ func TestCPUManagerStaticPolicy(t *testing.T) {
 	cs := env.client(t)
 	ctx := context.Background()
 	node := env["NODE_NAME"]
-	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	capacity := n.Status.Capacity[corev1.ResourceCPU]
-	if capacity.Value() < 2 {
-		t.Skipf("the node has %s CPUs; the test needs 2", capacity.String())
-	}
-	orig, err := os.ReadFile(env["CONFIG_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, capacity, orig := cpuTestNode(t, env, cs)
 	for _, key := range []string{"cpuManagerPolicy:", "reservedSystemCPUs:", "cpuManagerReconcilePeriod:"} {
 		if strings.Contains(string(orig), "\n"+key) {
 			t.Fatalf("%s sets %s already", env["CONFIG_FILE"], key)
@@ -171,4 +179,47 @@ func TestCPUManagerStaticPolicy(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// cpuManagerPolicyOptions strict-cpu-reservation (and full-pcpus-only,
+// which a node of one CPU per core always meets): with CPU 0 reserved, a
+// BestEffort pod runs on the other CPUs only, and the state file's shared
+// pool leaves CPU 0 out.
+func TestCPUManagerStrictReservation(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	node := env["NODE_NAME"]
+	_, capacity, orig := cpuTestNode(t, env, cs)
+	stateFile := filepath.Join(env["ROOT_DIR"], "cpu_manager_state")
+	t.Cleanup(func() {
+		os.Remove(stateFile)
+		reconfigureAgent(t, env, orig)
+	})
+	os.Remove(stateFile)
+	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n"+
+		"cpuManagerPolicyOptions:\n  strict-cpu-reservation: \"true\"\n  full-pcpus-only: \"true\"\n")...))
+	ns := testNamespace(t, cs)
+	pod := busyboxPod("shared", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; while true; do grep Cpus_allowed_list /proc/self/status; sleep 1; done")
+	pod.Spec.NodeName = node
+	create(t, cs, ns, pod)
+	waitPod(t, cs, ns, "shared", 90*time.Second, "Running", running)
+	var ids []int
+	for i := 1; i < int(capacity.Value()); i++ {
+		ids = append(ids, i)
+	}
+	want := cpuset.New(ids...).String()
+	eventually(t, 30*time.Second, "the BestEffort pod off the reserved CPU", func() error {
+		if got := cpusAllowed(cs, ns, "shared"); got != want {
+			return fmt.Errorf("Cpus_allowed_list %q, want %q", got, want)
+		}
+		return nil
+	})
+	data, err := os.ReadFile(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"defaultCpuSet":"`+want+`"`) {
+		t.Errorf("state file %s, want the shared pool %s", data, want)
+	}
 }

@@ -48,6 +48,29 @@ func New(resource, dir, socket string, n int) *Plugin {
 	return p
 }
 
+// SetNUMA sets the NUMA nodes a device says it is attached to (none: no
+// topology) and tells the agent.
+func (p *Plugin) SetNUMA(id string, nodes ...int64) {
+	p.mu.Lock()
+	for _, d := range p.devices {
+		if d.ID != id {
+			continue
+		}
+		d.Topology = nil
+		if len(nodes) > 0 {
+			d.Topology = &pluginapi.TopologyInfo{}
+			for _, n := range nodes {
+				d.Topology.Nodes = append(d.Topology.Nodes, &pluginapi.NUMANode{ID: n})
+			}
+		}
+	}
+	p.mu.Unlock()
+	select {
+	case p.update <- struct{}{}:
+	default:
+	}
+}
+
 // SetHealth changes one device's health and tells the agent.
 func (p *Plugin) SetHealth(id, health string) {
 	p.mu.Lock()
@@ -129,7 +152,7 @@ func (p *Plugin) ListAndWatch(_ *pluginapi.Empty, s pluginapi.DevicePlugin_ListA
 		p.mu.Lock()
 		list := make([]*pluginapi.Device, len(p.devices))
 		for i, d := range p.devices {
-			list[i] = &pluginapi.Device{ID: d.ID, Health: d.Health}
+			list[i] = &pluginapi.Device{ID: d.ID, Health: d.Health, Topology: d.Topology}
 		}
 		p.mu.Unlock()
 		if err := s.Send(&pluginapi.ListAndWatchResponse{Devices: list}); err != nil {
