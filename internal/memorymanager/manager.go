@@ -819,6 +819,41 @@ func (m *Manager) Release(logger klog.Logger, active func(types.UID) bool) {
 	}
 }
 
+// ContainerCreated gives back, as upstream's memory manager does when a
+// container is added, the memory of the pod's regular init containers
+// before it: they have run to completion, and what a later container
+// reuses of theirs was moved to its own blocks.
+func (m *Manager) ContainerCreated(pod *corev1.Pod, container string) {
+	if m.policy != PolicyStatic {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	uid := string(pod.UID)
+	changed := false
+	for _, ic := range pod.Spec.InitContainers {
+		if ic.Name == container {
+			break
+		}
+		if podsync.IsSidecar(ic) {
+			continue
+		}
+		if blocks, ok := m.entries[uid][ic.Name]; ok {
+			release(m.machine, blocks)
+			delete(m.entries[uid], ic.Name)
+			changed = true
+		}
+	}
+	if changed {
+		if len(m.entries[uid]) == 0 {
+			delete(m.entries, uid)
+		}
+		if err := m.saveLocked(); err != nil {
+			klog.Background().Error(err, "Failed to write the memory manager state")
+		}
+	}
+}
+
 // ForContainer is the NUMA nodes a container's memory comes from, as
 // cpuset.mems ("" when it has none of its own).
 func (m *Manager) ForContainer(uid types.UID, container string) string {

@@ -145,7 +145,8 @@ func TestStaticPolicyPlacesGuaranteedMemoryOnNUMANodes(t *testing.T) {
 }
 
 // An app container reuses what the init container before it held: the pod
-// takes the larger of the two, and gives it back once.
+// takes the larger of the two, the init container's rest is given back when
+// the app container is created, and the whole once the pod ends.
 func TestInitContainerMemoryIsReused(t *testing.T) {
 	m := twoNodes(t, t.TempDir())
 	pod := guaranteedPod("p", "2Gi", "1Gi")
@@ -154,6 +155,16 @@ func TestInitContainerMemoryIsReused(t *testing.T) {
 	}
 	if got := free(m, 0); got != gi {
 		t.Fatalf("node 0 free %d, want 1Gi: the pod holds 2Gi at most", got)
+	}
+	// Once the app container is created, the init container (done) gives
+	// back what the app container did not take over.
+	m.ContainerCreated(pod, "init")
+	if got := free(m, 0); got != gi {
+		t.Fatalf("node 0 free %d after the init container was created, want 1Gi still", got)
+	}
+	m.ContainerCreated(pod, "c0")
+	if got := free(m, 0); got != 2*gi || m.ForContainer("p", "init") != "" || m.ForContainer("p", "c0") != "0" {
+		t.Fatalf("node 0 free %d after the app container was created, want 2Gi", got)
 	}
 	m.Release(klog.Background(), func(types.UID) bool { return false })
 	if got := free(m, 0); got != 3*gi {

@@ -383,6 +383,9 @@ func (s *Syncer) startContainer(ctx context.Context, pod *corev1.Pod, rp *Runtim
 		return &Waiting{Reason: "CreateContainerError", Message: err.Error()}, nil
 	}
 	s.event(pod, corev1.EventTypeNormal, "Created", "Created container: "+name)
+	if s.cfg.Node.ContainerCreated != nil {
+		s.cfg.Node.ContainerCreated(pod, name)
+	}
 	if err := s.cfg.Runtime.StartContainer(rctx, id); err != nil {
 		s.event(pod, corev1.EventTypeWarning, "Failed", "Error: "+err.Error())
 		return &Waiting{Reason: "RunContainerError", Message: err.Error()}, nil

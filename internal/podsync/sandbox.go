@@ -55,6 +55,9 @@ type NodeSettings struct {
 	// none): the NUMA nodes its memory comes from, as cpuset.mems ("" for
 	// all).
 	MemoryNodes func(uid types.UID, container string) string
+	// ContainerCreated is told of each container created, before it
+	// starts (nil: no one is), as upstream's resource managers are.
+	ContainerCreated func(pod *corev1.Pod, container string)
 }
 
 // SeccompRoot holds the Localhost seccomp profiles: <root-dir>/seccomp.
