@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -166,6 +167,9 @@ func (d *driver) NodeStageVolume(_ context.Context, req *csipb.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		return &csipb.NodeStageVolumeResponse{}, nil // the device is made at publish
+	}
 	if err := bind(src, req.StagingTargetPath, false); err != nil {
 		return nil, err
 	}
@@ -200,16 +204,84 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csipb.NodePublishVolu
 	if err := os.WriteFile(filepath.Join(d.data, "publish", req.VolumeId+".json"), record, 0o644); err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		return &csipb.NodePublishVolumeResponse{}, d.publishBlock(req.VolumeId, req.TargetPath)
+	}
 	if err := bind(src, req.TargetPath, req.Readonly); err != nil {
 		return nil, err
 	}
 	return &csipb.NodePublishVolumeResponse{}, nil
 }
 
+// blockSize is the size of a block volume's backing file.
+const blockSize = 16 << 20
+
+// publishBlock publishes a raw block volume: a loop device over the
+// volume's backing file (made on first use), bind-mounted on the target
+// file, as a real block driver publishes its device node.
+func (d *driver) publishBlock(id, target string) error {
+	dir, err := d.volumeDir(id)
+	if err != nil {
+		return err
+	}
+	if mounts.At(target) {
+		return nil
+	}
+	img := filepath.Join(dir, "block.img")
+	if _, err := os.Stat(img); os.IsNotExist(err) {
+		f, err := os.Create(img)
+		if err == nil {
+			err = f.Truncate(blockSize)
+			f.Close()
+		}
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		return status.Errorf(codes.Internal, "losetup %s: %v", img, err)
+	}
+	dev := strings.TrimSpace(string(out))
+	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if f, err := os.OpenFile(target, os.O_CREATE|os.O_RDONLY, 0o600); err == nil {
+		f.Close()
+	}
+	if err := unix.Mount(dev, target, "", unix.MS_BIND, ""); err != nil {
+		_ = exec.Command("losetup", "-d", dev).Run()
+		return status.Errorf(codes.Internal, "bind %s on %s: %v", dev, target, err)
+	}
+	return nil
+}
+
+// unpublishBlock undoes publishBlock: the target unmounted and removed, the
+// loop devices over the volume's file detached.
+func (d *driver) unpublishBlock(id, target string) error {
+	if err := unbind(target, true); err != nil {
+		return err
+	}
+	dir, err := d.volumeDir(id)
+	if err != nil {
+		return err
+	}
+	out, _ := exec.Command("losetup", "-j", filepath.Join(dir, "block.img")).Output()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if dev, _, ok := strings.Cut(line, ":"); ok {
+			_ = exec.Command("losetup", "-d", dev).Run()
+		}
+	}
+	return nil
+}
+
 func (d *driver) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
 	logf("NodeUnpublishVolume", map[string]any{"volume": req.VolumeId, "target": req.TargetPath})
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if fi, err := os.Stat(req.TargetPath); err == nil && fi.Mode()&os.ModeDevice != 0 {
+		return &csipb.NodeUnpublishVolumeResponse{}, d.unpublishBlock(req.VolumeId, req.TargetPath)
+	}
 	if err := unbind(req.TargetPath, true); err != nil {
 		return nil, err
 	}

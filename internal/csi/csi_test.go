@@ -15,6 +15,7 @@ import (
 	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -22,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+
+	"github.com/bosun-dev/bosun/internal/mounts"
 )
 
 // fakeDriver is a CSI node service that records its calls and makes (and
@@ -82,6 +85,9 @@ func (f *fakeDriver) NodePublishVolume(_ context.Context, r *csipb.NodePublishVo
 	f.mu.Lock()
 	f.publish = append(f.publish, r)
 	f.mu.Unlock()
+	if r.VolumeCapability.GetBlock() != nil { // a device node, as a block driver's
+		return &csipb.NodePublishVolumeResponse{}, unix.Mknod(r.TargetPath, unix.S_IFBLK|0o600, int(unix.Mkdev(7, 250)))
+	}
 	return &csipb.NodePublishVolumeResponse{}, os.MkdirAll(r.TargetPath, 0o750)
 }
 
@@ -409,6 +415,56 @@ func TestApplyFSGroupFollowsThePolicy(t *testing.T) {
 	for _, c := range cases {
 		if got := applyFSGroup(c.obj, c.s, c.g); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// A raw block volume is staged and published in upstream's volumeDevices
+// layout, mapped again per pod, linked for the pod's containers, and torn
+// down in the reverse order, unstaged with its last pod.
+func TestBlockVolumeMapAndUnmap(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("maps devices with bind mounts: needs root")
+	}
+	f := &fakeDriver{stage: true}
+	m, _, root := setup(t, f, noAttach)
+	ctx := context.Background()
+	pv := csiPV("pv-b", "hb")
+	block := corev1.PersistentVolumeBlock
+	pv.Spec.VolumeMode = &block
+	link, err := m.SetUpBlock(ctx, pod("u1", nil), Volume{Name: "raw", PV: pv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := filepath.Join(root, "plugins/kubernetes.io/csi/volumeDevices")
+	if want := filepath.Join(root, "pods/u1/volumeDevices/kubernetes.io~csi/pv-b"); link != want {
+		t.Errorf("link %s, want %s", link, want)
+	}
+	if target, _ := os.Readlink(link); target != filepath.Join(devs, "publish/pv-b/u1") || !isDevice(link) {
+		t.Errorf("link to %q (a device: %v)", target, isDevice(link))
+	}
+	if !mounts.IsMountPoint(filepath.Join(devs, "pv-b/dev/u1")) {
+		t.Error("the device is not mapped under the volume's dev folder")
+	}
+	calls := f.Calls()
+	if len(calls) != 2 || calls[0] != "stage hb "+filepath.Join(devs, "staging/pv-b") || calls[1] != "publish hb "+filepath.Join(devs, "publish/pv-b/u1") {
+		t.Errorf("calls %q", calls)
+	}
+	if r := f.publish[0]; r.VolumeCapability.GetBlock() == nil || r.StagingTargetPath != filepath.Join(devs, "staging/pv-b") {
+		t.Errorf("publish request %v", r)
+	}
+	if again, err := m.SetUpBlock(ctx, pod("u1", nil), Volume{Name: "raw", PV: pv}); err != nil || again != link || len(f.Calls()) != 2 {
+		t.Errorf("a second set-up: %s %v, calls %q", again, err, f.Calls())
+	}
+	if err := m.TearDown(ctx, "u1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Calls(); len(got) != 4 || got[2] != "unpublish hb" || got[3] != "unstage hb" {
+		t.Errorf("calls after the teardown: %q", got)
+	}
+	for _, p := range []string{link, filepath.Join(devs, "pv-b"), filepath.Join(devs, "publish/pv-b"), filepath.Join(root, "pods/u1/volumeDevices")} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is left: %v", p, err)
 		}
 	}
 }

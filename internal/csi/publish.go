@@ -127,15 +127,8 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 	if published(target) {
 		return target, nil
 	}
-	d, err := m.driver(s.driver)
+	d, obj, err := m.driverFor(ctx, s)
 	if err != nil {
-		return "", err
-	}
-	obj, err := m.csiDriver(ctx, s.driver)
-	if err != nil {
-		return "", err
-	}
-	if err := lifecycleSupported(obj, s); err != nil {
 		return "", err
 	}
 	if s.mode == storagev1.VolumeLifecyclePersistent && attachRequired(obj) {
@@ -174,6 +167,20 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 		return "", err
 	}
 	return target, nil
+}
+
+// driverFor is the registered driver of a volume and its CSIDriver object,
+// which must allow the volume's lifecycle mode.
+func (m *Manager) driverFor(ctx context.Context, s spec) (*driver, *storagev1.CSIDriver, error) {
+	d, err := m.driver(s.driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	obj, err := m.csiDriver(ctx, s.driver)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, obj, lifecycleSupported(obj, s)
 }
 
 // published reports whether a target folder is a mount with upstream's
@@ -408,6 +415,11 @@ func (m *Manager) tokens(ctx context.Context, obj *storagev1.CSIDriver, pod *cor
 // vol_data.json, whichever agent wrote it) and unstages those no other pod
 // on the node uses. What fails is left in place for the next try.
 func (m *Manager) TearDown(ctx context.Context, uid types.UID) error {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	if err := m.tearDownBlock(ctx, uid); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir(m.podCSIDir(uid))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -415,8 +427,6 @@ func (m *Manager) TearDown(ctx context.Context, uid types.UID) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, Timeout)
-	defer cancel()
 	var errs []error
 	for _, e := range entries {
 		if err := m.tearDownOne(ctx, uid, filepath.Join(m.podCSIDir(uid), e.Name())); err != nil {
@@ -505,7 +515,7 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 		set[name] = true
 	}
 	m.mu.Unlock()
-	for _, data := range m.publishedRecords() {
+	for _, data := range append(m.publishedRecords(), m.blockInUse()...) {
 		if data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) && m.attachable(data.DriverName) {
 			set[uniqueName(data.DriverName, data.VolumeHandle)] = true
 		}

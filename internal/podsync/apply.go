@@ -497,6 +497,11 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 		return nil, &ConfigError{Msg: err.Error()}
 	}
 	withDevices(config, dev)
+	blocks, err := volumes.Devices(c, vols)
+	if err != nil {
+		return nil, &ConfigError{Msg: err.Error()}
+	}
+	config.Devices = append(config.Devices, blocks...)
 	if len(c.Resources.Claims) > 0 && s.cfg.Claims != nil {
 		ids, err := s.cfg.Claims.CDIDevices(pod, c)
 		if err != nil {

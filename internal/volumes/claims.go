@@ -26,6 +26,9 @@ type CSI interface {
 	// SetUp publishes the volume for the pod and returns its folder; it may
 	// be called on every sync of the pod.
 	SetUp(ctx context.Context, pod *corev1.Pod, v csi.Volume) (string, error)
+	// SetUpBlock stages and publishes a raw block volume for the pod and
+	// returns the device's path on the host.
+	SetUpBlock(ctx context.Context, pod *corev1.Pod, v csi.Volume) (string, error)
 	// TearDown unpublishes every CSI volume of the pod.
 	TearDown(ctx context.Context, uid types.UID) error
 	// VolumeStats is the driver's NodeGetVolumeStats for a published
@@ -44,7 +47,11 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 		return Volume{}, err
 	}
 	if pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock {
-		return Volume{}, fmt.Errorf("PersistentVolume %s has volumeMode Block, which this node does not support", pv.Name)
+		if pv.Spec.CSI == nil || m.CSI == nil {
+			return Volume{}, fmt.Errorf("PersistentVolume %s has volumeMode Block, which this node supports for CSI volumes only", pv.Name)
+		}
+		dev, err := m.CSI.SetUpBlock(ctx, pod, csi.Volume{Name: v.Name, PV: pv, ReadOnly: readOnly})
+		return Volume{Device: dev, ReadOnly: readOnly || pv.Spec.CSI.ReadOnly}, err
 	}
 	switch {
 	case pv.Spec.CSI != nil && m.CSI != nil:
@@ -138,16 +145,4 @@ func (m *Manager) forget(uid types.UID) {
 			delete(m.expandChecked, k)
 		}
 	}
-}
-
-// blockDevices names a container that asks for a raw block device.
-func blockDevices(pod *corev1.Pod) string {
-	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for _, c := range cs {
-			if len(c.VolumeDevices) > 0 {
-				return c.Name
-			}
-		}
-	}
-	return ""
 }

@@ -43,6 +43,11 @@ func (f *fakeCSI) SetUp(_ context.Context, _ *corev1.Pod, v csi.Volume) (string,
 	return "/published/" + v.Name, nil
 }
 
+func (f *fakeCSI) SetUpBlock(_ context.Context, _ *corev1.Pod, v csi.Volume) (string, error) {
+	f.set = append(f.set, v)
+	return "/devices/" + v.Name, nil
+}
+
 func (f *fakeCSI) TearDown(context.Context, types.UID) error { return nil }
 
 func (f *fakeCSI) VolumeStats(_ context.Context, _ types.UID, id string) *statsapi.FsStats {
@@ -105,7 +110,6 @@ func TestClaimsResolveToTheirVolumes(t *testing.T) {
 	for vol, want := range map[corev1.Volume]string{
 		pvcVolume("x1", "c-pending", false): `PVC ns/c-pending has non-bound phase ("Pending") or empty pvc.Spec.VolumeName ("")`,
 		pvcVolume("x2", "c-other", false):   `does not point to claim.UID "uid-c-other"`,
-		pvcVolume("x3", "c-block", false):   "has volumeMode Block, which this node does not support",
 		pvcVolume("x4", "missing", false):   "failed to fetch PVC from API server",
 		{Name: "eph", VolumeSource: corev1.VolumeSource{Ephemeral: &corev1.EphemeralVolumeSource{}}}: "PVC ns/p-eph was not created for pod ns/p (pod is not owner)",
 	} {
@@ -122,11 +126,40 @@ func TestClaimsResolveToTheirVolumes(t *testing.T) {
 	}
 }
 
-func TestVolumeDevicesAreRefused(t *testing.T) {
-	p := claimPod()
-	p.Spec.Containers = []corev1.Container{{Name: "c", VolumeDevices: []corev1.VolumeDevice{{Name: "v", DevicePath: "/dev/x"}}}}
-	_, err := (&Manager{RootDir: t.TempDir()}).Setup(context.Background(), p)
-	if err == nil || !strings.Contains(err.Error(), `container "c" asks for volumeDevices`) {
-		t.Errorf("volumeDevices: %v", err)
+// A Block claim's volume is its device, which containers get through
+// volumeDevices (read-only for a read-only claim) and cannot mount.
+func TestBlockVolumesAreDevices(t *testing.T) {
+	block := corev1.PersistentVolumeBlock
+	pv := boundPV("pv-block", "uid-c-block", corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "d", VolumeHandle: "h"}})
+	pv.Spec.VolumeMode = &block
+	hostPV := boundPV("pv-hblock", "uid-c-hblock", corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/dev/null"}})
+	hostPV.Spec.VolumeMode = &block
+	claims := &fakeClaims{pvcs: map[string]*corev1.PersistentVolumeClaim{"ns/c-block": claim("c-block", "pv-block", corev1.ClaimBound),
+		"ns/c-hblock": claim("c-hblock", "pv-hblock", corev1.ClaimBound)},
+		pvs: map[string]*corev1.PersistentVolume{"pv-block": pv, "pv-hblock": hostPV}}
+	c := &fakeCSI{}
+	m := &Manager{RootDir: t.TempDir(), Claims: claims, CSI: c}
+	vols, err := m.Setup(context.Background(), claimPod(pvcVolume("raw", "c-block", true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := vols["raw"]; v.Device != "/devices/raw" || v.Path != "" || !v.ReadOnly {
+		t.Fatalf("block claim: %+v", v)
+	}
+	ctr := &corev1.Container{Name: "c", VolumeDevices: []corev1.VolumeDevice{{Name: "raw", DevicePath: "/dev/xvda"}}}
+	devs, err := Devices(ctr, vols)
+	if err != nil || len(devs) != 1 || devs[0].HostPath != "/devices/raw" || devs[0].ContainerPath != "/dev/xvda" || devs[0].Permissions != "r" {
+		t.Fatalf("devices %v: %v", devs, err)
+	}
+	ctr.VolumeMounts = []corev1.VolumeMount{{Name: "raw", MountPath: "/data"}}
+	if _, err := Mounts(ctr, vols, func(s string) string { return s }, false, ""); err == nil || !strings.Contains(err.Error(), "has volumeMode Block, but is specified in volumeMounts") {
+		t.Errorf("mounting a block volume: %v", err)
+	}
+	fs := map[string]Volume{"raw": {Path: "/somewhere"}}
+	if _, err := Devices(ctr, fs); err == nil || !strings.Contains(err.Error(), "has volumeMode Filesystem, but is specified in volumeDevices") {
+		t.Errorf("a filesystem volume as a device: %v", err)
+	}
+	if _, err := m.Setup(context.Background(), claimPod(pvcVolume("h", "c-hblock", false))); err == nil || !strings.Contains(err.Error(), "supports for CSI volumes only") {
+		t.Errorf("a hostPath block volume: %v", err)
 	}
 }

@@ -40,6 +40,9 @@ type Volume struct {
 	// image's reference here before the mounts are made.
 	Image           string
 	ImagePullPolicy corev1.PullPolicy
+	// Device is a raw block volume's device on the host (volumeMode
+	// Block), which containers get through volumeDevices; Path is unset.
+	Device string
 }
 
 // Manager sets volumes up under <root-dir>/pods/<uid>/volumes.
@@ -72,9 +75,6 @@ func (m *Manager) podVolumesDir(pod *corev1.Pod) string {
 // Setup makes every volume of the pod ready (again: content volumes are
 // refreshed on each call) and returns them by name.
 func (m *Manager) Setup(ctx context.Context, pod *corev1.Pod) (map[string]Volume, error) {
-	if c := blockDevices(pod); c != "" {
-		return nil, fmt.Errorf("container %q asks for volumeDevices (raw block volumes), which this node does not support", c)
-	}
 	out := map[string]Volume{}
 	for i := range pod.Spec.Volumes {
 		v := &pod.Spec.Volumes[i]

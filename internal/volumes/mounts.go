@@ -30,12 +30,37 @@ var propagation = map[corev1.MountPropagationMode]runtimeapi.MountPropagation{
 // A subPath is bind-mounted to subPathRoot/<volume>/<container>/<index> (the
 // upstream kubelet's layout under <root-dir>/pods/<uid>/volume-subpaths) from
 // a descriptor opened beneath the volume, and the runtime is given that.
+// Devices is the raw block devices a container asks for (volumeDevices):
+// each volume's device on the host at the container's devicePath, read and
+// write, or read only for a read-only volume, as upstream.
+func Devices(c *corev1.Container, vols map[string]Volume) ([]*runtimeapi.Device, error) {
+	var out []*runtimeapi.Device
+	for _, vd := range c.VolumeDevices {
+		vol, ok := vols[vd.Name]
+		if !ok {
+			return nil, fmt.Errorf("volumeDevice %q of container %q names no volume of the pod", vd.Name, c.Name)
+		}
+		if vol.Device == "" {
+			return nil, fmt.Errorf("volume %q has volumeMode Filesystem, but is specified in volumeDevices of container %q", vd.Name, c.Name)
+		}
+		perm := "mrw"
+		if vol.ReadOnly {
+			perm = "r"
+		}
+		out = append(out, &runtimeapi.Device{ContainerPath: vd.DevicePath, HostPath: vol.Device, Permissions: perm})
+	}
+	return out, nil
+}
+
 func Mounts(c *corev1.Container, vols map[string]Volume, expand func(string) string, rro bool, subPathRoot string) ([]*runtimeapi.Mount, error) {
 	var out []*runtimeapi.Mount
 	for i, vm := range c.VolumeMounts {
 		vol, ok := vols[vm.Name]
 		if !ok {
 			return nil, fmt.Errorf("volumeMount %q of container %q names no volume of the pod", vm.Name, c.Name)
+		}
+		if vol.Device != "" {
+			return nil, fmt.Errorf("volume %q has volumeMode Block, but is specified in volumeMounts of container %q", vm.Name, c.Name)
 		}
 		host := vol.Path
 		sub := vm.SubPath

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,6 +250,21 @@ func reconfigureAgent(t *testing.T, env clusterEnv, config []byte) {
 		t.Fatal(err)
 	}
 	restartAgent(t, env)
+}
+
+// reconfigureAgentReady is reconfigureAgent for a configuration the agent
+// accepts: it returns once the new agent serves the node API, so the next
+// test does not find the port closed.
+func reconfigureAgentReady(t *testing.T, env clusterEnv, config []byte) {
+	t.Helper()
+	reconfigureAgent(t, env, config)
+	eventually(t, 90*time.Second, "the agent serving the node API again", func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(env["NODE_IP"], "10250"), time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
 }
 
 func isZombie(pid int) bool {

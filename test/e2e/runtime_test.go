@@ -135,10 +135,10 @@ func TestPodRejectedForMaxPods(t *testing.T) {
 		t.Fatalf("%s has no maxPods line", env["CONFIG_FILE"])
 	}
 	t.Cleanup(func() {
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 		waitNodePods(t, env, before.String(), 90*time.Second)
 	})
-	reconfigureAgent(t, env, re.ReplaceAll(orig, []byte(fmt.Sprintf("maxPods: %d", limit))))
+	reconfigureAgentReady(t, env, re.ReplaceAll(orig, []byte(fmt.Sprintf("maxPods: %d", limit))))
 	waitNodePods(t, env, fmt.Sprint(limit), 90*time.Second)
 	for _, name := range []string{"first", "second"} {
 		p := busyboxPod(name, corev1.RestartPolicyAlways, "sleep 3600")

@@ -87,11 +87,11 @@ func TestCPUManagerStaticPolicy(t *testing.T) {
 	// A change of policy needs the old state file gone, as upstream.
 	t.Cleanup(func() {
 		os.Remove(stateFile)
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 		waitAllocatable(fullAllocatable.MilliValue())
 	})
 	os.Remove(stateFile)
-	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\ncpuManagerReconcilePeriod: 2s\n")...))
+	reconfigureAgentReady(t, env, append(append([]byte{}, orig...), []byte("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\ncpuManagerReconcilePeriod: 2s\n")...))
 	waitAllocatable(capacity.MilliValue() - 1000)
 
 	ns := testNamespace(t, cs)
@@ -194,10 +194,10 @@ func TestCPUManagerStrictReservation(t *testing.T) {
 	stateFile := filepath.Join(env["ROOT_DIR"], "cpu_manager_state")
 	t.Cleanup(func() {
 		os.Remove(stateFile)
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 	})
 	os.Remove(stateFile)
-	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n"+
+	reconfigureAgentReady(t, env, append(append([]byte{}, orig...), []byte("cpuManagerPolicy: static\nreservedSystemCPUs: \"0\"\n"+
 		"cpuManagerPolicyOptions:\n  strict-cpu-reservation: \"true\"\n  full-pcpus-only: \"true\"\n")...))
 	ns := testNamespace(t, cs)
 	pod := busyboxPod("shared", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; while true; do grep Cpus_allowed_list /proc/self/status; sleep 1; done")

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -80,7 +81,7 @@ func TestCSIVolumes(t *testing.T) {
 
 	// A static PV pre-bound to a claim.
 	handle := "vol-" + ns
-	pvName := staticClaim(t, cs, ns, handle, "1Gi")
+	pvName := staticClaim(t, cs, ns, handle, "1Gi", corev1.PersistentVolumeFilesystem)
 
 	csiPod := func(name, script string, readOnly bool) *corev1.Pod {
 		p := busyboxPod(name, corev1.RestartPolicyNever, script)
@@ -248,15 +249,15 @@ func startCSIDriver(t *testing.T, env clusterEnv, data string) func() string {
 }
 
 // staticClaim makes a PersistentVolume of the test driver with the given
-// handle and size, pre-bound to a claim "data" in ns, and waits for the
-// claim to be bound; it returns the PV's name.
-func staticClaim(t *testing.T, cs kubernetes.Interface, ns, handle, size string) string {
+// handle, size and volume mode, pre-bound to a claim "data" in ns, and
+// waits for the claim to be bound; it returns the PV's name.
+func staticClaim(t *testing.T, cs kubernetes.Interface, ns, handle, size string, mode corev1.PersistentVolumeMode) string {
 	t.Helper()
 	ctx := context.Background()
 	pvName := "pv-" + ns
 	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: pvName}, Spec: corev1.PersistentVolumeSpec{
 		Capacity:    corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)},
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: "",
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: "", VolumeMode: &mode,
 		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
 		ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: "data"},
 		PersistentVolumeSource:        corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: csiDriverName, VolumeHandle: handle}},
@@ -268,7 +269,7 @@ func staticClaim(t *testing.T, cs kubernetes.Interface, ns, handle, size string)
 		_ = cs.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
 	})
 	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "data"}, Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr(""), VolumeName: pvName,
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, StorageClassName: ptr(""), VolumeName: pvName, VolumeMode: &mode,
 		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}},
 	}}
 	if _, err := cs.CoreV1().PersistentVolumeClaims(ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
@@ -299,7 +300,7 @@ func TestCSIVolumeExpansion(t *testing.T) {
 	root := env["ROOT_DIR"]
 	driverLog := startCSIDriver(t, env, t.TempDir())
 	handle := "grow-" + ns
-	pvName := staticClaim(t, cs, ns, handle, "1Gi")
+	pvName := staticClaim(t, cs, ns, handle, "1Gi", corev1.PersistentVolumeFilesystem)
 	pod := busyboxPod("user", corev1.RestartPolicyNever, "sleep 3600")
 	pod.Spec.NodeName = env["NODE_NAME"]
 	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
@@ -366,5 +367,67 @@ func TestCSIVolumeExpansion(t *testing.T) {
 	}
 	if out := execIn(t, env, ns, "user", "main", "touch /data/after && echo ok"); out != "ok\n" {
 		t.Errorf("the pod after the expansion: %q", out)
+	}
+}
+
+// A raw block volume (volumeMode: Block) of the test driver, which
+// publishes a loop device over the volume's file: the pod's container gets
+// it as a block device at its devicePath and writes through it into the
+// volume; the agent stages and publishes it in upstream's volumeDevices
+// layout and links it under the pod's folder; when the pod goes, it is
+// unpublished, unstaged and its links removed, and the driver's loop device
+// is gone.
+func TestCSIBlockVolume(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	root := env["ROOT_DIR"]
+	data := t.TempDir()
+	driverLog := startCSIDriver(t, env, data)
+	handle := "blk-" + ns
+	pvName := staticClaim(t, cs, ns, handle, "16Mi", corev1.PersistentVolumeBlock)
+
+	p := busyboxPod("raw", corev1.RestartPolicyNever, "sleep 3600")
+	p.Spec.NodeName = env["NODE_NAME"]
+	p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}
+	p.Spec.Containers[0].VolumeDevices = []corev1.VolumeDevice{{Name: "data", DevicePath: "/dev/xvda"}}
+	create(t, cs, ns, p)
+	pod := waitPod(t, cs, ns, "raw", 120*time.Second, "Running", running)
+	if out := strings.TrimSpace(execIn(t, env, ns, "raw", "main", "test -b /dev/xvda && printf hello-block > /dev/xvda && sync && head -c 11 /dev/xvda")); out != "hello-block" {
+		t.Errorf("the container's block device: %q, want a block device reading back hello-block", out)
+	}
+	img := filepath.Join(data, "volumes", handle, "block.img")
+	if b, err := os.ReadFile(img); err != nil || !strings.HasPrefix(string(b), "hello-block") {
+		t.Errorf("what the pod wrote is not in the volume's file %s: %v", img, err)
+	}
+	devices := filepath.Join(root, "plugins", "kubernetes.io", "csi", "volumeDevices")
+	publish := filepath.Join(devices, "publish", pvName, string(pod.UID))
+	link := filepath.Join(root, "pods", string(pod.UID), "volumeDevices", "kubernetes.io~csi", pvName)
+	if target, err := os.Readlink(link); err != nil || target != publish {
+		t.Errorf("the pod's device link %s points to %q (%v), want %s", link, target, err, publish)
+	}
+	if !strings.Contains(driverLog(), `"staging":"`+filepath.Join(devices, "staging", pvName)+`"`) {
+		t.Errorf("the volume was not staged at upstream's block staging path: driver log: %s", driverLog())
+	}
+	if err := cs.CoreV1().Pods(ns).Delete(ctx, "raw", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "the block volume torn down", func() error {
+		if _, err := os.Lstat(link); !os.IsNotExist(err) {
+			return fmt.Errorf("the pod's link is still there: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(devices, pvName)); !os.IsNotExist(err) {
+			return fmt.Errorf("the volume's folder is still there: %v", err)
+		}
+		if !strings.Contains(driverLog(), "NodeUnstageVolume") {
+			return fmt.Errorf("not unstaged yet")
+		}
+		return nil
+	})
+	if out, _ := exec.Command("losetup", "-j", img).Output(); strings.TrimSpace(string(out)) != "" {
+		t.Errorf("the driver's loop device is left: %s", out)
 	}
 }

@@ -62,7 +62,7 @@ func TestSoftEviction(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 		if err := wait.PollUntilContextTimeout(context.Background(), time.Second, 120*time.Second, true, func(ctx context.Context) (bool, error) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 			if err != nil {
@@ -78,7 +78,7 @@ func TestSoftEviction(t *testing.T) {
 			t.Errorf("the node did not recover from the test's memory pressure: %v", err)
 		}
 	})
-	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte(`
+	reconfigureAgentReady(t, env, append(append([]byte{}, orig...), []byte(`
 evictionSoft:
   memory.available: "1Pi"
 evictionSoftGracePeriod:

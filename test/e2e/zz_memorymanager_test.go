@@ -66,10 +66,10 @@ func TestMemoryManagerStatic(t *testing.T) {
 	// A change of policy needs the old state file gone, as upstream.
 	t.Cleanup(func() {
 		os.Remove(stateFile)
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 	})
 	os.Remove(stateFile)
-	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte(fmt.Sprintf(
+	reconfigureAgentReady(t, env, append(append([]byte{}, orig...), []byte(fmt.Sprintf(
 		"memoryManagerPolicy: Static\nreservedMemory:\n- numaNode: 0\n  limits:\n    memory: %d\n", reservation.Value()))...))
 	read := func() (memoryState, error) {
 		var s memoryState

@@ -50,7 +50,7 @@ func TestEnforceKubeReservedOnItsCgroup(t *testing.T) {
 		}
 	}
 	t.Cleanup(func() {
-		reconfigureAgent(t, env, orig)
+		reconfigureAgentReady(t, env, orig)
 		if err := wait.PollUntilContextTimeout(context.Background(), time.Second, 90*time.Second, true, func(ctx context.Context) (bool, error) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 			return err == nil && nodeCondition(n, corev1.NodeReady) == corev1.ConditionTrue, nil

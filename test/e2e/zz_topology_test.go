@@ -39,8 +39,8 @@ func TestTopologyManagerRestricted(t *testing.T) {
 	if strings.Contains(string(orig), "\ntopologyManager") {
 		t.Fatalf("%s sets the topology manager already", env["CONFIG_FILE"])
 	}
-	t.Cleanup(func() { reconfigureAgent(t, env, orig) })
-	reconfigureAgent(t, env, append(append([]byte{}, orig...), []byte("topologyManagerPolicy: restricted\ntopologyManagerScope: container\n")...))
+	t.Cleanup(func() { reconfigureAgentReady(t, env, orig) })
+	reconfigureAgentReady(t, env, append(append([]byte{}, orig...), []byte("topologyManagerPolicy: restricted\ntopologyManagerScope: container\n")...))
 
 	const res = corev1.ResourceName("example.com/bosun-e2e-numa")
 	bin := filepath.Join(t.TempDir(), "deviceplugin")
