@@ -3,10 +3,11 @@
 # containerd, runc, the CNI plugins, iptables, curl, make, bzip2 and libc6-dev
 # (to build busybox), netcat-openbsd and bind9-dnsutils (for the offline images), iproute2 and util-linux (nsenter) for
 # the nodes' network namespaces, conntrack for kube-proxy, libseccomp-dev,
-# pkg-config and gcc to build runc (RUNTIME=containerd2), and docker-registry with
-# apache2-utils (htpasswd) for the local image registries.
+# pkg-config and gcc to build runc (RUNTIME=containerd2), docker-registry with
+# apache2-utils (htpasswd) for the local image registries, and mount (losetup)
+# for the test CSI driver's raw block volumes.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc make bzip2 libc6-dev bind9-dnsutils iproute2 util-linux ca-certificates curl netcat-openbsd docker-registry apache2-utils systemd)
+pkgs=(containerd runc containernetworking-plugins iptables conntrack libseccomp-dev pkg-config gcc make bzip2 libc6-dev bind9-dnsutils iproute2 util-linux ca-certificates curl netcat-openbsd docker-registry apache2-utils systemd mount)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
