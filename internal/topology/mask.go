@@ -105,12 +105,11 @@ type Hint struct {
 // mapped to an empty, non-nil list cannot be placed at all.
 type Hints map[string][]Hint
 
-// Generate builds the hints for a request of n units spread over nodes:
-// every mask of nodes whose units (counted by inMask over every unit the
-// node has, and by free over what is free now; free says false when the
-// mask cannot be used at all) can hold the request, each
-// preferred when it is among the narrowest masks that could hold the
-// request on an empty node. It is upstream's hint generation for CPUs and
+// Generate builds the hints for a request of n units (CPUs, devices) over
+// nodes: one hint per mask whose free units (free's count; free says false
+// for a mask that cannot be used at all) hold the request, preferred when
+// the mask is as narrow as the narrowest one whose units, free or not
+// (total), could hold it. It is upstream's hint generation for CPUs and
 // devices, with the counting left to the caller.
 func Generate(nodes []int, n int, total func(Mask) int, free func(Mask) (count int, ok bool)) []Hint {
 	minSize := len(nodes)
