@@ -240,13 +240,6 @@ func (e *AdmissionError) Error() string {
 // Reason is the pod's status reason.
 func (e *AdmissionError) Reason() string { return "UnexpectedAdmissionError" }
 
-// podLevel says whether the pod sets pod-level resources: as upstream while
-// its PodLevelResourceManagers gate is off (the default), such a pod's
-// containers share the pool.
-func podLevel(pod *corev1.Pod) bool {
-	return pod.Spec.Resources != nil && (len(pod.Spec.Resources.Requests) > 0 || len(pod.Spec.Resources.Limits) > 0)
-}
-
 // cpuHints is the hints for n exclusive CPUs taken from available plus
 // reusable (CPUs the pod's finished init containers held, which must all
 // lie in a hint's nodes), as upstream's static policy generates them.
@@ -283,7 +276,7 @@ func (m *Manager) onNodes(set cpuset.CPUSet, mask topology.Mask) cpuset.CPUSet {
 // could lie (nil: it gets none).
 func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.Hints {
 	n := guaranteedCPUs(pod, c)
-	if m.policy != PolicyStatic || n == 0 || podLevel(pod) {
+	if m.policy != PolicyStatic || n == 0 || podsync.HasPodLevelResources(pod) {
 		return nil
 	}
 	m.mu.Lock()
@@ -301,24 +294,12 @@ func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.
 // exclusive CPUs the pod holds at once, its init containers' and its
 // long-running containers' counted as upstream counts them.
 func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
-	if m.policy != PolicyStatic || podLevel(pod) {
+	if m.policy != PolicyStatic || podsync.HasPodLevelResources(pod) {
 		return nil
 	}
-	byInit, bySidecars := 0, 0
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		n := guaranteedCPUs(pod, c)
-		if podsync.IsSidecar(*c) {
-			bySidecars += n
-		} else if bySidecars+n > byInit {
-			byInit = bySidecars + n
-		}
-	}
-	byApps := 0
-	for i := range pod.Spec.Containers {
-		byApps += guaranteedCPUs(pod, &pod.Spec.Containers[i])
-	}
-	n := max(byInit, byApps+bySidecars)
+	n := podsync.MostAtOnce(pod, func(c *corev1.Container) map[corev1.ResourceName]int {
+		return map[corev1.ResourceName]int{corev1.ResourceCPU: guaranteedCPUs(pod, c)}
+	})[corev1.ResourceCPU]
 	if n == 0 {
 		return nil
 	}
@@ -347,7 +328,7 @@ func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
 func (m *Manager) AllocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, hint topology.Hint) error {
 	affinity := hint.Affinity
 	n := guaranteedCPUs(pod, c)
-	if m.policy != PolicyStatic || n == 0 || podLevel(pod) {
+	if m.policy != PolicyStatic || n == 0 || podsync.HasPodLevelResources(pod) {
 		return nil
 	}
 	logger := klog.FromContext(ctx)

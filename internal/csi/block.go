@@ -10,7 +10,6 @@ import (
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
-	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -157,21 +156,9 @@ func isDevice(path string) bool {
 // tearDownBlock unmaps and unpublishes every raw block volume of a pod,
 // and unstages those no other pod on the node maps.
 func (m *Manager) tearDownBlock(ctx context.Context, uid types.UID) error {
-	entries, err := os.ReadDir(m.podDevicesDir(uid))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
+	found, err := eachEntry(m.podDevicesDir(uid), func(pv string) error { return m.tearDownBlockOne(ctx, uid, pv) })
+	if !found || err != nil {
 		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		if err := m.tearDownBlockOne(ctx, uid, e.Name()); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
 	}
 	_ = os.Remove(m.podDevicesDir(uid))
 	return os.Remove(filepath.Dir(m.podDevicesDir(uid)))
@@ -229,16 +216,8 @@ func (m *Manager) tearDownBlockOne(ctx context.Context, uid types.UID, pv string
 	return os.RemoveAll(filepath.Join(m.devicesDir(), pv))
 }
 
-// blockInUse is the unique names of the attachable raw block volumes mapped
-// for a pod on this node.
-func (m *Manager) blockInUse() []volData {
-	paths, _ := filepath.Glob(filepath.Join(m.devicesDir(), "*", "data", volDataFile))
-	var out []volData
-	for _, p := range paths {
-		var data volData
-		if found, err := atomicfile.ReadJSON(p, &data); err == nil && found && data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) {
-			out = append(out, data)
-		}
-	}
-	return out
+// blockRecords reads the vol_data.json of every raw block volume mapped on
+// this node, by either agent.
+func (m *Manager) blockRecords() []volData {
+	return readRecords(filepath.Join(m.devicesDir(), "*", "data", volDataFile))
 }

@@ -420,23 +420,32 @@ func (m *Manager) TearDown(ctx context.Context, uid types.UID) error {
 	if err := m.tearDownBlock(ctx, uid); err != nil {
 		return err
 	}
-	entries, err := os.ReadDir(m.podCSIDir(uid))
+	found, err := eachEntry(m.podCSIDir(uid), func(name string) error {
+		return m.tearDownOne(ctx, uid, filepath.Join(m.podCSIDir(uid), name))
+	})
+	if !found || err != nil {
+		return err
+	}
+	return os.Remove(m.podCSIDir(uid))
+}
+
+// eachEntry calls fn with the name of every entry of dir, and returns
+// whether dir exists and every error fn returned.
+func eachEntry(dir string, fn func(name string) error) (bool, error) {
+	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return true, err
 	}
 	var errs []error
 	for _, e := range entries {
-		if err := m.tearDownOne(ctx, uid, filepath.Join(m.podCSIDir(uid), e.Name())); err != nil {
+		if err := fn(e.Name()); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	return os.Remove(m.podCSIDir(uid))
+	return true, errors.Join(errs...)
 }
 
 func (m *Manager) tearDownOne(ctx context.Context, uid types.UID, dir string) error {
@@ -515,7 +524,7 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 		set[name] = true
 	}
 	m.mu.Unlock()
-	for _, data := range append(m.publishedRecords(), m.blockInUse()...) {
+	for _, data := range append(m.publishedRecords(), m.blockRecords()...) {
 		if data.LifecycleMode != string(storagev1.VolumeLifecycleEphemeral) && m.attachable(data.DriverName) {
 			set[uniqueName(data.DriverName, data.VolumeHandle)] = true
 		}
@@ -534,7 +543,12 @@ func (m *Manager) InUse() []corev1.UniqueVolumeName {
 // publishedRecords reads the vol_data.json of every CSI volume published
 // for a pod on this node, by either agent.
 func (m *Manager) publishedRecords() []volData {
-	paths, _ := filepath.Glob(filepath.Join(m.podCSIDir("*"), "*", volDataFile))
+	return readRecords(filepath.Join(m.podCSIDir("*"), "*", volDataFile))
+}
+
+// readRecords reads every vol_data.json the glob pattern finds.
+func readRecords(pattern string) []volData {
+	paths, _ := filepath.Glob(pattern)
 	var out []volData
 	for _, p := range paths {
 		var data volData

@@ -395,7 +395,7 @@ func sameMachine(a, b NUMANodeMap) bool {
 // outside a Guaranteed pod, and none for a pod with pod-level resources
 // (as upstream while its PodLevelResourceManagers gate is off).
 func requests(pod *corev1.Pod, c *corev1.Container) map[corev1.ResourceName]uint64 {
-	if podsync.QOSClass(pod) != corev1.PodQOSGuaranteed || podLevel(pod) {
+	if podsync.QOSClass(pod) != corev1.PodQOSGuaranteed || podsync.HasPodLevelResources(pod) {
 		return nil
 	}
 	out := map[corev1.ResourceName]uint64{}
@@ -410,11 +410,9 @@ func requests(pod *corev1.Pod, c *corev1.Container) map[corev1.ResourceName]uint
 	return out
 }
 
-func podLevel(pod *corev1.Pod) bool {
-	return pod.Spec.Resources != nil && (len(pod.Spec.Resources.Requests) > 0 || len(pod.Spec.Resources.Limits) > 0)
-}
-
-func isSidecar(pod *corev1.Pod, name string) (initC, sidecar bool) {
+// initKind says whether a container of the pod is an init container, and
+// whether that one is a sidecar.
+func initKind(pod *corev1.Pod, name string) (initC, sidecar bool) {
 	for _, c := range pod.Spec.InitContainers {
 		if c.Name == name {
 			return true, podsync.IsSidecar(c)
@@ -423,30 +421,9 @@ func isSidecar(pod *corev1.Pod, name string) (initC, sidecar bool) {
 	return false, false
 }
 
-// podRequests is the most of each kind the pod holds at once: its init
-// containers' and long-running containers' counted as upstream counts them.
+// podRequests is the most of each kind the pod holds at once.
 func podRequests(pod *corev1.Pod) map[corev1.ResourceName]uint64 {
-	byInit, bySidecars, byApps := map[corev1.ResourceName]uint64{}, map[corev1.ResourceName]uint64{}, map[corev1.ResourceName]uint64{}
-	for i := range pod.Spec.InitContainers {
-		c := &pod.Spec.InitContainers[i]
-		for kind, v := range requests(pod, c) {
-			if podsync.IsSidecar(*c) {
-				bySidecars[kind] += v
-			} else if bySidecars[kind]+v > byInit[kind] {
-				byInit[kind] = bySidecars[kind] + v
-			}
-		}
-	}
-	for i := range pod.Spec.Containers {
-		for kind, v := range requests(pod, &pod.Spec.Containers[i]) {
-			byApps[kind] += v
-		}
-	}
-	out := map[corev1.ResourceName]uint64{}
-	for kind, v := range byApps {
-		out[kind] = max(v+bySidecars[kind], byInit[kind])
-	}
-	return out
+	return podsync.MostAtOnce(pod, func(c *corev1.Container) map[corev1.ResourceName]uint64 { return requests(pod, c) })
 }
 
 // hintsLocked is upstream's hint calculation: every group of nodes whose
@@ -547,7 +524,7 @@ func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.
 
 // PodHints is ContainerHints for the whole pod (the pod scope).
 func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
-	if m.policy != PolicyStatic || podsync.QOSClass(pod) != corev1.PodQOSGuaranteed || podLevel(pod) {
+	if m.policy != PolicyStatic || podsync.QOSClass(pod) != corev1.PodQOSGuaranteed || podsync.HasPodLevelResources(pod) {
 		return nil
 	}
 	req := podRequests(pod)
@@ -718,7 +695,7 @@ func (m *Manager) updateReusableLocked(pod *corev1.Pod, c *corev1.Container, blo
 	if m.reusable[uid] == nil {
 		m.reusable[uid] = map[topology.Mask]map[corev1.ResourceName]uint64{}
 	}
-	initC, sidecar := isSidecar(pod, c.Name)
+	initC, sidecar := initKind(pod, c.Name)
 	for _, b := range blocks {
 		mask := topology.NewMask(b.NUMAAffinity...)
 		if m.reusable[uid][mask] == nil {

@@ -147,6 +147,43 @@ func planRestart(in PlanInput, name string, st *Container, p *Plan) {
 	p.Start = append(p.Start, name)
 }
 
+// HasPodLevelResources says whether the pod sets pod-level resources
+// (spec.resources). Upstream's CPU and memory managers give such a pod
+// nothing of its own while their PodLevelResourceManagers gate is off (the
+// default).
+func HasPodLevelResources(pod *corev1.Pod) bool {
+	return pod.Spec.Resources != nil && (len(pod.Spec.Resources.Requests) > 0 || len(pod.Spec.Resources.Limits) > 0)
+}
+
+// MostAtOnce is the most of each resource a pod's containers hold at once,
+// as upstream's CPU and memory managers count it: each regular init
+// container with the sidecars started before it, and the app containers
+// with every sidecar. Only resources count names for an app container are
+// in the result.
+func MostAtOnce[V int | uint64](pod *corev1.Pod, count func(*corev1.Container) map[corev1.ResourceName]V) map[corev1.ResourceName]V {
+	byInit, bySidecars, byApps := map[corev1.ResourceName]V{}, map[corev1.ResourceName]V{}, map[corev1.ResourceName]V{}
+	for i := range pod.Spec.InitContainers {
+		c := &pod.Spec.InitContainers[i]
+		for name, v := range count(c) {
+			if IsSidecar(*c) {
+				bySidecars[name] += v
+			} else {
+				byInit[name] = max(byInit[name], bySidecars[name]+v)
+			}
+		}
+	}
+	for i := range pod.Spec.Containers {
+		for name, v := range count(&pod.Spec.Containers[i]) {
+			byApps[name] += v
+		}
+	}
+	out := map[corev1.ResourceName]V{}
+	for name, v := range byApps {
+		out[name] = max(v+bySidecars[name], byInit[name])
+	}
+	return out
+}
+
 // IsSidecar says whether a container is a sidecar: an init container that
 // restarts always.
 func IsSidecar(c corev1.Container) bool {

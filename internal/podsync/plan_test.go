@@ -240,3 +240,26 @@ func TestContainerRestartRules(t *testing.T) {
 func podPhaseOf(pod *corev1.Pod, rt *RuntimePod) corev1.PodPhase {
 	return statusOf(pod, rt, nil, false).Phase
 }
+
+// The most a pod holds at once: a regular init container with the sidecars
+// started before it, the app containers with every sidecar; a resource no
+// app container names is left out, as upstream's managers count.
+func TestMostAtOnce(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	pod := &corev1.Pod{Spec: corev1.PodSpec{
+		InitContainers: []corev1.Container{{Name: "a"}, {Name: "s", RestartPolicy: &always}, {Name: "b"}},
+		Containers:     []corev1.Container{{Name: "x"}, {Name: "y"}},
+	}}
+	counts := map[string]map[corev1.ResourceName]int{
+		"a": {"cpu": 4, "only-init": 9}, "s": {"cpu": 1}, "b": {"cpu": 4},
+		"x": {"cpu": 1}, "y": {"cpu": 1},
+	}
+	got := MostAtOnce(pod, func(c *corev1.Container) map[corev1.ResourceName]int { return counts[c.Name] })
+	if len(got) != 1 || got["cpu"] != 5 {
+		t.Fatalf("%v, want cpu 5 (init b with the sidecar)", got)
+	}
+	counts["x"]["cpu"], counts["y"]["cpu"] = 3, 3
+	if got := MostAtOnce(pod, func(c *corev1.Container) map[corev1.ResourceName]int { return counts[c.Name] }); got["cpu"] != 7 {
+		t.Fatalf("%v, want cpu 7 (the apps with the sidecar)", got)
+	}
+}
