@@ -154,6 +154,22 @@ func TestLogs(t *testing.T) {
 	if err != nil || len(out) > 40 || !strings.Contains(out, "Z line-1") {
 		t.Errorf("--timestamps --limit-bytes: %v %q", err, out)
 	}
+	// --since-time (whole seconds, RFC 3339) at the "late" line, written two
+	// seconds after the others, keeps only that line.
+	out, err = env.kubectl(ctx, "", "-n", ns, "logs", "talker", "--previous", "--timestamps")
+	var lateAt time.Time
+	for _, line := range strings.Split(out, "\n") {
+		if ts, msg, ok := strings.Cut(line, " "); ok && msg == "late" {
+			lateAt, _ = time.Parse(time.RFC3339Nano, ts)
+		}
+	}
+	if err != nil || lateAt.IsZero() {
+		t.Fatalf("--timestamps: no time on the late line: %v %q", err, out)
+	}
+	out, err = env.kubectl(ctx, "", "-n", ns, "logs", "talker", "--previous", "--since-time="+lateAt.Truncate(time.Second).Format(time.RFC3339))
+	if err != nil || strings.TrimSpace(out) != "late" {
+		t.Errorf("--since-time: %v %q", err, out)
+	}
 	// follow returns once the container exits, with everything it wrote.
 	fctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,6 +119,57 @@ func TestKubectlWorkflows(t *testing.T) {
 		})
 		if err != nil {
 			t.Errorf("the node's root is not at /host in the debugger: %q", logs)
+		}
+	})
+
+	// kubectl's other forms of debugging: an ephemeral container with no
+	// target and a profile (netadmin adds NET_ADMIN), and a copy of the pod
+	// with a debug container sharing its process namespace.
+	logsOf := func(t *testing.T, pod, container, want string) string {
+		t.Helper()
+		var out string
+		err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+			out, _ = env.kubectl(ctx, "", "-n", ns, "logs", pod, "-c", container)
+			return strings.Contains(out, want), nil
+		})
+		if err != nil {
+			t.Fatalf("%s/%s never logged %q: %q", pod, container, want, out)
+		}
+		return out
+	}
+	t.Run("debug with a profile and no target", func(t *testing.T) {
+		kubectl(t, "-n", ns, "debug", "work", "--image="+busybox, "--container=netdbg", "--profile=netadmin", "--",
+			"sh", "-c", "echo caps $(grep CapEff /proc/self/status); sleep 600")
+		out := logsOf(t, "work", "netdbg", "caps")
+		var eff uint64
+		if _, err := fmt.Sscanf(strings.TrimSpace(out[strings.Index(out, "CapEff:")+len("CapEff:"):]), "%x", &eff); err != nil {
+			t.Fatalf("no CapEff in %q: %v", out, err)
+		}
+		const netAdmin = 12
+		if eff&(1<<netAdmin) == 0 {
+			t.Errorf("the netadmin debug container lacks CAP_NET_ADMIN: CapEff %x", eff)
+		}
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, "work", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Status.ContainerStatuses) != 2 || p.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Errorf("the debugged pod's own containers were disturbed: %s", describePod(p))
+		}
+	})
+	t.Run("debug a copy of the pod", func(t *testing.T) {
+		kubectl(t, "-n", ns, "debug", "work", "--copy-to=work-copy", "--share-processes", "--image="+busybox, "--container=copydbg", "--",
+			"sh", "-c", "echo copy-sees $(ps -o args | grep -c '[s]leep 3600'); sleep 600")
+		p := waitPod(t, cs, ns, "work-copy", 90*time.Second, "Running", running)
+		if p.Spec.ShareProcessNamespace == nil || !*p.Spec.ShareProcessNamespace || len(p.Spec.Containers) != 3 {
+			t.Errorf("the copy does not share its processes among its 3 containers: %s", describePod(p))
+		}
+		// main and side each run a "sleep 3600"; the bracket keeps the
+		// debug container's own command line from matching.
+		out := logsOf(t, "work-copy", "copydbg", "copy-sees")
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(out), "copy-sees %d", &n); err != nil || n < 2 {
+			t.Errorf("the debug container in the copy does not see the other containers' processes: %q", out)
 		}
 	})
 
