@@ -487,10 +487,12 @@ func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
 		byInit, bySidecars, byApps := 0, 0, 0
 		for _, c := range pod.Spec.InitContainers {
 			q := c.Resources.Limits[corev1.ResourceName(name)]
+			// A regular init container runs beside the sidecars started
+			// before it (upstream's resource.PodLimits).
 			if n := int(q.Value()); c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
 				bySidecars += n
 			} else {
-				byInit = max(byInit, n)
+				byInit = max(byInit, bySidecars+n)
 			}
 		}
 		for _, c := range pod.Spec.Containers {

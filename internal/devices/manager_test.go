@@ -312,3 +312,34 @@ func TestDevicesWithoutTopologyHaveNoPreference(t *testing.T) {
 		t.Fatalf("hints %v", hints)
 	}
 }
+
+// The pod scope counts a regular init container together with the sidecars
+// started before it, as upstream's resource.PodLimits: a sidecar with one
+// device and an init container with two need three at once, which no single
+// NUMA node here has.
+func TestPodHintsCountSidecarsBeforeAnInitContainer(t *testing.T) {
+	h := start(t, shortDir(t))
+	h.m.SetNUMANodes([]int{0, 1})
+	servePlugin(t, h, 4, func(p *plugin.Plugin) {
+		p.SetNUMA("dev-0", 0)
+		p.SetNUMA("dev-1", 0)
+		p.SetNUMA("dev-2", 1)
+		p.SetNUMA("dev-3", 1)
+	})
+	waitFor(t, "devices offered", func() bool { _, a := offered(h.m); return a == 4 })
+	pod := devicePod("pod-a", 2, 0)
+	always := corev1.ContainerRestartPolicyAlways
+	sidecar := corev1.Container{Name: "side", RestartPolicy: &always, Resources: corev1.ResourceRequirements{
+		Limits: corev1.ResourceList{res: *resource.NewQuantity(1, resource.DecimalSI)}}}
+	pod.Spec.InitContainers = append([]corev1.Container{sidecar}, pod.Spec.InitContainers...)
+	want := []topology.Hint{{Affinity: topology.NewMask(0, 1), Preferred: true}}
+	if got := h.m.PodHints(pod)[res]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("hints %v, want %v (three devices at once)", got, want)
+	}
+	// After the init container, the sidecar alone counts: two fit one node.
+	pod.Spec.InitContainers = []corev1.Container{pod.Spec.InitContainers[1], sidecar}
+	want = []topology.Hint{{Affinity: topology.NewMask(0), Preferred: true}, {Affinity: topology.NewMask(1), Preferred: true}, {Affinity: topology.NewMask(0, 1)}}
+	if got := h.m.PodHints(pod)[res]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("hints %v, want %v (two devices at once)", got, want)
+	}
+}
