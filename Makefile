@@ -133,12 +133,13 @@ e2e-compare: ## The whole e2e suite against the upstream kubelet, then Bosun: th
 
 # Which conformance suite make conformance runs: node (NodeConformance),
 # certified (every [Conformance] spec, on a 2-node cluster), resize (the
-# in-place resize specs), userns (the user namespace specs) or fast.
+# in-place resize specs), userns (the user namespace specs), storage (upstream's
+# storage test suites against the test CSI driver, on one node) or fast.
 SUITE ?= node
 CONFORMANCE_NODES = $(if $(filter command line environment,$(origin NODES)),$(NODES),$(if $(filter certified,$(SUITE)),2,1))
 
 .PHONY: conformance
-conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|userns|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
+conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|userns|storage|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
 	@$(MAKE) --no-print-directory up KUBELET=$(KUBELET) NODES=$(CONFORMANCE_NODES)
 	@hack/build-tools.sh e2e.test ginkgo
 	@KUBELET=$(KUBELET) SUITE=$(SUITE) hack/conformance.sh
@@ -186,7 +187,7 @@ reliability-doc: ## Regenerate docs/reliability.md from the latest records of bo
 
 .PHONY: conformance-doc
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each suite and agent
-	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
+	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns storage fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
 
 .PHONY: metrics-doc
 metrics-doc: ## docs/metrics-families.md: each node metrics family's type and labels, Bosun and upstream side by side (a mixed two-node cluster)

@@ -9,6 +9,11 @@
 #   SUITE=certified  every [Conformance] spec (the certification's suite): the
 #                    parallel ones with PROCS, then the [Serial] ones alone
 #   SUITE=fast       the subset in hack/conformance/fast.txt (make test)
+#   SUITE=storage    upstream's storage test suites (External Storage [Driver: ...])
+#                    against the test CSI driver hack/csi-hostpath, run on the
+#                    node for the run with its own provisioner: the parallel
+#                    specs, then the [Serial] ones alone; [Feature:...] and
+#                    [Disruptive] specs are left out (one node only)
 #   SUITE=resize     the in-place pod resize specs (FeatureGate:InPlacePodVerticalScaling,
 #                    not all [Conformance]): deferred resizes, quotas, limit ranges
 #   KUBELET=bosun|upstream|mixed  FOCUS=regexp  SKIP=regexp  PROCS=n  OUT=dir
@@ -25,6 +30,27 @@ if [[ "$KUBELET" != "$agent" ]]; then
   echo "the running cluster's agents are KUBELET=$KUBELET, not $agent" >&2
   exit 2
 fi
+e2e_args=()
+# start_csi_driver runs the test CSI driver (hack/csi-hostpath) on the node
+# for this run, with its provisioner, and stops it when the run ends.
+start_csi_driver() {
+  local data=/var/lib/bosun-local/csi-hostpath log=_output/local/logs/csi-hostpath.log
+  go build -o _output/bin/csi-hostpath ./hack/csi-hostpath || exit 2
+  "$KUBECTL" apply -f hack/conformance/csi-hostpath-driver.yaml >/dev/null || exit 2
+  mkdir -p "$data"
+  _output/bin/csi-hostpath -name bosun.csi.example -node "$NODE_NAME" -data "$data" -kubeconfig "$KUBECONFIG" \
+    -endpoint "$ROOT_DIR/plugins/bosun.csi.example/csi.sock" -registry "$ROOT_DIR/plugins_registry" > "$log" 2>&1 &
+  csi_pid=$!
+  trap 'kill $csi_pid 2>/dev/null; wait $csi_pid 2>/dev/null' EXIT
+  for _ in $(seq 60); do
+    "$KUBECTL" get csinode "$NODE_NAME" -o jsonpath='{.spec.drivers[*].name}' 2>/dev/null | grep -qw bosun.csi.example && return
+    kill -0 $csi_pid 2>/dev/null || break
+    sleep 1
+  done
+  echo "the test CSI driver did not register with the node; see $log" >&2
+  tail -5 "$log" >&2
+  exit 2
+}
 case $suite in
   node)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky'
@@ -38,12 +64,23 @@ case $suite in
   userns)
     parallel='Feature:UserNamespacesSupport && !Serial && !Flaky'
     serial='Feature:UserNamespacesSupport && Serial && !Flaky' ;;
+  storage)
+    if [[ "$NODES" != 1 ]]; then
+      echo "SUITE=storage needs a one-node cluster (the test CSI driver serves one node); this one has $NODES" >&2
+      exit 2
+    fi
+    parallel='!Serial && !Disruptive && !Flaky'
+    serial='Serial && !Disruptive && !Flaky'
+    FOCUS=${FOCUS:-'External.Storage.*\[Driver: bosun.csi.example\]'}
+    SKIP=${SKIP:-'\[Feature:|\[Disruptive\]'}
+    e2e_args+=(-storage.testdriver="$root/hack/conformance/csi-hostpath.yaml") ;;
   fast)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'
     serial=''
     FOCUS_FILE=${FOCUS_FILE:-hack/conformance/fast.txt} ;;
-  *) echo "SUITE must be node, certified, resize, userns or fast, not $suite" >&2; exit 2 ;;
+  *) echo "SUITE must be node, certified, resize, userns, storage or fast, not $suite" >&2; exit 2 ;;
 esac
+[[ $suite == storage ]] && start_csi_driver
 passes=${PASSES:-parallel serial}
 [[ -z "$serial" ]] && passes=parallel
 out="${OUT:-_output/conformance/$suite/$agent}"
@@ -99,7 +136,7 @@ for pass in $passes; do
   # they stay with its report.
   ln -sf "$root/_output/bin/e2e.test" "$dir/e2e.test"
   _output/bin/ginkgo "${args[@]}" "$dir/e2e.test" -- \
-    --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" > "$dir/run.log" 2>&1
+    --kubeconfig="$KUBECONFIG" --provider=skeleton --report-dir="$report" "${e2e_args[@]}" > "$dir/run.log" 2>&1
   rc=$?
   echo "$pass procs=$n seconds=$((SECONDS - start)) exit=$rc commit=$commit" >> "$out/passes"
   if [[ ! -s "$dir/junit.xml" ]]; then

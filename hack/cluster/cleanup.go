@@ -115,6 +115,7 @@ func (l *layout) teardown(ctx context.Context, keepContainerd bool) error {
 		l.stopDaemon("registry-mirror", 5*time.Second)
 		l.stopDaemon("registry-private", 5*time.Second)
 	}
+	detachLoopsUnder(nodeDir)
 	removeMountedDir(nodeDir)
 	cleanCNIState()
 	for _, d := range []string{l.etcdData, "/var/log/pods", "/var/log/containers"} {
@@ -320,4 +321,21 @@ func cleanGuideLeftovers() {
 		_ = os.Remove("/run/systemd")
 	}
 	_ = os.RemoveAll(guideMarker)
+}
+
+// detachLoopsUnder detaches the loop devices over files under dir: the raw
+// block volumes of the test CSI driver (make conformance SUITE=storage) that a
+// killed run left attached.
+func detachLoopsUnder(dir string) {
+	out, err := exec.Command("losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && strings.HasPrefix(f[1], dir+"/") {
+			fmt.Printf("detaching %s (over %s)\n", f[0], f[1])
+			_ = exec.Command("losetup", "-d", f[0]).Run()
+		}
+	}
 }

@@ -132,6 +132,7 @@ func listProcs() []proc {
 var clusterBinaries = map[string]bool{
 	"etcd": true, "kube-apiserver": true, "kube-controller-manager": true,
 	"kube-scheduler": true, "kubelet": true, "bosun": true, "kube-proxy": true,
+	"csi-hostpath": true, // make conformance SUITE=storage's test CSI driver
 }
 
 // strayClusterProcs finds cluster processes started from any clone's

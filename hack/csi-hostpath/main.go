@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +53,7 @@ func main() {
 	node := flag.String("node", "", "the node ID to report")
 	maxVolumes := flag.Int64("max-volumes", 0, "max_volumes_per_node to report")
 	stage := flag.Bool("stage", true, "offer STAGE_UNSTAGE_VOLUME")
+	kubeconfig := flag.String("kubeconfig", "", "with a kubeconfig, also provision volumes for the claims of the driver's storage classes")
 	flag.Parse()
 	if *endpoint == "" || *registry == "" || *data == "" || *node == "" {
 		fmt.Fprintln(os.Stderr, "-endpoint, -registry, -data and -node are required")
@@ -73,6 +75,11 @@ func main() {
 	})
 	if err != nil {
 		fail(err)
+	}
+	if *kubeconfig != "" {
+		if err := runProvisioner(ctx, d, *kubeconfig); err != nil {
+			fail(err)
+		}
 	}
 	logf("started", map[string]any{"endpoint": *endpoint, "registration": regPath})
 	<-ctx.Done()
@@ -205,7 +212,11 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csipb.NodePublishVolu
 		return nil, status.Error(codes.Internal, err.Error())
 	}
 	if req.GetVolumeCapability().GetBlock() != nil {
-		return &csipb.NodePublishVolumeResponse{}, d.publishBlock(req.VolumeId, req.TargetPath)
+		size := int64(blockSize)
+		if v, err := strconv.ParseInt(req.VolumeContext[sizeKey], 10, 64); err == nil && v > 0 {
+			size = v
+		}
+		return &csipb.NodePublishVolumeResponse{}, d.publishBlock(req.VolumeId, req.TargetPath, size)
 	}
 	if err := bind(src, req.TargetPath, req.Readonly); err != nil {
 		return nil, err
@@ -213,13 +224,14 @@ func (d *driver) NodePublishVolume(_ context.Context, req *csipb.NodePublishVolu
 	return &csipb.NodePublishVolumeResponse{}, nil
 }
 
-// blockSize is the size of a block volume's backing file.
+// blockSize is the size of a block volume's backing file when the volume
+// context does not give one (a provisioned volume's does).
 const blockSize = 16 << 20
 
 // publishBlock publishes a raw block volume: a loop device over the
 // volume's backing file (made on first use), bind-mounted on the target
 // file, as a real block driver publishes its device node.
-func (d *driver) publishBlock(id, target string) error {
+func (d *driver) publishBlock(id, target string, size int64) error {
 	dir, err := d.volumeDir(id)
 	if err != nil {
 		return err
@@ -231,7 +243,7 @@ func (d *driver) publishBlock(id, target string) error {
 	if _, err := os.Stat(img); os.IsNotExist(err) {
 		f, err := os.Create(img)
 		if err == nil {
-			err = f.Truncate(blockSize)
+			err = f.Truncate(size)
 			f.Close()
 		}
 		if err != nil {
@@ -275,6 +287,34 @@ func (d *driver) unpublishBlock(id, target string) error {
 	return nil
 }
 
+// growBlock grows a block volume's backing file to size and has its loop
+// devices take the new size.
+func (d *driver) growBlock(id string, size int64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dir, err := d.volumeDir(id)
+	if err != nil {
+		return err
+	}
+	img := filepath.Join(dir, "block.img")
+	if fi, err := os.Stat(img); err != nil {
+		return status.Error(codes.NotFound, err.Error())
+	} else if fi.Size() < size {
+		if err := os.Truncate(img, size); err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+	}
+	out, _ := exec.Command("losetup", "-j", img).Output()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if dev, _, ok := strings.Cut(line, ":"); ok {
+			if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
+				return status.Errorf(codes.Internal, "losetup -c %s: %v: %s", dev, err, out)
+			}
+		}
+	}
+	return nil
+}
+
 func (d *driver) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
 	logf("NodeUnpublishVolume", map[string]any{"volume": req.VolumeId, "target": req.TargetPath})
 	d.mu.Lock()
@@ -291,8 +331,9 @@ func (d *driver) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublish
 	return &csipb.NodeUnpublishVolumeResponse{}, nil
 }
 
-// NodeExpandVolume has nothing to grow (a volume is a folder): it checks
-// that the volume is published where the agent says and records the size.
+// NodeExpandVolume has nothing to grow for a folder: it checks that the
+// volume is published where the agent says. A raw block volume's backing
+// file grows, and its loop devices with it.
 func (d *driver) NodeExpandVolume(_ context.Context, req *csipb.NodeExpandVolumeRequest) (*csipb.NodeExpandVolumeResponse, error) {
 	logf("NodeExpandVolume", req)
 	if _, err := d.volumeDir(req.VolumeId); err != nil {
@@ -300,6 +341,10 @@ func (d *driver) NodeExpandVolume(_ context.Context, req *csipb.NodeExpandVolume
 	}
 	if !mounts.At(req.VolumePath) {
 		return nil, status.Errorf(codes.NotFound, "volume path %s is not published", req.VolumePath)
+	}
+	if req.GetVolumeCapability().GetBlock() != nil {
+		return &csipb.NodeExpandVolumeResponse{CapacityBytes: req.GetCapacityRange().GetRequiredBytes()},
+			d.growBlock(req.VolumeId, req.GetCapacityRange().GetRequiredBytes())
 	}
 	if req.StagingTargetPath != "" && !mounts.At(req.StagingTargetPath) {
 		return nil, status.Errorf(codes.FailedPrecondition, "staging path %s is not staged", req.StagingTargetPath)

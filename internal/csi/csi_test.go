@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
@@ -36,6 +37,7 @@ type fakeDriver struct {
 	publish []*csipb.NodePublishVolumeRequest
 	stage   bool
 	group   bool
+	expand  []*csipb.NodeExpandVolumeRequest
 }
 
 func (f *fakeDriver) record(s string) {
@@ -67,6 +69,7 @@ func (f *fakeDriver) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabili
 		add(csipb.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP)
 	}
 	add(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS)
+	add(csipb.NodeServiceCapability_RPC_EXPAND_VOLUME)
 	return &csipb.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
@@ -97,6 +100,14 @@ func (f *fakeDriver) NodeGetVolumeStats(_ context.Context, r *csipb.NodeGetVolum
 		{Unit: csipb.VolumeUsage_BYTES, Total: 100, Available: 60, Used: 40},
 		{Unit: csipb.VolumeUsage_INODES, Total: 10, Available: 7, Used: 3},
 	}}, nil
+}
+
+func (f *fakeDriver) NodeExpandVolume(_ context.Context, r *csipb.NodeExpandVolumeRequest) (*csipb.NodeExpandVolumeResponse, error) {
+	f.record("expand " + r.VolumeId)
+	f.mu.Lock()
+	f.expand = append(f.expand, r)
+	f.mu.Unlock()
+	return &csipb.NodeExpandVolumeResponse{CapacityBytes: r.GetCapacityRange().GetRequiredBytes()}, nil
 }
 
 func (f *fakeDriver) NodeUnpublishVolume(_ context.Context, r *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
@@ -456,10 +467,22 @@ func TestBlockVolumeMapAndUnmap(t *testing.T) {
 	if again, err := m.SetUpBlock(ctx, pod("u1", nil), Volume{Name: "raw", PV: pv}); err != nil || again != link || len(f.Calls()) != 2 {
 		t.Errorf("a second set-up: %s %v, calls %q", again, err, f.Calls())
 	}
+	// Growing a block volume names its per-pod publish path and its block
+	// staging path, with a block capability, as upstream's block mapper.
+	if err := m.Expand(ctx, "u1", pv, resource.MustParse("2Gi")); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.expand[0]; r.VolumePath != filepath.Join(devs, "publish/pv-b/u1") || r.StagingTargetPath != filepath.Join(devs, "staging/pv-b") ||
+		r.VolumeCapability.GetBlock() == nil || r.CapacityRange.GetRequiredBytes() != 2<<30 {
+		t.Errorf("expand request %v", r)
+	}
+	if err := m.Expand(ctx, "u2", pv, resource.MustParse("2Gi")); err == nil {
+		t.Error("a pod the volume is not published for was expanded")
+	}
 	if err := m.TearDown(ctx, "u1"); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.Calls(); len(got) != 4 || got[2] != "unpublish hb" || got[3] != "unstage hb" {
+	if got := f.Calls(); len(got) != 5 || got[3] != "unpublish hb" || got[4] != "unstage hb" {
 		t.Errorf("calls after the teardown: %q", got)
 	}
 	for _, p := range []string{link, filepath.Join(devs, "pv-b"), filepath.Join(devs, "publish/pv-b"), filepath.Join(root, "pods/u1/volumeDevices")} {

@@ -20,9 +20,10 @@ func (m *Manager) CanExpand(name string) bool {
 	return err == nil && d.expand
 }
 
-// Expand grows the file system of a published persistent volume to size
-// (NodeExpandVolume with the pod's publish path, and the staging path when
-// the driver stages), as upstream's in-use expansion does.
+// Expand grows a published persistent volume to size (NodeExpandVolume with
+// the pod's publish path, and the staging path when the driver stages; for a
+// raw block volume, its block publish and staging paths), as upstream's
+// in-use expansion does.
 func (m *Manager) Expand(ctx context.Context, uid types.UID, pv *corev1.PersistentVolume, size resource.Quantity) error {
 	if pv.Spec.CSI == nil {
 		return fmt.Errorf("PersistentVolume %s is not a CSI volume", pv.Name)
@@ -38,8 +39,14 @@ func (m *Manager) Expand(ctx context.Context, uid types.UID, pv *corev1.Persiste
 	if err != nil {
 		return err
 	}
-	target := m.TargetPath(uid, s.specVolID)
-	if !published(target) {
+	// A raw block volume is grown at its per-pod publish path and its block
+	// staging path, with a block capability, as upstream's block mapper does.
+	block := pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock
+	target, staging, capa := m.TargetPath(uid, s.specVolID), m.stagingPath(s.driver, s.handle), capability(s)
+	if block {
+		target, staging, capa = m.blockPublish(s.specVolID, uid), m.blockStaging(s.specVolID), blockCapability(s)
+	}
+	if !block && !published(target) || block && !isDevice(target) {
 		return fmt.Errorf("volume %s is not published for pod %s", s.specVolID, uid)
 	}
 	secrets, err := m.secrets(ctx, pv.Spec.CSI.NodeExpandSecretRef)
@@ -47,9 +54,9 @@ func (m *Manager) Expand(ctx context.Context, uid types.UID, pv *corev1.Persiste
 		return err
 	}
 	req := &csipb.NodeExpandVolumeRequest{VolumeId: s.handle, VolumePath: target,
-		CapacityRange: &csipb.CapacityRange{RequiredBytes: size.Value()}, VolumeCapability: capability(s), Secrets: secrets}
+		CapacityRange: &csipb.CapacityRange{RequiredBytes: size.Value()}, VolumeCapability: capa, Secrets: secrets}
 	if d.stage {
-		req.StagingTargetPath = m.stagingPath(s.driver, s.handle)
+		req.StagingTargetPath = staging
 	}
 	lock := m.volumeLock(s.driver, s.handle)
 	lock.Lock()

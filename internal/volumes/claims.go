@@ -51,16 +51,16 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 			return Volume{}, fmt.Errorf("PersistentVolume %s has volumeMode Block, which this node supports for CSI volumes only", pv.Name)
 		}
 		dev, err := m.CSI.SetUpBlock(ctx, pod, csi.Volume{Name: v.Name, PV: pv, ReadOnly: readOnly})
+		if err == nil {
+			m.expandSetUp(ctx, pod, v, pv)
+		}
 		return Volume{Device: dev, ReadOnly: readOnly || pv.Spec.CSI.ReadOnly}, err
 	}
 	switch {
 	case pv.Spec.CSI != nil && m.CSI != nil:
 		path, err := m.CSI.SetUp(ctx, pod, csi.Volume{Name: v.Name, PV: pv, ReadOnly: readOnly})
-		if ex, ok := m.CSI.(Expander); ok && err == nil {
-			if err := m.expandClaim(ctx, ex, pod, v, pv); err != nil {
-				// The pod runs on the volume as it is; the next look retries.
-				klog.FromContext(ctx).Error(err, "Node expansion of a claim failed", "pod", klog.KObj(pod), "volume", v.Name)
-			}
+		if err == nil {
+			m.expandSetUp(ctx, pod, v, pv)
 		}
 		return Volume{Path: path, ReadOnly: readOnly || pv.Spec.CSI.ReadOnly}, err
 	case pv.Spec.HostPath != nil:
@@ -71,6 +71,17 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 		return Volume{Path: pv.Spec.Local.Path, HostPath: true, ReadOnly: readOnly}, nil
 	}
 	return Volume{}, fmt.Errorf("PersistentVolume %s has a volume type this node does not support (only csi, hostPath and local)", pv.Name)
+}
+
+// expandSetUp finishes an expansion waiting for the node on a CSI volume
+// just set up (filesystem or raw block). The pod runs on the volume as it is
+// when that fails; the next look retries.
+func (m *Manager) expandSetUp(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, pv *corev1.PersistentVolume) {
+	if ex, ok := m.CSI.(Expander); ok {
+		if err := m.expandClaim(ctx, ex, pod, v, pv); err != nil {
+			klog.FromContext(ctx).Error(err, "Node expansion of a claim failed", "pod", klog.KObj(pod), "volume", v.Name)
+		}
+	}
 }
 
 // boundVolume finds the PersistentVolume of a pod's claim with upstream's
