@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/bosun-dev/bosun/hack/deviceplugin/plugin"
 )
@@ -24,6 +25,7 @@ func main() {
 	mount := flag.String("host-mount", "", "a host folder each allocation mounts at /dev-info")
 	numa := flag.String("numa", "", "the NUMA node of each device in turn, comma-separated (e.g. 0,1); none: no topology")
 	registry := flag.String("registry", "", "register through the plugin watcher in this folder (<root-dir>/plugins_registry) instead")
+	healthFile := flag.String("health-file", "", "a file of \"<device> Unhealthy\" lines, read every half second: the devices' health")
 	flag.Parse()
 	p := plugin.New(*res, *dir, filepath.Base(*res)+".sock", *n)
 	p.HostMount = *mount
@@ -45,6 +47,9 @@ func main() {
 	defer p.Stop()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if *healthFile != "" {
+		go followHealth(ctx, p, *healthFile, *n, filepath.Base(*res))
+	}
 	if *registry != "" {
 		stopRegistry, err := p.ServeRegistry(*registry, func(ok bool, msg string) { fmt.Println("registration status:", ok, msg) })
 		if err != nil {
@@ -62,4 +67,33 @@ func main() {
 			fmt.Println("registered", *res)
 		}
 	})
+}
+
+// followHealth sets each device's health from the file: a device named on a
+// line with "Unhealthy" is unhealthy, every other one healthy.
+func followHealth(ctx context.Context, p *plugin.Plugin, path string, n int, prefix string) {
+	last := map[string]string{}
+	for {
+		data, _ := os.ReadFile(path)
+		want := map[string]string{}
+		for i := range n {
+			want[fmt.Sprintf("%s-%d", prefix, i)] = "Healthy"
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] == "Unhealthy" {
+				want[f[0]] = "Unhealthy"
+			}
+		}
+		for id, h := range want {
+			if last[id] != h {
+				p.SetHealth(id, h)
+				last[id] = h
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

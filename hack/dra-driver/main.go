@@ -15,6 +15,9 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,10 +25,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 	"k8s.io/dynamic-resource-allocation/resourceslice"
+	drahealth "k8s.io/kubelet/pkg/apis/dra-health/v1alpha1"
 )
 
 type driver struct {
-	name, cdiDir string
+	name, cdiDir, node, healthFile string
+	devices                        int
+	drahealth.UnimplementedDRAResourceHealthServer
 }
 
 func main() {
@@ -50,7 +56,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := &driver{name: *name, cdiDir: *cdiDir}
+	d := &driver{name: *name, cdiDir: *cdiDir, node: *node, devices: *n, healthFile: filepath.Join(*root, "plugins", *name, "health")}
 	for _, dir := range []string{filepath.Join(*root, "plugins_registry"), filepath.Join(*root, "plugins", *name)} {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			fail(err)
@@ -130,6 +136,39 @@ func (d *driver) UnprepareResourceClaims(_ context.Context, claims []kubeletplug
 		out[c.UID] = err
 	}
 	return out, nil
+}
+
+// NodeWatchResources reports every device's health each second: healthy,
+// unless <root-dir>/plugins/<name>/health has a line "<device> Unhealthy
+// <message>".
+func (d *driver) NodeWatchResources(_ *drahealth.NodeWatchResourcesRequest, s grpc.ServerStreamingServer[drahealth.NodeWatchResourcesResponse]) error {
+	for {
+		unhealthy := map[string]string{}
+		data, _ := os.ReadFile(d.healthFile)
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] == "Unhealthy" {
+				unhealthy[f[0]] = strings.Join(f[2:], " ")
+			}
+		}
+		resp := &drahealth.NodeWatchResourcesResponse{}
+		for i := range d.devices {
+			dev := fmt.Sprintf("dev-%d", i)
+			h := &drahealth.DeviceHealth{Device: &drahealth.DeviceIdentifier{PoolName: d.node, DeviceName: dev},
+				Health: drahealth.HealthStatus_HEALTHY, LastUpdatedTime: time.Now().Unix(), HealthCheckTimeoutSeconds: 10}
+			if msg, ok := unhealthy[dev]; ok {
+				h.Health, h.Message = drahealth.HealthStatus_UNHEALTHY, msg
+			}
+			resp.Devices = append(resp.Devices, h)
+		}
+		if err := s.Send(resp); err != nil {
+			return err
+		}
+		select {
+		case <-s.Context().Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (d *driver) HandleError(_ context.Context, err error, msg string) {

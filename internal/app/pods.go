@@ -315,6 +315,10 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		return nil, err
 	}
 	p.syncer = syncer
+	// Devices' health in the containers' statuses (upstream's
+	// ResourceHealthStatus and ResourceHealthStatusMessage gates).
+	healthStatus := config.FeatureEnabled(kc, config.ResourceHealthStatus)
+	healthMessages := config.FeatureEnabled(kc, "ResourceHealthStatusMessage")
 	p.workers = podworkers.New(ctx, podworkers.Config{
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc, Recorder: recorder,
 		Terminated: func(uid types.UID) {
@@ -340,6 +344,13 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			st := podsync.PodStatus(podsync.StatusInput{Pod: pod, Runtime: rp, Waiting: waiting, RuntimeName: "containerd",
 				HostIPs: hostIPs, Now: time.Now(), Terminal: terminal, Reason: end.Reason, Message: end.Message, DisruptionTarget: end.DisruptionTarget, Probes: p.probes,
 				Previous: previous, ResizeConditions: p.alloc.Conditions(pod.UID, terminal)})
+			if healthStatus {
+				p.devices.UpdateAllocatedResourcesStatus(pod, &st)
+				p.dra.UpdateAllocatedResourcesStatus(pod, &st)
+				if !healthMessages {
+					dropHealthMessages(&st)
+				}
+			}
 			if st.Phase == corev1.PodRunning && pod.Status.Phase != corev1.PodRunning && !terminal {
 				bmetrics.PodStartDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
 				bmetrics.PodStartTotalDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
@@ -352,6 +363,15 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			return st
 		},
 	})
+	if healthStatus {
+		wake := func(uids []types.UID) {
+			for _, uid := range uids {
+				p.workers.Wake(uid)
+			}
+		}
+		p.devices.OnHealthChange(wake)
+		p.dra.OnHealthChange(wake)
+	}
 	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: p.workers.KillContainer})
 	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
 	go p.probes.RunCheckpoint(time.Second)
@@ -398,6 +418,18 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		Recorder: recorder, Node: nodestatus.NodeRef(d.nodeName),
 	})
 	return p, nil
+}
+
+// dropHealthMessages removes the devices' health messages from a status
+// (the ResourceHealthStatusMessage gate off).
+func dropHealthMessages(st *corev1.PodStatus) {
+	for i := range st.ContainerStatuses {
+		for j := range st.ContainerStatuses[i].AllocatedResourcesStatus {
+			for k := range st.ContainerStatuses[i].AllocatedResourcesStatus[j].Resources {
+				st.ContainerStatuses[i].AllocatedResourcesStatus[j].Resources[k].Message = nil
+			}
+		}
+	}
 }
 
 // runningContainers lists the pod's running containers that may have

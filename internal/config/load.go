@@ -117,6 +117,10 @@ var honouredFeatureGates = map[string]bool{
 	// Bosun's is on, and falls back to relisting where the runtime has no
 	// event stream. EventedPLEG=false relists every second, as upstream.
 	EventedPLEG: true,
+	// Devices' health in the containers' allocatedResourcesStatus
+	// (internal/devices, internal/dra), with the DRA drivers' messages.
+	ResourceHealthStatus:          true,
+	"ResourceHealthStatusMessage": true,
 	// Which cpuManagerPolicyOptions may be given (internal/cpumanager).
 	"CPUManagerPolicyAlphaOptions": false,
 	"CPUManagerPolicyBetaOptions":  true,
@@ -125,6 +129,10 @@ var honouredFeatureGates = map[string]bool{
 // EventedPLEG is the gate of the event-driven pod lifecycle event
 // generator.
 const EventedPLEG = "EventedPLEG"
+
+// ResourceHealthStatus is the gate of the devices' health in container
+// statuses (beta, on by default in v1.36).
+const ResourceHealthStatus = "ResourceHealthStatus"
 
 // FeatureEnabled says whether a gate Bosun honours is on.
 func FeatureEnabled(kc *kubeletv1beta1.KubeletConfiguration, gate string) bool {

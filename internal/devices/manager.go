@@ -61,6 +61,8 @@ type Manager struct {
 	// (container, resource) allocations its admission made so far.
 	reuse   map[types.UID]map[string][]string
 	pending map[types.UID][][2]string
+	// healthChanged is called with the pods whose devices changed health.
+	healthChanged func([]types.UID)
 	pluginapi.UnsafeRegistrationServer
 }
 
@@ -246,17 +248,22 @@ func (m *Manager) watch(ctx context.Context, res *pluginResource, stream plugina
 		resp, err := stream.Recv()
 		if err != nil {
 			log.Info("Device plugin went away", "err", err)
+			var pods []types.UID
 			m.mu.Lock()
 			if m.resources[res.name] == res {
 				res.stopped = time.Now()
-				for _, d := range res.devices {
+				before := map[string]*pluginapi.Device{}
+				for id, d := range res.devices {
+					before[id] = proto.Clone(d).(*pluginapi.Device)
 					d.Health = pluginapi.Unhealthy
 				}
+				pods = m.podsWithChangedHealth(res.name, before, res.devices)
 				res.conn = nil
 			}
 			m.mu.Unlock()
 			m.writeCheckpoint(log)
 			m.changed()
+			m.notifyHealth(pods)
 			return
 		}
 		m.mu.Lock()
@@ -264,15 +271,18 @@ func (m *Manager) watch(ctx context.Context, res *pluginResource, stream plugina
 			m.mu.Unlock()
 			return
 		}
+		before := res.devices
 		res.devices = map[string]*pluginapi.Device{}
 		for _, d := range resp.Devices {
 			res.devices[d.ID] = d
 		}
 		healthy := countHealthy(res)
+		pods := m.podsWithChangedHealth(res.name, before, res.devices)
 		m.mu.Unlock()
 		log.V(2).Info("Device plugin's devices", "total", len(resp.Devices), "healthy", healthy)
 		m.writeCheckpoint(log)
 		m.changed()
+		m.notifyHealth(pods)
 	}
 }
 

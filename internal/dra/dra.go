@@ -6,7 +6,8 @@
 // containers that ask for the claims; once the pod is gone its claims are
 // unprepared (NodeUnprepareResources) unless another pod still uses them.
 // What is prepared is kept in upstream's checkpoint, <root-dir>/dra_manager_state,
-// so either agent can unprepare what the other prepared.
+// so either agent can unprepare what the other prepared. The drivers' device
+// health goes into the containers' statuses (health.go).
 package dra
 
 import (
@@ -20,8 +21,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+	drahealth "k8s.io/kubelet/pkg/apis/dra-health/v1alpha1"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	drapbv1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
 )
@@ -51,12 +54,17 @@ type Manager struct {
 	claimsMu sync.Mutex             // held across a pod's prepare or unprepare
 	claims   map[string]*claimState // by namespace/name
 	prepared map[string]bool        // claim UIDs prepared since this agent started
+
+	healthMu sync.Mutex
+	health   map[string]driverHealth // by driver name
+	wake     func([]types.UID)       // syncs pods whose devices changed health
 }
 
 type driver struct {
 	name, endpoint string
 	conn           *grpc.ClientConn
 	node           drapb.DRAPluginClient
+	stopHealth     context.CancelFunc
 }
 
 // New loads the checkpoint and returns a manager with no drivers.
@@ -70,6 +78,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.claims = claims
+	m.loadHealth()
 	return m, nil
 }
 
@@ -114,13 +123,16 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, off
 	if service == drapbv1beta1.DRAPluginService { // spoken through upstream's conversions
 		client = drapbv1beta1.V1Beta1ClientWrapper{DRAPluginClient: drapbv1beta1.NewDRAPluginClient(conn)}
 	}
-	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: client}
+	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
+	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: client, stopHealth: stopHealth}
+	go m.watchHealth(healthCtx, name, drahealth.NewDRAResourceHealthClient(conn))
 	if t := m.gone[name]; t != nil {
 		t.Stop()
 		delete(m.gone, name)
 	}
 	m.mu.Unlock()
 	if old != nil {
+		old.stopHealth()
 		_ = old.conn.Close()
 	}
 	klog.FromContext(ctx).Info("Registered DRA driver", "driver", name, "endpoint", endpoint, "service", service)
@@ -133,6 +145,7 @@ func (m *Manager) DeRegisterPlugin(name, _ string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if d := m.drivers[name]; d != nil {
+		d.stopHealth()
 		_ = d.conn.Close()
 		delete(m.drivers, name)
 	}

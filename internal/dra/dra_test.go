@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	drahealth "k8s.io/kubelet/pkg/apis/dra-health/v1alpha1"
 	drapb "k8s.io/kubelet/pkg/apis/dra/v1"
 	drapbv1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
 )
@@ -28,6 +29,25 @@ type fakeDriver struct {
 	prepared  []string
 	released  []string
 	failClaim string
+	// health, when set, is served as the DRAResourceHealth stream.
+	health chan *drahealth.NodeWatchResourcesResponse
+	drahealth.UnimplementedDRAResourceHealthServer
+}
+
+func (f *fakeDriver) NodeWatchResources(_ *drahealth.NodeWatchResourcesRequest, s drahealth.DRAResourceHealth_NodeWatchResourcesServer) error {
+	for {
+		select {
+		case r, ok := <-f.health:
+			if !ok {
+				return nil
+			}
+			if err := s.Send(r); err != nil {
+				return err
+			}
+		case <-s.Context().Done():
+			return nil
+		}
+	}
 }
 
 func (f *fakeDriver) NodePrepareResources(_ context.Context, r *drapb.NodePrepareResourcesRequest) (*drapb.NodePrepareResourcesResponse, error) {
@@ -96,6 +116,9 @@ func startWith(t *testing.T, f *fakeDriver, root string, offered []string, claim
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
+	if f.health != nil {
+		drahealth.RegisterDRAResourceHealthServer(srv, f)
+	}
 	if offered[0] == drapbv1beta1.DRAPluginService {
 		drapbv1beta1.RegisterDRAPluginServer(srv, drapbv1beta1.V1ServerWrapper{DRAPluginServer: f})
 	} else {

@@ -40,7 +40,8 @@ func TestDevicePlugin(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(info, "info"), []byte("from the plugin\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	plugin := exec.Command(bin, "-dir", "/var/lib/kubelet/device-plugins", "-resource", string(res), "-n", "2", "-host-mount", info)
+	healthFile := filepath.Join(info, "health")
+	plugin := exec.Command(bin, "-dir", "/var/lib/kubelet/device-plugins", "-resource", string(res), "-n", "2", "-host-mount", info, "-health-file", healthFile)
 	logFile, _ := os.Create(filepath.Join(t.TempDir(), "plugin.log"))
 	plugin.Stdout, plugin.Stderr = logFile, logFile
 	if err := plugin.Start(); err != nil {
@@ -100,6 +101,28 @@ func TestDevicePlugin(t *testing.T) {
 	if !regexp.MustCompile(`devices=bosun-e2e-[01]\b`).MatchString(out) || !strings.Contains(out, "from the plugin") {
 		t.Errorf("the container did not get its device's environment and mount: %q", out)
 	}
+	// The device and its health are in the container's status
+	// (ResourceHealthStatus, on by default in v1.36), and follow the plugin.
+	device := regexp.MustCompile(`bosun-e2e-[01]`).FindString(out)
+	healthIs := func(want corev1.ResourceHealthStatus) func(*corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			if len(p.Status.ContainerStatuses) != 1 {
+				return false
+			}
+			got := p.Status.ContainerStatuses[0].AllocatedResourcesStatus
+			return len(got) == 1 && got[0].Name == res && len(got[0].Resources) == 1 &&
+				got[0].Resources[0].ResourceID == corev1.ResourceID(device) && got[0].Resources[0].Health == want
+		}
+	}
+	waitPod(t, cs, ns, "one", 60*time.Second, "its device Healthy in allocatedResourcesStatus", healthIs(corev1.ResourceHealthStatusHealthy))
+	if err := os.WriteFile(healthFile, []byte(device+" Unhealthy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, cs, ns, "one", 60*time.Second, "its device Unhealthy in allocatedResourcesStatus", healthIs(corev1.ResourceHealthStatusUnhealthy))
+	if err := os.WriteFile(healthFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, cs, ns, "one", 60*time.Second, "its device Healthy again", healthIs(corev1.ResourceHealthStatusHealthy))
 	// Two more do not fit beside it. The upstream kubelet asks its device
 	// allocation before the resource fit (UnexpectedAdmissionError); Bosun
 	// checks the fit first (OutOf<resource>): either refuses the pod.

@@ -84,6 +84,38 @@ func TestDRAClaim(t *testing.T) {
 	if err != nil || !strings.Contains(string(state), string(claim.UID)) {
 		t.Errorf("dra_manager_state does not hold the claim %s: %v %s", claim.UID, err, state)
 	}
+	// The driver's device health (its NodeWatchResources stream) is in the
+	// container's status under the pod's claim name, with the CDI device as
+	// the resource ID (ResourceHealthStatus, on by default in v1.36).
+	device := regexp.MustCompile(`dev-[01]`).FindString(execIn(t, env, ns, "user", "main", "echo $BOSUN_DRA"))
+	healthIs := func(want corev1.ResourceHealthStatus, message string) func(*corev1.Pod) bool {
+		return func(p *corev1.Pod) bool {
+			if len(p.Status.ContainerStatuses) != 1 {
+				return false
+			}
+			got := p.Status.ContainerStatuses[0].AllocatedResourcesStatus
+			if len(got) != 1 || got[0].Name != "claim:dev" || len(got[0].Resources) != 1 {
+				return false
+			}
+			r := got[0].Resources[0]
+			msg := ""
+			if r.Message != nil {
+				msg = *r.Message
+			}
+			return strings.HasPrefix(string(r.ResourceID), draDriverName+"/device=") && strings.HasSuffix(string(r.ResourceID), "-"+device) &&
+				r.Health == want && msg == message
+		}
+	}
+	waitPod(t, cs, ns, "user", 60*time.Second, "its device Healthy in allocatedResourcesStatus", healthIs(corev1.ResourceHealthStatusHealthy, ""))
+	healthFile := filepath.Join(root, "plugins", draDriverName, "health")
+	if err := os.WriteFile(healthFile, []byte(device+" Unhealthy fan stopped\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(healthFile) })
+	waitPod(t, cs, ns, "user", 60*time.Second, "its device Unhealthy with the driver's message", healthIs(corev1.ResourceHealthStatusUnhealthy, "fan stopped"))
+	if err := os.Remove(healthFile); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := cs.CoreV1().Pods(ns).Delete(ctx, "user", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
