@@ -290,6 +290,12 @@ func cleanDevicePluginDir() {
 			_ = os.Remove(filepath.Join(devicePluginDir, e.Name()))
 		}
 	}
+	// make conformance SUITE=storage links /var/lib/kubelet/pods to the
+	// node's pods for the run; a killed run leaves the link.
+	pods := filepath.Join(filepath.Dir(devicePluginDir), "pods")
+	if target, err := os.Readlink(pods); err == nil && strings.HasPrefix(target, nodeDir+"/") {
+		_ = os.Remove(pods)
+	}
 	_ = os.Remove(devicePluginDir)               // only when empty
 	_ = os.Remove(filepath.Dir(devicePluginDir)) // likewise
 }

@@ -10,6 +10,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -250,11 +252,23 @@ func (d *driver) publishBlock(id, target string, size int64) error {
 			return status.Error(codes.Internal, err.Error())
 		}
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
-	if err != nil {
-		return status.Errorf(codes.Internal, "losetup %s: %v", img, err)
+	// One loop device per volume, shared by every pod that publishes it (as
+	// a real block device is), and a record per publish target so that the
+	// last unpublish detaches it.
+	dev := loopOf(img)
+	if dev == "" {
+		out, err := exec.Command("losetup", "-f", "--show", img).Output()
+		if err != nil {
+			return status.Errorf(codes.Internal, "losetup %s: %v", img, err)
+		}
+		dev = strings.TrimSpace(string(out))
 	}
-	dev := strings.TrimSpace(string(out))
+	if err := os.MkdirAll(filepath.Join(dir, "targets"), 0o755); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "targets", targetKey(target)), []byte(target), 0o644); err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
 	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -262,14 +276,28 @@ func (d *driver) publishBlock(id, target string, size int64) error {
 		f.Close()
 	}
 	if err := unix.Mount(dev, target, "", unix.MS_BIND, ""); err != nil {
-		_ = exec.Command("losetup", "-d", dev).Run()
 		return status.Errorf(codes.Internal, "bind %s on %s: %v", dev, target, err)
 	}
 	return nil
 }
 
-// unpublishBlock undoes publishBlock: the target unmounted and removed, the
-// loop devices over the volume's file detached.
+// loopOf is the loop device over img, or "".
+func loopOf(img string) string {
+	out, _ := exec.Command("losetup", "-j", img).Output()
+	if dev, _, ok := strings.Cut(strings.TrimSpace(string(out)), ":"); ok {
+		return dev
+	}
+	return ""
+}
+
+func targetKey(target string) string {
+	sum := sha256.Sum256([]byte(target))
+	return hex.EncodeToString(sum[:8])
+}
+
+// unpublishBlock undoes publishBlock: the target unmounted and removed, and
+// once no other target publishes the volume, the loop devices over its file
+// detached.
 func (d *driver) unpublishBlock(id, target string) error {
 	if err := unbind(target, true); err != nil {
 		return err
@@ -277,6 +305,10 @@ func (d *driver) unpublishBlock(id, target string) error {
 	dir, err := d.volumeDir(id)
 	if err != nil {
 		return err
+	}
+	_ = os.Remove(filepath.Join(dir, "targets", targetKey(target)))
+	if left, _ := os.ReadDir(filepath.Join(dir, "targets")); len(left) > 0 {
+		return nil
 	}
 	out, _ := exec.Command("losetup", "-j", filepath.Join(dir, "block.img")).Output()
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
