@@ -244,13 +244,18 @@ func addDNSTools(r *rootfs) error {
 	return nil
 }
 
-// fillDNSTesting is the querier image of the DNS specs: busybox with the
-// resolver programs.
+// fillDNSTesting is the querier image of the DNS specs (jessie-dnsutils):
+// busybox with the resolver programs and GNU dd.
 func fillDNSTesting(l *layout, r *rootfs) error {
 	if err := fillBusybox(l, r); err != nil {
 		return err
 	}
 	if err := addDNSTools(r); err != nil {
+		return err
+	}
+	// Upstream's image is Debian's, with coreutils: the storage specs write
+	// to block volumes with GNU dd's oflag=nocache, which busybox's lacks.
+	if err := r.hostBinaryWithLibs("/bin/dd"); err != nil {
 		return err
 	}
 	return dashAsSh(r)
