@@ -33,7 +33,7 @@ deps: ## Install the node software from Debian when missing
 
 .PHONY: tools
 tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, busybox, containerd 2 and runc
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server prometheus sample-apiserver etcd-static busybox $(if $(filter containerd2,$(RUNTIME)),runtime)
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server prometheus sample-apiserver etcd-static busybox hostpath-proxy $(if $(filter containerd2,$(RUNTIME)),runtime)
 
 .PHONY: harness
 harness:
@@ -134,12 +134,13 @@ e2e-compare: ## The whole e2e suite against the upstream kubelet, then Bosun: th
 # Which conformance suite make conformance runs: node (NodeConformance),
 # certified (every [Conformance] spec, on a 2-node cluster), resize (the
 # in-place resize specs), userns (the user namespace specs), storage (upstream's
-# storage test suites against the test CSI driver, on one node) or fast.
+# storage test suites against the test CSI driver, on one node), dra (upstream's
+# DRA specs, GA ones) or fast.
 SUITE ?= node
 CONFORMANCE_NODES = $(if $(filter command line environment,$(origin NODES)),$(NODES),$(if $(filter certified,$(SUITE)),2,1))
 
 .PHONY: conformance
-conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|userns|storage|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
+conformance: ## Upstream conformance specs against the node agents (SUITE=node|certified|resize|userns|storage|dra|fast, KUBELET=, PROCS=, FOCUS=, SKIP=, PASSES=)
 	@$(MAKE) --no-print-directory up KUBELET=$(KUBELET) NODES=$(CONFORMANCE_NODES)
 	@hack/build-tools.sh e2e.test ginkgo
 	@KUBELET=$(KUBELET) SUITE=$(SUITE) hack/conformance.sh
@@ -187,7 +188,7 @@ reliability-doc: ## Regenerate docs/reliability.md from the latest records of bo
 
 .PHONY: conformance-doc
 conformance-doc: ## Regenerate docs/conformance.md from the latest runs of each suite and agent
-	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns storage fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
+	$(GO) run ./hack/conformance doc docs/conformance.md $(foreach s,certified node resize userns storage dra fast,$(foreach a,upstream bosun,_output/conformance/$(s)/$(a)))
 
 .PHONY: metrics-doc
 metrics-doc: ## docs/metrics-families.md: each node metrics family's type and labels, Bosun and upstream side by side (a mixed two-node cluster)

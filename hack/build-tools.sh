@@ -25,6 +25,8 @@ busybox_version=1.37.0
 busybox_sha256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
 busybox_url=http://deb.debian.org/debian/pool/main/b/busybox/busybox_${busybox_version}.orig.tar.bz2
 busybox_key="$busybox_version-$(gcc -dumpfullversion 2>/dev/null)-defconfig-static-notc"
+# The DRA specs' hostpathplugin proxy is Bosun's own test equipment (main module).
+hostpath_proxy_key="$(go env GOVERSION)-$(sha256sum "$root/hack/hostpath-proxy/main.go" | cut -c1-16)"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v1.36.3 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/client-go/pkg/version.gitVersion=v1.36.3"
 
 build_one() {
@@ -34,6 +36,7 @@ build_one() {
   [[ $name == metrics-server ]] && key=$metricsserver_key
   [[ $name == prometheus ]] && key=$prometheus_key
   [[ $name == busybox ]] && key=$busybox_key
+  [[ $name == hostpath-proxy ]] && key=$hostpath_proxy_key
   if [[ -x "$out/$name" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]]; then
     return 0
   fi
@@ -95,6 +98,8 @@ build_one() {
       rm -rf "$src/busybox-$busybox_version" ;;
     ginkgo)
       go build -trimpath -o "$out/$name.tmp" github.com/onsi/ginkgo/v2/ginkgo ;;
+    hostpath-proxy)
+      (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" ./hack/hostpath-proxy) ;;
     *) echo "unknown tool $name" >&2; return 2 ;;
   esac
   mv -f "$out/$name.tmp" "$out/$name"

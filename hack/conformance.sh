@@ -15,6 +15,10 @@
 #                    specs, then the [Serial] ones alone; [Feature:...] and
 #                    [Disruptive] specs, and those needing a volume populator's
 #                    images, are left out (one node only)
+#   SUITE=dra        upstream's DRA specs ([DRA]: their test driver runs inside
+#                    e2e.test, its sockets proxied by the offline hostpathplugin
+#                    image): the GA ones (no Alpha, Beta or OffByDefault label),
+#                    the parallel ones, then the [Serial] ones alone
 #   SUITE=resize     the in-place pod resize specs (FeatureGate:InPlacePodVerticalScaling,
 #                    not all [Conformance]): deferred resizes, quotas, limit ranges
 #   KUBELET=bosun|upstream|mixed  FOCUS=regexp  SKIP=regexp  PROCS=n  OUT=dir
@@ -85,11 +89,15 @@ case $suite in
     # machine's PID 1 refuses to everyone (root on the host included).
     SKIP=${SKIP:-'\[Feature:|\[Disruptive\]|any volume data source|should not mount / map unused volumes'}
     e2e_args+=(-storage.testdriver="$root/hack/conformance/csi-hostpath.yaml" --kubelet-root-dir="$ROOT_DIR") ;;
+  dra)
+    parallel='DRA && !Serial && !Disruptive && !Flaky && !Alpha && !Beta && !Feature:OffByDefault'
+    serial='DRA && Serial && !Disruptive && !Flaky && !Alpha && !Beta && !Feature:OffByDefault'
+    e2e_args+=(--kubelet-root-dir="$ROOT_DIR") ;;
   fast)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'
     serial=''
     FOCUS_FILE=${FOCUS_FILE:-hack/conformance/fast.txt} ;;
-  *) echo "SUITE must be node, certified, resize, userns, storage or fast, not $suite" >&2; exit 2 ;;
+  *) echo "SUITE must be node, certified, resize, userns, storage, dra or fast, not $suite" >&2; exit 2 ;;
 esac
 [[ $suite == storage ]] && start_csi_driver
 passes=${PASSES:-parallel serial}

@@ -37,6 +37,8 @@ var offlineImages = []imageSpec{
 	{ref: corednsImage, fill: fillCoreDNS, config: imageConfig{Entrypoint: []string{"/coredns"}}},
 	{ref: metricsServerImage, fill: fillMetricsServer, config: imageConfig{Entrypoint: []string{"/metrics-server"}, User: "1000:1000"}},
 	{ref: prometheusImage, fill: fillPrometheus, config: imageConfig{Entrypoint: []string{"/bin/prometheus"}, User: "65534:65534"}},
+	// The DRA specs' driver pods: busybox and hostpathplugin's proxy mode.
+	{ref: "registry.k8s.io/sig-storage/hostpathplugin:v1.17.1", fill: fillHostpathPlugin, config: busyboxConfig},
 }
 
 var agnhostConfig = imageConfig{
@@ -259,6 +261,18 @@ func fillDNSTesting(l *layout, r *rootfs) error {
 		return err
 	}
 	return dashAsSh(r)
+}
+
+// fillHostpathPlugin is busybox with hack/hostpath-proxy as /hostpathplugin:
+// the proxy mode upstream's DRA specs run in their driver pods.
+func fillHostpathPlugin(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	if err := r.hostFile("/hostpathplugin", l.binary("hostpath-proxy"), 0o755); err != nil {
+		return fmt.Errorf("%w (hack/build-tools.sh hostpath-proxy builds it)", err)
+	}
+	return nil
 }
 
 // fillWebserver is agnhost with the picture and data of upstream's kitten or
