@@ -119,6 +119,9 @@ func (l *layout) startAPIServer(ctx context.Context) error {
 		"--enable-bootstrap-token-auth", "--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction", "--service-cluster-ip-range="+serviceCIDR,
 		"--allow-privileged=true", "--event-ttl=1h", "--v=1",
+		// DRA's beta APIs beside v1, as upstream's DRA e2e clusters serve them
+		// (drivers and specs that still speak them; make conformance SUITE=dra).
+		"--runtime-config=resource.k8s.io/v1beta1=true,resource.k8s.io/v1beta2=true",
 		// The aggregation layer (the Aggregator spec registers an APIService).
 		"--requestheader-client-ca-file="+pk("ca.pem"), "--requestheader-allowed-names=aggregator",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-", "--requestheader-group-headers=X-Remote-Group",
