@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -46,6 +47,50 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 	if err != nil {
 		return Volume{}, err
 	}
+	if m.inUseElsewhere(pv, pod.UID) {
+		return Volume{}, errReadWriteOncePod
+	}
+	vol, err := m.setUpClaim(ctx, pod, v, pv, readOnly)
+	if err == nil {
+		m.markSetUp(pod.UID, v.Name)
+	}
+	return vol, err
+}
+
+// errReadWriteOncePod is upstream's refusal of a ReadWriteOncePod volume that
+// another pod on the node has set up.
+var errReadWriteOncePod = errors.New("volume uses the ReadWriteOncePod access mode and is already in use by another pod")
+
+// inUseElsewhere says whether pv's only access mode is ReadWriteOncePod and
+// another pod on this node has it set up, as upstream's volume manager
+// checks before mounting (the scheduler checks it too, but a pod bound to
+// the node by name skips the scheduler).
+func (m *Manager) inUseElsewhere(pv *corev1.PersistentVolume, uid types.UID) bool {
+	if len(pv.Spec.AccessModes) != 1 || pv.Spec.AccessModes[0] != corev1.ReadWriteOncePod {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, b := range m.bound {
+		if b.setUp && b.pv.Name == pv.Name && !strings.HasPrefix(key, boundKey(uid, "")) {
+			return true
+		}
+	}
+	return false
+}
+
+// markSetUp records that a pod's claim volume is set up.
+func (m *Manager) markSetUp(uid types.UID, volume string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b, ok := m.bound[boundKey(uid, volume)]; ok && !b.setUp {
+		b.setUp = true
+		m.bound[boundKey(uid, volume)] = b
+	}
+}
+
+// setUpClaim sets up a claim's PersistentVolume by its type.
+func (m *Manager) setUpClaim(ctx context.Context, pod *corev1.Pod, v *corev1.Volume, pv *corev1.PersistentVolume, readOnly bool) (Volume, error) {
 	if pv.Spec.VolumeMode != nil && *pv.Spec.VolumeMode == corev1.PersistentVolumeBlock {
 		if pv.Spec.CSI == nil || m.CSI == nil {
 			return Volume{}, fmt.Errorf("PersistentVolume %s has volumeMode Block, which this node supports for CSI volumes only", pv.Name)
@@ -136,6 +181,7 @@ func (m *Manager) boundVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 type boundClaim struct {
 	pv       *corev1.PersistentVolume
 	readOnly bool
+	setUp    bool // the volume is set up for the pod
 }
 
 // boundKey names a pod's volume in Manager.bound.

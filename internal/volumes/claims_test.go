@@ -163,3 +163,49 @@ func TestBlockVolumesAreDevices(t *testing.T) {
 		t.Errorf("a hostPath block volume: %v", err)
 	}
 }
+
+// A volume whose only access mode is ReadWriteOncePod is refused to a second
+// pod on the node while the first has it set up (a pod bound to the node by
+// name skips the scheduler's check), with upstream's message; once the first
+// pod's volumes are torn down, the second gets it.
+func TestReadWriteOncePodIsRefusedWhileAnotherPodHasIt(t *testing.T) {
+	pv := boundPV("pv-rwop", "uid-c-rwop", corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "d", VolumeHandle: "h"}})
+	pv.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOncePod}
+	claims := &fakeClaims{pvcs: map[string]*corev1.PersistentVolumeClaim{"ns/c-rwop": claim("c-rwop", "pv-rwop", corev1.ClaimBound)},
+		pvs: map[string]*corev1.PersistentVolume{"pv-rwop": pv}}
+	m := &Manager{RootDir: t.TempDir(), Claims: claims, CSI: &fakeCSI{}}
+	ctx := context.Background()
+	first, second := claimPod(pvcVolume("data", "c-rwop", false)), claimPod(pvcVolume("data", "c-rwop", false))
+	second.UID = "pod-uid-2"
+	if _, err := m.Setup(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Setup(ctx, first); err != nil {
+		t.Errorf("the pod that has the volume, synced again: %v", err)
+	}
+	_, err := m.Setup(ctx, second)
+	if want := `MountVolume.SetUp failed for volume "data" : volume uses the ReadWriteOncePod access mode and is already in use by another pod`; err == nil || err.Error() != want {
+		t.Fatalf("second pod: %v, want %q", err, want)
+	}
+	// A third pod is refused too; refused pods hold nothing, so the second
+	// gets the volume once the first pod's volumes are torn down.
+	third := claimPod(pvcVolume("data", "c-rwop", false))
+	third.UID = "pod-uid-3"
+	if _, err := m.Setup(ctx, third); err == nil {
+		t.Error("a third pod got the volume")
+	}
+	m.forget(first.UID)
+	if _, err := m.Setup(ctx, second); err != nil {
+		t.Errorf("after the first pod's teardown: %v", err)
+	}
+	// Other access modes are not checked here.
+	pv.Spec.AccessModes = []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOncePod, corev1.ReadWriteOnce}
+	m.forget(second.UID)
+	m.forget(third.UID)
+	if _, err := m.Setup(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Setup(ctx, second); err != nil {
+		t.Errorf("a volume with more than one access mode: %v", err)
+	}
+}
