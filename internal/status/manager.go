@@ -388,6 +388,7 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 	}
 	var after *corev1.Pod
 	normalizeTimes(&want.status)
+	notOurs(&want.status, &current.Status)
 	if !apiequality.Semantic.DeepEqual(current.Status, want.status) {
 		if after, err = m.patch(ctx, current, want.status); err != nil {
 			return err
@@ -417,6 +418,15 @@ func (m *Manager) sync(ctx context.Context, uid types.UID) error {
 		}
 	}
 	return nil
+}
+
+// notOurs copies into st the fields of the pod's status that others own
+// (the claim controller's and the scheduler's DRA claim statuses, which the
+// NodeRestriction admission refuses to let a node change), as upstream's
+// status manager keeps them.
+func notOurs(st, current *corev1.PodStatus) {
+	st.ResourceClaimStatuses = current.ResourceClaimStatuses
+	st.ExtendedResourceClaimStatus = current.ExtendedResourceClaimStatus
 }
 
 // patch sends a strategic merge patch from the apiserver's status to ours,

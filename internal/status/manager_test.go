@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	clienttesting "k8s.io/client-go/testing"
@@ -325,5 +326,37 @@ func TestSameStatusWithNanosecondsNotSentAgain(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := patches(cs); n != 1 {
 		t.Errorf("%d status patches, want 1: the same status went out again", n)
+	}
+}
+
+// The pod's DRA claim statuses belong to the claim controller and the
+// scheduler: a status patch keeps them as the apiserver has them (the
+// NodeRestriction admission refuses a node's patch that changes them).
+func TestClaimStatusesAreNotOurs(t *testing.T) {
+	claim := "p-gpu-x1"
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u1"},
+		Status: corev1.PodStatus{Phase: corev1.PodPending,
+			ResourceClaimStatuses:       []corev1.PodResourceClaimStatus{{Name: "gpu", ResourceClaimName: &claim}},
+			ExtendedResourceClaimStatus: &corev1.PodExtendedResourceClaimStatus{ResourceClaimName: "p-extended"}}}
+	cs, m := setUp(t, pod)
+	var sent []string
+	cs.PrependReactor("patch", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		sent = append(sent, string(a.(clienttesting.PatchAction).GetPatch()))
+		return false, nil, nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go m.Run(ctx, 1)
+	m.SetPodStatus(pod, corev1.PodStatus{Phase: corev1.PodRunning})
+	waitPatched(t, cs, "no status patch")
+	if len(sent) != 1 || strings.Contains(sent[0], "resourceClaimStatuses") || strings.Contains(sent[0], "extendedResourceClaimStatus") {
+		t.Fatalf("patches %q touch the claim statuses", sent)
+	}
+	got, err := cs.CoreV1().Pods("ns").Get(ctx, "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.Phase != corev1.PodRunning || len(got.Status.ResourceClaimStatuses) != 1 || got.Status.ExtendedResourceClaimStatus == nil {
+		t.Errorf("stored status %+v", got.Status)
 	}
 }
