@@ -47,8 +47,11 @@ type Config struct {
 type Manager struct {
 	cfg Config
 
-	mu      sync.Mutex
-	drivers map[string]*driver // by driver name
+	mu sync.Mutex
+	// drivers are the registered plugins by driver name, oldest first: a
+	// rolling update registers the new instance (another socket) before the
+	// old one goes, and the newest is the one called, as upstream.
+	drivers map[string][]*driver
 	gone    map[string]*time.Timer
 
 	claimsMu sync.Mutex             // held across a pod's prepare or unprepare
@@ -72,7 +75,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.NodeName == "" || cfg.RootDir == "" {
 		return nil, errors.New("dra: Client, NodeName and RootDir are required")
 	}
-	m := &Manager{cfg: cfg, drivers: map[string]*driver{}, gone: map[string]*time.Timer{}, prepared: map[string]bool{}}
+	m := &Manager{cfg: cfg, drivers: map[string][]*driver{}, gone: map[string]*time.Timer{}, prepared: map[string]bool{}}
 	claims, err := loadCheckpoint(m.checkpointPath())
 	if err != nil {
 		return nil, err
@@ -118,13 +121,21 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, off
 	}
 	conn.Connect()
 	m.mu.Lock()
-	old := m.drivers[name]
+	var old *driver
+	list := m.drivers[name]
+	for i, d := range list {
+		if d.endpoint == endpoint { // the same plugin registering again
+			old = d
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
 	client := drapb.NewDRAPluginClient(conn)
 	if service == drapbv1beta1.DRAPluginService { // spoken through upstream's conversions
 		client = drapbv1beta1.V1Beta1ClientWrapper{DRAPluginClient: drapbv1beta1.NewDRAPluginClient(conn)}
 	}
 	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
-	m.drivers[name] = &driver{name: name, endpoint: endpoint, conn: conn, node: client, stopHealth: stopHealth}
+	m.drivers[name] = append(list, &driver{name: name, endpoint: endpoint, conn: conn, node: client, stopHealth: stopHealth})
 	go m.watchHealth(healthCtx, name, drahealth.NewDRAResourceHealthClient(conn))
 	if t := m.gone[name]; t != nil {
 		t.Stop()
@@ -139,16 +150,26 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, off
 	return nil
 }
 
-// DeRegisterPlugin forgets a driver whose socket went away; if it does not
-// come back within 30 s, its ResourceSlices for this node are deleted.
-func (m *Manager) DeRegisterPlugin(name, _ string) {
+// DeRegisterPlugin forgets the plugin whose socket went away. The driver's
+// other instances (a rolling update's) stay; when none is left and none
+// comes back within 30 s, its ResourceSlices for this node are deleted.
+func (m *Manager) DeRegisterPlugin(name, endpoint string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if d := m.drivers[name]; d != nil {
-		d.stopHealth()
-		_ = d.conn.Close()
-		delete(m.drivers, name)
+	list := m.drivers[name]
+	for i, d := range list {
+		if d.endpoint == endpoint {
+			d.stopHealth()
+			_ = d.conn.Close()
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
 	}
+	if len(list) > 0 {
+		m.drivers[name] = list
+		return
+	}
+	delete(m.drivers, name)
 	if t := m.gone[name]; t != nil {
 		t.Stop()
 	}
@@ -157,7 +178,7 @@ func (m *Manager) DeRegisterPlugin(name, _ string) {
 
 func (m *Manager) wipeSlices(name string) {
 	m.mu.Lock()
-	back := m.drivers[name] != nil
+	back := len(m.drivers[name]) > 0
 	delete(m.gone, name)
 	m.mu.Unlock()
 	if back {
@@ -174,8 +195,8 @@ func (m *Manager) wipeSlices(name string) {
 func (m *Manager) driver(name string) (*driver, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if d := m.drivers[name]; d != nil {
-		return d, nil
+	if list := m.drivers[name]; len(list) > 0 {
+		return list[len(list)-1], nil // the newest instance
 	}
 	return nil, fmt.Errorf("DRA driver %s is not registered", name)
 }

@@ -226,7 +226,7 @@ func TestPrepareRefusals(t *testing.T) {
 			t.Errorf("claim %s: %v, want %q", claims, err, want)
 		}
 	}
-	m.DeRegisterPlugin("drv.example", "")
+	m.DeRegisterPlugin("drv.example", m.drivers["drv.example"][0].endpoint)
 	if err := m.Prepare(ctx, claimPod("p", "failing")); err == nil || err.Error() != "DRA driver drv.example is not registered" {
 		t.Errorf("with the driver gone: %v", err)
 	}
@@ -250,5 +250,33 @@ func TestV1beta1Driver(t *testing.T) {
 	}
 	if err := m.Unprepare(ctx, p.UID); err != nil || len(f.released) != 1 {
 		t.Errorf("unprepare through v1beta1: %v %v", err, f.released)
+	}
+}
+
+// A rolling update registers the driver's new instance on another socket
+// before the old one goes: the newest is called, and the old one's
+// deregistration leaves the new one registered.
+func TestRollingUpdateKeepsTheNewInstance(t *testing.T) {
+	pod := claimPod("a", "c1")
+	oldDrv, newDrv := &fakeDriver{}, &fakeDriver{}
+	root := t.TempDir()
+	m := start(t, oldDrv, root, allocatedClaim("c1", pod))
+	oldEndpoint := m.drivers["drv.example"][0].endpoint
+	other := start(t, newDrv, t.TempDir())
+	newEndpoint := other.drivers["drv.example"][0].endpoint
+	ctx := context.Background()
+	if err := m.RegisterPlugin(ctx, "drv.example", newEndpoint, []string{drapbv1beta1.DRAPluginService}); err != nil {
+		t.Fatal(err)
+	}
+	m.DeRegisterPlugin("drv.example", oldEndpoint)
+	if err := m.Prepare(ctx, pod); err != nil {
+		t.Fatalf("prepare after the old instance left: %v", err)
+	}
+	if len(newDrv.prepared) != 1 || len(oldDrv.prepared) != 0 {
+		t.Errorf("prepared by the new instance %v, the old %v", newDrv.prepared, oldDrv.prepared)
+	}
+	m.DeRegisterPlugin("drv.example", newEndpoint)
+	if _, err := m.driver("drv.example"); err == nil {
+		t.Error("the driver is still registered with both instances gone")
 	}
 }
