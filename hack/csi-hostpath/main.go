@@ -276,6 +276,10 @@ func (d *driver) publishBlock(id, target string, size int64) error {
 		f.Close()
 	}
 	if err := unix.Mount(dev, target, "", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(filepath.Join(dir, "targets", targetKey(target)))
+		if left, _ := os.ReadDir(filepath.Join(dir, "targets")); len(left) == 0 {
+			_ = exec.Command("losetup", "-d", dev).Run()
+		}
 		return status.Errorf(codes.Internal, "bind %s on %s: %v", dev, target, err)
 	}
 	return nil

@@ -173,13 +173,19 @@ func (p *provisioner) resize(ctx context.Context, c *corev1.PersistentVolumeClai
 	if err != nil || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != p.d.name {
 		return
 	}
-	if have := pv.Spec.Capacity[corev1.ResourceStorage]; want.Cmp(have) <= 0 {
-		return
-	}
-	logf("ControllerExpandVolume", map[string]any{"volume": pv.Name, "size": want.String()})
-	pv.Spec.Capacity[corev1.ResourceStorage] = want
-	if _, err := pvs.Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
-		logf("resize failed", map[string]any{"volume": pv.Name, "error": err.Error()})
+	have := pv.Spec.Capacity[corev1.ResourceStorage]
+	allocated := c.Status.AllocatedResources[corev1.ResourceStorage]
+	switch {
+	case want.Cmp(have) > 0:
+		logf("ControllerExpandVolume", map[string]any{"volume": pv.Name, "size": want.String()})
+		pv.Spec.Capacity[corev1.ResourceStorage] = want
+		if _, err := pvs.Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+			logf("resize failed", map[string]any{"volume": pv.Name, "error": err.Error()})
+			return
+		}
+	case want.Cmp(have) == 0 && allocated.Cmp(want) < 0 && c.Status.Capacity.Storage().Cmp(want) < 0:
+		// The volume grew but the claim's status update failed: again.
+	default:
 		return
 	}
 	st := c.DeepCopy()

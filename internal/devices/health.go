@@ -66,9 +66,10 @@ func (m *Manager) notifyHealth(uids []types.UID) {
 
 // UpdateAllocatedResourcesStatus sets, in each app container's status, one
 // entry per device plugin resource the container holds: each device's ID
-// and health (Healthy, or Unhealthy when the plugin says so or is gone), as
-// upstream's device manager reports them; entries of other names (DRA
-// claims) are kept.
+// and health, as upstream's device manager reports them: Unhealthy when the
+// plugin says so (or went away, which marks its devices unhealthy), Healthy
+// otherwise, also for a device whose resource was since removed. Entries of
+// other names (DRA claims) are kept.
 func (m *Manager) UpdateAllocatedResourcesStatus(pod *corev1.Pod, st *corev1.PodStatus) {
 	if m == nil {
 		return

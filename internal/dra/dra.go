@@ -135,8 +135,9 @@ func (m *Manager) RegisterPlugin(ctx context.Context, name, endpoint string, off
 		client = drapbv1beta1.V1Beta1ClientWrapper{DRAPluginClient: drapbv1beta1.NewDRAPluginClient(conn)}
 	}
 	healthCtx, stopHealth := context.WithCancel(context.WithoutCancel(ctx))
-	m.drivers[name] = append(list, &driver{name: name, endpoint: endpoint, conn: conn, node: client, stopHealth: stopHealth})
-	go m.watchHealth(healthCtx, name, drahealth.NewDRAResourceHealthClient(conn))
+	drv := &driver{name: name, endpoint: endpoint, conn: conn, node: client, stopHealth: stopHealth}
+	m.drivers[name] = append(list, drv)
+	go m.watchHealth(healthCtx, drv, drahealth.NewDRAResourceHealthClient(conn))
 	if t := m.gone[name]; t != nil {
 		t.Stop()
 		delete(m.gone, name)

@@ -93,14 +93,17 @@ func (m *Manager) OnHealthChange(f func([]types.UID)) {
 	m.healthMu.Unlock()
 }
 
-// watchHealth keeps a health stream open to a driver until ctx ends (the
-// driver deregistered or registered anew).
-func (m *Manager) watchHealth(ctx context.Context, name string, client drahealth.DRAResourceHealthClient) {
+// watchHealth keeps a health stream open to one instance of a driver until
+// ctx ends (the instance deregistered or registered anew).
+func (m *Manager) watchHealth(ctx context.Context, self *driver, client drahealth.DRAResourceHealthClient) {
+	name := self.name
 	log := klog.FromContext(ctx).WithValues("driver", name)
 	for {
 		stream, err := client.NodeWatchResources(ctx, &drahealth.NodeWatchResourcesRequest{})
 		if err == nil {
 			err = m.followHealth(ctx, name, stream)
+		}
+		if m.onlyInstance(self) {
 			m.clearHealth(name)
 		}
 		log.V(4).Info("DRA health stream ended", "err", err)
@@ -186,6 +189,20 @@ func timeoutOf(d deviceHealth) time.Duration {
 		return d.HealthCheckTimeout
 	}
 	return DefaultHealthTimeout
+}
+
+// onlyInstance says whether the driver has no registered instance besides
+// self: another one (a rolling update's, or self's socket registered anew)
+// keeps reporting the driver's health.
+func (m *Manager) onlyInstance(self *driver) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.drivers[self.name] {
+		if d != self {
+			return false
+		}
+	}
+	return true
 }
 
 // clearHealth forgets a driver's reports once its stream ended, as upstream.
@@ -331,7 +348,10 @@ func (m *Manager) claimHealth(pod *corev1.Pod, c corev1.ResourceClaim, now time.
 	})
 	seen := map[corev1.ResourceID]bool{}
 	for _, d := range devs {
-		if c.Request != "" && len(d.RequestNames) > 0 && !slices.Contains(d.RequestNames, resourceclaim.BaseRequestRef(c.Request)) {
+		// A device of a subrequest names "<request>/<subrequest>".
+		if c.Request != "" && len(d.RequestNames) > 0 && !slices.ContainsFunc(d.RequestNames, func(r string) bool {
+			return resourceclaim.BaseRequestRef(r) == c.Request
+		}) {
 			continue
 		}
 		h := m.healthOf(d.driver, d.PoolName, d.DeviceName, now)

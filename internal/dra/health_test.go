@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
 	drahealth "k8s.io/kubelet/pkg/apis/dra-health/v1alpha1"
 )
 
@@ -107,3 +108,29 @@ func TestDeviceHealthFromTheDriverStream(t *testing.T) {
 		t.Errorf("the driver's reports outlived its stream")
 	}
 }
+
+// A container that names a claim's request gets the devices of that
+// request's subrequests too ("<request>/<subrequest>").
+func TestDeviceHealthOfASubrequest(t *testing.T) {
+	m, err := New(Config{Client: fakeClient(), NodeName: "node", RootDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.claims["ns/c"] = &claimState{ClaimName: "c", Namespace: "ns", PodUIDs: map[string]struct{}{"p1": {}},
+		DriverState: map[string]driverState{"drv": {Devices: []device{
+			{PoolName: "pool", DeviceName: "d1", RequestNames: []string{"gpu/small"}, CDIDeviceIDs: []string{"v/c=d1"}},
+			{PoolName: "pool", DeviceName: "d2", RequestNames: []string{"nic"}, CDIDeviceIDs: []string{"v/c=d2"}},
+		}}}}
+	name := "c"
+	pod := claimPod("p1")
+	pod.Spec.ResourceClaims = []corev1.PodResourceClaim{{Name: "r", ResourceClaimName: &name}}
+	pod.Spec.Containers = []corev1.Container{{Name: "user", Resources: corev1.ResourceRequirements{Claims: []corev1.ResourceClaim{{Name: "r", Request: "gpu"}}}}}
+	st := &corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "user"}}}
+	m.UpdateAllocatedResourcesStatus(pod, st)
+	want := []corev1.ResourceStatus{{Name: "claim:r/gpu", Resources: []corev1.ResourceHealth{{ResourceID: "v/c=d1", Health: "Unknown"}}}}
+	if got := st.ContainerStatuses[0].AllocatedResourcesStatus; !reflect.DeepEqual(got, want) {
+		t.Errorf("status %+v, want %+v", got, want)
+	}
+}
+
+func fakeClient() *fake.Clientset { return fake.NewClientset() }

@@ -47,12 +47,15 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 	if err != nil {
 		return Volume{}, err
 	}
-	if m.inUseElsewhere(pv, pod.UID) {
+	// Reserved before the set-up, so that two pods set up at once cannot
+	// both pass the check; a failed set-up lets it go.
+	had, ok := m.reserve(pv, pod.UID, v.Name)
+	if !ok {
 		return Volume{}, errReadWriteOncePod
 	}
 	vol, err := m.setUpClaim(ctx, pod, v, pv, readOnly)
-	if err == nil {
-		m.markSetUp(pod.UID, v.Name)
+	if err != nil && !had {
+		m.release(pod.UID, v.Name)
 	}
 	return vol, err
 }
@@ -61,30 +64,38 @@ func (m *Manager) claimVolume(ctx context.Context, pod *corev1.Pod, v *corev1.Vo
 // another pod on the node has set up.
 var errReadWriteOncePod = errors.New("volume uses the ReadWriteOncePod access mode and is already in use by another pod")
 
-// inUseElsewhere says whether pv's only access mode is ReadWriteOncePod and
-// another pod on this node has it set up, as upstream's volume manager
-// checks before mounting (the scheduler checks it too, but a pod bound to
-// the node by name skips the scheduler).
-func (m *Manager) inUseElsewhere(pv *corev1.PersistentVolume, uid types.UID) bool {
-	if len(pv.Spec.AccessModes) != 1 || pv.Spec.AccessModes[0] != corev1.ReadWriteOncePod {
-		return false
-	}
+// reserve marks a pod's claim volume as set up for it, unless pv's only
+// access mode is ReadWriteOncePod and another pod on this node has it, as
+// upstream's volume manager checks before mounting (the scheduler checks it
+// too, but a pod bound to the node by name skips the scheduler). had says
+// the mark was there already.
+func (m *Manager) reserve(pv *corev1.PersistentVolume, uid types.UID, volume string) (had, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for key, b := range m.bound {
-		if b.setUp && b.pv.Name == pv.Name && !strings.HasPrefix(key, boundKey(uid, "")) {
-			return true
+	key := boundKey(uid, volume)
+	if len(pv.Spec.AccessModes) == 1 && pv.Spec.AccessModes[0] == corev1.ReadWriteOncePod {
+		for k, b := range m.bound {
+			if b.setUp && b.pv.Name == pv.Name && !strings.HasPrefix(k, boundKey(uid, "")) {
+				return false, false
+			}
 		}
 	}
-	return false
+	b, found := m.bound[key]
+	if !found {
+		return false, true
+	}
+	had = b.setUp
+	b.setUp = true
+	m.bound[key] = b
+	return had, true
 }
 
-// markSetUp records that a pod's claim volume is set up.
-func (m *Manager) markSetUp(uid types.UID, volume string) {
+// release drops a reservation whose set-up failed.
+func (m *Manager) release(uid types.UID, volume string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if b, ok := m.bound[boundKey(uid, volume)]; ok && !b.setUp {
-		b.setUp = true
+	if b, ok := m.bound[boundKey(uid, volume)]; ok {
+		b.setUp = false
 		m.bound[boundKey(uid, volume)] = b
 	}
 }

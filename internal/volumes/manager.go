@@ -386,7 +386,6 @@ func volumeType(v *corev1.Volume) string {
 // remain (nothing is removed through a mount).
 func (m *Manager) Teardown(pod *corev1.Pod) error {
 	podDir := filepath.Join(m.RootDir, "pods", string(pod.UID))
-	m.forget(pod.UID)
 	if m.CSI != nil { // the drivers unpublish their own mounts first
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		err := m.CSI.TearDown(ctx, pod.UID)
@@ -395,6 +394,9 @@ func (m *Manager) Teardown(pod *corev1.Pod) error {
 			return fmt.Errorf("failed to unpublish CSI volumes: %w", err)
 		}
 	}
+	// What the pod held (a ReadWriteOncePod volume among it) is let go once
+	// its CSI volumes are unpublished.
+	m.forget(pod.UID)
 	var errs []error
 	for _, mp := range mounts.Under(podDir) {
 		if err := unix.Unmount(mp, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil {
