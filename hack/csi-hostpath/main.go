@@ -287,11 +287,22 @@ func (d *driver) publishBlock(id, target string, size int64) error {
 
 // loopOf is the loop device over img, or "".
 func loopOf(img string) string {
-	out, _ := exec.Command("losetup", "-j", img).Output()
-	if dev, _, ok := strings.Cut(strings.TrimSpace(string(out)), ":"); ok {
-		return dev
+	if devs := loopsOf(img); len(devs) > 0 {
+		return devs[0]
 	}
 	return ""
+}
+
+// loopsOf lists the loop devices over img.
+func loopsOf(img string) []string {
+	out, _ := exec.Command("losetup", "-j", img).Output()
+	var devs []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if dev, _, ok := strings.Cut(line, ":"); ok {
+			devs = append(devs, dev)
+		}
+	}
+	return devs
 }
 
 func targetKey(target string) string {
@@ -314,11 +325,8 @@ func (d *driver) unpublishBlock(id, target string) error {
 	if left, _ := os.ReadDir(filepath.Join(dir, "targets")); len(left) > 0 {
 		return nil
 	}
-	out, _ := exec.Command("losetup", "-j", filepath.Join(dir, "block.img")).Output()
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if dev, _, ok := strings.Cut(line, ":"); ok {
-			_ = exec.Command("losetup", "-d", dev).Run()
-		}
+	for _, dev := range loopsOf(filepath.Join(dir, "block.img")) {
+		_ = exec.Command("losetup", "-d", dev).Run()
 	}
 	return nil
 }
@@ -340,12 +348,9 @@ func (d *driver) growBlock(id string, size int64) error {
 			return status.Error(codes.Internal, err.Error())
 		}
 	}
-	out, _ := exec.Command("losetup", "-j", img).Output()
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if dev, _, ok := strings.Cut(line, ":"); ok {
-			if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
-				return status.Errorf(codes.Internal, "losetup -c %s: %v: %s", dev, err, out)
-			}
+	for _, dev := range loopsOf(img) {
+		if out, err := exec.Command("losetup", "-c", dev).CombinedOutput(); err != nil {
+			return status.Errorf(codes.Internal, "losetup -c %s: %v: %s", dev, err, out)
 		}
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -244,8 +243,8 @@ func (d *driver) deleteVolume(id string) error {
 	if err != nil {
 		return err
 	}
-	if out, _ := exec.Command("losetup", "-j", filepath.Join(dir, "block.img")).Output(); strings.TrimSpace(string(out)) != "" {
-		return fmt.Errorf("volume %s is still on a loop device: %s", id, strings.TrimSpace(string(out)))
+	if devs := loopsOf(filepath.Join(dir, "block.img")); len(devs) > 0 {
+		return fmt.Errorf("volume %s is still on a loop device: %s", id, strings.Join(devs, ", "))
 	}
 	return os.RemoveAll(dir)
 }
