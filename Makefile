@@ -33,7 +33,7 @@ deps: ## Install the node software from Debian when missing
 
 .PHONY: tools
 tools: ## Build the pinned upstream control plane, kubelet, kube-proxy, kubectl, etcd, agnhost, CoreDNS, busybox, containerd 2 and runc
-	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server prometheus sample-apiserver etcd-static busybox hostpath-proxy $(if $(filter containerd2,$(RUNTIME)),runtime)
+	@hack/build-tools.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy agnhost nnp coredns metrics-server prometheus sample-apiserver etcd-static busybox hostpath-proxy sample-device-plugin $(if $(filter containerd2,$(RUNTIME)),runtime)
 
 .PHONY: harness
 harness:

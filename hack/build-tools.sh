@@ -58,6 +58,8 @@ build_one() {
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/agnhost ;;
     nnp)
       CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/nonewprivs ;;
+    sample-device-plugin)
+      CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" k8s.io/kubernetes/test/images/sample-device-plugin ;;
     metrics-server)
       # Its own module (tools/metricsserver), as CoreDNS.
       (cd metricsserver && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/$name.tmp" sigs.k8s.io/metrics-server/cmd/metrics-server) ;;

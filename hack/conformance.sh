@@ -17,7 +17,8 @@
 #                    images, are left out (one node only)
 #   SUITE=dra        upstream's DRA specs ([DRA]: their test driver runs inside
 #                    e2e.test, its sockets proxied by the offline hostpathplugin
-#                    image): the GA ones (no Alpha, Beta or OffByDefault label),
+#                    image): the GA ones and the Beta ones on by default in
+#                    v1.36 (no Alpha or OffByDefault label),
 #                    the parallel ones, then the [Serial] ones alone
 #   SUITE=resize     the in-place pod resize specs (FeatureGate:InPlacePodVerticalScaling,
 #                    not all [Conformance]): deferred resizes, quotas, limit ranges
@@ -90,8 +91,8 @@ case $suite in
     SKIP=${SKIP:-'\[Feature:|\[Disruptive\]|any volume data source|should not mount / map unused volumes'}
     e2e_args+=(-storage.testdriver="$root/hack/conformance/csi-hostpath.yaml" --kubelet-root-dir="$ROOT_DIR") ;;
   dra)
-    parallel='DRA && !Serial && !Disruptive && !Flaky && !Alpha && !Beta && !Feature:OffByDefault'
-    serial='DRA && Serial && !Disruptive && !Flaky && !Alpha && !Beta && !Feature:OffByDefault'
+    parallel='DRA && !Serial && !Disruptive && !Flaky && !Alpha && !Feature:OffByDefault'
+    serial='DRA && Serial && !Disruptive && !Flaky && !Alpha && !Feature:OffByDefault'
     e2e_args+=(--kubelet-root-dir="$ROOT_DIR") ;;
   fast)
     parallel='NodeConformance && !Serial && !Disruptive && !Flaky && !Slow'

@@ -39,6 +39,10 @@ var offlineImages = []imageSpec{
 	{ref: prometheusImage, fill: fillPrometheus, config: imageConfig{Entrypoint: []string{"/bin/prometheus"}, User: "65534:65534"}},
 	// The DRA specs' driver pods: busybox and hostpathplugin's proxy mode.
 	{ref: "registry.k8s.io/sig-storage/hostpathplugin:v1.17.1", fill: fillHostpathPlugin, config: busyboxConfig},
+	// Upstream's sample device plugin, built from the pinned source, under the
+	// tag its DaemonSet manifest (test/e2e/testing-manifests) names.
+	{ref: "registry.k8s.io/e2e-test-images/sample-device-plugin:1.7", fill: fillSampleDevicePlugin,
+		config: imageConfig{Entrypoint: []string{"/sampledeviceplugin", "-alsologtostderr"}, Env: []string{defaultPath}}},
 }
 
 var agnhostConfig = imageConfig{
@@ -271,6 +275,18 @@ func fillHostpathPlugin(l *layout, r *rootfs) error {
 	}
 	if err := r.hostFile("/hostpathplugin", l.binary("hostpath-proxy"), 0o755); err != nil {
 		return fmt.Errorf("%w (hack/build-tools.sh hostpath-proxy builds it)", err)
+	}
+	return nil
+}
+
+// fillSampleDevicePlugin is busybox with upstream's sample device plugin
+// (test/images/sample-device-plugin) as /sampledeviceplugin.
+func fillSampleDevicePlugin(l *layout, r *rootfs) error {
+	if err := fillBusybox(l, r); err != nil {
+		return err
+	}
+	if err := r.hostFile("/sampledeviceplugin", l.binary("sample-device-plugin"), 0o755); err != nil {
+		return fmt.Errorf("%w (hack/build-tools.sh sample-device-plugin builds it)", err)
 	}
 	return nil
 }

@@ -105,6 +105,9 @@ type pods struct {
 	topology *topology.Manager
 	csi      *csi.Manager
 	dra      *dra.Manager
+	// extendedClaims: DRA claims serve extended resources (the
+	// DRAExtendedResource gate).
+	extendedClaims bool
 	// volumeStats measures running pods' volumes for the Summary API and
 	// kubelet_volume_stats_* on /metrics.
 	volumeStats *volumes.StatsCache
@@ -208,7 +211,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 				cpuRequestsDiffer(pod, p.alloc.Allocated(pod)) {
 				return false, allocation.ReasonInfeasible, `Resize is infeasible for Guaranteed Pods alongside CPU Manager policy "static"`
 			}
-			return podworkers.Admit(pod, others, p.node())
+			return podworkers.Admit(p.fitView(pod), p.fitViews(others), p.node())
 		},
 		Active: func() []*corev1.Pod { return p.workers.Active() },
 		Resync: func(uid types.UID) { p.workers.Resolve(uid) },
@@ -219,7 +222,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	if p.csi, err = csi.New(csi.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
 		return nil, err
 	}
-	if p.dra, err = dra.New(dra.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir}); err != nil {
+	p.extendedClaims = config.FeatureEnabled(kc, config.DRAExtendedResource)
+	if p.dra, err = dra.New(dra.Config{Client: d.client, NodeName: d.nodeName, RootDir: d.cfg.RootDir,
+		ExtendedResources: p.extendedClaims}); err != nil {
 		return nil, err
 	}
 	vm := &volumes.Manager{RootDir: d.cfg.RootDir, Objects: objs, Allocatable: p.allocatable, Claims: objs, CSI: p.csi, // pod volumes, and their usage for eviction
@@ -229,6 +234,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 			(*f)()
 		}
 	})
+	if p.extendedClaims {
+		p.devices.SetClaimBacked(dra.ClaimBacked)
+	}
 	puller := podsync.NewImagePuller(d.rt.Images, recorder, *kc.SerializeImagePulls, maxParallel)
 	puller.LimitPulls(float32(*kc.RegistryPullQPS), int(kc.RegistryBurst))
 	if config.FeatureEnabled(kc, config.EnsureSecretPulledImages) {
@@ -517,6 +525,27 @@ func (p *pods) startAPI(ctx context.Context, nodes corelisters.NodeLister) error
 	return nil
 }
 
+// fitView is the pod as the node's resource fit sees it: without the
+// extended resources a DRA claim serves (DRAExtendedResource), which the
+// scheduler allocated from ResourceSlices, not from the node's allocatable.
+func (p *pods) fitView(pod *corev1.Pod) *corev1.Pod {
+	if !p.extendedClaims {
+		return pod
+	}
+	return dra.WithoutClaimBacked(pod)
+}
+
+func (p *pods) fitViews(pods []*corev1.Pod) []*corev1.Pod {
+	if !p.extendedClaims {
+		return pods
+	}
+	out := make([]*corev1.Pod, len(pods))
+	for i, pod := range pods {
+		out[i] = dra.WithoutClaimBacked(pod)
+	}
+	return out
+}
+
 // admit runs admission for a new pod (as allocated) beside the active pods
 // (as allocated), then gives it the devices it asks for.
 func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod) (bool, string, string) {
@@ -530,7 +559,7 @@ func (p *pods) admit(ctx context.Context, pod *corev1.Pod, active []*corev1.Pod)
 	if node == nil {
 		return true, "", ""
 	}
-	if ok, reason, msg := podworkers.Admit(pod, active, node); !ok {
+	if ok, reason, msg := podworkers.Admit(p.fitView(pod), p.fitViews(active), node); !ok {
 		return ok, reason, msg
 	}
 	bmetrics.ContainersPerPod.Observe(float64(len(pod.Spec.Containers)))

@@ -121,10 +121,17 @@ var honouredFeatureGates = map[string]bool{
 	// (internal/devices, internal/dra), with the DRA drivers' messages.
 	ResourceHealthStatus:          true,
 	"ResourceHealthStatusMessage": true,
+	// Extended resources served by a DRA claim the scheduler made
+	// (internal/dra/extended.go).
+	DRAExtendedResource: true,
 	// Which cpuManagerPolicyOptions may be given (internal/cpumanager).
 	"CPUManagerPolicyAlphaOptions": false,
 	"CPUManagerPolicyBetaOptions":  true,
 }
+
+// DRAExtendedResource is the gate of extended resources backed by DRA
+// (beta, on by default in v1.36).
+const DRAExtendedResource = "DRAExtendedResource"
 
 // EventedPLEG is the gate of the event-driven pod lifecycle event
 // generator.

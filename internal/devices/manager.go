@@ -63,7 +63,34 @@ type Manager struct {
 	pending map[types.UID][][2]string
 	// healthChanged is called with the pods whose devices changed health.
 	healthChanged func([]types.UID)
+	// claimBacked says which containers' extended resources a DRA claim
+	// serves instead of a plugin (nil: none).
+	claimBacked func(pod *corev1.Pod, container string, res corev1.ResourceName) bool
 	pluginapi.UnsafeRegistrationServer
+}
+
+// SetClaimBacked names the extended resources that a DRA claim serves
+// (DRAExtendedResource): the plugins allocate none of them, as upstream's
+// device manager skips them, even when a plugin offers the same resource.
+func (m *Manager) SetClaimBacked(f func(pod *corev1.Pod, container string, res corev1.ResourceName) bool) {
+	m.mu.Lock()
+	m.claimBacked = f
+	m.mu.Unlock()
+}
+
+// limits are the container's limits the plugins may serve; the caller
+// holds mu.
+func (m *Manager) limitsLocked(pod *corev1.Pod, c *corev1.Container) corev1.ResourceList {
+	if m.claimBacked == nil || pod.Status.ExtendedResourceClaimStatus == nil {
+		return c.Resources.Limits
+	}
+	out := make(corev1.ResourceList, len(c.Resources.Limits))
+	for name, q := range c.Resources.Limits {
+		if !m.claimBacked(pod, c.Name, name) {
+			out[name] = q
+		}
+	}
+	return out
 }
 
 type pluginResource struct {
@@ -455,7 +482,7 @@ func (m *Manager) ContainerHints(pod *corev1.Pod, c *corev1.Container) topology.
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := topology.Hints{}
-	for name, q := range c.Resources.Limits {
+	for name, q := range m.limitsLocked(pod, c) {
 		res, ok := m.resources[string(name)]
 		needed := int(q.Value())
 		if !ok || needed == 0 {
@@ -495,8 +522,9 @@ func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
 	requests := map[string]int{}
 	for name := range m.resources {
 		byInit, bySidecars, byApps := 0, 0, 0
-		for _, c := range pod.Spec.InitContainers {
-			q := c.Resources.Limits[corev1.ResourceName(name)]
+		for i := range pod.Spec.InitContainers {
+			c := &pod.Spec.InitContainers[i]
+			q := m.limitsLocked(pod, c)[corev1.ResourceName(name)]
 			// A regular init container runs beside the sidecars started
 			// before it (upstream's resource.PodLimits).
 			if n := int(q.Value()); c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
@@ -505,8 +533,8 @@ func (m *Manager) PodHints(pod *corev1.Pod) topology.Hints {
 				byInit = max(byInit, bySidecars+n)
 			}
 		}
-		for _, c := range pod.Spec.Containers {
-			q := c.Resources.Limits[corev1.ResourceName(name)]
+		for i := range pod.Spec.Containers {
+			q := m.limitsLocked(pod, &pod.Spec.Containers[i])[corev1.ResourceName(name)]
 			byApps += int(q.Value())
 		}
 		if n := max(byInit, byApps+bySidecars); n > 0 {
@@ -641,13 +669,16 @@ func union(a, b []string) []string {
 // allocateContainer allocates one container's devices, returning them by resource.
 func (m *Manager) allocateContainer(ctx context.Context, pod *corev1.Pod, c *corev1.Container, reusable map[string][]string, affinity topology.Mask) (map[string][]string, error) {
 	got := map[string][]string{}
-	names := make([]string, 0, len(c.Resources.Limits))
-	for name := range c.Resources.Limits {
+	m.mu.Lock()
+	limits := m.limitsLocked(pod, c)
+	m.mu.Unlock()
+	names := make([]string, 0, len(limits))
+	for name := range limits {
 		names = append(names, string(name))
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		q := c.Resources.Limits[corev1.ResourceName(name)]
+		q := limits[corev1.ResourceName(name)]
 		needed := int(q.Value())
 		m.mu.Lock()
 		res, ok := m.resources[name]
@@ -870,7 +901,10 @@ func (m *Manager) ForContainer(ctx context.Context, pod *corev1.Pod, c *corev1.C
 	}
 	opts := &ContainerOptions{Envs: map[string]string{}, Annotations: map[string]string{}}
 	names := make([]string, 0)
-	for name, q := range c.Resources.Limits {
+	m.mu.Lock()
+	limits := m.limitsLocked(pod, c)
+	m.mu.Unlock()
+	for name, q := range limits {
 		if !q.IsZero() {
 			names = append(names, string(name))
 		}

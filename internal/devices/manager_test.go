@@ -343,3 +343,35 @@ func TestPodHintsCountSidecarsBeforeAnInitContainer(t *testing.T) {
 		t.Fatalf("hints %v, want %v (two devices at once)", got, want)
 	}
 }
+
+// A resource a DRA claim serves for a container (DRAExtendedResource) is
+// not the plugins' to allocate, even when a plugin offers it: upstream's
+// device manager skips it.
+func TestClaimBackedResourcesAreNotAllocated(t *testing.T) {
+	h := start(t, shortDir(t))
+	p := servePlugin(t, h, 2, nil)
+	waitFor(t, "2 devices", func() bool { _, a := offered(h.m); return a == 2 })
+	h.m.SetClaimBacked(func(pod *corev1.Pod, container string, name corev1.ResourceName) bool {
+		return pod.UID == "by-claim" && container == "main" && name == res
+	})
+	ctx := context.Background()
+	byClaim := devicePod("by-claim", 0, 2)
+	byClaim.Status.ExtendedResourceClaimStatus = &corev1.PodExtendedResourceClaimStatus{ResourceClaimName: "ext"}
+	if err := h.m.allocatePod(ctx, byClaim); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := h.m.ForContainer(ctx, byClaim, &byClaim.Spec.Containers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Allocs) != 0 || h.m.alloc["by-claim"] != nil || len(opts.Envs) != 0 {
+		t.Errorf("the plugin allocated a claim's resource: allocations %v, options %+v", p.Allocs, opts)
+	}
+	if hints := h.m.ContainerHints(byClaim, &byClaim.Spec.Containers[0]); len(hints) != 0 {
+		t.Errorf("hints for a claim's resource: %v", hints)
+	}
+	// Both devices are still free for a pod the plugin serves.
+	if err := h.m.allocatePod(ctx, devicePod("plugin", 0, 2)); err != nil || len(p.Allocs) != 1 {
+		t.Errorf("a plugin pod after the claim's pod: %v, allocations %v", err, p.Allocs)
+	}
+}

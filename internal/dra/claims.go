@@ -118,17 +118,10 @@ func (m *Manager) Prepare(ctx context.Context, pod *corev1.Pod) error {
 		drivers []string
 	}
 	var todo []pending
-	for i := range pod.Spec.ResourceClaims {
-		name, mustCheckOwner, err := resourceclaim.Name(pod, &pod.Spec.ResourceClaims[i])
+	add := func(name string, mustCheckOwner bool) error {
+		claim, err := m.cfg.Client.ResourceV1().ResourceClaims(pod.Namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return err
-		}
-		if name == nil {
-			continue // no claim needed
-		}
-		claim, err := m.cfg.Client.ResourceV1().ResourceClaims(pod.Namespace).Get(ctx, *name, metav1.GetOptions{})
-		if err != nil {
-			return fmt.Errorf("fetch ResourceClaim %s: %w", *name, err)
+			return fmt.Errorf("fetch ResourceClaim %s: %w", name, err)
 		}
 		if mustCheckOwner {
 			if err := resourceclaim.IsForPod(pod, claim, false); err != nil {
@@ -136,7 +129,7 @@ func (m *Manager) Prepare(ctx context.Context, pod *corev1.Pod) error {
 			}
 		}
 		if !resourceclaim.IsReservedForPod(pod, claim, false) {
-			return fmt.Errorf("pod %s (%s) is not allowed to use ResourceClaim %s (%s)", pod.Name, pod.UID, *name, claim.UID)
+			return fmt.Errorf("pod %s (%s) is not allowed to use ResourceClaim %s (%s)", pod.Name, pod.UID, name, claim.UID)
 		}
 		if claim.Status.Allocation == nil {
 			return fmt.Errorf("ResourceClaim %s: unallocated ResourceClaim", claim.Name)
@@ -153,6 +146,24 @@ func (m *Manager) Prepare(ctx context.Context, pod *corev1.Pod) error {
 			}
 		}
 		todo = append(todo, pending{claim: claim, drivers: drivers})
+		return nil
+	}
+	for i := range pod.Spec.ResourceClaims {
+		name, mustCheckOwner, err := resourceclaim.Name(pod, &pod.Spec.ResourceClaims[i])
+		if err != nil {
+			return err
+		}
+		if name == nil {
+			continue // no claim needed
+		}
+		if err := add(*name, mustCheckOwner); err != nil {
+			return err
+		}
+	}
+	if name := m.extendedClaim(pod); name != "" {
+		if err := add(name, false); err != nil {
+			return err
+		}
 	}
 	if len(todo) == 0 {
 		return nil
@@ -232,7 +243,11 @@ func (m *Manager) prepareBatch(ctx context.Context, name string, claims []*drapb
 // CDIDevices lists the CDI device IDs a container gets from the claims it
 // names in resources.claims (all of a claim's devices, or a request's).
 func (m *Manager) CDIDevices(pod *corev1.Pod, c *corev1.Container) ([]string, error) {
-	if len(c.Resources.Claims) == 0 {
+	var extended []string
+	if m.extendedClaim(pod) != "" {
+		extended = extendedRequests(pod, c)
+	}
+	if len(c.Resources.Claims) == 0 && len(extended) == 0 {
 		return nil, nil
 	}
 	m.claimsMu.Lock()
@@ -273,7 +288,32 @@ func (m *Manager) CDIDevices(pod *corev1.Pod, c *corev1.Container) ([]string, er
 			}
 		}
 	}
+	// The devices of the extended resource claim's requests that serve
+	// this container's extended resources.
+	if len(extended) > 0 {
+		name := m.extendedClaim(pod)
+		st := m.claims[pod.Namespace+"/"+name]
+		if st == nil {
+			return nil, fmt.Errorf("unable to get claim info for claim %s in namespace %s", name, pod.Namespace)
+		}
+		for _, ds := range st.DriverState {
+			for _, dv := range ds.Devices {
+				if slices.ContainsFunc(dv.RequestNames, func(r string) bool { return slices.Contains(extended, r) }) {
+					add(dv.CDIDeviceIDs)
+				}
+			}
+		}
+	}
 	return out, nil
+}
+
+// extendedClaim is the pod's extended resource claim when the node serves
+// them, else "".
+func (m *Manager) extendedClaim(pod *corev1.Pod) string {
+	if !m.cfg.ExtendedResources {
+		return ""
+	}
+	return ExtendedClaimName(pod)
 }
 
 // Unprepare drops the pod from the claims it used and has the drivers
@@ -361,6 +401,7 @@ func (m *Manager) ContainerClaims(pod *corev1.Pod, c *corev1.Container) []*podre
 	m.claimsMu.Lock()
 	defer m.claimsMu.Unlock()
 	var out []*podresourcesv1.DynamicResource
+	var names []string
 	for i := range pod.Spec.ResourceClaims {
 		pc := &pod.Spec.ResourceClaims[i]
 		if !slices.ContainsFunc(c.Resources.Claims, func(rc corev1.ResourceClaim) bool { return rc.Name == pc.Name }) {
@@ -370,7 +411,16 @@ func (m *Manager) ContainerClaims(pod *corev1.Pod, c *corev1.Container) []*podre
 		if err != nil || name == nil {
 			continue
 		}
-		st := m.claims[pod.Namespace+"/"+*name]
+		names = append(names, *name)
+	}
+	// The extended resource claim, for a container with a request mapped
+	// to it (upstream reports the whole claim).
+	if name := m.extendedClaim(pod); name != "" && slices.ContainsFunc(pod.Status.ExtendedResourceClaimStatus.RequestMappings,
+		func(rm corev1.ContainerExtendedResourceRequest) bool { return rm.ContainerName == c.Name }) {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		st := m.claims[pod.Namespace+"/"+name]
 		if st == nil {
 			continue
 		}

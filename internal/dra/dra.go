@@ -41,6 +41,9 @@ type Config struct {
 	Client   kubernetes.Interface // ResourceClaims, ResourceSlices
 	NodeName string
 	RootDir  string // --root-dir: the checkpoint's folder
+	// ExtendedResources prepares the claim the scheduler made for a pod's
+	// extended resources (the DRAExtendedResource gate; extended.go).
+	ExtendedResources bool
 }
 
 // Manager keeps the registered drivers and the prepared claims.

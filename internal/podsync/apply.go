@@ -502,7 +502,7 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 		return nil, &ConfigError{Msg: err.Error()}
 	}
 	config.Devices = append(config.Devices, blocks...)
-	if len(c.Resources.Claims) > 0 && s.cfg.Claims != nil {
+	if (len(c.Resources.Claims) > 0 || pod.Status.ExtendedResourceClaimStatus != nil) && s.cfg.Claims != nil {
 		ids, err := s.cfg.Claims.CDIDevices(pod, c)
 		if err != nil {
 			return nil, &ConfigError{Msg: err.Error()}
@@ -517,7 +517,9 @@ func (s *Syncer) containerConfig(ctx context.Context, pod *corev1.Pod, c *corev1
 // prepareClaims prepares the pod's ResourceClaims when it will start
 // containers.
 func (s *Syncer) prepareClaims(ctx context.Context, pod *corev1.Pod, plan Plan) error {
-	if len(pod.Spec.ResourceClaims) == 0 || len(plan.Start) == 0 {
+	// The claim the scheduler made for extended resources backed by DRA
+	// is the pod's too (internal/dra/extended.go).
+	if (len(pod.Spec.ResourceClaims) == 0 && pod.Status.ExtendedResourceClaimStatus == nil) || len(plan.Start) == 0 {
 		return nil
 	}
 	if s.cfg.Claims == nil {

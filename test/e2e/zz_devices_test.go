@@ -12,11 +12,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
 )
 
 // A device plugin (hack/deviceplugin, run on node 1 as a plugin would be)
@@ -68,14 +70,7 @@ func TestDevicePlugin(t *testing.T) {
 	t.Cleanup(func() { _ = second.Process.Signal(os.Interrupt); _ = second.Wait() })
 	node := env["NODE_NAME"]
 	offeredOf := func(name corev1.ResourceName, capacity, allocatable int64) func(ctx context.Context) (bool, error) {
-		return func(ctx context.Context) (bool, error) {
-			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			c, a := n.Status.Capacity[name], n.Status.Allocatable[name]
-			return c.Value() == capacity && a.Value() == allocatable, nil
-		}
+		return nodeOffers(cs, node, name, capacity, allocatable)
 	}
 	offered := func(capacity, allocatable int64) func(ctx context.Context) (bool, error) {
 		return offeredOf(res, capacity, allocatable)
@@ -138,6 +133,19 @@ func TestDevicePlugin(t *testing.T) {
 	}
 }
 
+// nodeOffers is a poll condition: the node's capacity and allocatable of
+// the resource are as given.
+func nodeOffers(cs kubernetes.Interface, node string, name corev1.ResourceName, capacity, allocatable int64) func(ctx context.Context) (bool, error) {
+	return func(ctx context.Context) (bool, error) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		c, a := n.Status.Capacity[name], n.Status.Allocatable[name]
+		return c.Value() == capacity && a.Value() == allocatable, nil
+	}
+}
+
 func nodeResource(ctx context.Context, cs kubernetes.Interface, node string, res corev1.ResourceName) string {
 	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
 	if err != nil {
@@ -145,4 +153,68 @@ func nodeResource(ctx context.Context, cs kubernetes.Interface, node string, res
 	}
 	c, a := n.Status.Capacity[res], n.Status.Allocatable[res]
 	return "capacity " + c.String() + ", allocatable " + a.String()
+}
+
+// Upstream's sample device plugin (test/images/sample-device-plugin of the
+// pinned k8s.io/kubernetes, built offline into the image its manifest names)
+// runs as upstream's own DaemonSet manifest deploys it: in a privileged pod,
+// registering from inside its container. Its two devices become
+// example.com/resource; a pod asking for one gets the device's mount from
+// Allocate; when the DaemonSet goes, nothing is allocatable.
+func TestSampleDevicePlugin(t *testing.T) {
+	env := loadEnv(t)
+	requirePods(t, env)
+	cs := env.client(t)
+	ns := testNamespace(t, cs)
+	ctx := context.Background()
+	const res = corev1.ResourceName("example.com/resource")
+	list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes")
+	list.Dir = "../../tools"
+	dir, err := list.Output()
+	if err != nil {
+		t.Fatalf("find the pinned k8s.io/kubernetes: %v", err)
+	}
+	manifest, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "test/e2e/testing-manifests/sample-device-plugin/sample-device-plugin.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.UnmarshalStrict(manifest, &ds); err != nil {
+		t.Fatalf("upstream's sample device plugin manifest: %v", err)
+	}
+	// In the test's namespace and on the test's node, as upstream's DRA
+	// spec places it.
+	ds.Namespace = ns
+	ds.Spec.Template.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": env["NODE_NAME"]}
+	if _, err := cs.AppsV1().DaemonSets(ns).Create(ctx, &ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	node := env["NODE_NAME"]
+	offered := func(capacity, allocatable int64) func(ctx context.Context) (bool, error) {
+		return nodeOffers(cs, node, res, capacity, allocatable)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, offered(2, 2)); err != nil {
+		pods, _ := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		var seen []string
+		for i := range pods.Items {
+			seen = append(seen, describePod(&pods.Items[i]))
+		}
+		t.Fatalf("node %s does not offer 2 %s (%s); the plugin's pods: %v", node, res, nodeResource(ctx, cs, node, res), seen)
+	}
+	p := busyboxPod("user", corev1.RestartPolicyNever, "ls -d /tmp/Dev-*; sleep 3600")
+	p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{res: *resource.NewQuantity(1, resource.DecimalSI)}}
+	p.Spec.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
+	create(t, cs, ns, p)
+	waitPod(t, cs, ns, "user", 90*time.Second, "Running", running)
+	// Allocate answers with a mount of /tmp/<device> for the device given.
+	out := execIn(t, env, ns, "user", "main", "ls -d /tmp/Dev-*")
+	if got := strings.Fields(out); len(got) != 1 || (got[0] != "/tmp/Dev-1" && got[0] != "/tmp/Dev-2") {
+		t.Errorf("the container has %q in /tmp, want the one device mount Allocate gave (/tmp/Dev-1 or /tmp/Dev-2)", out)
+	}
+	if err := cs.AppsV1().DaemonSets(ns).Delete(ctx, ds.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, 90*time.Second, true, offered(2, 0)); err != nil {
+		t.Errorf("after the plugin's DaemonSet went, node %s still offers %s: %v", node, res, nodeResource(ctx, cs, node, res))
+	}
 }
