@@ -230,7 +230,7 @@ var suiteTitles = map[string]string{
 	"fast":      "The fast NodeConformance subset of `make test` (`hack/conformance/fast.txt`)",
 	"resize":    "The in-place pod resize specs (`make conformance SUITE=resize`: label `FeatureGate:InPlacePodVerticalScaling`), the parallel ones, then the `[Serial]` ones alone",
 	"storage":   "Upstream's storage test suites against the test CSI driver (`make conformance SUITE=storage`: `External Storage [Driver: bosun.csi.example]`, driver defined in `hack/conformance/csi-hostpath.yaml`, without `[Feature:...]` and `[Disruptive]`), the parallel ones, then the `[Serial]` ones alone",
-	"dra":       "Upstream's DRA specs (`make conformance SUITE=dra`: label `DRA`, the GA ones: no `Alpha`, `Beta` or `Feature:OffByDefault`; the test driver runs inside `e2e.test`), the parallel ones, then the `[Serial]` ones alone",
+	"dra":       "Upstream's DRA specs (`make conformance SUITE=dra`: label `DRA`, the GA ones and the Beta ones on by default in v1.36: no `Alpha` or `Feature:OffByDefault`; the test driver runs inside `e2e.test`), the parallel ones, then the `[Serial]` ones alone",
 	"userns":    "The user namespace specs (`make conformance SUITE=userns`: label `Feature:UserNamespacesSupport`), the parallel ones, then the `[Serial]` ones alone",
 }
 
