@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // userHZ is the unit of cpuacct.stat (USER_HZ, 100 on every Linux ABI).
@@ -70,6 +71,10 @@ type DeviceIO struct {
 type Reader struct {
 	Root string
 	v2   bool
+
+	mu       sync.Mutex
+	limits   map[string]limits // by cgroup name
+	throttle int               // v1 blkio: 0 not known yet, 1 the throttle files, 2 the scheduler's
 }
 
 // New detects the cgroup version under root.
@@ -128,13 +133,22 @@ func (r *Reader) readV1(name string, s *Stats) {
 	cs := readKV(filepath.Join(cpu, "cpu.stat"))
 	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"]
 	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_time"]
-	if shares, err := readUintErr(filepath.Join(cpu, "cpu.shares")); err == nil {
-		s.CPU.HasLimits, s.CPU.Shares = true, shares
-		s.CPU.PeriodUS = readUint(filepath.Join(cpu, "cpu.cfs_period_us"))
-		if q := readInt(filepath.Join(cpu, "cpu.cfs_quota_us")); q > 0 {
-			s.CPU.QuotaUS = q
+	lim := r.limitsOf(name, func(l *limits) {
+		if shares, err := readUintErr(filepath.Join(cpu, "cpu.shares")); err == nil {
+			l.cpu, l.shares = true, shares
+			l.period = readUint(filepath.Join(cpu, "cpu.cfs_period_us"))
+			if q := readInt(filepath.Join(cpu, "cpu.cfs_quota_us")); q > 0 {
+				l.quota = q
+			}
 		}
-	}
+		if limit, err := readUintErr(filepath.Join(mem, "memory.limit_in_bytes")); err == nil {
+			l.mem, l.limit = true, limit
+			l.reservation = readUint(filepath.Join(mem, "memory.soft_limit_in_bytes"))
+			l.swapLimit = readUint(filepath.Join(mem, "memory.memsw.limit_in_bytes"))
+		}
+		l.pidsMax = readUint(filepath.Join(r.dir("pids", name), "pids.max")) // "max" reads as 0
+	})
+	lim.apply(s)
 
 	m := &s.Memory
 	m.Usage = readUint(filepath.Join(mem, "memory.usage_in_bytes"))
@@ -151,19 +165,12 @@ func (r *Reader) readV1(name string, s *Stats) {
 	m.Pgfault, m.Pgmajfault = ms["pgfault"], ms["pgmajfault"]
 	m.HierPgfault, m.HierPgmajfault = ms["total_pgfault"], ms["total_pgmajfault"]
 	m.OOMKills = readKV(filepath.Join(mem, "memory.oom_control"))["oom_kill"]
-	if limit, err := readUintErr(filepath.Join(mem, "memory.limit_in_bytes")); err == nil {
-		m.HasLimits, m.Limit = true, limit
-		m.Reservation = readUint(filepath.Join(mem, "memory.soft_limit_in_bytes"))
-		m.SwapLimit = readUint(filepath.Join(mem, "memory.memsw.limit_in_bytes"))
-	}
 
-	pids := r.dir("pids", name)
-	s.Pids.Current = readUint(filepath.Join(pids, "pids.current"))
-	s.Pids.Max = readUint(filepath.Join(pids, "pids.max")) // "max" reads as 0
+	s.Pids.Current = readUint(filepath.Join(r.dir("pids", name), "pids.current"))
 
 	blkio := r.dir("blkio", name)
 	bytesFile, opsFile := "blkio.io_service_bytes_recursive", "blkio.io_serviced_recursive"
-	if _, err := os.Stat(filepath.Join(blkio, bytesFile)); err != nil {
+	if r.throttleBlkio(blkio) {
 		bytesFile, opsFile = "blkio.throttle.io_service_bytes_recursive", "blkio.throttle.io_serviced_recursive"
 	}
 	devs := map[[2]uint64]*DeviceIO{}
@@ -199,16 +206,26 @@ func (r *Reader) readV2(name string, s *Stats) {
 	s.CPU.UsageNanos, s.CPU.UserNanos, s.CPU.SystemNanos = cs["usage_usec"]*1000, cs["user_usec"]*1000, cs["system_usec"]*1000
 	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_usec"]*1000
 	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_usec"]*1000
-	if w, err := readUintErr(filepath.Join(d, "cpu.weight")); err == nil {
-		s.CPU.HasLimits = true
-		s.CPU.Shares = WeightToShares(w)
-		if f := strings.Fields(readString(filepath.Join(d, "cpu.max"))); len(f) == 2 {
-			if q, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-				s.CPU.QuotaUS = q
+	lim := r.limitsOf(name, func(l *limits) {
+		if w, err := readUintErr(filepath.Join(d, "cpu.weight")); err == nil {
+			l.cpu = true
+			l.shares = WeightToShares(w)
+			if f := strings.Fields(readString(filepath.Join(d, "cpu.max"))); len(f) == 2 {
+				if q, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					l.quota = q
+				}
+				l.period, _ = strconv.ParseUint(f[1], 10, 64)
 			}
-			s.CPU.PeriodUS, _ = strconv.ParseUint(f[1], 10, 64)
 		}
-	}
+		if _, err := os.Stat(filepath.Join(d, "memory.max")); err == nil {
+			l.mem = true
+			l.limit = readMax(filepath.Join(d, "memory.max"))
+			l.reservation = readMax(filepath.Join(d, "memory.low"))
+			l.swapLimit = readMax(filepath.Join(d, "memory.swap.max"))
+		}
+		l.pidsMax = readUint(filepath.Join(d, "pids.max"))
+	})
+	lim.apply(s)
 
 	m := &s.Memory
 	m.Usage = readUint(filepath.Join(d, "memory.current"))
@@ -228,15 +245,8 @@ func (r *Reader) readV2(name string, s *Stats) {
 	ev := readKV(filepath.Join(d, "memory.events"))
 	m.OOMKills, m.EventsHigh, m.EventsMax = ev["oom_kill"], ev["high"], ev["max"]
 	m.Failcnt = ev["max"]
-	if _, err := os.Stat(filepath.Join(d, "memory.max")); err == nil {
-		m.HasLimits = true
-		m.Limit = readMax(filepath.Join(d, "memory.max"))
-		m.Reservation = readMax(filepath.Join(d, "memory.low"))
-		m.SwapLimit = readMax(filepath.Join(d, "memory.swap.max"))
-	}
 
 	s.Pids.Current = readUint(filepath.Join(d, "pids.current"))
-	s.Pids.Max = readUint(filepath.Join(d, "pids.max"))
 
 	devs := map[[2]uint64]*DeviceIO{}
 	for _, line := range strings.Split(readString(filepath.Join(d, "io.stat")), "\n") {

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // Pass reads many cgroups of one tree at one moment, as a statistics
@@ -35,6 +37,7 @@ type softLimit struct {
 
 // NewPass starts a pass over r's tree.
 func (r *Reader) NewPass() *Pass {
+	r.forgetOldLimits(time.Now())
 	return &Pass{r: r, dirs: map[string]*dirProcs{}, files: map[int][2]uint64{}, soft: map[int]softLimit{}}
 }
 
@@ -106,7 +109,10 @@ func parsePids(data []byte) []int {
 // readFast reads a small kernel file (a cgroup's or /proc's) with plain
 // system calls: os.ReadFile's File also registers each file with the
 // network poller, which a collection reading thousands of them a pass paid
-// for in CPU. It returns nil when the file cannot be read.
+// for in CPU. It reads into a reused buffer and returns a copy of just what
+// was read (most files hold a number), so that a pass's thousands of reads
+// do not each leave a page-sized buffer to the garbage collector. It
+// returns nil when the file cannot be read.
 func readFast(path string) []byte {
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	for err == syscall.EINTR {
@@ -116,7 +122,9 @@ func readFast(path string) []byte {
 		return nil
 	}
 	defer syscall.Close(fd)
-	buf := make([]byte, 0, 4096)
+	bp := readBuffers.Get().(*[]byte)
+	defer readBuffers.Put(bp)
+	buf := (*bp)[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -126,14 +134,19 @@ func readFast(path string) []byte {
 			continue
 		}
 		if err != nil {
+			*bp = buf
 			return nil
 		}
 		if n == 0 {
-			return buf
+			*bp = buf
+			return append(make([]byte, 0, len(buf)), buf...)
 		}
 		buf = buf[:len(buf)+n]
 	}
 }
+
+// readBuffers are readFast's buffers.
+var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 // readFastErr is readFast with the open's error kept (a missing file tells
 // "no such limit" apart from a zero).

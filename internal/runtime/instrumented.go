@@ -7,6 +7,7 @@ import (
 	internalapi "k8s.io/cri-api/pkg/apis"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
 	bmetrics "github.com/bosun-dev/bosun/internal/metrics"
 )
 
@@ -70,7 +71,10 @@ func (i instrumentedRuntime) ContainerStatus(ctx context.Context, id string, ver
 	return call("container_status", func() (*runtimeapi.ContainerStatusResponse, error) { return i.s.ContainerStatus(ctx, id, verbose) })
 }
 
+// UpdateContainerResources and UpdatePodSandboxResources set cgroup
+// limits: the statistics read them again (cgroupstats keeps them).
 func (i instrumentedRuntime) UpdateContainerResources(ctx context.Context, id string, r *runtimeapi.ContainerResources) error {
+	defer cgroupstats.LimitsChanged()
 	return callErr("update_container", func() error { return i.s.UpdateContainerResources(ctx, id, r) })
 }
 
@@ -127,6 +131,7 @@ func (i instrumentedRuntime) PortForward(ctx context.Context, r *runtimeapi.Port
 }
 
 func (i instrumentedRuntime) UpdatePodSandboxResources(ctx context.Context, r *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	defer cgroupstats.LimitsChanged()
 	return call("update_podsandbox_resources", func() (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
 		return i.s.UpdatePodSandboxResources(ctx, r)
 	})

@@ -322,31 +322,42 @@ func firstLine(p string) string {
 // the Prometheus client does.
 type families struct {
 	help, kind map[string]string
-	lines      map[string][]string
+	lines      map[string][]byte // each family's samples, one a line
 }
 
 func newFamilies() *families {
-	return &families{help: map[string]string{}, kind: map[string]string{}, lines: map[string][]string{}}
+	return &families{help: map[string]string{}, kind: map[string]string{}, lines: map[string][]byte{}}
 }
 
 // add adds one sample; ts 0 writes none.
 func (f *families) add(name, kind, help string, value float64, ts int64, labels ...string) {
-	f.help[name], f.kind[name] = help, kind
-	labels = sortedPairs(labels)
-	var b strings.Builder
-	b.WriteString(series(name, labels))
-	b.WriteByte(' ')
-	b.WriteString(strconv.FormatFloat(value, 'g', -1, 64))
-	if ts != 0 {
-		b.WriteByte(' ')
-		b.WriteString(strconv.FormatInt(ts, 10))
+	if _, ok := f.kind[name]; !ok {
+		f.help[name], f.kind[name] = help, kind
 	}
-	f.lines[name] = append(f.lines[name], b.String())
+	b := f.lines[name]
+	b = appendSeries(b, name, sortedPairs(labels))
+	b = append(b, ' ')
+	b = strconv.AppendFloat(b, value, 'g', -1, 64)
+	if ts != 0 {
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, ts, 10)
+	}
+	f.lines[name] = append(b, '\n')
 }
 
 // sortedPairs orders name/value pairs by name, as the Prometheus client
-// writes labels.
+// writes labels (pairs already in order are returned as they are).
 func sortedPairs(labels []string) []string {
+	sorted := true
+	for i := 2; i+1 < len(labels); i += 2 {
+		if labels[i-2] > labels[i] {
+			sorted = false
+			break
+		}
+	}
+	if sorted {
+		return labels
+	}
 	n := len(labels) / 2
 	idx := make([]int, n)
 	for i := range idx {
@@ -369,10 +380,7 @@ func (f *families) write(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	for _, n := range names {
 		bw.WriteString("# HELP " + n + " " + f.help[n] + "\n# TYPE " + n + " " + f.kind[n] + "\n")
-		for _, l := range f.lines[n] {
-			bw.WriteString(l)
-			bw.WriteByte('\n')
-		}
+		bw.Write(f.lines[n])
 	}
 	return bw.Flush()
 }

@@ -173,6 +173,7 @@ func (pg *page) write(w io.Writer, s *snapshot, render func(*snapshot, io.Writer
 	pg.mu.Lock()
 	if pg.from != s {
 		var buf bytes.Buffer
+		buf.Grow(len(pg.data) + len(pg.data)/8) // about the last page's size
 		if err := render(s, &buf); err != nil {
 			pg.mu.Unlock()
 			return err

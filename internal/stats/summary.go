@@ -6,7 +6,6 @@ import (
 	"io"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -149,19 +148,42 @@ func series(name string, labels []string) string {
 	if len(labels) == 0 {
 		return name
 	}
-	var b strings.Builder
-	b.WriteString(name)
-	b.WriteByte('{')
+	return string(appendSeries(nil, name, labels))
+}
+
+// appendSeries appends name{label="value",...} to b.
+func appendSeries(b []byte, name string, labels []string) []byte {
+	b = append(b, name...)
+	if len(labels) == 0 {
+		return b
+	}
+	b = append(b, '{')
 	for i := 0; i+1 < len(labels); i += 2 {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		b.WriteString(labels[i])
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(labels[i+1]))
+		b = append(b, labels[i]...)
+		b = append(b, '=')
+		if v := labels[i+1]; plainLabel(v) {
+			b = append(b, '"')
+			b = append(b, v...)
+			b = append(b, '"')
+		} else {
+			b = strconv.AppendQuote(b, v)
+		}
 	}
-	b.WriteByte('}')
-	return b.String()
+	return append(b, '}')
+}
+
+// plainLabel says whether a label value is written as it is between
+// quotes: printable ASCII without a quote or a backslash.
+func plainLabel(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // WriteResourceMetrics writes /metrics/resource: what the metrics server reads.
