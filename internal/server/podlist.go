@@ -16,6 +16,7 @@ import (
 type PodListCache struct {
 	mu    sync.Mutex
 	byUID map[types.UID]encodedPod
+	size  int // the last list's length, to size the next one's buffer
 }
 
 type encodedPod struct {
@@ -35,10 +36,11 @@ type PodEntry struct {
 // of a v1 PodList would write it.
 func (c *PodListCache) Encode(entries []PodEntry) ([]byte, error) {
 	c.mu.Lock()
-	old := c.byUID
+	old, size := c.byUID, c.size
 	c.mu.Unlock()
 	next := make(map[types.UID]encodedPod, len(entries))
 	var buf bytes.Buffer
+	buf.Grow(size + size/8)
 	buf.WriteString(`{"kind":"PodList","apiVersion":"v1","metadata":{},"items":`)
 	if len(entries) == 0 {
 		buf.WriteString("null")
@@ -69,7 +71,7 @@ func (c *PodListCache) Encode(entries []PodEntry) ([]byte, error) {
 	}
 	buf.WriteByte('}')
 	c.mu.Lock()
-	c.byUID = next
+	c.byUID, c.size = next, buf.Len()
 	c.mu.Unlock()
 	return buf.Bytes(), nil
 }
