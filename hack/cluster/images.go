@@ -269,26 +269,24 @@ func fillDNSTesting(l *layout, r *rootfs) error {
 
 // fillHostpathPlugin is busybox with hack/hostpath-proxy as /hostpathplugin:
 // the proxy mode upstream's DRA specs run in their driver pods.
-func fillHostpathPlugin(l *layout, r *rootfs) error {
-	if err := fillBusybox(l, r); err != nil {
-		return err
-	}
-	if err := r.hostFile("/hostpathplugin", l.binary("hostpath-proxy"), 0o755); err != nil {
-		return fmt.Errorf("%w (hack/build-tools.sh hostpath-proxy builds it)", err)
-	}
-	return nil
-}
+var fillHostpathPlugin = fillBusyboxWith("/hostpathplugin", "hostpath-proxy")
 
 // fillSampleDevicePlugin is busybox with upstream's sample device plugin
 // (test/images/sample-device-plugin) as /sampledeviceplugin.
-func fillSampleDevicePlugin(l *layout, r *rootfs) error {
-	if err := fillBusybox(l, r); err != nil {
-		return err
+var fillSampleDevicePlugin = fillBusyboxWith("/sampledeviceplugin", "sample-device-plugin")
+
+// fillBusyboxWith is busybox with the tool hack/build-tools.sh built as
+// binary at dest.
+func fillBusyboxWith(dest, binary string) func(*layout, *rootfs) error {
+	return func(l *layout, r *rootfs) error {
+		if err := fillBusybox(l, r); err != nil {
+			return err
+		}
+		if err := r.hostFile(dest, l.binary(binary), 0o755); err != nil {
+			return fmt.Errorf("%w (hack/build-tools.sh %s builds it)", err, binary)
+		}
+		return nil
 	}
-	if err := r.hostFile("/sampledeviceplugin", l.binary("sample-device-plugin"), 0o755); err != nil {
-		return fmt.Errorf("%w (hack/build-tools.sh sample-device-plugin builds it)", err)
-	}
-	return nil
 }
 
 // fillWebserver is agnhost with the picture and data of upstream's kitten or
