@@ -47,6 +47,7 @@ import (
 	"github.com/bosun-dev/bosun/internal/podresources"
 	"github.com/bosun-dev/bosun/internal/probes"
 	"github.com/bosun-dev/bosun/internal/runtime"
+	"github.com/bosun-dev/bosun/internal/selfmem"
 	"github.com/bosun-dev/bosun/internal/server"
 	"github.com/bosun-dev/bosun/internal/stats"
 	"github.com/bosun-dev/bosun/internal/version"
@@ -244,6 +245,9 @@ func run(ctx context.Context, cfg *config.Config) error {
 		go iptables.Run(ctx, iptables.Exec, time.Minute)
 	}
 	pods.startLocal(ctx)
+	// What only the start used of the program can go once the node has
+	// registered and its first pods have been seen.
+	go selfmem.ReleaseWhenSettled(ctx, statusCtl.Registered(), 30*time.Second)
 	go func() {
 		select {
 		case <-statusCtl.Registered():

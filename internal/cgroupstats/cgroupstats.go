@@ -9,12 +9,15 @@ package cgroupstats
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"unsafe"
 )
 
 // userHZ is the unit of cpuacct.stat (USER_HZ, 100 on every Linux ABI).
@@ -26,7 +29,7 @@ type Stats struct {
 	Memory Memory
 	Pids   Pids
 	IO     []DeviceIO // per block device, sorted by major:minor
-	Procs  []int      // the processes in the cgroup and its descendants
+	Procs  []int      // the processes in the cgroup itself, not its descendants (cAdvisor's count)
 }
 
 // CPU is time in nanoseconds and CFS enforcement.
@@ -104,11 +107,6 @@ func (r *Reader) Exists(name string) bool {
 // Read reads cgroup name (e.g. /kubepods/burstable/pod<uid>/<container id>).
 // It fails only when the cgroup is gone; a missing file leaves its figures 0.
 func (r *Reader) Read(name string) (*Stats, error) {
-	return r.read(name, func() []int { return r.procs(name) })
-}
-
-// read reads cgroup name, its processes listed by procs.
-func (r *Reader) read(name string, procs func() []int) (*Stats, error) {
 	if !r.Exists(name) {
 		return nil, fmt.Errorf("cgroup %s: %w", name, os.ErrNotExist)
 	}
@@ -118,7 +116,9 @@ func (r *Reader) read(name string, procs func() []int) (*Stats, error) {
 	} else {
 		r.readV1(name, s)
 	}
-	s.Procs = procs()
+	// As cAdvisor, the cgroup's own cgroup.procs: a pod's or QoS class's
+	// processes are in its containers' cgroups, counted there.
+	s.Procs = parsePids(readFast(filepath.Join(r.dir("cpu", name), "cgroup.procs")))
 	if s.Memory.Usage > s.Memory.InactiveFile {
 		s.Memory.WorkingSet = s.Memory.Usage - s.Memory.InactiveFile
 	}
@@ -278,19 +278,6 @@ func (r *Reader) readV2(name string, s *Stats) {
 	s.IO = sortedDevices(devs)
 }
 
-// procs lists the processes of cgroup name and its descendants.
-func (r *Reader) procs(name string) []int {
-	var out []int
-	_ = filepath.WalkDir(r.dir("cpu", name), func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		out = append(out, parsePids(readFast(filepath.Join(p, "cgroup.procs")))...)
-		return nil
-	})
-	return out
-}
-
 // WeightToShares turns a v2 cpu.weight back into v1 cpu.shares, the inverse
 // of the kubelet's shares-to-weight conversion, as cAdvisor reports it.
 func WeightToShares(weight uint64) uint64 {
@@ -332,20 +319,49 @@ func parseProcCgroup(data []byte, v2 bool) string {
 }
 
 // OpenFiles counts the open file descriptors and, among them, the sockets
-// of the given processes.
+// of the given processes. It reads each /proc/<pid>/fd with getdents and
+// each link with readlinkat on that folder, into buffers of its own: a
+// collection reads thousands of links, and os.ReadDir and os.Readlink
+// would allocate for each.
 func OpenFiles(pids []int) (fds, sockets uint64) {
+	var dirents [8192]byte
+	var target [16]byte // "socket:[" is all that is looked at
+	path := make([]byte, 0, 32)
 	for _, pid := range pids {
-		dir := fmt.Sprintf("/proc/%d/fd", pid)
-		entries, err := os.ReadDir(dir)
+		path = append(strconv.AppendInt(append(path[:0], "/proc/"...), int64(pid), 10), "/fd"...)
+		dfd, err := syscall.Open(string(path), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			continue
 		}
-		for _, e := range entries {
-			fds++
-			if target, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(target, "socket:") {
-				sockets++
+		for {
+			n, err := syscall.Getdents(dfd, dirents[:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				break
+			}
+			// struct linux_dirent64: ino (8), off (8), reclen (2), type (1),
+			// then the name, NUL-terminated.
+			for off := 0; off+19 < n; {
+				reclen := int(binary.NativeEndian.Uint16(dirents[off+16:]))
+				if reclen == 0 {
+					break
+				}
+				name := dirents[off+19 : off+reclen]
+				off += reclen
+				if name[0] == '.' { // "." and ".."
+					continue
+				}
+				fds++
+				got, _, e := syscall.Syscall6(syscall.SYS_READLINKAT, uintptr(dfd), uintptr(unsafe.Pointer(&name[0])),
+					uintptr(unsafe.Pointer(&target[0])), uintptr(len(target)), 0, 0)
+				if e == 0 && bytes.HasPrefix(target[:got], []byte("socket:")) {
+					sockets++
+				}
 			}
 		}
+		syscall.Close(dfd)
 	}
 	return fds, sockets
 }

@@ -101,8 +101,8 @@ func TestReadV1(t *testing.T) {
 	if len(s.IO) != 2 || s.IO[0] != want[0] || s.IO[1] != want[1] {
 		t.Errorf("io = %+v, want %+v", s.IO, want)
 	}
-	if len(s.Procs) != 3 {
-		t.Errorf("procs = %v, want the cgroup's two and its child's one", s.Procs)
+	if len(s.Procs) != 2 {
+		t.Errorf("procs = %v, want the cgroup's own two (not its child's)", s.Procs)
 	}
 
 	if _, err := r.Read("/kubepods/gone"); !errors.Is(err, os.ErrNotExist) {

@@ -63,8 +63,9 @@ func (r *Reader) limitsOf(name string, read func(*limits)) limits {
 	return l
 }
 
-// forgetOldLimits drops the limits of cgroups not read for a while (gone).
-func (r *Reader) forgetOldLimits(now time.Time) {
+// ForgetOldLimits drops the limits of cgroups not read for a while (gone):
+// a collection calls it before it reads.
+func (r *Reader) ForgetOldLimits(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, l := range r.limits {

@@ -47,7 +47,7 @@ func TestLimitsKeptUntilChanged(t *testing.T) {
 		t.Errorf("after the TTL: %+v %+v", s.CPU, s.Memory)
 	}
 	// A cgroup not read for long is forgotten.
-	r.forgetOldLimits(time.Now().Add(3 * limitsTTL))
+	r.ForgetOldLimits(time.Now().Add(3 * limitsTTL))
 	if len(r.limits) != 0 {
 		t.Errorf("limits of cgroups not read for %s kept: %v", 3*limitsTTL, r.limits)
 	}

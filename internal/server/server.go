@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -156,7 +157,11 @@ func (s *Server) routeTable() []route {
 		text := func(write func(context.Context, io.Writer) error) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-				if err := write(r.Context(), w); err != nil {
+				var out io.Writer = w
+				if acceptsGzip(r.Header) {
+					out = gzipResponse{w}
+				}
+				if err := write(r.Context(), out); err != nil {
 					writeText(w, http.StatusInternalServerError, err.Error())
 				}
 			}
@@ -348,6 +353,40 @@ func writeJSON(w http.ResponseWriter, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(data)
+}
+
+// gzipResponse is a response whose client accepts gzip: a body already
+// compressed goes out as it is, with its Content-Encoding.
+type gzipResponse struct{ http.ResponseWriter }
+
+func (g gzipResponse) WriteGzip(body []byte) error {
+	h := g.Header()
+	h.Set("Content-Encoding", "gzip")
+	h.Add("Vary", "Accept-Encoding")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	_, err := g.Write(body)
+	return err
+}
+
+// acceptsGzip says whether the request's Accept-Encoding takes gzip (and
+// does not refuse it with q=0).
+func acceptsGzip(h http.Header) bool {
+	for _, v := range h.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+			if !ok {
+				return true
+			}
+			if f, err := strconv.ParseFloat(q, 64); err == nil && f > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // podListEncoder is a Host that encodes /pods itself (PodListCache).

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bosun-dev/bosun/internal/cgroupstats"
@@ -67,18 +68,20 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	}
 	var rows []cgroupSnap
 	pods := map[string]podRef{} // pod cgroup -> pod
-	// One pass: a process is in its container's cgroup and in every one
-	// above it, and each is read once.
-	pass := p.Cgroups.NewPass()
+	p.Cgroups.ForgetOldLimits(time.Now())
 	add := func(r cgroupSnap) {
-		st, err := pass.Read(r.id)
+		st, err := p.Cgroups.Read(r.id)
 		if err != nil {
 			return
 		}
 		r.st = st
-		r.fds, r.sockets = pass.OpenFiles(st.Procs)
-		if len(st.Procs) > 0 {
-			r.openFilesSoft, r.hasOpenFiles = pass.MaxOpenFilesSoft(st.Procs[0])
+		// Each row counts the open files of its own processes, as cAdvisor
+		// does: every process is counted once, in its container's row.
+		r.fds, r.sockets = cgroupstats.OpenFiles(st.Procs)
+		if r.id == "/" {
+			// cAdvisor's ulimits are its root process's, and only the
+			// machine's row has one (PID 1).
+			r.openFilesSoft, r.hasOpenFiles = cgroupstats.MaxOpenFilesSoft(1)
 		}
 		rows = append(rows, r)
 	}
@@ -320,6 +323,11 @@ func firstLine(p string) string {
 
 // families collects samples by family and writes them sorted by name, as
 // the Prometheus client does.
+// familySizes is each family's size in the page last written (name ->
+// bytes), so the next page sizes its buffers once rather than growing them
+// sample by sample.
+var familySizes sync.Map
+
 type families struct {
 	help, kind map[string]string
 	lines      map[string][]byte // each family's samples, one a line
@@ -334,7 +342,13 @@ func (f *families) add(name, kind, help string, value float64, ts int64, labels 
 	if _, ok := f.kind[name]; !ok {
 		f.help[name], f.kind[name] = help, kind
 	}
-	b := f.lines[name]
+	b, ok := f.lines[name]
+	if !ok {
+		// The family's last page is about the size of this one.
+		if n, ok := familySizes.Load(name); ok {
+			b = make([]byte, 0, n.(int)+n.(int)/8)
+		}
+	}
 	b = appendSeries(b, name, sortedPairs(labels))
 	b = append(b, ' ')
 	b = strconv.AppendFloat(b, value, 'g', -1, 64)
@@ -381,6 +395,7 @@ func (f *families) write(w io.Writer) error {
 	for _, n := range names {
 		bw.WriteString("# HELP " + n + " " + f.help[n] + "\n# TYPE " + n + " " + f.kind[n] + "\n")
 		bw.Write(f.lines[n])
+		familySizes.Store(n, len(f.lines[n]))
 	}
 	return bw.Flush()
 }

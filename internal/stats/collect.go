@@ -7,6 +7,7 @@ package stats
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -159,30 +160,62 @@ func (p *Provider) collect(ctx context.Context) (*snapshot, error) {
 	return s, nil
 }
 
-// page is a page rendered from one collection.
+// page is a page rendered from one collection, kept gzip-compressed: the
+// /metrics/cadvisor page of a hundred pods is megabytes of text and a tenth
+// of that compressed, and the scrapers that ask for it (Prometheus, the
+// apiserver's proxy) take gzip.
 type page struct {
 	mu   sync.Mutex
 	from *snapshot
-	data []byte
+	gz   []byte
 }
+
+// GzipWriter is a response that takes a gzip-compressed body as it is (an
+// HTTP response to a client that accepts gzip).
+type GzipWriter interface {
+	io.Writer
+	WriteGzip(body []byte) error
+}
+
+// gzipWriters keeps the compressors (most of a megabyte each) between
+// renderings.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return zw
+}}
 
 // write writes the page of s, rendering it only when s is not the
 // collection it was last rendered from. Requests that arrive while it
-// renders wait for that rendering rather than making their own.
+// renders wait for that rendering rather than making their own. A w that is
+// a GzipWriter gets the compressed page; any other gets it decompressed.
 func (pg *page) write(w io.Writer, s *snapshot, render func(*snapshot, io.Writer) error) error {
 	pg.mu.Lock()
 	if pg.from != s {
 		var buf bytes.Buffer
-		buf.Grow(len(pg.data) + len(pg.data)/8) // about the last page's size
-		if err := render(s, &buf); err != nil {
+		buf.Grow(len(pg.gz) + len(pg.gz)/8) // about the last page's size
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(&buf)
+		err := render(s, zw)
+		if err == nil {
+			err = zw.Close()
+		}
+		gzipWriters.Put(zw)
+		if err != nil {
 			pg.mu.Unlock()
 			return err
 		}
-		pg.from, pg.data = s, buf.Bytes()
+		pg.from, pg.gz = s, buf.Bytes()
 	}
-	data := pg.data
+	gz := pg.gz
 	pg.mu.Unlock()
-	_, err := w.Write(data)
+	if gw, ok := w.(GzipWriter); ok {
+		return gw.WriteGzip(gz)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(w, zr)
 	return err
 }
 

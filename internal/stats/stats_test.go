@@ -2,6 +2,7 @@ package stats
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -104,6 +105,37 @@ func TestSummaryAndMetrics(t *testing.T) {
 	if strings.Contains(cad.String(), `container="app"`) || !strings.Contains(cad.String(), "machine_cpu_cores{") {
 		t.Errorf("cadvisor metrics without cgroups:\n%s", cad.String())
 	}
+	// A response that takes gzip gets the same page compressed.
+	gz := &gzipTaker{}
+	if err := p.WriteCadvisorMetrics(ctx, gz); err != nil {
+		t.Fatal(err)
+	}
+	if gz.plain.Len() != 0 || len(gz.bodies) != 1 {
+		t.Fatalf("gzip response: %d plain bytes, %d compressed bodies", gz.plain.Len(), len(gz.bodies))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz.bodies[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unzipped, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(unzipped) != cad.String() {
+		t.Errorf("the compressed page differs from the plain one:\n%s\n---\n%s", unzipped, cad.String())
+	}
+}
+
+// gzipTaker is a response that takes compressed bodies.
+type gzipTaker struct {
+	plain  bytes.Buffer
+	bodies [][]byte
+}
+
+func (g *gzipTaker) Write(p []byte) (int, error) { return g.plain.Write(p) }
+func (g *gzipTaker) WriteGzip(body []byte) error {
+	g.bodies = append(g.bodies, body)
+	return nil
 }
 
 // writeFiles makes a folder with files.
@@ -170,6 +202,10 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 		`machine_nvm_capacity{boot_id=`,
 		`container_threads{` + app + `} 5 `,
 		`container_processes{` + app + `} 1 `,
+		// The pod's row counts its own processes (none: they are its
+		// containers'), as cAdvisor does.
+		`container_processes{` + podRow + `} 0 `,
+		`container_file_descriptors{` + podRow + `} 0 `,
 		`container_start_time_seconds{` + app + `} 200` + "\n",
 		"# TYPE container_cpu_usage_seconds_total counter\n",
 		`container_scrape_error 0`,
@@ -197,6 +233,10 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	}
 	if i, j := strings.Index(text, "# HELP container_cpu_usage_seconds_total"), strings.Index(text, "# HELP container_memory_cache"); i < 0 || j < 0 || i > j {
 		t.Error("families are not sorted by name")
+	}
+	// Only the machine's row has ulimits (PID 1's), as cAdvisor.
+	if strings.Contains(text, `container_ulimits_soft{`+app[:len(app)-len(`,namespace="ns",pod="web"`)]) {
+		t.Error("a container's row has ulimits")
 	}
 	if m := regexp.MustCompile(`container_file_descriptors\{` + regexp.QuoteMeta(app) + `\} (\d+) `).FindStringSubmatch(text); m == nil || m[1] == "0" {
 		t.Errorf("open files of the container's process (this test): %v", m)
