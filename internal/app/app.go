@@ -247,7 +247,7 @@ func run(ctx context.Context, cfg *config.Config) error {
 	pods.startLocal(ctx)
 	// What only the start used of the program can go once the node has
 	// registered and its first pods have been seen.
-	go selfmem.ReleaseWhenSettled(ctx, statusCtl.Registered(), 30*time.Second)
+	go selfmem.ReleaseWhenSettled(ctx, statusCtl.Registered(), 10*time.Second)
 	go func() {
 		select {
 		case <-statusCtl.Registered():
