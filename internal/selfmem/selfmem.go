@@ -6,10 +6,11 @@
 // spread over most of the executable. Those pages stay mapped, and counted
 // in the agent's resident memory, long after they were last used. Once the
 // agent has settled, Release asks the kernel to reclaim the executable's
-// read-only mappings (MADV_PAGEOUT): pages no other process maps leave the
-// page cache, and the ones the running agent still uses come back on their
-// next touch. Writable mappings (the program's data, the heap) are left
-// alone.
+// read-only mappings (MADV_PAGEOUT, with MADV_RANDOM so that a page touched
+// again comes back alone) and drops the file's unmapped pages from the page
+// cache (FADV_DONTNEED). The pages the running agent still uses come back
+// on their next touch. Writable mappings (the program's data, the heap) are
+// left alone.
 package selfmem
 
 import (
