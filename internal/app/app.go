@@ -245,8 +245,8 @@ func run(ctx context.Context, cfg *config.Config) error {
 		go iptables.Run(ctx, iptables.Exec, time.Minute)
 	}
 	pods.startLocal(ctx)
-	// What only the start used of the program can go once the node has
-	// registered and its first pods have been seen.
+	// What only the start used of the program can go 10 s after the node
+	// has registered.
 	go selfmem.ReleaseWhenSettled(ctx, statusCtl.Registered(), 10*time.Second)
 	go func() {
 		select {

@@ -321,13 +321,13 @@ func firstLine(p string) string {
 	return strings.TrimSpace(line)
 }
 
-// families collects samples by family and writes them sorted by name, as
-// the Prometheus client does.
 // familySizes is each family's size in the page last written (name ->
 // bytes), so the next page sizes its buffers once rather than growing them
 // sample by sample.
 var familySizes sync.Map
 
+// families collects samples by family and writes them sorted by name, as
+// the Prometheus client does.
 type families struct {
 	help, kind map[string]string
 	lines      map[string][]byte // each family's samples, one a line
@@ -341,14 +341,12 @@ func newFamilies() *families {
 func (f *families) add(name, kind, help string, value float64, ts int64, labels ...string) {
 	if _, ok := f.kind[name]; !ok {
 		f.help[name], f.kind[name] = help, kind
-	}
-	b, ok := f.lines[name]
-	if !ok {
 		// The family's last page is about the size of this one.
 		if n, ok := familySizes.Load(name); ok {
-			b = make([]byte, 0, n.(int)+n.(int)/8)
+			f.lines[name] = make([]byte, 0, n.(int)+n.(int)/8)
 		}
 	}
+	b := f.lines[name]
 	b = appendSeries(b, name, sortedPairs(labels))
 	b = append(b, ' ')
 	b = strconv.AppendFloat(b, value, 'g', -1, 64)
