@@ -78,6 +78,7 @@ type Reader struct {
 	mu       sync.Mutex
 	limits   map[string]limits // by cgroup name
 	throttle int               // v1 blkio: 0 not known yet, 1 the throttle files, 2 the scheduler's
+	swap     bool              // the node has swap (SetSwap)
 }
 
 // New detects the cgroup version under root.
@@ -104,17 +105,28 @@ func (r *Reader) Exists(name string) bool {
 	return err == nil
 }
 
+// SetSwap says whether the node has swap (SwapTotal in /proc/meminfo): a
+// v1 cgroup's swap is read only where there is some to use, since without
+// swap memsw usage is the memory usage itself.
+func (r *Reader) SetSwap(on bool) {
+	r.mu.Lock()
+	r.swap = on
+	r.mu.Unlock()
+}
+
 // Read reads cgroup name (e.g. /kubepods/burstable/pod<uid>/<container id>).
 // It fails only when the cgroup is gone; a missing file leaves its figures 0.
 func (r *Reader) Read(name string) (*Stats, error) {
-	if !r.Exists(name) {
-		return nil, fmt.Errorf("cgroup %s: %w", name, os.ErrNotExist)
-	}
 	s := &Stats{}
+	var found bool
 	if r.v2 {
-		r.readV2(name, s)
+		found = r.readV2(name, s)
 	} else {
-		r.readV1(name, s)
+		found = r.readV1(name, s)
+	}
+	// The first file's absence is told apart from the cgroup's only then.
+	if !found && !r.Exists(name) {
+		return nil, fmt.Errorf("cgroup %s: %w", name, os.ErrNotExist)
 	}
 	// As cAdvisor, the cgroup's own cgroup.procs: a pod's or QoS class's
 	// processes are in its containers' cgroups, counted there.
@@ -125,14 +137,14 @@ func (r *Reader) Read(name string) (*Stats, error) {
 	return s, nil
 }
 
-func (r *Reader) readV1(name string, s *Stats) {
+// readV1 reads cgroup name's v1 files into s; false when its first file
+// was not there.
+func (r *Reader) readV1(name string, s *Stats) bool {
 	cpuacct, cpu, mem := r.dir("cpuacct", name), r.dir("cpu", name), r.dir("memory", name)
-	s.CPU.UsageNanos = readUint(filepath.Join(cpuacct, "cpuacct.usage"))
+	usage, err := readUintErr(filepath.Join(cpuacct, "cpuacct.usage"))
+	s.CPU.UsageNanos = usage
 	st := readKV(filepath.Join(cpuacct, "cpuacct.stat"))
 	s.CPU.UserNanos, s.CPU.SystemNanos = st["user"]*(1e9/userHZ), st["system"]*(1e9/userHZ)
-	cs := readKV(filepath.Join(cpu, "cpu.stat"))
-	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"]
-	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_time"]
 	lim := r.limitsOf(name, func(l *limits) {
 		if shares, err := readUintErr(filepath.Join(cpu, "cpu.shares")); err == nil {
 			l.cpu, l.shares = true, shares
@@ -149,14 +161,26 @@ func (r *Reader) readV1(name string, s *Stats) {
 		l.pidsMax = readUint(filepath.Join(r.dir("pids", name), "pids.max")) // "max" reads as 0
 	})
 	lim.apply(s)
+	// CFS enforcement counts only where there is a quota to enforce (the
+	// throttling figures are reported for those cgroups alone).
+	if lim.quota > 0 {
+		cs := readKV(filepath.Join(cpu, "cpu.stat"))
+		s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_time"]
+		s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_time"]
+	}
 
 	m := &s.Memory
 	m.Usage = readUint(filepath.Join(mem, "memory.usage_in_bytes"))
 	m.MaxUsage = readUint(filepath.Join(mem, "memory.max_usage_in_bytes"))
 	m.Failcnt = readUint(filepath.Join(mem, "memory.failcnt"))
 	m.KernelUsage = readUint(filepath.Join(mem, "memory.kmem.usage_in_bytes"))
-	if memsw := readUint(filepath.Join(mem, "memory.memsw.usage_in_bytes")); memsw > m.Usage {
-		m.Swap = memsw - m.Usage
+	r.mu.Lock()
+	swap := r.swap
+	r.mu.Unlock()
+	if swap {
+		if memsw := readUint(filepath.Join(mem, "memory.memsw.usage_in_bytes")); memsw > m.Usage {
+			m.Swap = memsw - m.Usage
+		}
 	}
 	ms := readKV(filepath.Join(mem, "memory.stat"))
 	m.Cache, m.RSS, m.MappedFile = ms["total_cache"], ms["total_rss"], ms["total_mapped_file"]
@@ -198,11 +222,15 @@ func (r *Reader) readV1(name string, s *Stats) {
 		}
 	})
 	s.IO = sortedDevices(devs)
+	return err == nil
 }
 
-func (r *Reader) readV2(name string, s *Stats) {
+// readV2 reads cgroup name's v2 files into s; false when its first file
+// was not there.
+func (r *Reader) readV2(name string, s *Stats) bool {
 	d := r.dir("", name)
-	cs := readKV(filepath.Join(d, "cpu.stat"))
+	data, err := readFastErr(filepath.Join(d, "cpu.stat"))
+	cs := parseKV(data)
 	s.CPU.UsageNanos, s.CPU.UserNanos, s.CPU.SystemNanos = cs["usage_usec"]*1000, cs["user_usec"]*1000, cs["system_usec"]*1000
 	s.CPU.Periods, s.CPU.ThrottledPeriods, s.CPU.ThrottledNanos = cs["nr_periods"], cs["nr_throttled"], cs["throttled_usec"]*1000
 	s.CPU.BurstPeriods, s.CPU.BurstNanos = cs["nr_bursts"], cs["burst_usec"]*1000
@@ -276,6 +304,7 @@ func (r *Reader) readV2(name string, s *Stats) {
 		devs[[2]uint64{maj, min}] = io
 	}
 	s.IO = sortedDevices(devs)
+	return err == nil
 }
 
 // WeightToShares turns a v2 cpu.weight back into v1 cpu.shares, the inverse
@@ -420,7 +449,7 @@ func sortedDevices(devs map[[2]uint64]*DeviceIO) []DeviceIO {
 
 // readBlkio parses v1 blkio files: "major:minor Op value" lines.
 func readBlkio(path string, fn func(maj, min uint64, op string, v uint64)) {
-	for _, line := range strings.Split(string(readFast(path)), "\n") {
+	for _, line := range strings.Split(string(readRecord(path)), "\n") {
 		p := strings.Fields(line)
 		if len(p) != 3 {
 			continue
@@ -448,7 +477,7 @@ func majorMinor(s string) (uint64, uint64, bool) {
 }
 
 func readString(path string) string {
-	return string(bytes.TrimSpace(readFast(path)))
+	return string(bytes.TrimSpace(readRecord(path)))
 }
 
 func readUintErr(path string) (uint64, error) {
@@ -479,10 +508,14 @@ func readMax(path string) uint64 {
 	return v
 }
 
-// readKV parses "key value" lines (memory.stat, cpu.stat, ...).
+// readKV parses a file of "key value" lines (memory.stat, cpu.stat, ...).
 func readKV(path string) map[string]uint64 {
+	return parseKV(readRecord(path))
+}
+
+func parseKV(data []byte) map[string]uint64 {
 	out := map[string]uint64{}
-	for _, line := range strings.Split(readString(path), "\n") {
+	for _, line := range strings.Split(string(bytes.TrimSpace(data)), "\n") {
 		k, v, ok := strings.Cut(line, " ")
 		if !ok {
 			continue

@@ -58,6 +58,7 @@ func TestReadV1(t *testing.T) {
 	if r.V2() {
 		t.Fatal("a tree without cgroup.controllers was taken for v2")
 	}
+	r.SetSwap(true)
 	s, err := r.Read(name)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +108,26 @@ func TestReadV1(t *testing.T) {
 
 	if _, err := r.Read("/kubepods/gone"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing cgroup: %v, want not-exist", err)
+	}
+
+	// A node without swap: no swap is read (memsw usage would be the
+	// memory usage, read at another instant). A cgroup without a CPU quota:
+	// no CFS figures.
+	write(t, filepath.Join(root, "cpu", name), map[string]string{"cpu.cfs_quota_us": "-1\n"})
+	s, err = New(root).Read(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Memory.Swap != 0 || s.CPU.Periods != 0 || s.CPU.ThrottledNanos != 0 || s.CPU.QuotaUS != 0 {
+		t.Errorf("without swap and quota: swap %d, cfs %+v", s.Memory.Swap, s.CPU)
+	}
+	// A cgroup whose first file is missing but whose folder is there reads
+	// as zeros, not as gone.
+	if err := os.Remove(filepath.Join(root, "cpuacct", name, "cpuacct.usage")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = r.Read(name); err != nil || s.CPU.UsageNanos != 0 || s.Memory.Usage != 10485760 {
+		t.Errorf("without cpuacct.usage: %v, %+v", err, s)
 	}
 }
 

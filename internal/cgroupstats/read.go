@@ -27,6 +27,21 @@ func parsePids(data []byte) []int {
 // do not each leave a page-sized buffer to the garbage collector. It
 // returns nil when the file cannot be read.
 func readFast(path string) []byte {
+	return readFile(path, false)
+}
+
+// readRecord is readFast for a file the kernel writes as one record: a
+// cgroup file holding a number or a table it prints in one go
+// (memory.stat, cpu.stat, the blkio counters), not one listing a record
+// per line (cgroup.procs). The kernel puts such a record whole into the
+// first read that has room for it, so a read that left room over has read
+// the file to its end, and the read that would have returned nothing more is
+// not made. Most of a collection's reads are of these files.
+func readRecord(path string) []byte {
+	return readFile(path, true)
+}
+
+func readFile(path string, record bool) []byte {
 	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	for err == syscall.EINTR {
 		fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
@@ -42,6 +57,7 @@ func readFast(path string) []byte {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
+		room := cap(buf) - len(buf)
 		n, err := syscall.Read(fd, buf[len(buf):cap(buf)])
 		if err == syscall.EINTR {
 			continue
@@ -50,21 +66,21 @@ func readFast(path string) []byte {
 			*bp = buf
 			return nil
 		}
-		if n == 0 {
+		buf = buf[:len(buf)+n]
+		if n == 0 || record && n < room {
 			*bp = buf
 			return append(make([]byte, 0, len(buf)), buf...)
 		}
-		buf = buf[:len(buf)+n]
 	}
 }
 
 // readBuffers are readFast's buffers.
 var readBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-// readFastErr is readFast with the open's error kept (a missing file tells
+// readFastErr is readRecord with the open's error kept (a missing file tells
 // "no such limit" apart from a zero).
 func readFastErr(path string) ([]byte, error) {
-	if data := readFast(path); data != nil {
+	if data := readRecord(path); data != nil {
 		return data, nil
 	}
 	if _, err := os.Stat(path); err != nil {

@@ -25,6 +25,10 @@ type Rotator struct {
 	MaxFiles int           // containerLogMaxFiles, the live file included
 	Every    time.Duration // containerLogMonitorInterval
 	Now      func() time.Time
+
+	// logPaths are the running containers' log files, asked of the runtime
+	// once per container: a container's log path is set at its creation.
+	logPaths map[string]string
 }
 
 // Run checks every interval until ctx ends.
@@ -51,15 +55,25 @@ func (r *Rotator) rotateAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	paths := make(map[string]string, len(ctrs))
 	for _, c := range ctrs {
-		st, err := r.Runtime.ContainerStatus(ctx, c.Id, false)
-		if err != nil || st.GetStatus().GetLogPath() == "" {
+		path, ok := r.logPaths[c.Id]
+		if !ok {
+			st, err := r.Runtime.ContainerStatus(ctx, c.Id, false)
+			if err != nil {
+				continue
+			}
+			path = st.GetStatus().GetLogPath()
+		}
+		paths[c.Id] = path
+		if path == "" {
 			continue
 		}
-		if err := r.Rotate(ctx, c.Id, st.Status.LogPath); err != nil {
+		if err := r.Rotate(ctx, c.Id, path); err != nil {
 			klog.FromContext(ctx).Error(err, "Failed to rotate a container log", "containerID", c.Id)
 		}
 	}
+	r.logPaths = paths
 	return nil
 }
 

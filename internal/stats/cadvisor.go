@@ -26,6 +26,7 @@ import (
 type cgroupSnap struct {
 	id, name, image, container, pod, namespace string
 	created                                    time.Time
+	at                                         time.Time // when st was read
 	st                                         *cgroupstats.Stats
 	fds, sockets                               uint64
 	openFilesSoft                              int64
@@ -69,15 +70,24 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	var rows []cgroupSnap
 	pods := map[string]podRef{} // pod cgroup -> pod
 	p.Cgroups.ForgetOldLimits(time.Now())
+	reads := make(map[string]*cgroupRead, len(p.reads))
 	add := func(r cgroupSnap) {
-		st, err := p.Cgroups.Read(r.id)
-		if err != nil {
-			return
+		last := p.reads[r.id]
+		if due(last, s.at, p.period) {
+			st, err := p.Cgroups.Read(r.id)
+			if err != nil {
+				return
+			}
+			// Each row counts the open files of its own processes, as
+			// cAdvisor does: every process is counted once, in its
+			// container's row.
+			fds, sockets := cgroupstats.OpenFiles(st.Procs)
+			read := &cgroupRead{at: s.at, st: st, fds: fds, sockets: sockets}
+			read.quiet = last != nil && last.same(read)
+			last = read
 		}
-		r.st = st
-		// Each row counts the open files of its own processes, as cAdvisor
-		// does: every process is counted once, in its container's row.
-		r.fds, r.sockets = cgroupstats.OpenFiles(st.Procs)
+		reads[r.id] = last
+		r.at, r.st, r.fds, r.sockets = last.at, last.st, last.fds, last.sockets
 		if r.id == "/" {
 			// cAdvisor's ulimits are its root process's, and only the
 			// machine's row has one (PID 1).
@@ -142,6 +152,7 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	add(root)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].id < rows[j].id })
 	s.cgroups = rows
+	p.reads = reads
 	// Swap, where the runtime did not report it, from the container's
 	// cgroup, as upstream's cAdvisor gives it to the Summary API.
 	byID := map[string]*cgroupstats.Stats{}
@@ -424,12 +435,17 @@ func (p *Provider) WriteCadvisorMetrics(ctx context.Context, w io.Writer) error 
 // renderCadvisor writes the /metrics/cadvisor page of one collection.
 func renderCadvisor(s *snapshot, w io.Writer) error {
 	f := newFamilies()
-	ts := s.at.UnixMilli()
 	const (
 		counter = "counter"
 		gauge   = "gauge"
 	)
+	now := s.at.UnixMilli()
 	for _, r := range s.cgroups {
+		// Each row's figures carry the time they were read, as cAdvisor's
+		// do: a quiet cgroup's may be a collection older than the page.
+		// The network and filesystem figures are read at every collection
+		// (now).
+		ts := r.at.UnixMilli()
 		base := []string{"container", r.container, "id", r.id, "image", r.image, "name", r.name, "namespace", r.namespace, "pod", r.pod}
 		with := func(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
 		st := r.st
@@ -505,10 +521,10 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 		}
 		for _, fs := range r.fss {
 			d := with("device", fs.device)
-			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), ts, d...)
-			f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), ts, d...)
-			f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), ts, d...)
-			f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), ts, d...)
+			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, d...)
+			f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, d...)
+			f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, d...)
+			f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, d...)
 			io := fs.io
 			if io == nil {
 				continue
@@ -529,28 +545,28 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 				{"container_fs_io_time_seconds_total", counter, "Cumulative count of seconds spent doing I/Os", float64(io.ioMs) / 1e3},
 				{"container_fs_io_time_weighted_seconds_total", counter, "Cumulative weighted I/O time in seconds", float64(io.weightedIoMs) / 1e3},
 			} {
-				f.add(g.name, g.kind, g.help, g.v, ts, d...)
+				f.add(g.name, g.kind, g.help, g.v, now, d...)
 			}
 		}
 		if fs := r.fs; fs != nil {
-			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), ts, with("device", fs.device)...)
+			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, with("device", fs.device)...)
 			if fs.hasLimit {
-				f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), ts, with("device", fs.device)...)
-				f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), ts, with("device", fs.device)...)
-				f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), ts, with("device", fs.device)...)
+				f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, with("device", fs.device)...)
+				f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, with("device", fs.device)...)
+				f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, with("device", fs.device)...)
 			}
 		}
 
 		for _, n := range r.net {
 			l := with("interface", n.iface)
-			f.add("container_network_receive_bytes_total", counter, "Cumulative count of bytes received", float64(n.rxBytes), ts, l...)
-			f.add("container_network_receive_packets_total", counter, "Cumulative count of packets received", float64(n.rxPackets), ts, l...)
-			f.add("container_network_receive_packets_dropped_total", counter, "Cumulative count of packets dropped while receiving", float64(n.rxDropped), ts, l...)
-			f.add("container_network_receive_errors_total", counter, "Cumulative count of errors encountered while receiving", float64(n.rxErrors), ts, l...)
-			f.add("container_network_transmit_bytes_total", counter, "Cumulative count of bytes transmitted", float64(n.txBytes), ts, l...)
-			f.add("container_network_transmit_packets_total", counter, "Cumulative count of packets transmitted", float64(n.txPackets), ts, l...)
-			f.add("container_network_transmit_packets_dropped_total", counter, "Cumulative count of packets dropped while transmitting", float64(n.txDropped), ts, l...)
-			f.add("container_network_transmit_errors_total", counter, "Cumulative count of errors encountered while transmitting", float64(n.txErrors), ts, l...)
+			f.add("container_network_receive_bytes_total", counter, "Cumulative count of bytes received", float64(n.rxBytes), now, l...)
+			f.add("container_network_receive_packets_total", counter, "Cumulative count of packets received", float64(n.rxPackets), now, l...)
+			f.add("container_network_receive_packets_dropped_total", counter, "Cumulative count of packets dropped while receiving", float64(n.rxDropped), now, l...)
+			f.add("container_network_receive_errors_total", counter, "Cumulative count of errors encountered while receiving", float64(n.rxErrors), now, l...)
+			f.add("container_network_transmit_bytes_total", counter, "Cumulative count of bytes transmitted", float64(n.txBytes), now, l...)
+			f.add("container_network_transmit_packets_total", counter, "Cumulative count of packets transmitted", float64(n.txPackets), now, l...)
+			f.add("container_network_transmit_packets_dropped_total", counter, "Cumulative count of packets dropped while transmitting", float64(n.txDropped), now, l...)
+			f.add("container_network_transmit_errors_total", counter, "Cumulative count of errors encountered while transmitting", float64(n.txErrors), now, l...)
 		}
 
 		f.add("container_processes", gauge, "Number of processes running inside the container.", float64(len(st.Procs)), ts, base...)

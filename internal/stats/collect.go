@@ -54,8 +54,14 @@ type Provider struct {
 	// cadvisorPage and resourcePage are those pages rendered from the last
 	// collection: every request answered from it shares one rendering.
 	cadvisorPage, resourcePage page
-	// cgroupOf, in tests, names the cgroup of a sandbox or container.
+	// reads are the cgroups' last reads (collMu), by cgroup path; period is
+	// Run's (0: each collection reads every cgroup).
+	reads  map[string]*cgroupRead
+	period time.Duration
+	// cgroupOf, in tests, names the cgroup of a sandbox or container;
+	// swapOn says whether the node has swap.
 	cgroupOf func(id string) string
+	swapOn   func() bool
 }
 
 // procInfo is what the runtime says of a sandbox's or container's process.
@@ -147,6 +153,11 @@ func (p *Provider) collect(ctx context.Context) (*snapshot, error) {
 	sort.Strings(s.ids)
 	s.node = p.nodeSnap(ctx, s.at)
 	if p.Cgroups != nil {
+		swap := s.node.swapTotal > 0
+		if p.swapOn != nil {
+			swap = p.swapOn()
+		}
+		p.Cgroups.SetSwap(swap)
 		p.collectCgroups(ctx, s, ctrs)
 	}
 	keep := map[string]bool{}
@@ -264,6 +275,9 @@ func (p *Provider) refresh(ctx context.Context, asked time.Time) (*snapshot, err
 // Run collects every period until ctx ends, so that requests are answered
 // from a collection at most a period old (upstream's cAdvisor housekeeping).
 func (p *Provider) Run(ctx context.Context, period time.Duration) {
+	p.collMu.Lock()
+	p.period = period
+	p.collMu.Unlock()
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {

@@ -151,7 +151,10 @@ func writeFiles(t *testing.T, dir string, files map[string]string) {
 	}
 }
 
-func TestCadvisorMetricsFromCgroups(t *testing.T) {
+// cgroupFixture is a Provider on a v1 cgroup tree in a temporary folder:
+// pod poduid-1 (burstable) with sandbox sb1 and container c1.
+func cgroupFixture(t *testing.T) *Provider {
+	t.Helper()
 	root := t.TempDir()
 	pod := "/kubepods/burstable/poduid-1"
 	for cg, usage := range map[string]string{"/": "9000000000", pod: "3000000000", pod + "/sb1": "1000000000", pod + "/c1": "2000000000", "/kubepods": "3000000000", "/kubepods/burstable": "3000000000"} {
@@ -171,8 +174,12 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	rt := fakeRuntime(2e9)
 	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
 		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 2e9}}}}) // no swap from the runtime
-	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), Cgroups: cgroupstats.New(root),
-		cgroupOf: func(id string) string { return pod + "/" + id }}
+	return &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), Cgroups: cgroupstats.New(root),
+		cgroupOf: func(id string) string { return pod + "/" + id }, swapOn: func() bool { return true }}
+}
+
+func TestCadvisorMetricsFromCgroups(t *testing.T) {
+	p := cgroupFixture(t)
 	var out bytes.Buffer
 	if err := p.WriteCadvisorMetrics(context.Background(), &out); err != nil {
 		t.Fatal(err)

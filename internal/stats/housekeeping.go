@@ -1,0 +1,49 @@
+package stats
+
+import (
+	"slices"
+	"time"
+
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
+)
+
+// cgroupRead is one cgroup's last read for /metrics/cadvisor and when it
+// was made: its figures and its processes' open files. A pod's network
+// counters are not part of it: they are read at every collection.
+type cgroupRead struct {
+	at           time.Time
+	st           *cgroupstats.Stats
+	fds, sockets uint64
+	// quiet: this read found the same figures as the one before it.
+	quiet bool
+}
+
+// same reports whether b's figures are a's (the time aside).
+func (a *cgroupRead) same(b *cgroupRead) bool {
+	return a.st.CPU == b.st.CPU && a.st.Memory == b.st.Memory && a.st.Pids == b.st.Pids &&
+		slices.Equal(a.st.IO, b.st.IO) && slices.Equal(a.st.Procs, b.st.Procs) &&
+		a.fds == b.fds && a.sockets == b.sockets
+}
+
+// due reports whether a cgroup last read as last is to be read again at
+// now, collections being period apart. This is cAdvisor's dynamic
+// housekeeping as the upstream kubelet runs it: a cgroup is read every
+// housekeeping period while its figures change, and less often once two
+// reads in a row found the same (cAdvisor doubles its interval, up to
+// 15 s, then waits up to as long again at random: 15 to 30 s). Here a quiet
+// cgroup is read every other collection (20 s), any other every
+// collection. cAdvisor counts a container's network in its figures, so
+// that the broadcasts every pod's interface receives keep it busy; here the
+// network counters are read at every collection, apart. A collection made between two periodic ones, for a request
+// that found the running containers changed, reads only the cgroups it has
+// not read for half a period: the new containers' and those due.
+func due(last *cgroupRead, now time.Time, period time.Duration) bool {
+	if last == nil || period <= 0 {
+		return true
+	}
+	interval := period
+	if last.quiet {
+		interval = 2 * period
+	}
+	return now.Sub(last.at) >= interval-period/2
+}

@@ -1,0 +1,104 @@
+package stats
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestDue(t *testing.T) {
+	now := time.Now()
+	const period = 10 * time.Second
+	for _, c := range []struct {
+		name string
+		last *cgroupRead
+		per  time.Duration
+		want bool
+	}{
+		{"never read", nil, period, true},
+		{"no period: every collection", &cgroupRead{at: now}, 0, true},
+		{"read a moment ago", &cgroupRead{at: now.Add(-time.Second)}, period, false},
+		{"read a period ago", &cgroupRead{at: now.Add(-period + 100*time.Millisecond)}, period, true},
+		{"quiet, read a period ago", &cgroupRead{at: now.Add(-period), quiet: true}, period, false},
+		{"quiet, read two periods ago", &cgroupRead{at: now.Add(-2*period + 100*time.Millisecond), quiet: true}, period, true},
+	} {
+		if got := due(c.last, now, c.per); got != c.want {
+			t.Errorf("%s: due = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestQuietCgroupsAreReadLessOften runs collections on a cgroup tree whose
+// container's CPU time changes and whose pod's does not, moving the last
+// reads back in time by a period between them. A row's figures are the
+// read's own: a re-read gives the row new ones.
+func TestQuietCgroupsAreReadLessOften(t *testing.T) {
+	p := cgroupFixture(t)
+	p.period = 10 * time.Second
+	ctx := context.Background()
+	const ctr, pod = "/kubepods/burstable/poduid-1/c1", "/kubepods/burstable/poduid-1"
+	usage := filepath.Join(p.Cgroups.Root, "cpuacct", ctr, "cpuacct.usage")
+	setUsage := func(v string) {
+		if err := os.WriteFile(usage, []byte(v), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapse := func(d time.Duration) {
+		for _, r := range p.reads {
+			r.at = r.at.Add(-d)
+		}
+	}
+	collect := func() map[string]cgroupSnap {
+		s, err := p.collect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows := map[string]cgroupSnap{}
+		for _, r := range s.cgroups {
+			rows[r.id] = r
+		}
+		if len(rows) == 0 {
+			t.Fatal("no cgroup rows")
+		}
+		return rows
+	}
+
+	first := collect()
+	setUsage("4000000000")
+	// A collection right after the last (a request's): nothing is due.
+	again := collect()
+	if got := again[ctr].st.CPU.UsageNanos; got != 2e9 || again[ctr].st != first[ctr].st || !again[ctr].at.Equal(first[ctr].at) {
+		t.Errorf("re-read within half a period: usage %d read at %v", got, again[ctr].at)
+	}
+	elapse(p.period)
+	second := collect()
+	if got := second[ctr].st.CPU.UsageNanos; got != 4e9 {
+		t.Errorf("the container's usage a period later: %d, want 4e9", got)
+	}
+	if second[pod].st == first[pod].st {
+		t.Error("the pod's cgroup was not read again a period later")
+	}
+	// The pod's figures were the same twice: it is quiet and skips a
+	// collection. The container's changed: it is read at the next.
+	setUsage("5000000000")
+	elapse(p.period)
+	third := collect()
+	if third[pod].st != second[pod].st {
+		t.Error("a quiet cgroup was read again after one period")
+	}
+	if got := third[ctr].st.CPU.UsageNanos; got != 5e9 {
+		t.Errorf("the busy container's usage: %d, want 5e9", got)
+	}
+	elapse(p.period)
+	if fourth := collect(); fourth[pod].st == second[pod].st {
+		t.Error("a quiet cgroup was not read after two periods")
+	}
+	// Without a period (no Run), every collection reads every cgroup.
+	p.period = 0
+	setUsage("6000000000")
+	if got := collect()[ctr].st.CPU.UsageNanos; got != 6e9 {
+		t.Errorf("without a period: usage %d, want 6e9", got)
+	}
+}
