@@ -22,6 +22,10 @@ var limitsGeneration atomic.Uint64
 // every cgroup reads its limits again.
 func LimitsChanged() { limitsGeneration.Add(1) }
 
+// LimitsGeneration counts LimitsChanged calls: a reader that kept a
+// cgroup's figures reads them again when it moved.
+func LimitsGeneration() uint64 { return limitsGeneration.Load() }
+
 type limits struct {
 	cpu            bool // the cpu controller's limits are there
 	shares, period uint64

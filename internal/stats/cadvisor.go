@@ -71,9 +71,10 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	pods := map[string]podRef{} // pod cgroup -> pod
 	p.Cgroups.ForgetOldLimits(time.Now())
 	reads := make(map[string]*cgroupRead, len(p.reads))
+	gen := cgroupstats.LimitsGeneration()
 	add := func(r cgroupSnap) {
 		last := p.reads[r.id]
-		if due(last, s.at, p.period) {
+		if due(last, s.at, p.period, gen) {
 			st, err := p.Cgroups.Read(r.id)
 			if err != nil {
 				return
@@ -82,7 +83,7 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 			// cAdvisor does: every process is counted once, in its
 			// container's row.
 			fds, sockets := cgroupstats.OpenFiles(st.Procs)
-			read := &cgroupRead{at: s.at, st: st, fds: fds, sockets: sockets}
+			read := &cgroupRead{at: s.at, st: st, fds: fds, sockets: sockets, gen: gen}
 			read.quiet = last != nil && last.same(read)
 			last = read
 		}

@@ -14,6 +14,8 @@ type cgroupRead struct {
 	at           time.Time
 	st           *cgroupstats.Stats
 	fds, sockets uint64
+	// gen is cgroupstats.LimitsGeneration at the read.
+	gen uint64
 	// quiet: this read found the same figures as the one before it.
 	quiet bool
 }
@@ -34,11 +36,15 @@ func (a *cgroupRead) same(b *cgroupRead) bool {
 // cgroup is read every other collection (20 s), any other every
 // collection. cAdvisor counts a container's network in its figures, so
 // that the broadcasts every pod's interface receives keep it busy; here the
-// network counters are read at every collection, apart. A collection made between two periodic ones, for a request
-// that found the running containers changed, reads only the cgroups it has
-// not read for half a period: the new containers' and those due.
-func due(last *cgroupRead, now time.Time, period time.Duration) bool {
-	if last == nil || period <= 0 {
+// network counters are read at every collection, apart.
+//
+// A collection made between two periodic ones, for a request that found
+// the running containers changed, reads only the cgroups it has not read
+// for half a period: the new containers' and those due. Every cgroup is
+// read again once the agent has set some cgroup's limits since the read
+// (gen: a pod started, a resize), so that the limits reported follow.
+func due(last *cgroupRead, now time.Time, period time.Duration, gen uint64) bool {
+	if last == nil || period <= 0 || last.gen != gen {
 		return true
 	}
 	interval := period

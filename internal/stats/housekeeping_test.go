@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/bosun-dev/bosun/internal/cgroupstats"
 )
 
 func TestDue(t *testing.T) {
@@ -23,8 +25,9 @@ func TestDue(t *testing.T) {
 		{"read a period ago", &cgroupRead{at: now.Add(-period + 100*time.Millisecond)}, period, true},
 		{"quiet, read a period ago", &cgroupRead{at: now.Add(-period), quiet: true}, period, false},
 		{"quiet, read two periods ago", &cgroupRead{at: now.Add(-2*period + 100*time.Millisecond), quiet: true}, period, true},
+		{"read a moment ago, limits set since", &cgroupRead{at: now, gen: 1}, period, true},
 	} {
-		if got := due(c.last, now, c.per); got != c.want {
+		if got := due(c.last, now, c.per, 0); got != c.want {
 			t.Errorf("%s: due = %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -94,6 +97,13 @@ func TestQuietCgroupsAreReadLessOften(t *testing.T) {
 	elapse(p.period)
 	if fourth := collect(); fourth[pod].st == second[pod].st {
 		t.Error("a quiet cgroup was not read after two periods")
+	}
+	// Limits set by the agent (a resize): every cgroup is read at the next
+	// collection, quiet or not.
+	setUsage("5500000000")
+	cgroupstats.LimitsChanged()
+	if got := collect()[ctr].st.CPU.UsageNanos; got != 5.5e9 {
+		t.Errorf("after limits were set: usage %d, want 5.5e9", got)
 	}
 	// Without a period (no Run), every collection reads every cgroup.
 	p.period = 0
