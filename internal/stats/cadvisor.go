@@ -465,7 +465,7 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 			f.add("container_spec_memory_reservation_limit_bytes", gauge, "Memory reservation limit for the container.", memLimit(st.Memory.Reservation), 0, base...)
 		}
 
-		f.add("container_last_seen", gauge, "Last time a container was seen by the exporter", float64(s.at.Unix()), ts, base...)
+		f.add("container_last_seen", gauge, "Last time a container was seen by the exporter", float64(s.at.Unix()), now, base...)
 		c := st.CPU
 		f.add("container_cpu_user_seconds_total", counter, "Cumulative user cpu time consumed in seconds.", float64(c.UserNanos)/1e9, ts, base...)
 		f.add("container_cpu_system_seconds_total", counter, "Cumulative system cpu time consumed in seconds.", float64(c.SystemNanos)/1e9, ts, base...)

@@ -1,9 +1,12 @@
 package stats
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +113,45 @@ func TestQuietCgroupsAreReadLessOften(t *testing.T) {
 	setUsage("6000000000")
 	if got := collect()[ctr].st.CPU.UsageNanos; got != 6e9 {
 		t.Errorf("without a period: usage %d, want 6e9", got)
+	}
+}
+
+// TestRowsCarryTheirReadsTime: a row answered from an earlier read carries
+// that read's time; what every collection reads carries the collection's.
+func TestRowsCarryTheirReadsTime(t *testing.T) {
+	p := cgroupFixture(t)
+	p.period = 10 * time.Second
+	ctx := context.Background()
+	first, err := p.collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	second, err := p.collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page bytes.Buffer
+	if err := renderCadvisor(second, &page); err != nil {
+		t.Fatal(err)
+	}
+	stamp := func(prefix string) string {
+		for _, line := range strings.Split(page.String(), "\n") {
+			if strings.HasPrefix(line, prefix) {
+				return line[strings.LastIndexByte(line, ' ')+1:]
+			}
+		}
+		t.Fatalf("no %s sample", prefix)
+		return ""
+	}
+	readAt, collectedAt := strconv.FormatInt(first.at.UnixMilli(), 10), strconv.FormatInt(second.at.UnixMilli(), 10)
+	if readAt == collectedAt {
+		t.Fatal("the two collections share a millisecond")
+	}
+	if got := stamp(`container_cpu_usage_seconds_total{container="app"`); got != readAt {
+		t.Errorf("the container's CPU stamped %s, want its read's %s", got, readAt)
+	}
+	if got := stamp(`container_last_seen{container="app"`); got != collectedAt {
+		t.Errorf("last seen stamped %s, want the collection's %s", got, collectedAt)
 	}
 }
