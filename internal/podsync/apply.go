@@ -167,11 +167,19 @@ func (s *Syncer) Sync(ctx context.Context, pod *corev1.Pod) (*SyncResult, error)
 		res.Requeue = 2 * time.Second
 		plan.Start = nil // nothing starts without its volumes
 	}
-	if err := s.apply(ctx, pod, rp, plan, vols, res); err != nil {
+	changed, err := s.apply(ctx, pod, rp, plan, vols, res)
+	if err != nil {
 		return nil, err
 	}
-	if res.Runtime, err = s.Inspect(ctx, string(pod.UID)); err != nil {
-		return nil, err
+	// A sync that changed nothing in the runtime reports what it read at
+	// its start, as upstream reports the status its sync began with: a
+	// container that changes meanwhile is the next sync's, which the pod
+	// lifecycle events bring.
+	res.Runtime = rp
+	if changed {
+		if res.Runtime, err = s.Inspect(ctx, string(pod.UID)); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
@@ -187,7 +195,10 @@ func backoffKey(pod *corev1.Pod, container string) string {
 	return key
 }
 
-func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) (err error) {
+// apply carries out plan. changed says whether it asked the runtime to
+// change anything (the runtime's view of the pod is then read again).
+func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, plan Plan, vols map[string]volumes.Volume, res *SyncResult) (changed bool, err error) {
+	changed = plan.KillPod || plan.CreateSandbox || len(plan.Kill) > 0 || len(plan.Start) > 0
 	logger := klog.FromContext(ctx)
 	failed := false // a container could not start (a Waiting reason)
 	if plan.CreateSandbox {
@@ -206,7 +217,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 	if plan.KillPod {
 		logger.V(2).Info("Sandbox is not ready; restarting the pod's sandbox", "pod", klog.KObj(pod))
 		if err := s.Kill(ctx, pod, rp, 2); err != nil {
-			return err
+			return changed, err
 		}
 	}
 	sb := rp.LatestSandbox()
@@ -215,25 +226,27 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 		if sb, sbConfig, err = s.runSandbox(ctx, pod, plan.SandboxAttempt); err != nil {
 			bmetrics.StartedPodsErrors.Inc()
 			s.event(pod, corev1.EventTypeWarning, "FailedCreatePodSandBox", fmt.Sprintf("Failed to create pod sandbox: %v", err))
-			return err
+			return changed, err
 		}
-	} else if sb != nil {
+	} else if sb != nil && len(plan.Start) > 0 {
 		if sbConfig, err = SandboxConfig(s.cfg.Node, pod, sb.Metadata.GetAttempt()); err != nil {
-			return err
+			return changed, err
 		}
 	}
 	for _, id := range plan.Kill {
 		if err := s.stopWithPreStop(ctx, pod, containerName(rp, id), id, gracePeriod(pod)); err != nil {
-			return fmt.Errorf("failed to stop container %s: %w", id, err)
+			return changed, fmt.Errorf("failed to stop container %s: %w", id, err)
 		}
 	}
 	if sb == nil {
-		return nil
+		return changed, nil
 	}
 	if !plan.CreateSandbox && !plan.KillPod && pod.DeletionTimestamp == nil {
-		if err := s.resizeRunning(ctx, pod, rp, sb.Id); err != nil {
+		resized, err := s.resizeRunning(ctx, pod, rp, sb.Id)
+		if err != nil {
 			klog.FromContext(ctx).Error(err, "Resizing the pod's containers", "pod", klog.KObj(pod))
 		}
+		changed = changed || resized
 	}
 	ips := sandboxIPs(pod, sb, s.cfg.HostIPs)
 	for _, name := range plan.Start {
@@ -243,7 +256,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 		bmetrics.StartedContainers.WithLabelValues(ctype).Inc()
 		if w, err := s.startContainer(ctx, pod, rp, name, sb.Id, sbConfig, ips, vols); err != nil {
 			bmetrics.StartedContainersErrors.WithLabelValues(ctype, "RunContainerError").Inc()
-			return err
+			return changed, err
 		} else if w != nil {
 			bmetrics.StartedContainersErrors.WithLabelValues(ctype, w.Reason).Inc()
 			failed = true
@@ -254,7 +267,7 @@ func (s *Syncer) apply(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, pla
 			}
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 func containerName(rp *RuntimePod, id string) string {

@@ -15,8 +15,9 @@ import (
 // says RestartContainer for a changed resource is restarted with them; the
 // others get their cgroups updated through the runtime, inside a pod cgroup
 // loosened first and set to the new pod limits last, so that neither a
-// growing container nor a shrinking pod is ever squeezed by the other.
-func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, sandboxID string) error {
+// growing container nor a shrinking pod is ever squeezed by the other. It
+// says whether it set or stopped anything.
+func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *RuntimePod, sandboxID string) (bool, error) {
 	var updates []resizeUpdate
 	var restarts []resizeUpdate
 	var oldMemory int64
@@ -49,7 +50,7 @@ func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *Runtime
 		}
 	}
 	if len(updates)+len(restarts) == 0 {
-		return nil
+		return false, nil
 	}
 	logger := klog.FromContext(ctx)
 	podCgroup := s.cfg.Cgroups != nil && s.cfg.Node.CgroupsPerQOS && s.cfg.Node.CgroupDriver != "systemd"
@@ -61,7 +62,7 @@ func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *Runtime
 		if s.cfg.ResizeFailed != nil {
 			s.cfg.ResizeFailed(pod, err.Error())
 		}
-		return err
+		return false, err
 	}
 	if podCgroup {
 		loose := final
@@ -74,7 +75,7 @@ func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *Runtime
 			loose.MemoryBytes = 0 // left as it is until the end
 		}
 		if err := s.cfg.Cgroups.Ensure(CgroupParent(s.cfg.Node, pod), loose); err != nil {
-			return fmt.Errorf("resize: loosening the pod cgroup: %w", err)
+			return true, fmt.Errorf("resize: loosening the pod cgroup: %w", err)
 		}
 	}
 	var firstErr error
@@ -102,7 +103,7 @@ func (s *Syncer) resizeRunning(ctx context.Context, pod *corev1.Pod, rp *Runtime
 			firstErr = fmt.Errorf("resize: setting the pod cgroup: %w", err)
 		}
 	}
-	return firstErr
+	return true, firstErr
 }
 
 // resizeUpdate is a running container's new resources.

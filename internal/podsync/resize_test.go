@@ -54,8 +54,8 @@ func TestResizeRunningUpdatesInPlaceOrRestartsByPolicy(t *testing.T) {
 			State: runtimeapi.ContainerState_CONTAINER_RUNNING, Resources: &runtimeapi.ContainerResources{Linux: containerResources(s.cfg.Node, pod, &c, 0)}}}
 	}
 	rp := &RuntimePod{Containers: []*Container{running("id-grow", "grow", "100m", "64Mi"), running("id-same", "same", "100m", "64Mi"), running("id-restart", "restart", "100m", "64Mi")}}
-	if err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil {
-		t.Fatal(err)
+	if acted, err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil || !acted {
+		t.Fatalf("resize: acted %v, err %v; want it to act", acted, err)
 	}
 	got := rec.updated["id-grow"]
 	if got == nil || got.CpuShares != 204 || got.CpuQuota != 20000 || got.MemoryLimitInBytes != 64<<20 {
@@ -70,8 +70,8 @@ func TestResizeRunningUpdatesInPlaceOrRestartsByPolicy(t *testing.T) {
 	// Once the runtime runs the new values, nothing more happens.
 	rec.updated, rec.stopped = map[string]*runtimeapi.LinuxContainerResources{}, nil
 	rp = &RuntimePod{Containers: []*Container{running("id-grow", "grow", "200m", "64Mi"), running("id-same", "same", "100m", "64Mi"), running("id-restart2", "restart", "100m", "128Mi")}}
-	if err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil || len(rec.updated)+len(rec.stopped) != 0 {
-		t.Errorf("a settled pod: err %v, updated %v, stopped %v", err, rec.updated, rec.stopped)
+	if acted, err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil || acted || len(rec.updated)+len(rec.stopped) != 0 {
+		t.Errorf("a settled pod: acted %v, err %v, updated %v, stopped %v", acted, err, rec.updated, rec.stopped)
 	}
 }
 
@@ -104,7 +104,7 @@ func TestResizeRefusesMemoryLimitBelowUsage(t *testing.T) {
 	if !s.ResizeInProgress(pod, rp) {
 		t.Fatal("a container running with its old resources is not in progress")
 	}
-	err := s.resizeRunning(context.Background(), pod, rp, "sb")
+	_, err := s.resizeRunning(context.Background(), pod, rp, "sb")
 	want := `cannot decrease memory limits: attempting to set container "a" memory limit (67108864) below current usage (104857600)`
 	if err == nil || err.Error() != want || len(failed) != 1 || failed[0] != want {
 		t.Fatalf("err %v, reported %q; want %q", err, failed, want)
@@ -113,7 +113,7 @@ func TestResizeRefusesMemoryLimitBelowUsage(t *testing.T) {
 		t.Fatalf("a refused resize updated %v (its cpu too must wait)", rec.updated)
 	}
 	rec.usage["id-a"] = 10 << 20
-	if err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil {
+	if _, err := s.resizeRunning(context.Background(), pod, rp, "sb"); err != nil {
 		t.Fatal(err)
 	}
 	if got := rec.updated["id-a"]; got == nil || got.MemoryLimitInBytes != 64<<20 {

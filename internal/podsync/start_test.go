@@ -58,3 +58,45 @@ func TestContainerStartOutlivesThePodsContext(t *testing.T) {
 		t.Errorf("%d containers running, want 1", started)
 	}
 }
+
+// A sync that finds the pod as its spec wants it changes nothing in the
+// runtime and reads the runtime once; a sync that starts something reads
+// it again, to report what it started.
+func TestSettledPodSyncReadsTheRuntimeOnce(t *testing.T) {
+	rt := apitest.NewFakeRuntimeService()
+	images := apitest.NewFakeImageService()
+	images.SetFakeImages([]string{"registry.example/app:1"})
+	s, err := NewSyncer(SyncerConfig{Runtime: rt, Images: NewImagePuller(images, nil, false, 0), Volumes: &fakeVolumes{},
+		Node: NodeSettings{RootDir: t.TempDir(), PodLogsDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}}}
+	pod.Name, pod.Namespace, pod.UID = "p", "ns", "uid"
+	lists := func() (n int) {
+		for _, c := range rt.GetCalls() {
+			if c == "ListPodSandbox" {
+				n++
+			}
+		}
+		return n
+	}
+	running := func(rp *RuntimePod) bool {
+		c := rp.Latest("app")
+		return c != nil && c.State == runtimeapi.ContainerState_CONTAINER_RUNNING
+	}
+	res, err := s.Sync(context.Background(), pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !running(res.Runtime) || lists() != 2 {
+		t.Fatalf("first sync: container running %v after %d reads of the runtime; want running, after 2", running(res.Runtime), lists())
+	}
+	before := lists()
+	if res, err = s.Sync(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	if !running(res.Runtime) || lists()-before != 1 {
+		t.Errorf("settled sync: container running %v after %d reads of the runtime; want running, after 1", running(res.Runtime), lists()-before)
+	}
+}
