@@ -88,7 +88,7 @@ func (m *Manager) Ensure(name string, l Limits) error {
 			return err
 		}
 	}
-	defer cgroupstats.LimitsChanged() // the statistics read the new limits
+	defer cgroupstats.LimitsChangedOf(name) // the statistics read the new limits
 	for ctrl, dir := range m.dirs(name) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("cgroup %s: %w", dir, err)
@@ -117,7 +117,7 @@ func (m *Manager) Update(name string, l Limits) error {
 		slices.Sort(missing)
 		return fmt.Errorf("cgroup %q has some missing paths: %v", name, strings.Join(missing, ", "))
 	}
-	defer cgroupstats.LimitsChanged()
+	defer cgroupstats.LimitsChangedOf(name)
 	for ctrl, dir := range dirs {
 		for file, value := range m.settings(ctrl, l) {
 			if err := os.WriteFile(filepath.Join(dir, file), []byte(value), 0o644); err != nil {

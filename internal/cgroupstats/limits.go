@@ -2,7 +2,9 @@ package cgroupstats
 
 import (
 	"os"
+	"path"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -10,21 +12,67 @@ import (
 // A cgroup's limits (CPU shares, quota and period, the memory limits, the
 // pids limit) change only when someone sets them, which for a node's pods is
 // the agent itself: at a container's creation and at an in-place resize.
-// They are read once and kept, and read again when LimitsChanged was called
-// since, or after limitsTTL (a change made by someone else).
+// They are read once and kept, and read again when LimitsChanged or
+// LimitsChangedOf (the cgroup) was called since, or after limitsTTL (a
+// change made by someone else).
 const limitsTTL = time.Minute
 
 // limitsGeneration counts LimitsChanged calls.
 var limitsGeneration atomic.Uint64
 
-// LimitsChanged says that some cgroup's limits were just set (a runtime's
-// UpdateContainerResources, a pod or QoS cgroup written): the next read of
-// every cgroup reads its limits again.
+// namedChanges counts LimitsChangedOf calls by cgroup.
+var namedChanges struct {
+	sync.Mutex
+	m map[string]namedChange
+}
+
+type namedChange struct {
+	n  uint64
+	at time.Time
+}
+
+// LimitsChanged says that limits were just set on some cgroup, which one
+// not known (a runtime's UpdateContainerResources): the next read of every
+// cgroup reads its limits again.
 func LimitsChanged() { limitsGeneration.Add(1) }
 
-// LimitsGeneration counts LimitsChanged calls: a reader that kept a
-// cgroup's figures reads them again when it moved.
-func LimitsGeneration() uint64 { return limitsGeneration.Load() }
+// LimitsChangedOf says that cgroup name's limits were just set (a pod or
+// QoS cgroup written by the agent): its next read reads them again.
+func LimitsChangedOf(name string) {
+	name = path.Clean("/" + name)
+	now := time.Now()
+	namedChanges.Lock()
+	defer namedChanges.Unlock()
+	if namedChanges.m == nil {
+		namedChanges.m = map[string]namedChange{}
+	}
+	if len(namedChanges.m) >= 1024 {
+		// Forget old changes (gone pods' cgroups). A forgotten count moves
+		// the cgroup's generation too, which costs one read, never a stale one.
+		for n, c := range namedChanges.m {
+			if now.Sub(c.at) > 2*limitsTTL {
+				delete(namedChanges.m, n)
+			}
+		}
+	}
+	c := namedChanges.m[name]
+	namedChanges.m[name] = namedChange{n: c.n + 1, at: now}
+}
+
+// LimitsGeneration moves whenever cgroup name's limits may have been set
+// by the agent (LimitsChanged, or LimitsChangedOf name): a reader that
+// kept the cgroup's figures reads them again when it moved.
+func LimitsGeneration(name string) uint64 {
+	name = path.Clean("/" + name)
+	g := limitsGeneration.Load()
+	namedChanges.Lock()
+	c, ok := namedChanges.m[name]
+	namedChanges.Unlock()
+	if ok {
+		g += c.n
+	}
+	return g
+}
 
 type limits struct {
 	cpu            bool // the cpu controller's limits are there
@@ -49,7 +97,7 @@ func (l limits) apply(s *Stats) {
 // limitsOf returns cgroup name's limits, reading them with read when they
 // are not kept or may have changed.
 func (r *Reader) limitsOf(name string, read func(*limits)) limits {
-	gen, now := limitsGeneration.Load(), time.Now()
+	gen, now := LimitsGeneration(name), time.Now()
 	r.mu.Lock()
 	l, ok := r.limits[name]
 	r.mu.Unlock()

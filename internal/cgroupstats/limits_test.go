@@ -7,7 +7,8 @@ import (
 )
 
 // A cgroup's limits are kept between reads, and read again after
-// LimitsChanged or once they are old; its usage is read every time.
+// LimitsChanged, LimitsChangedOf it, or once they are old; its usage is
+// read every time.
 func TestLimitsKeptUntilChanged(t *testing.T) {
 	root := t.TempDir()
 	name := "/kubepods/podabc/c1"
@@ -35,6 +36,17 @@ func TestLimitsKeptUntilChanged(t *testing.T) {
 	LimitsChanged()
 	if s := read(); s.CPU.Shares != 1024 || s.CPU.QuotaUS != 80000 || s.Memory.Limit != 2000 {
 		t.Errorf("after LimitsChanged: %+v %+v", s.CPU, s.Memory)
+	}
+	// Limits set on another cgroup leave these kept; set on this one, they
+	// are read again.
+	set("1536", "80000", "2500", "25")
+	LimitsChangedOf("/kubepods/podother")
+	if s := read(); s.CPU.Shares != 1024 || s.Memory.Limit != 2000 {
+		t.Errorf("after another cgroup's limits were set: limits %d %d, want the kept 1024 2000", s.CPU.Shares, s.Memory.Limit)
+	}
+	LimitsChangedOf("kubepods/podabc/c1/")
+	if s := read(); s.CPU.Shares != 1536 || s.Memory.Limit != 2500 {
+		t.Errorf("after its own limits were set: limits %d %d, want 1536 2500", s.CPU.Shares, s.Memory.Limit)
 	}
 	// Someone else's change is seen once the kept limits are old.
 	set("2048", "80000", "3000", "30")

@@ -71,9 +71,9 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 	pods := map[string]podRef{} // pod cgroup -> pod
 	p.Cgroups.ForgetOldLimits(time.Now())
 	reads := make(map[string]*cgroupRead, len(p.reads))
-	gen := cgroupstats.LimitsGeneration()
 	add := func(r cgroupSnap) {
 		last := p.reads[r.id]
+		gen := cgroupstats.LimitsGeneration(r.id)
 		if due(last, s.at, p.period, gen) {
 			st, err := p.Cgroups.Read(r.id)
 			if err != nil {
@@ -351,6 +351,13 @@ func newFamilies() *families {
 
 // add adds one sample; ts 0 writes none.
 func (f *families) add(name, kind, help string, value float64, ts int64, labels ...string) {
+	b := appendSeries(f.family(name, kind, help), name, sortedPairs(labels))
+	f.end(name, b, value, ts)
+}
+
+// family is the lines of family name so far, the family registered with
+// its help and kind at its first sample.
+func (f *families) family(name, kind, help string) []byte {
 	if _, ok := f.kind[name]; !ok {
 		f.help[name], f.kind[name] = help, kind
 		// The family's last page is about the size of this one.
@@ -358,8 +365,12 @@ func (f *families) add(name, kind, help string, value float64, ts int64, labels 
 			f.lines[name] = make([]byte, 0, n.(int)+n.(int)/8)
 		}
 	}
-	b := f.lines[name]
-	b = appendSeries(b, name, sortedPairs(labels))
+	return f.lines[name]
+}
+
+// end ends the sample whose series b ends with: its value and timestamp
+// (none when ts is 0).
+func (f *families) end(name string, b []byte, value float64, ts int64) {
 	b = append(b, ' ')
 	b = strconv.AppendFloat(b, value, 'g', -1, 64)
 	if ts != 0 {
@@ -367,6 +378,62 @@ func (f *families) add(name, kind, help string, value float64, ts int64, labels 
 		b = strconv.AppendInt(b, ts, 10)
 	}
 	f.lines[name] = append(b, '\n')
+}
+
+// rowLabels are a /metrics/cadvisor row's own labels (rowKeys), written
+// once per row as `key="value",` each; off[i] is where the i-th starts.
+// Most of a row's samples carry only these, the others one or a few more
+// whose places among them are found by name.
+type rowLabels struct {
+	b   []byte
+	off [len(rowKeys) + 1]int
+}
+
+// rowKeys are the labels of every cAdvisor row, in order.
+var rowKeys = [...]string{"container", "id", "image", "name", "namespace", "pod"}
+
+func (rl *rowLabels) set(values ...string) {
+	rl.b = rl.b[:0]
+	for i, k := range rowKeys {
+		rl.off[i] = len(rl.b)
+		rl.b = appendPair(rl.b, k, values[i])
+		rl.b = append(rl.b, ',')
+	}
+	rl.off[len(rowKeys)] = len(rl.b)
+}
+
+// appendPair appends key="value", the value quoted as the Prometheus
+// client quotes it.
+func appendPair(b []byte, k, v string) []byte {
+	b = append(b, k...)
+	b = append(b, '=')
+	if plainLabel(v) {
+		b = append(b, '"')
+		b = append(b, v...)
+		return append(b, '"')
+	}
+	return strconv.AppendQuote(b, v)
+}
+
+// addRow adds one sample of a row: its labels and extra's (name/value
+// pairs, in name order).
+func (f *families) addRow(name, kind, help string, value float64, ts int64, rl *rowLabels, extra ...string) {
+	b := append(f.family(name, kind, help), name...)
+	b = append(b, '{')
+	pos := 0
+	for i := 0; i+1 < len(extra); i += 2 {
+		j := pos
+		for j < len(rowKeys) && rowKeys[j] < extra[i] {
+			j++
+		}
+		b = append(b, rl.b[rl.off[pos]:rl.off[j]]...)
+		b = appendPair(b, extra[i], extra[i+1])
+		b = append(b, ',')
+		pos = j
+	}
+	b = append(b, rl.b[rl.off[pos]:]...)
+	b[len(b)-1] = '}'
+	f.end(name, b, value, ts)
 }
 
 // sortedPairs orders name/value pairs by name, as the Prometheus client
@@ -441,45 +508,45 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 		gauge   = "gauge"
 	)
 	now := s.at.UnixMilli()
+	var rl rowLabels
 	for _, r := range s.cgroups {
 		// Each row's figures carry the time they were read, as cAdvisor's
 		// do: a quiet cgroup's may be a collection older than the page.
 		// The network and filesystem figures are read at every collection
 		// (now).
 		ts := r.at.UnixMilli()
-		base := []string{"container", r.container, "id", r.id, "image", r.image, "name", r.name, "namespace", r.namespace, "pod", r.pod}
-		with := func(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
+		rl.set(r.container, r.id, r.image, r.name, r.namespace, r.pod)
 		st := r.st
 		// The spec: written without a timestamp, as cAdvisor does.
-		f.add("container_start_time_seconds", gauge, "Start time of the container since unix epoch in seconds.", float64(r.created.Unix()), 0, base...)
+		f.addRow("container_start_time_seconds", gauge, "Start time of the container since unix epoch in seconds.", float64(r.created.Unix()), 0, &rl)
 		if st.CPU.HasLimits {
-			f.add("container_spec_cpu_period", gauge, "CPU period of the container.", float64(st.CPU.PeriodUS), 0, base...)
+			f.addRow("container_spec_cpu_period", gauge, "CPU period of the container.", float64(st.CPU.PeriodUS), 0, &rl)
 			if st.CPU.QuotaUS != 0 {
-				f.add("container_spec_cpu_quota", gauge, "CPU quota of the container.", float64(st.CPU.QuotaUS), 0, base...)
+				f.addRow("container_spec_cpu_quota", gauge, "CPU quota of the container.", float64(st.CPU.QuotaUS), 0, &rl)
 			}
-			f.add("container_spec_cpu_shares", gauge, "CPU share of the container.", float64(st.CPU.Shares), 0, base...)
+			f.addRow("container_spec_cpu_shares", gauge, "CPU share of the container.", float64(st.CPU.Shares), 0, &rl)
 		}
 		if st.Memory.HasLimits {
-			f.add("container_spec_memory_limit_bytes", gauge, "Memory limit for the container.", memLimit(st.Memory.Limit), 0, base...)
-			f.add("container_spec_memory_swap_limit_bytes", gauge, "Memory swap limit for the container.", memLimit(st.Memory.SwapLimit), 0, base...)
-			f.add("container_spec_memory_reservation_limit_bytes", gauge, "Memory reservation limit for the container.", memLimit(st.Memory.Reservation), 0, base...)
+			f.addRow("container_spec_memory_limit_bytes", gauge, "Memory limit for the container.", memLimit(st.Memory.Limit), 0, &rl)
+			f.addRow("container_spec_memory_swap_limit_bytes", gauge, "Memory swap limit for the container.", memLimit(st.Memory.SwapLimit), 0, &rl)
+			f.addRow("container_spec_memory_reservation_limit_bytes", gauge, "Memory reservation limit for the container.", memLimit(st.Memory.Reservation), 0, &rl)
 		}
 
-		f.add("container_last_seen", gauge, "Last time a container was seen by the exporter", float64(s.at.Unix()), now, base...)
+		f.addRow("container_last_seen", gauge, "Last time a container was seen by the exporter", float64(s.at.Unix()), now, &rl)
 		c := st.CPU
-		f.add("container_cpu_user_seconds_total", counter, "Cumulative user cpu time consumed in seconds.", float64(c.UserNanos)/1e9, ts, base...)
-		f.add("container_cpu_system_seconds_total", counter, "Cumulative system cpu time consumed in seconds.", float64(c.SystemNanos)/1e9, ts, base...)
-		f.add("container_cpu_usage_seconds_total", counter, "Cumulative cpu time consumed in seconds.", float64(c.UsageNanos)/1e9, ts, with("cpu", "total")...)
+		f.addRow("container_cpu_user_seconds_total", counter, "Cumulative user cpu time consumed in seconds.", float64(c.UserNanos)/1e9, ts, &rl)
+		f.addRow("container_cpu_system_seconds_total", counter, "Cumulative system cpu time consumed in seconds.", float64(c.SystemNanos)/1e9, ts, &rl)
+		f.addRow("container_cpu_usage_seconds_total", counter, "Cumulative cpu time consumed in seconds.", float64(c.UsageNanos)/1e9, ts, &rl, "cpu", "total")
 		if c.QuotaUS != 0 {
-			f.add("container_cpu_cfs_periods_total", counter, "Number of elapsed enforcement period intervals.", float64(c.Periods), ts, base...)
-			f.add("container_cpu_cfs_throttled_periods_total", counter, "Number of throttled period intervals.", float64(c.ThrottledPeriods), ts, base...)
-			f.add("container_cpu_cfs_throttled_seconds_total", counter, "Total time duration the container has been throttled.", float64(c.ThrottledNanos)/1e9, ts, base...)
-			f.add("container_cpu_cfs_burst_periods_total", counter, "Number of periods when burst occurs.", float64(c.BurstPeriods), ts, base...)
-			f.add("container_cpu_cfs_burst_seconds_total", counter, "Total time duration the container has been bursted.", float64(c.BurstNanos)/1e9, ts, base...)
+			f.addRow("container_cpu_cfs_periods_total", counter, "Number of elapsed enforcement period intervals.", float64(c.Periods), ts, &rl)
+			f.addRow("container_cpu_cfs_throttled_periods_total", counter, "Number of throttled period intervals.", float64(c.ThrottledPeriods), ts, &rl)
+			f.addRow("container_cpu_cfs_throttled_seconds_total", counter, "Total time duration the container has been throttled.", float64(c.ThrottledNanos)/1e9, ts, &rl)
+			f.addRow("container_cpu_cfs_burst_periods_total", counter, "Number of periods when burst occurs.", float64(c.BurstPeriods), ts, &rl)
+			f.addRow("container_cpu_cfs_burst_seconds_total", counter, "Total time duration the container has been bursted.", float64(c.BurstNanos)/1e9, ts, &rl)
 		}
 		// cAdvisor's health state is Docker's HEALTHCHECK; CRI containers have
 		// none, which it reports as -1.
-		f.add("container_health_state", gauge, "The result of the container's health check", -1, ts, base...)
+		f.addRow("container_health_state", gauge, "The result of the container's health check", -1, ts, &rl)
 
 		m := st.Memory
 		for _, g := range []struct {
@@ -499,33 +566,33 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 			{"container_memory_total_inactive_file_bytes", gauge, "Current total inactive file in bytes.", m.InactiveFile},
 			{"container_oom_events_total", counter, "Count of out of memory events observed for the container", m.OOMKills},
 		} {
-			f.add(g.name, g.kind, g.help, float64(g.v), ts, base...)
+			f.addRow(g.name, g.kind, g.help, float64(g.v), ts, &rl)
 		}
 		const failures = "Cumulative count of memory allocation failures."
-		f.add("container_memory_failures_total", counter, failures, float64(m.Pgfault), ts, with("failure_type", "pgfault", "scope", "container")...)
-		f.add("container_memory_failures_total", counter, failures, float64(m.Pgmajfault), ts, with("failure_type", "pgmajfault", "scope", "container")...)
-		f.add("container_memory_failures_total", counter, failures, float64(m.HierPgfault), ts, with("failure_type", "pgfault", "scope", "hierarchy")...)
-		f.add("container_memory_failures_total", counter, failures, float64(m.HierPgmajfault), ts, with("failure_type", "pgmajfault", "scope", "hierarchy")...)
+		f.addRow("container_memory_failures_total", counter, failures, float64(m.Pgfault), ts, &rl, "failure_type", "pgfault", "scope", "container")
+		f.addRow("container_memory_failures_total", counter, failures, float64(m.Pgmajfault), ts, &rl, "failure_type", "pgmajfault", "scope", "container")
+		f.addRow("container_memory_failures_total", counter, failures, float64(m.HierPgfault), ts, &rl, "failure_type", "pgfault", "scope", "hierarchy")
+		f.addRow("container_memory_failures_total", counter, failures, float64(m.HierPgmajfault), ts, &rl, "failure_type", "pgmajfault", "scope", "hierarchy")
 
 		for _, io := range st.IO {
 			dev := cgroupstats.DeviceName(io.Major, io.Minor)
 			maj, min := strconv.FormatUint(io.Major, 10), strconv.FormatUint(io.Minor, 10)
-			f.add("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.ReadBytes), ts, with("device", dev, "major", maj, "minor", min, "operation", "Read")...)
-			f.add("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.WriteBytes), ts, with("device", dev, "major", maj, "minor", min, "operation", "Write")...)
+			f.addRow("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.ReadBytes), ts, &rl, "device", dev, "major", maj, "minor", min, "operation", "Read")
+			f.addRow("container_blkio_device_usage_total", counter, "Blkio Device bytes usage", float64(io.WriteBytes), ts, &rl, "device", dev, "major", maj, "minor", min, "operation", "Write")
 			if dev == "" {
 				continue
 			}
-			f.add("container_fs_reads_bytes_total", counter, "Cumulative count of bytes read", float64(io.ReadBytes), ts, with("device", dev)...)
-			f.add("container_fs_reads_total", counter, "Cumulative count of reads completed", float64(io.Reads), ts, with("device", dev)...)
-			f.add("container_fs_writes_bytes_total", counter, "Cumulative count of bytes written", float64(io.WriteBytes), ts, with("device", dev)...)
-			f.add("container_fs_writes_total", counter, "Cumulative count of writes completed", float64(io.Writes), ts, with("device", dev)...)
+			f.addRow("container_fs_reads_bytes_total", counter, "Cumulative count of bytes read", float64(io.ReadBytes), ts, &rl, "device", dev)
+			f.addRow("container_fs_reads_total", counter, "Cumulative count of reads completed", float64(io.Reads), ts, &rl, "device", dev)
+			f.addRow("container_fs_writes_bytes_total", counter, "Cumulative count of bytes written", float64(io.WriteBytes), ts, &rl, "device", dev)
+			f.addRow("container_fs_writes_total", counter, "Cumulative count of writes completed", float64(io.Writes), ts, &rl, "device", dev)
 		}
 		for _, fs := range r.fss {
-			d := with("device", fs.device)
-			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, d...)
-			f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, d...)
-			f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, d...)
-			f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, d...)
+			d := []string{"device", fs.device}
+			f.addRow("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, &rl, d...)
+			f.addRow("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, &rl, d...)
+			f.addRow("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, &rl, d...)
+			f.addRow("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, &rl, d...)
 			io := fs.io
 			if io == nil {
 				continue
@@ -546,38 +613,38 @@ func renderCadvisor(s *snapshot, w io.Writer) error {
 				{"container_fs_io_time_seconds_total", counter, "Cumulative count of seconds spent doing I/Os", float64(io.ioMs) / 1e3},
 				{"container_fs_io_time_weighted_seconds_total", counter, "Cumulative weighted I/O time in seconds", float64(io.weightedIoMs) / 1e3},
 			} {
-				f.add(g.name, g.kind, g.help, g.v, now, d...)
+				f.addRow(g.name, g.kind, g.help, g.v, now, &rl, d...)
 			}
 		}
 		if fs := r.fs; fs != nil {
-			f.add("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, with("device", fs.device)...)
+			f.addRow("container_fs_usage_bytes", gauge, "Number of bytes that are consumed by the container on this filesystem.", float64(fs.usage), now, &rl, "device", fs.device)
 			if fs.hasLimit {
-				f.add("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, with("device", fs.device)...)
-				f.add("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, with("device", fs.device)...)
-				f.add("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, with("device", fs.device)...)
+				f.addRow("container_fs_limit_bytes", gauge, "Number of bytes that can be consumed by the container on this filesystem.", float64(fs.limit), now, &rl, "device", fs.device)
+				f.addRow("container_fs_inodes_total", gauge, "Number of Inodes", float64(fs.inodes), now, &rl, "device", fs.device)
+				f.addRow("container_fs_inodes_free", gauge, "Number of available Inodes", float64(fs.inodesFree), now, &rl, "device", fs.device)
 			}
 		}
 
 		for _, n := range r.net {
-			l := with("interface", n.iface)
-			f.add("container_network_receive_bytes_total", counter, "Cumulative count of bytes received", float64(n.rxBytes), now, l...)
-			f.add("container_network_receive_packets_total", counter, "Cumulative count of packets received", float64(n.rxPackets), now, l...)
-			f.add("container_network_receive_packets_dropped_total", counter, "Cumulative count of packets dropped while receiving", float64(n.rxDropped), now, l...)
-			f.add("container_network_receive_errors_total", counter, "Cumulative count of errors encountered while receiving", float64(n.rxErrors), now, l...)
-			f.add("container_network_transmit_bytes_total", counter, "Cumulative count of bytes transmitted", float64(n.txBytes), now, l...)
-			f.add("container_network_transmit_packets_total", counter, "Cumulative count of packets transmitted", float64(n.txPackets), now, l...)
-			f.add("container_network_transmit_packets_dropped_total", counter, "Cumulative count of packets dropped while transmitting", float64(n.txDropped), now, l...)
-			f.add("container_network_transmit_errors_total", counter, "Cumulative count of errors encountered while transmitting", float64(n.txErrors), now, l...)
+			l := []string{"interface", n.iface}
+			f.addRow("container_network_receive_bytes_total", counter, "Cumulative count of bytes received", float64(n.rxBytes), now, &rl, l...)
+			f.addRow("container_network_receive_packets_total", counter, "Cumulative count of packets received", float64(n.rxPackets), now, &rl, l...)
+			f.addRow("container_network_receive_packets_dropped_total", counter, "Cumulative count of packets dropped while receiving", float64(n.rxDropped), now, &rl, l...)
+			f.addRow("container_network_receive_errors_total", counter, "Cumulative count of errors encountered while receiving", float64(n.rxErrors), now, &rl, l...)
+			f.addRow("container_network_transmit_bytes_total", counter, "Cumulative count of bytes transmitted", float64(n.txBytes), now, &rl, l...)
+			f.addRow("container_network_transmit_packets_total", counter, "Cumulative count of packets transmitted", float64(n.txPackets), now, &rl, l...)
+			f.addRow("container_network_transmit_packets_dropped_total", counter, "Cumulative count of packets dropped while transmitting", float64(n.txDropped), now, &rl, l...)
+			f.addRow("container_network_transmit_errors_total", counter, "Cumulative count of errors encountered while transmitting", float64(n.txErrors), now, &rl, l...)
 		}
 
-		f.add("container_processes", gauge, "Number of processes running inside the container.", float64(len(st.Procs)), ts, base...)
-		f.add("container_threads", gauge, "Number of threads running inside the container", float64(st.Pids.Current), ts, base...)
-		f.add("container_threads_max", gauge, "Maximum number of threads allowed inside the container, infinity if value is zero", float64(st.Pids.Max), ts, base...)
-		f.add("container_file_descriptors", gauge, "Number of open file descriptors for the container.", float64(r.fds), ts, base...)
-		f.add("container_sockets", gauge, "Number of open sockets for the container.", float64(r.sockets), ts, base...)
+		f.addRow("container_processes", gauge, "Number of processes running inside the container.", float64(len(st.Procs)), ts, &rl)
+		f.addRow("container_threads", gauge, "Number of threads running inside the container", float64(st.Pids.Current), ts, &rl)
+		f.addRow("container_threads_max", gauge, "Maximum number of threads allowed inside the container, infinity if value is zero", float64(st.Pids.Max), ts, &rl)
+		f.addRow("container_file_descriptors", gauge, "Number of open file descriptors for the container.", float64(r.fds), ts, &rl)
+		f.addRow("container_sockets", gauge, "Number of open sockets for the container.", float64(r.sockets), ts, &rl)
 		if r.hasOpenFiles {
-			f.add("container_ulimits_soft", gauge, "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice",
-				float64(r.openFilesSoft), ts, with("ulimit", "max_open_files")...)
+			f.addRow("container_ulimits_soft", gauge, "Soft ulimit values for the container root process. Unlimited if -1, except priority and nice",
+				float64(r.openFilesSoft), ts, &rl, "ulimit", "max_open_files")
 		}
 	}
 

@@ -14,7 +14,7 @@ type cgroupRead struct {
 	at           time.Time
 	st           *cgroupstats.Stats
 	fds, sockets uint64
-	// gen is cgroupstats.LimitsGeneration at the read.
+	// gen is the cgroup's cgroupstats.LimitsGeneration at the read.
 	gen uint64
 	// quiet: this read found the same figures as the one before it.
 	quiet bool
@@ -40,9 +40,10 @@ func (a *cgroupRead) same(b *cgroupRead) bool {
 //
 // A collection made between two periodic ones, for a request that found
 // the running containers changed, reads only the cgroups it has not read
-// for half a period: the new containers' and those due. Every cgroup is
-// read again once the agent has set some cgroup's limits since the read
-// (gen: a pod started, a resize), so that the limits reported follow.
+// for half a period: the new containers' and those due. A cgroup is read
+// again once the agent has set its limits since the read (gen: its pod
+// cgroup made or resized, a container's resources updated), so that the
+// limits reported follow.
 func due(last *cgroupRead, now time.Time, period time.Duration, gen uint64) bool {
 	if last == nil || period <= 0 || last.gen != gen {
 		return true

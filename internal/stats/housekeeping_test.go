@@ -98,8 +98,19 @@ func TestQuietCgroupsAreReadLessOften(t *testing.T) {
 		t.Errorf("the busy container's usage: %d, want 5e9", got)
 	}
 	elapse(p.period)
-	if fourth := collect(); fourth[pod].st == second[pod].st {
+	fourth := collect()
+	if fourth[pod].st == second[pod].st {
 		t.Error("a quiet cgroup was not read after two periods")
+	}
+	// Limits set on the pod's cgroup: it alone is read at the next
+	// collection, even within half a period of the last.
+	cgroupstats.LimitsChangedOf(pod)
+	fifth := collect()
+	if fifth[pod].st == fourth[pod].st {
+		t.Error("the pod's cgroup was not read again after its limits were set")
+	}
+	if fifth[ctr].st != fourth[ctr].st {
+		t.Error("the container's cgroup was read again after its pod's limits were set")
 	}
 	// Limits set by the agent (a resize): every cgroup is read at the next
 	// collection, quiet or not.
