@@ -162,15 +162,7 @@ func appendSeries(b []byte, name string, labels []string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, labels[i]...)
-		b = append(b, '=')
-		if v := labels[i+1]; plainLabel(v) {
-			b = append(b, '"')
-			b = append(b, v...)
-			b = append(b, '"')
-		} else {
-			b = strconv.AppendQuote(b, v)
-		}
+		b = appendPair(b, labels[i], labels[i+1])
 	}
 	return append(b, '}')
 }
