@@ -7,6 +7,9 @@
 // start. It writes _output/bench/report.md, report.json and startup.svg,
 // and fails, naming the figure, when a figure could not be measured.
 //
+// With -window it measures the running cluster's agent over the footprint
+// window after one BIG-pod batch, with the agent's CPU profile of it.
+//
 // With -short it measures the agent of the running cluster only, one small
 // batch (make test's slice), and checks that every figure was measured.
 //
@@ -44,6 +47,7 @@ type plan struct {
 func main() {
 	short := flag.Bool("short", false, "measure the running cluster's agent with one small batch (make test's slice)")
 	exits := flag.Bool("exits", false, "measure only how fast the running cluster's agent sees containers exit (with Bosun: following events, then relisting)")
+	window := flag.Bool("window", false, "measure only the running cluster's agent over the window after a BIG-pod batch, with its CPU profile")
 	flag.Parse()
 	ctx := context.Background()
 	root, _ := os.Getwd()
@@ -60,6 +64,12 @@ func main() {
 		return
 	}
 	p := plan{rounds: envInt("ROUNDS", 3), window: envDuration("WINDOW", 20*time.Second), big: envInt("BIG", 100)}
+	if *window {
+		if err := runWindow(ctx, root, p); err != nil {
+			fail(err)
+		}
+		return
+	}
 	var err error
 	if p.sizes, err = parseSizes(envOr("SIZES", "10,20,50,100,250"), p.big); err != nil {
 		fail(err)

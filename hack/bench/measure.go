@@ -678,11 +678,38 @@ func profileBatch(ctx context.Context, root, agent string, p plan) (string, erro
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		return "", err
 	}
+	done := c.profile(30*time.Second, file)
+	time.Sleep(time.Second)
+	if err := c.startupBatch(ctx, p.big, "profiled", sample{}); err != nil {
+		return "", err
+	}
+	if err := <-done; err != nil {
+		return "", err
+	}
+	if err := c.clean(ctx); err != nil {
+		return "", err
+	}
+	return topOf(ctx, file)
+}
+
+// topOf is profile file's heaviest functions by cumulative time, as go tool
+// pprof prints them.
+func topOf(ctx context.Context, file string) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=25", file).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof: %v\n%s", err, out)
+	}
+	return string(out), nil
+}
+
+// profile records the agent's CPU profile for d into file, through the node
+// API's /debug/pprof/profile; the channel says when it is written.
+func (c *cluster) profile(d time.Duration, file string) <-chan error {
 	done := make(chan error, 1)
 	go func() {
 		client := *c.node
-		client.Timeout = 2 * time.Minute
-		resp, err := client.Get(c.nodeURL("/debug/pprof/profile?seconds=30"))
+		client.Timeout = d + time.Minute
+		resp, err := client.Get(c.nodeURL(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds()))))
 		if err != nil {
 			done <- err
 			return
@@ -698,19 +725,40 @@ func profileBatch(ctx context.Context, root, agent string, p plan) (string, erro
 		}
 		done <- err
 	}()
-	time.Sleep(time.Second)
-	if err := c.startupBatch(ctx, p.big, "profiled", sample{}); err != nil {
-		return "", err
+	return done
+}
+
+// runWindow measures the running cluster's agent over the footprint window
+// that follows the big batch, as a round measures it, with the agent's CPU
+// profile over the same window (_output/bench/window.pprof): the figure the
+// CPU target is read from, for one agent, without a whole run.
+func runWindow(ctx context.Context, root string, p plan) error {
+	c, err := loadCluster(ctx, root)
+	if err != nil {
+		return err
+	}
+	_ = c.clean(ctx) // an earlier run's namespace
+	if err := c.startupBatch(ctx, p.big, "window", sample{}); err != nil {
+		return err
+	}
+	file := filepath.Join(root, "_output", "bench", "window.pprof")
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	done := c.profile(p.window, file)
+	s := sample{}
+	if err := c.footprint(p.window, s, "window"); err != nil {
+		return err
 	}
 	if err := <-done; err != nil {
-		return "", err
+		return err
 	}
-	if err := c.clean(ctx); err != nil {
-		return "", err
-	}
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-cum", "-nodecount=25", file).CombinedOutput()
+	top, err := topOf(ctx, file)
 	if err != nil {
-		return "", fmt.Errorf("go tool pprof: %v\n%s", err, out)
+		return err
 	}
-	return string(out), nil
+	fmt.Print(top)
+	fmt.Printf("agent CPU over the %s after %d pods were Running: %.2f %% of a core; RSS %.1f MiB at most; %v API requests\n",
+		p.window, p.big, s["cpuwindow"], s["rsswindow.max"], s["api.steadywindow"])
+	return c.clean(ctx)
 }

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -135,6 +137,31 @@ func (r *Reader) Read(name string) (*Stats, error) {
 		s.Memory.WorkingSet = s.Memory.Usage - s.Memory.InactiveFile
 	}
 	return s, nil
+}
+
+// Unchanged reports whether cgroup name's CPU time, memory usage and own
+// processes are still last's, from three files where Read reads about a
+// dozen and counts open files. When they are, nothing in the cgroup has run
+// since last was read, so its other figures are last's too, but for what
+// the kernel changes on its own (page cache aging, writeback): a caller
+// keeps a bound on how long it trusts this. A cgroup that is gone is not
+// unchanged.
+func (r *Reader) Unchanged(name string, last *Stats) bool {
+	if r.v2 {
+		d := r.dir("", name)
+		data, err := readFastErr(filepath.Join(d, "cpu.stat"))
+		if err != nil || parseKV(data)["usage_usec"]*1000 != last.CPU.UsageNanos ||
+			readUint(filepath.Join(d, "memory.current")) != last.Memory.Usage {
+			return false
+		}
+	} else {
+		usage, err := readUintErr(filepath.Join(r.dir("cpuacct", name), "cpuacct.usage"))
+		if err != nil || usage != last.CPU.UsageNanos ||
+			readUint(filepath.Join(r.dir("memory", name), "memory.usage_in_bytes")) != last.Memory.Usage {
+			return false
+		}
+	}
+	return slices.Equal(parsePids(readFast(filepath.Join(r.dir("cpu", name), "cgroup.procs"))), last.Procs)
 }
 
 // readV1 reads cgroup name's v1 files into s; false when its first file
@@ -347,8 +374,11 @@ func parseProcCgroup(data []byte, v2 bool) string {
 	return ""
 }
 
+var selfPid = os.Getpid()
+
 // OpenFiles counts the open file descriptors and, among them, the sockets
-// of the given processes. It reads each /proc/<pid>/fd with getdents and
+// of the given processes (for the agent's own, not the descriptor it reads
+// its list through). It reads each /proc/<pid>/fd with getdents and
 // each link with readlinkat on that folder, into buffers of its own: a
 // collection reads thousands of links, and os.ReadDir and os.Readlink
 // would allocate for each.
@@ -361,6 +391,10 @@ func OpenFiles(pids []int) (fds, sockets uint64) {
 		dfd, err := syscall.Open(string(path), syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
 		if err != nil {
 			continue
+		}
+		var own []byte
+		if pid == selfPid {
+			own = strconv.AppendInt(nil, int64(dfd), 10)
 		}
 		for {
 			n, err := syscall.Getdents(dfd, dirents[:])
@@ -382,6 +416,9 @@ func OpenFiles(pids []int) (fds, sockets uint64) {
 				if name[0] == '.' { // "." and ".."
 					continue
 				}
+				if end := bytes.IndexByte(name, 0); own != nil && end >= 0 && bytes.Equal(name[:end], own) {
+					continue // the folder being read, open only to read it
+				}
 				fds++
 				got, _, e := syscall.Syscall6(syscall.SYS_READLINKAT, uintptr(dfd), uintptr(unsafe.Pointer(&name[0])),
 					uintptr(unsafe.Pointer(&target[0])), uintptr(len(target)), 0, 0)
@@ -391,6 +428,64 @@ func OpenFiles(pids []int) (fds, sockets uint64) {
 			}
 		}
 		syscall.Close(dfd)
+	}
+	return fds, sockets
+}
+
+// FileCounts counts processes' open files and sockets across collections.
+// A process's open files are counted at every collection, from the size of
+// its /proc/<pid>/fd (one stat since Linux 6.2). Telling sockets apart takes
+// a readlinkat per file, so a process's socket count is kept and counted
+// again only when its number of open files changed, or at the latest
+// socketsRecountEvery after its last count. On a node the root cgroup holds
+// every runtime shim, a couple of hundred processes with pods running,
+// nearly all idle between collections. The zero value is ready to use.
+type FileCounts struct {
+	mu    sync.Mutex
+	procs map[int]fileCount
+	swept time.Time
+}
+
+type fileCount struct {
+	fds, sockets  uint64
+	counted, seen time.Time
+}
+
+// socketsRecountEvery bounds how long a process's socket count is kept
+// while its number of open files stays the same: a file closed and a socket
+// opened in its place between two collections is seen within this.
+const socketsRecountEvery = time.Minute
+
+// Count is OpenFiles for a collection made at now.
+func (c *FileCounts) Count(pids []int, now time.Time) (fds, sockets uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.procs == nil {
+		c.procs = map[int]fileCount{}
+	}
+	path := make([]byte, 0, 32)
+	for _, pid := range pids {
+		path = append(strconv.AppendInt(append(path[:0], "/proc/"...), int64(pid), 10), "/fd"...)
+		var st syscall.Stat_t
+		last, known := c.procs[pid]
+		// Before Linux 6.2 the folder's size is 0: every collection counts.
+		if syscall.Stat(string(path), &st) == nil && st.Size > 0 && known && last.fds == uint64(st.Size) && now.Sub(last.counted) < socketsRecountEvery {
+			last.seen = now
+			c.procs[pid] = last
+			fds, sockets = fds+last.fds, sockets+last.sockets
+			continue
+		}
+		f, s := OpenFiles([]int{pid})
+		c.procs[pid] = fileCount{fds: f, sockets: s, counted: now, seen: now}
+		fds, sockets = fds+f, sockets+s
+	}
+	if now.Sub(c.swept) >= socketsRecountEvery {
+		for pid, fc := range c.procs {
+			if now.Sub(fc.seen) >= socketsRecountEvery {
+				delete(c.procs, pid)
+			}
+		}
+		c.swept = now
 	}
 	return fds, sockets
 }

@@ -206,3 +206,51 @@ func TestOwnProcess(t *testing.T) {
 		t.Errorf("max open files: %d %v", v, ok)
 	}
 }
+
+// TestUnchanged reads a v1 and a v2 cgroup in full, then changes each of
+// the three figures the short read looks at, one at a time.
+func TestUnchanged(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		root := t.TempDir()
+		name := "/kubepods/podabc/c1"
+		cpuDir, cpuFile, cpuValue, cpuNext := filepath.Join(root, "cpuacct", name), "cpuacct.usage", "5000000000\n", "5000000001\n"
+		memDir, memFile := filepath.Join(root, "memory", name), "memory.usage_in_bytes"
+		procsDir := filepath.Join(root, "cpu", name)
+		if v2 {
+			write(t, root, map[string]string{"cgroup.controllers": "cpu memory\n"})
+			cpuDir, cpuFile, cpuValue, cpuNext = filepath.Join(root, name), "cpu.stat", "usage_usec 5000000\nuser_usec 1\n", "usage_usec 5000001\nuser_usec 1\n"
+			memDir, memFile, procsDir = cpuDir, "memory.current", cpuDir
+		}
+		write(t, cpuDir, map[string]string{cpuFile: cpuValue})
+		write(t, memDir, map[string]string{memFile: "10485760\n"})
+		write(t, procsDir, map[string]string{"cgroup.procs": "11\n12\n"})
+		r := New(root)
+		if r.V2() != v2 {
+			t.Fatalf("v2 %v: detected as %v", v2, r.V2())
+		}
+		last, err := r.Read(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Unchanged(name, last) {
+			t.Errorf("v2 %v: a cgroup read a moment ago is not unchanged", v2)
+		}
+		for _, c := range []struct{ dir, file, to, back string }{
+			{cpuDir, cpuFile, cpuNext, cpuValue},
+			{memDir, memFile, "10489856\n", "10485760\n"},
+			{procsDir, "cgroup.procs", "11\n12\n13\n", "11\n12\n"},
+		} {
+			write(t, c.dir, map[string]string{c.file: c.to})
+			if r.Unchanged(name, last) {
+				t.Errorf("v2 %v: %s changed to %q, still unchanged", v2, c.file, c.to)
+			}
+			write(t, c.dir, map[string]string{c.file: c.back})
+		}
+		if err := os.RemoveAll(cpuDir); err != nil {
+			t.Fatal(err)
+		}
+		if r.Unchanged(name, last) {
+			t.Errorf("v2 %v: a cgroup that is gone is unchanged", v2)
+		}
+	}
+}

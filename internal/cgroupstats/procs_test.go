@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A cgroup's processes are its own cgroup.procs, as cAdvisor counts them: a
@@ -71,5 +73,57 @@ func TestOpenFiles(t *testing.T) {
 	}
 	if v, ok := MaxOpenFilesSoft(pid); !ok || v == 0 {
 		t.Errorf("soft open-files limit %d, %v", v, ok)
+	}
+}
+
+// FileCounts counts a process's open files at every call and its sockets
+// again when that number changed, or a minute after its last count.
+func TestFileCounts(t *testing.T) {
+	pid := os.Getpid()
+	var c FileCounts
+	now := time.Now()
+	fds, sockets := c.Count([]int{pid}, now)
+	if want, _ := OpenFiles([]int{pid}); fds != want || fds == 0 {
+		t.Fatalf("counted %d open files, OpenFiles %d", fds, want)
+	}
+	x, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(x)
+	now = now.Add(10 * time.Second)
+	if f, s := c.Count([]int{pid}, now); f != fds+1 || s != sockets {
+		t.Fatalf("with a file more: %d files, %d sockets; want %d, %d", f, s, fds+1, sockets)
+	}
+	// A socket more: the number of files changed, the sockets are counted.
+	sock, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	if f, s := c.Count([]int{pid}, now); f != fds+2 || s != sockets+1 {
+		t.Fatalf("with a socket more: %d files, %d sockets; want %d, %d", f, s, fds+2, sockets+1)
+	}
+	// The file at x replaced by a socket: as many files as before, and the
+	// socket count kept until a minute after it was made.
+	if err := syscall.Dup3(sock, x, syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	if f, s := c.Count([]int{pid}, now); f != fds+2 || s != sockets+1 {
+		t.Fatalf("a file swapped for a socket, right after: %d files, %d sockets; want %d, %d kept", f, s, fds+2, sockets+1)
+	}
+	now = now.Add(socketsRecountEvery)
+	if f, s := c.Count([]int{pid}, now); f != fds+2 || s != sockets+2 {
+		t.Errorf("a minute after the swap: %d files, %d sockets; want %d, %d", f, s, fds+2, sockets+2)
+	}
+	syscall.Close(sock)
+	if f, s := c.Count([]int{pid}, now); f != fds+1 || s != sockets+1 {
+		t.Errorf("a socket closed: %d files, %d sockets; want %d, %d", f, s, fds+1, sockets+1)
+	}
+	// A process no longer asked about is forgotten.
+	c.Count(nil, now.Add(2*socketsRecountEvery))
+	if len(c.procs) != 0 {
+		t.Errorf("%d processes remembered after none was asked about for two minutes", len(c.procs))
 	}
 }

@@ -75,17 +75,21 @@ func (p *Provider) collectCgroups(ctx context.Context, s *snapshot, ctrs []*runt
 		last := p.reads[r.id]
 		gen := cgroupstats.LimitsGeneration(r.id)
 		if due(last, s.at, p.period, gen) {
-			st, err := p.Cgroups.Read(r.id)
-			if err != nil {
-				return
+			if c := carry(last, s.at, gen, func(st *cgroupstats.Stats) bool { return p.Cgroups.Unchanged(r.id, st) }); c != nil {
+				last = c
+			} else {
+				st, err := p.Cgroups.Read(r.id)
+				if err != nil {
+					return
+				}
+				// Each row counts the open files of its own processes, as
+				// cAdvisor does: every process is counted once, in its
+				// container's row.
+				fds, sockets := p.files.Count(st.Procs, s.at)
+				read := &cgroupRead{at: s.at, full: s.at, st: st, fds: fds, sockets: sockets, gen: gen}
+				read.quiet = last != nil && last.same(read)
+				last = read
 			}
-			// Each row counts the open files of its own processes, as
-			// cAdvisor does: every process is counted once, in its
-			// container's row.
-			fds, sockets := cgroupstats.OpenFiles(st.Procs)
-			read := &cgroupRead{at: s.at, st: st, fds: fds, sockets: sockets, gen: gen}
-			read.quiet = last != nil && last.same(read)
-			last = read
 		}
 		reads[r.id] = last
 		r.at, r.st, r.fds, r.sockets = last.at, last.st, last.fds, last.sockets

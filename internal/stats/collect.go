@@ -58,6 +58,8 @@ type Provider struct {
 	// Run's (0: each collection reads every cgroup).
 	reads  map[string]*cgroupRead
 	period time.Duration
+	// files counts the cgroups' processes' open files and sockets.
+	files cgroupstats.FileCounts
 	// cgroupOf, in tests, names the cgroup of a sandbox or container;
 	// swapOn says whether the node has swap.
 	cgroupOf func(id string) string

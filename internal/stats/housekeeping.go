@@ -18,6 +18,34 @@ type cgroupRead struct {
 	gen uint64
 	// quiet: this read found the same figures as the one before it.
 	quiet bool
+	// full is when the figures were read in full; at is later when a
+	// short read found them unchanged since (see carry).
+	full time.Time
+}
+
+// fullReadEvery bounds how long a cgroup's figures are carried forward by
+// short reads that found its CPU time, memory usage and processes
+// unchanged: what the kernel changes without the cgroup running (its page
+// cache aging between the active and inactive lists) is read at least this
+// often. Dirty and writeback pages are written out by the kernel on its own
+// too: a cgroup that had some at its last full read is read in full at
+// every look until it has none (the kernel writes a dirty page out within
+// 30 s by default).
+const fullReadEvery = 2 * time.Minute
+
+// carry is last's figures confirmed at now by a short read (the cgroup's
+// CPU time, memory usage and processes unchanged, reader.Unchanged), or nil
+// when a full read is due: the short read found a change, the limits were
+// set since, last had pages waiting to be written out, or the figures were
+// read in full over fullReadEvery ago.
+func carry(last *cgroupRead, now time.Time, gen uint64, unchanged func(*cgroupstats.Stats) bool) *cgroupRead {
+	if last == nil || last.gen != gen || now.Sub(last.full) >= fullReadEvery ||
+		last.st.Memory.Dirty+last.st.Memory.Writeback > 0 || !unchanged(last.st) {
+		return nil
+	}
+	c := *last
+	c.at, c.quiet = now, true
+	return &c
 }
 
 // same reports whether b's figures are a's (the time aside).
@@ -33,8 +61,9 @@ func (a *cgroupRead) same(b *cgroupRead) bool {
 // housekeeping period while its figures change, and less often once two
 // reads in a row found the same (cAdvisor doubles its interval, up to
 // 15 s, then waits up to as long again at random: 15 to 30 s). Here a quiet
-// cgroup is read every other collection (20 s), any other every
-// collection. cAdvisor counts a container's network in its figures, so
+// cgroup is looked at every other collection (20 s), any other every
+// collection; a look is a short read first (carry), and a full read only
+// when it found the cgroup changed. cAdvisor counts a container's network in its figures, so
 // that the broadcasts every pod's interface receives keep it busy; here the
 // network counters are read at every collection, apart.
 //

@@ -38,22 +38,24 @@ func TestDue(t *testing.T) {
 
 // TestQuietCgroupsAreReadLessOften runs collections on a cgroup tree whose
 // container's CPU time changes and whose pod's does not, moving the last
-// reads back in time by a period between them. A row's figures are the
-// read's own: a re-read gives the row new ones.
+// reads back in time by a period between them. A full read gives a row new
+// figures (another Stats); a short read that finds the CPU time, memory
+// usage and processes unchanged carries the figures forward, stamped with
+// its own time.
 func TestQuietCgroupsAreReadLessOften(t *testing.T) {
 	p := cgroupFixture(t)
 	p.period = 10 * time.Second
 	ctx := context.Background()
 	const ctr, pod = "/kubepods/burstable/poduid-1/c1", "/kubepods/burstable/poduid-1"
-	usage := filepath.Join(p.Cgroups.Root, "cpuacct", ctr, "cpuacct.usage")
-	setUsage := func(v string) {
-		if err := os.WriteFile(usage, []byte(v), 0o644); err != nil {
+	write := func(ctrl, cg, file, v string) {
+		if err := os.WriteFile(filepath.Join(p.Cgroups.Root, ctrl, cg, file), []byte(v), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+	setUsage := func(v string) { write("cpuacct", ctr, "cpuacct.usage", v) }
 	elapse := func(d time.Duration) {
 		for _, r := range p.reads {
-			r.at = r.at.Add(-d)
+			r.at, r.full = r.at.Add(-d), r.full.Add(-d)
 		}
 	}
 	collect := func() map[string]cgroupSnap {
@@ -83,33 +85,67 @@ func TestQuietCgroupsAreReadLessOften(t *testing.T) {
 	if got := second[ctr].st.CPU.UsageNanos; got != 4e9 {
 		t.Errorf("the container's usage a period later: %d, want 4e9", got)
 	}
-	if second[pod].st == first[pod].st {
-		t.Error("the pod's cgroup was not read again a period later")
+	// The pod's CPU time, memory and processes are as they were: its
+	// figures are carried, confirmed at this collection.
+	if second[pod].st != first[pod].st {
+		t.Error("the unchanged pod's cgroup was read in full a period later")
 	}
-	// The pod's figures were the same twice: it is quiet and skips a
-	// collection. The container's changed: it is read at the next.
+	if !second[pod].at.After(first[pod].at) {
+		t.Errorf("the pod's carried figures kept their old time %v", second[pod].at)
+	}
+	// The pod is quiet and skips a collection. The container's usage
+	// changed: it is read in full at the next.
 	setUsage("5000000000")
 	elapse(p.period)
 	third := collect()
-	if third[pod].st != second[pod].st {
-		t.Error("a quiet cgroup was read again after one period")
+	if third[pod].st != second[pod].st || third[pod].at.After(second[pod].at) {
+		t.Error("a quiet cgroup was looked at again after one period")
 	}
 	if got := third[ctr].st.CPU.UsageNanos; got != 5e9 {
 		t.Errorf("the busy container's usage: %d, want 5e9", got)
 	}
+	// Two periods on, the pod is looked at: its memory usage changed, so
+	// it is read in full.
+	write("memory", pod, "memory.usage_in_bytes", "9437184")
 	elapse(p.period)
 	fourth := collect()
-	if fourth[pod].st == second[pod].st {
-		t.Error("a quiet cgroup was not read after two periods")
+	if fourth[pod].st == second[pod].st || fourth[pod].st.Memory.Usage != 9437184 {
+		t.Errorf("a quiet cgroup whose memory changed was not read in full after two periods (usage %d)", fourth[pod].st.Memory.Usage)
 	}
+	// Unchanged figures are carried for a minute at most.
+	collectAfter := func(d time.Duration) map[string]cgroupSnap { elapse(d); return collect() }
+	fifth := collectAfter(2 * p.period)
+	if fifth[pod].st != fourth[pod].st {
+		t.Error("the pod, unchanged since its last full read, was read in full")
+	}
+	if sixth := collectAfter(fullReadEvery); sixth[pod].st == fifth[pod].st {
+		t.Error("the pod's figures were carried for longer than a minute")
+	}
+	// Pages waiting to be written out at a full read: the pod is read in
+	// full at each look until it has none, though it does not run.
+	const stat = "total_cache 1048576\ntotal_rss 4194304\ntotal_inactive_file 524288\npgfault 10\ntotal_pgfault 20\n"
+	write("memory", pod, "memory.stat", stat+"total_dirty 4096\n")
+	write("memory", pod, "memory.usage_in_bytes", "9441280")
+	if dirty := collectAfter(2 * p.period); dirty[pod].st.Memory.Dirty != 4096 {
+		t.Fatalf("the pod's dirty pages: %d, want 4096", dirty[pod].st.Memory.Dirty)
+	}
+	write("memory", pod, "memory.stat", stat+"total_dirty 0\n")
+	written := collectAfter(2 * p.period)
+	if written[pod].st.Memory.Dirty != 0 {
+		t.Errorf("the pod's dirty pages written out, still %d reported", written[pod].st.Memory.Dirty)
+	}
+	if clean := collectAfter(2 * p.period); clean[pod].st != written[pod].st {
+		t.Error("the pod, with no dirty pages and unchanged, was read in full")
+	}
+	fourth = collect()
 	// Limits set on the pod's cgroup: it alone is read at the next
 	// collection, even within half a period of the last.
 	cgroupstats.LimitsChangedOf(pod)
-	fifth := collect()
-	if fifth[pod].st == fourth[pod].st {
+	limited := collect()
+	if limited[pod].st == fourth[pod].st {
 		t.Error("the pod's cgroup was not read again after its limits were set")
 	}
-	if fifth[ctr].st != fourth[ctr].st {
+	if limited[ctr].st != fourth[ctr].st {
 		t.Error("the container's cgroup was read again after its pod's limits were set")
 	}
 	// Limits set by the agent (a resize): every cgroup is read at the next
