@@ -383,7 +383,12 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	p.probes = probes.New(ctx, probes.Config{Exec: d.rt.RuntimeService, Recorder: recorder, Wake: p.workers.Wake, Kill: p.workers.KillContainer})
 	p.probes.LoadCheckpoint(filepath.Join(d.cfg.RootDir, "bosun", "probe-results.json"))
 	go p.probes.RunCheckpoint(time.Second)
-	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, p.workers.Wake)
+	// Each change PLEG sees also tells the statistics that the running
+	// containers changed (p.stats is made below, before PLEG runs).
+	p.pleg = pleg.New(d.rt.RuntimeService, time.Second, func(uid types.UID) {
+		p.stats.ContainersChanged()
+		p.workers.Wake(uid)
+	})
 	if config.FeatureEnabled(kc, config.EventedPLEG) {
 		p.pleg.WithEvents(plegSafetyRelist)
 	}
@@ -400,7 +405,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	// default, 10 s) and requests are answered from that collection while
 	// the same containers run.
 	p.stats = &stats.Provider{Runtime: d.rt.RuntimeService, Images: d.rt.Images, NodeName: d.nodeName, RootDir: d.cfg.RootDir, LogDir: kc.PodLogsDir,
-		Cgroups: cgroupstats.New("/sys/fs/cgroup"), MaxAge: maxStatsAge,
+		Cgroups: cgroupstats.New("/sys/fs/cgroup"), MaxAge: maxStatsAge, ChangesFollowed: true,
 		PodVolumes: func() map[string][]statsapi.VolumeStats {
 			out := map[string][]statsapi.VolumeStats{}
 			for _, pod := range p.workers.Running() {

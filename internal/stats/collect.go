@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bosun-dev/bosun/internal/cgroupstats"
@@ -45,12 +46,17 @@ type Provider struct {
 	// MaxAge lets a request be answered from the last collection while it is
 	// younger than this and the running containers are the same (0: every
 	// request collects). Run keeps that collection fresh.
-	MaxAge  time.Duration
-	mu      sync.Mutex
-	prevCPU map[string]cpuSample // id ("" for the node) -> last cumulative reading
-	procs   map[string]procInfo  // sandbox or container ID -> its first process
-	last    *snapshot            // the last collection (MaxAge > 0)
-	collMu  sync.Mutex           // one collection at a time
+	MaxAge time.Duration
+	// ChangesFollowed says that the agent calls ContainersChanged at every
+	// change of the running containers (its PLEG does): a request then
+	// checks that count instead of listing the runtime's containers.
+	ChangesFollowed bool
+	changes         atomic.Uint64
+	mu              sync.Mutex
+	prevCPU         map[string]cpuSample // id ("" for the node) -> last cumulative reading
+	procs           map[string]procInfo  // sandbox or container ID -> its first process
+	last            *snapshot            // the last collection (MaxAge > 0)
+	collMu          sync.Mutex           // one collection at a time
 	// cadvisorPage and resourcePage are those pages rendered from the last
 	// collection: every request answered from it shares one rendering.
 	cadvisorPage, resourcePage page
@@ -100,6 +106,7 @@ type netSnap struct {
 // snapshot is everything one request reports, read at one time.
 type snapshot struct {
 	at         time.Time
+	changes    uint64 // Provider.changes when the collection began
 	containers []containerSnap
 	podNet     map[string]netSnap // pod UID -> network
 	sandboxes  map[string]*runtimeapi.PodSandbox
@@ -120,7 +127,7 @@ type nodeSnap struct {
 }
 
 func (p *Provider) collect(ctx context.Context) (*snapshot, error) {
-	s := &snapshot{at: time.Now(), podNet: map[string]netSnap{}, sandboxes: map[string]*runtimeapi.PodSandbox{}}
+	s := &snapshot{at: time.Now(), changes: p.changes.Load(), podNet: map[string]netSnap{}, sandboxes: map[string]*runtimeapi.PodSandbox{}}
 	ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
 	if err != nil {
 		return nil, fmt.Errorf("failed to list containers: %w", err)
@@ -234,6 +241,10 @@ func (pg *page) write(w io.Writer, s *snapshot, render func(*snapshot, io.Writer
 	return err
 }
 
+// ContainersChanged says that a container or sandbox started, exited or
+// went away: the next request collects anew (ChangesFollowed).
+func (p *Provider) ContainersChanged() { p.changes.Add(1) }
+
 // latest is a collection for one request: the last one while it is younger
 // than MaxAge and the same containers run, else a new one.
 func (p *Provider) latest(ctx context.Context) (*snapshot, error) {
@@ -242,7 +253,11 @@ func (p *Provider) latest(ctx context.Context) (*snapshot, error) {
 		p.mu.Lock()
 		last := p.last
 		p.mu.Unlock()
-		if last != nil && asked.Sub(last.at) < p.MaxAge {
+		if last != nil && asked.Sub(last.at) < p.MaxAge && p.ChangesFollowed {
+			if last.changes == p.changes.Load() {
+				return last, nil
+			}
+		} else if last != nil && asked.Sub(last.at) < p.MaxAge {
 			ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
 			if err == nil && slices.Equal(runningIDs(ctrs), last.ids) {
 				return last, nil

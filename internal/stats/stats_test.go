@@ -250,13 +250,12 @@ func TestCadvisorMetricsFromCgroups(t *testing.T) {
 	}
 }
 
-func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
-	rt := fakeRuntime(2e9)
-	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), MaxAge: time.Minute}
-	ctx := context.Background()
+// firstPodCPU reads the first pod's CPU time from p's summary, after a
+// first reading of 2e9 from rt, whose figure it then moves to 3e9.
+func firstPodCPU(t *testing.T, p *Provider, rt *critest.FakeRuntimeService) func() uint64 {
 	cpuOf := func() uint64 {
 		t.Helper()
-		sum, err := p.Summary(ctx)
+		sum, err := p.Summary(context.Background())
 		if err != nil || len(sum.Pods) == 0 {
 			t.Fatalf("summary: %v %+v", err, sum)
 		}
@@ -267,6 +266,31 @@ func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
 	}
 	rt.SetFakeContainerStats([]*runtimeapi.ContainerStats{{Attributes: &runtimeapi.ContainerAttributes{Id: "c1"},
 		Cpu: &runtimeapi.CpuUsage{UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: 3e9}}}})
+	return cpuOf
+}
+
+// With the agent telling it of container changes, a request within MaxAge
+// asks the runtime nothing, and one after a change collects anew.
+func TestCollectionReusedUntilToldOfAChange(t *testing.T) {
+	rt := fakeRuntime(2e9)
+	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), MaxAge: time.Minute, ChangesFollowed: true}
+	cpuOf := firstPodCPU(t, p, rt)
+	listed := func() int { return strings.Count(strings.Join(rt.GetCalls(), " "), "ListContainers") }
+	n := listed()
+	if got := cpuOf(); got != 2e9 || listed() != n {
+		t.Errorf("no change within MaxAge: %d with %d more container lists, want the kept collection's 2e9 and none", got, listed()-n)
+	}
+	p.ContainersChanged()
+	if got := cpuOf(); got != 3e9 {
+		t.Errorf("after a change: %d, want a new collection's 3e9", got)
+	}
+}
+
+func TestCollectionReusedWhileTheSameContainersRun(t *testing.T) {
+	rt := fakeRuntime(2e9)
+	p := &Provider{Runtime: rt, NodeName: "node-1", RootDir: t.TempDir(), LogDir: t.TempDir(), MaxAge: time.Minute}
+	ctx := context.Background()
+	cpuOf := firstPodCPU(t, p, rt)
 	if got := cpuOf(); got != 2e9 {
 		t.Errorf("same containers within MaxAge: %d, want the kept collection's 2e9", got)
 	}
