@@ -253,18 +253,22 @@ func (p *Provider) latest(ctx context.Context) (*snapshot, error) {
 		p.mu.Lock()
 		last := p.last
 		p.mu.Unlock()
-		if last != nil && asked.Sub(last.at) < p.MaxAge && p.ChangesFollowed {
-			if last.changes == p.changes.Load() {
-				return last, nil
-			}
-		} else if last != nil && asked.Sub(last.at) < p.MaxAge {
-			ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
-			if err == nil && slices.Equal(runningIDs(ctrs), last.ids) {
-				return last, nil
-			}
+		if last != nil && asked.Sub(last.at) < p.MaxAge && p.sameContainers(ctx, last) {
+			return last, nil
 		}
 	}
 	return p.refresh(ctx, asked)
+}
+
+// sameContainers reports whether the containers of collection s still run
+// and no other does: by the count of changes the agent told of
+// (ChangesFollowed), else by listing the runtime's running containers.
+func (p *Provider) sameContainers(ctx context.Context, s *snapshot) bool {
+	if p.ChangesFollowed {
+		return s.changes == p.changes.Load()
+	}
+	ctrs, err := p.Runtime.ListContainers(ctx, &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}})
+	return err == nil && slices.Equal(runningIDs(ctrs), s.ids)
 }
 
 // refresh collects and keeps the collection for the next requests. A

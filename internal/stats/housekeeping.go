@@ -63,9 +63,10 @@ func (a *cgroupRead) same(b *cgroupRead) bool {
 // 15 s, then waits up to as long again at random: 15 to 30 s). Here a quiet
 // cgroup is looked at every other collection (20 s), any other every
 // collection; a look is a short read first (carry), and a full read only
-// when it found the cgroup changed. cAdvisor counts a container's network in its figures, so
-// that the broadcasts every pod's interface receives keep it busy; here the
-// network counters are read at every collection, apart.
+// when it found the cgroup changed. cAdvisor counts a container's network
+// in its figures, so that the broadcasts every pod's interface receives
+// keep it busy; here the network counters are read at every collection,
+// apart.
 //
 // A collection made between two periodic ones, for a request that found
 // the running containers changed, reads only the cgroups it has not read
