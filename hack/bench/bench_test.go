@@ -56,6 +56,12 @@ rest_client_requests_total{code="201",host="10.0.0.1:6443",method="POST"} 3
 	if _, ok := out["op.start_container.mean"]; ok {
 		t.Error("a mean without counts")
 	}
+	more := parseScrape(strings.NewReader(strings.Replace(page, `method="GET"} 7`, `method="GET"} 9`, 1)))
+	byMethod := sample{}
+	requestsByMethod(s, more, "api.steady100", byMethod)
+	if byMethod["api.steady100.GET"] != 2 || byMethod["api.steady100.POST"] != 0 || len(byMethod) != len(apiMethods) {
+		t.Errorf("by method: %v", byMethod)
+	}
 }
 
 func TestPhaseFigures(t *testing.T) {

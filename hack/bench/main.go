@@ -170,6 +170,9 @@ func (p plan) missing(s sample) []string {
 	for _, ph := range phases {
 		want = append(want, fmt.Sprintf("startup%d.phase.%s.p50", p.big, ph.key))
 	}
+	for _, m := range apiMethods {
+		want = append(want, fmt.Sprintf("api.steady%d.%s", p.big, m))
+	}
 	return absent(s, want)
 }
 

@@ -518,6 +518,7 @@ func (c *cluster) footprint(window time.Duration, s sample, key string) error {
 		return err
 	}
 	s["api.steady"+key], err = requestsBetween(before, after)
+	requestsByMethod(before, after, "api.steady"+key, s)
 	return err
 }
 

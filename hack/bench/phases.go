@@ -154,6 +154,22 @@ func requestsBetween(before, after scrape) (float64, error) {
 	return r1 - r0, nil
 }
 
+// apiMethods are the verbs the steady window's requests are told apart by:
+// rest_client_requests_total names the method, not the resource (a lease
+// renewal is a PUT, a status patch a PATCH, an authentication or
+// authorization review or an event a POST, a watch or list a GET).
+var apiMethods = []string{"GET", "PUT", "PATCH", "POST", "DELETE"}
+
+// requestsByMethod records, under prefix.METHOD, how many requests of each
+// of apiMethods the agent made between two scrapes (0 included).
+func requestsByMethod(before, after scrape, prefix string, s sample) {
+	for _, m := range apiMethods {
+		r0, _ := before.sum("rest_client_requests_total", map[string]string{"method": m})
+		r1, _ := after.sum("rest_client_requests_total", map[string]string{"method": m})
+		s[prefix+"."+m] = r1 - r0
+	}
+}
+
 // agentOps are histograms both agents keep of the steps of a pod's start;
 // their mean over a batch says where the agent's time went.
 var agentOps = []struct {

@@ -96,6 +96,9 @@ func (p plan) figures() []figure {
 			out = append(out, figure{fmt.Sprintf("api.steady%d", n), "req", fmt.Sprintf("API requests in the steady window, %d pods running", n)})
 		}
 	}
+	for _, m := range apiMethods {
+		out = append(out, figure{fmt.Sprintf("api.steady%d.%s", p.big, m), "req", fmt.Sprintf("of those with %d pods: %s", p.big, m)})
+	}
 	out = append(out, figure{"api.batch", "req", fmt.Sprintf("API requests during the %d-pod batch", p.big)})
 	for _, path := range nodePaths {
 		out = append(out, figure{"node." + path + ".p50", "ms", fmt.Sprintf("node API %s with %d pods: p50 (10 clients)", path, p.big)},

@@ -6,7 +6,7 @@
 //     asks for it (a list and watch with a metadata.name field selector,
 //     which the node authorizer allows for the objects of the node's pods),
 //     answered from memory from then on, and stopped once no pod has asked
-//     for it for a while;
+//     for it for a while, or once the apiserver refuses it to the node;
 //   - Cache: a GET at most once per TTL (the Node's
 //     node.alpha.kubernetes.io/ttl annotation, which the controller-manager
 //     sets, else a minute);
@@ -228,6 +228,13 @@ func (s *Store) startWatch(k key) *item {
 		it.mu.Lock()
 		it.listErr = err
 		it.mu.Unlock()
+		if apierrors.IsForbidden(err) && it.informer.HasSynced() {
+			// The node may no longer read the object: the pods that used it
+			// are gone, and the node authorizer with them. Retrying would
+			// only be refused again, every back-off, until the idle sweep;
+			// the next ask (a pod that uses it again) starts a new watch.
+			s.drop(k, it)
+		}
 	})
 	go it.informer.Run(it.stop)
 	return it

@@ -124,6 +124,60 @@ func TestWatchRefusedListIsAnError(t *testing.T) {
 	}
 }
 
+// A watch the apiserver later refuses (its pods are gone, and with them the
+// node authorizer's leave) stops at the first refusal instead of asking
+// again every back-off until the idle sweep; a later ask watches afresh.
+func TestWatchRefusedLaterStops(t *testing.T) {
+	cs, _ := newClient(cm("one"))
+	var mu sync.Mutex
+	lists, refuse := 0, false
+	cs.PrependReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		lists++
+		if refuse {
+			return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), "cfg", nil)
+		}
+		return false, nil, nil
+	})
+	first := watch.NewFake()
+	watches := 0
+	cs.PrependWatchReactor("configmaps", func(k8stesting.Action) (bool, watch.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		watches++
+		if watches == 1 {
+			return true, first, nil
+		}
+		return true, nil, apierrors.NewForbidden(corev1.Resource("configmaps"), "cfg", nil)
+	})
+	s := New(Config{Client: cs})
+	if _, err := s.ConfigMap(context.Background(), "ns", "cfg"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	refuse = true
+	mu.Unlock()
+	first.Stop() // the watch ends, as at its timeout: the reflector lists again
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Watches() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the refused watch still runs")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // the reflector's back-off would have asked again by now
+	mu.Lock()
+	if lists != 2 {
+		t.Errorf("%d lists: want the first and the one refused", lists)
+	}
+	refuse = false
+	mu.Unlock()
+	if _, err := s.ConfigMap(context.Background(), "ns", "cfg"); err != nil || s.Watches() != 1 {
+		t.Errorf("a later ask: %v, %d watches", err, s.Watches())
+	}
+}
+
 // Get asks every time; Cache once per TTL (the Node's annotation).
 func TestGetAndCacheStrategies(t *testing.T) {
 	cs, calls := newClient(cm("one"))
