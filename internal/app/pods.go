@@ -94,6 +94,7 @@ type pods struct {
 	status   *status.Manager
 	syncer   *podsync.Syncer
 	workers  *podworkers.Workers
+	objs     *apiObjects
 	pleg     *pleg.Relister
 	probes   *probes.Manager
 	eviction *eviction.Manager
@@ -201,6 +202,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 		objects: objectcache.New(objectcache.Config{Client: d.client, Strategy: string(kc.ConfigMapAndSecretChangeDetectionStrategy),
 			TTL: func() (time.Duration, bool) { return objectcache.NodeTTL(p.node()) }})}
 	go objs.objects.Run(ctx)
+	p.objs = objs
 	maxParallel := int32(0)
 	if kc.MaxParallelImagePulls != nil {
 		maxParallel = *kc.MaxParallelImagePulls
@@ -656,6 +658,7 @@ func (p *pods) housekeeping(ctx context.Context) {
 		p.cpus.Release(klog.FromContext(ctx), p.workers.HoldsDevices)
 		p.memory.Release(klog.FromContext(ctx), p.workers.HoldsDevices)
 		p.topology.ForgetUnless(p.workers.HoldsDevices)
+		p.objs.forgetTokens(p.workers.Known, time.Now())
 		p.removeOrphans(ctx)
 	}
 }
@@ -819,8 +822,23 @@ type apiObjects struct {
 }
 
 type cachedToken struct {
+	pod             types.UID
 	token           string
 	issued, expires time.Time
+}
+
+// forgetTokens drops the tokens of pods that no worker holds any more, and
+// the expired ones, as upstream's token manager does when a pod is gone
+// and once a minute: without it, every pod the node ever ran would keep
+// its tokens in memory.
+func (o *apiObjects) forgetTokens(known func(types.UID) bool, now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for key, c := range o.tokens {
+		if !known(c.pod) || !now.Before(c.expires) {
+			delete(o.tokens, key)
+		}
+	}
 }
 
 // Token returns a cached token until 80% of its life (at most 24 h) has
@@ -846,7 +864,7 @@ func (o *apiObjects) Token(ctx context.Context, pod *corev1.Pod, sa, audience st
 		return "", err
 	}
 	o.mu.Lock()
-	o.tokens[key] = cachedToken{token: resp.Status.Token, issued: now, expires: resp.Status.ExpirationTimestamp.Time}
+	o.tokens[key] = cachedToken{pod: pod.UID, token: resp.Status.Token, issued: now, expires: resp.Status.ExpirationTimestamp.Time}
 	o.mu.Unlock()
 	return resp.Status.Token, nil
 }
