@@ -841,6 +841,27 @@ func (o *apiObjects) forgetTokens(known func(types.UID) bool, now time.Time) {
 	}
 }
 
+// A token requested right after the pod was bound can be refused because
+// the apiserver's own copy of the pod (which NodeRestriction and the node
+// authorizer check) does not show the binding yet: the agent saw it first.
+// Such a refusal is retried after tokenLagRetry, doubling, while the wait
+// is at most tokenLagRetryMax (about 1.5 s in all), before the pod's sync
+// fails and waits out its own retry.
+const (
+	tokenLagRetry    = 50 * time.Millisecond
+	tokenLagRetryMax = 800 * time.Millisecond
+)
+
+// apiserverBehind says whether err is the apiserver refusing a pod's token
+// because its copy of the pod is not yet bound to this node.
+func apiserverBehind(err error) bool {
+	if !apierrors.IsForbidden(err) {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "scheduled on a different node") || strings.Contains(msg, "no relationship found between node")
+}
+
 // Token returns a cached token until 80% of its life (at most 24 h) has
 // passed, then requests a new one, as upstream's token manager does.
 func (o *apiObjects) Token(ctx context.Context, pod *corev1.Pod, sa, audience string, exp int64) (string, error) {
@@ -859,7 +880,19 @@ func (o *apiObjects) Token(ctx context.Context, pod *corev1.Pod, sa, audience st
 	if audience != "" {
 		req.Spec.Audiences = []string{audience}
 	}
-	resp, err := o.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	var resp *authenticationv1.TokenRequest
+	var err error
+	for wait := tokenLagRetry; ; wait *= 2 {
+		resp, err = o.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+		if err == nil || !apiserverBehind(err) || wait > tokenLagRetryMax {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(wait):
+		}
+	}
 	if err != nil {
 		return "", err
 	}
