@@ -75,9 +75,7 @@ func (m *Manager) SetUpBlock(ctx context.Context, pod *corev1.Pod, v Volume) (st
 	if err != nil {
 		return "", err
 	}
-	lock := m.volumeLock(s.driver, s.handle)
-	lock.Lock()
-	defer lock.Unlock()
+	defer m.lockVolume(s.driver, s.handle)()
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	publishContext, err := m.attached(ctx, obj, s)
@@ -178,9 +176,7 @@ func (m *Manager) tearDownBlockOne(ctx context.Context, uid types.UID, pv string
 	if err != nil {
 		return fmt.Errorf("UnmapDevice failed to get CSI client: %w", err)
 	}
-	lock := m.volumeLock(data.DriverName, data.VolumeHandle)
-	lock.Lock()
-	defer lock.Unlock()
+	defer m.lockVolume(data.DriverName, data.VolumeHandle)()
 	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

@@ -491,3 +491,31 @@ func TestBlockVolumeMapAndUnmap(t *testing.T) {
 		}
 	}
 }
+
+// One volume's operations take turns; once none holds or waits for its
+// lock, the lock is forgotten (the node's volumes come and go).
+func TestVolumeLockTakesTurnsAndIsForgotten(t *testing.T) {
+	m := &Manager{vols: map[string]*volumeLock{}}
+	unlock := m.lockVolume("d", "v")
+	got, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		release := m.lockVolume("d", "v")
+		close(got)
+		release()
+		close(done)
+	}()
+	select {
+	case <-got:
+		t.Fatal("a second operation on the volume ran while the first held it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	other := m.lockVolume("d", "w") // another volume does not wait
+	other()
+	unlock()
+	<-done
+	m.volMu.Lock()
+	defer m.volMu.Unlock()
+	if len(m.vols) != 0 {
+		t.Errorf("%d volume locks kept after every operation ended", len(m.vols))
+	}
+}

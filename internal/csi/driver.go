@@ -58,7 +58,7 @@ type Manager struct {
 	started    atomic.Bool
 
 	volMu sync.Mutex
-	vols  map[string]*sync.Mutex // per driver^handle: stage, publish, unpublish, unstage in turn
+	vols  map[string]*volumeLock // per driver^handle: stage, publish, unpublish, unstage in turn
 }
 
 // driver is one registered CSI driver.
@@ -78,7 +78,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Client == nil || cfg.NodeName == "" || cfg.RootDir == "" {
 		return nil, errors.New("csi: Client, NodeName and RootDir are required")
 	}
-	m := &Manager{cfg: cfg, drivers: map[string]*driver{}, settingUp: map[corev1.UniqueVolumeName]int{}, vols: map[string]*sync.Mutex{}}
+	m := &Manager{cfg: cfg, drivers: map[string]*driver{}, settingUp: map[corev1.UniqueVolumeName]int{}, vols: map[string]*volumeLock{}}
 	m.informers = informers.NewSharedInformerFactory(cfg.Client, 0)
 	m.csiDrivers = m.informers.Storage().V1().CSIDrivers().Lister()
 	return m, nil
@@ -197,15 +197,33 @@ func (m *Manager) driver(name string) (*driver, error) {
 	return d, nil
 }
 
-// volumeLock serialises the operations on one volume of one driver.
-func (m *Manager) volumeLock(driver, handle string) *sync.Mutex {
-	m.volMu.Lock()
-	defer m.volMu.Unlock()
+// volumeLock serialises the operations on one volume of one driver; users
+// counts those holding or waiting for it.
+type volumeLock struct {
+	mu    sync.Mutex
+	users int
+}
+
+// lockVolume takes the lock of one volume of one driver and returns its
+// release. A lock no one holds or waits for is forgotten, so that the map
+// holds the volumes being worked on, not every volume the node ever had.
+func (m *Manager) lockVolume(driver, handle string) (unlock func()) {
 	key := driver + "^" + handle
+	m.volMu.Lock()
 	l := m.vols[key]
 	if l == nil {
-		l = &sync.Mutex{}
+		l = &volumeLock{}
 		m.vols[key] = l
 	}
-	return l
+	l.users++
+	m.volMu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		m.volMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(m.vols, key)
+		}
+		m.volMu.Unlock()
+	}
 }

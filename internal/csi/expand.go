@@ -58,9 +58,7 @@ func (m *Manager) Expand(ctx context.Context, uid types.UID, pv *corev1.Persiste
 	if d.stage {
 		req.StagingTargetPath = staging
 	}
-	lock := m.volumeLock(s.driver, s.handle)
-	lock.Lock()
-	defer lock.Unlock()
+	defer m.lockVolume(s.driver, s.handle)()
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	if _, err := d.node.NodeExpandVolume(ctx, req); err != nil {

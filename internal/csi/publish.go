@@ -145,9 +145,7 @@ func (m *Manager) SetUp(ctx context.Context, pod *corev1.Pod, v Volume) (string,
 			m.mu.Unlock()
 		}()
 	}
-	lock := m.volumeLock(s.driver, s.handle)
-	lock.Lock()
-	defer lock.Unlock()
+	defer m.lockVolume(s.driver, s.handle)()
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	var publishContext map[string]string
@@ -466,9 +464,7 @@ func (m *Manager) tearDownOne(ctx context.Context, uid types.UID, dir string) er
 	if err != nil {
 		return fmt.Errorf("Unmounter.TearDownAt failed to get CSI client: %w", err)
 	}
-	lock := m.volumeLock(data.DriverName, data.VolumeHandle)
-	lock.Lock()
-	defer lock.Unlock()
+	defer m.lockVolume(data.DriverName, data.VolumeHandle)()
 	if _, err := d.node.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: data.VolumeHandle, TargetPath: target}); err != nil {
 		return fmt.Errorf("rpc error: NodeUnpublishVolume of volume %s: %w", data.VolumeHandle, err)
 	}

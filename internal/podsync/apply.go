@@ -765,6 +765,9 @@ func (s *Syncer) Remove(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("failed to tear down volumes: %w", err)
 	}
 	s.backoff.Forget(string(pod.UID) + "/")
+	if s.cfg.Images != nil {
+		s.cfg.Images.backoff.Forget(string(pod.UID) + "/") // its image pulls' back-off
+	}
 	if s.cfg.Node.PodLogsDir != "" {
 		logDirs := []string{s.cfg.Node.PodLogDir(pod)}
 		if pod.Name == "" { // an orphan known by UID only

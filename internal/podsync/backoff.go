@@ -60,7 +60,15 @@ func (b *Backoff) Next(key string) {
 	defer b.mu.Unlock()
 	e := b.entry(key)
 	if e == nil {
-		b.entries[key] = &backoffEntry{delay: b.Initial, last: b.Now()}
+		// A new entry: drop the stale ones of keys never asked about again
+		// (a pod gone before its next retry), which entry alone would keep.
+		now := b.Now()
+		for k, old := range b.entries {
+			if now.Sub(old.last) > 2*b.Max {
+				delete(b.entries, k)
+			}
+		}
+		b.entries[key] = &backoffEntry{delay: b.Initial, last: now}
 		return
 	}
 	e.delay = min(2*e.delay, b.Max)

@@ -164,6 +164,12 @@ func TestBackoffDoublesToMaxAndForgets(t *testing.T) {
 	if b.Delay("x/a") != 0 || b.Delay("x/b") != 0 {
 		t.Error("Forget by prefix")
 	}
+	b.Next("gone/a") // never asked about again
+	now = now.Add(11 * time.Minute)
+	b.Next("new/a")
+	if _, kept := b.entries["gone/a"]; kept || len(b.entries) != 1 {
+		t.Errorf("entries %v: a stale key never asked about again was kept", b.entries)
+	}
 }
 
 func TestSidecarStartupProbeGatesTheNextInit(t *testing.T) {
