@@ -331,7 +331,9 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 	healthMessages := config.FeatureEnabled(kc, "ResourceHealthStatusMessage")
 	p.workers = podworkers.New(ctx, podworkers.Config{
 		Syncer: syncer, Status: p.status, Resync: kc.SyncFrequency.Duration, Allocation: p.alloc, Recorder: recorder,
-		Terminated: func(uid types.UID) {
+		Terminated: func(pod *corev1.Pod) {
+			uid := pod.UID
+			p.probes.RemovePod(pod) // a pod removed at once was never built as terminating
 			p.devices.Release(uid)
 			p.userns.Release(uid)
 			p.volumeStats.Drop(uid)
@@ -366,7 +368,7 @@ func newPods(ctx context.Context, d podsDeps) (*pods, error) {
 				bmetrics.PodStartTotalDuration.Observe(time.Since(pod.CreationTimestamp.Time).Seconds())
 			}
 			if terminal || pod.DeletionTimestamp != nil {
-				p.probes.RemovePod(pod.UID) // no liveness kills while the pod terminates
+				p.probes.RemovePod(pod) // no liveness kills while the pod terminates
 			} else {
 				p.probes.Sync(pod, st.PodIP, runningContainers(pod, rp))
 			}

@@ -144,7 +144,7 @@ func (w *Workers) stepTerminate(wk *worker, pod *corev1.Pod, removed bool) time.
 	logger.V(2).Info("Pod terminated", "pod", klog.KObj(pod))
 	wk.setState(terminated)
 	if w.cfg.Terminated != nil {
-		w.cfg.Terminated(pod.UID)
+		w.cfg.Terminated(pod)
 	}
 	return 0
 }

@@ -68,7 +68,7 @@ type Config struct {
 	Recorder record.EventRecorder
 	// Terminated is told when a pod's containers have all stopped for good
 	// (its devices may go to other pods).
-	Terminated func(uid types.UID)
+	Terminated func(pod *corev1.Pod)
 	// Allocation gives each pod the resources allocated to it, which an
 	// in-place resize changes only once they fit (nil: the spec's).
 	Allocation Allocation
@@ -286,6 +286,9 @@ func (w *Workers) rejected(pod *corev1.Pod) (bool, string, string) {
 func (w *Workers) Delete(pod *corev1.Pod) {
 	wk, ok := w.worker(pod.UID)
 	if !ok {
+		// No worker: a pod rejected at admission (or one already done). Its
+		// rejected status, if any, has nothing left to be sent to.
+		w.cfg.Status.Forget(pod.UID)
 		return
 	}
 	wk.mu.Lock()

@@ -437,3 +437,48 @@ func TestCounts(t *testing.T) {
 		return n.Active[""] == 0 && n.Desired[""] == 0 && desired == 0 && n.Active["true"] == 1
 	})
 }
+
+// forgettingStatus records which pods' statuses were set and forgotten.
+type forgettingStatus struct {
+	mu        sync.Mutex
+	set, gone map[types.UID]bool
+}
+
+func (f *forgettingStatus) SetPodStatus(pod *corev1.Pod, _ corev1.PodStatus) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set[pod.UID] = true
+}
+func (f *forgettingStatus) Finalize(*corev1.Pod, corev1.PodStatus) {}
+func (f *forgettingStatus) Forget(uid types.UID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gone[uid] = true
+}
+
+// A pod rejected at admission has a status and no worker; once it is gone
+// from the apiserver, its status is forgotten too.
+func TestRejectedPodStatusForgottenWhenDeleted(t *testing.T) {
+	st := &forgettingStatus{set: map[types.UID]bool{}, gone: map[types.UID]bool{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := New(ctx, Config{Syncer: newFakeSyncer(), Status: st, Resync: time.Hour,
+		Admit: func(*corev1.Pod, []*corev1.Pod) (bool, string, string) { return false, "OutOfcpu", "no cpu" },
+		Build: func(*corev1.Pod, *podsync.RuntimePod, map[string]podsync.Waiting, bool, podsync.End) corev1.PodStatus {
+			return corev1.PodStatus{}
+		}})
+	t.Cleanup(func() { cancel(); w.Wait() })
+	pod := testPod("r", "rejected", false)
+	w.Update(pod)
+	st.mu.Lock()
+	set, gone := st.set["r"], st.gone["r"]
+	st.mu.Unlock()
+	if !set || gone {
+		t.Fatalf("rejected pod: status set %v, forgotten %v; want set and kept", set, gone)
+	}
+	w.Delete(pod)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.gone["r"] {
+		t.Error("the rejected pod's status was kept after it was deleted")
+	}
+}

@@ -173,12 +173,20 @@ type RunningContainer struct {
 	StartedAt time.Time
 }
 
-// RemovePod stops every worker of a pod.
-func (m *Manager) RemovePod(uid types.UID) {
-	m.Sync(&corev1.Pod{ObjectMeta: podMeta(uid)}, "", nil)
+// RemovePod stops every worker of a pod and drops its probe series, as
+// upstream's prober workers delete theirs when they stop: /metrics/probes
+// would otherwise keep every pod the node ever probed.
+func (m *Manager) RemovePod(pod *corev1.Pod) {
+	m.Sync(&corev1.Pod{ObjectMeta: podMeta(pod.UID)}, "", nil)
 	m.mu.Lock()
-	delete(m.seeded, uid)
+	delete(m.seeded, pod.UID)
 	m.mu.Unlock()
+	if ProbeTotal.IsCreated() {
+		ProbeTotal.CounterVec.DeletePartialMatch(map[string]string{"pod_uid": string(pod.UID)})
+	}
+	if ProbeDuration.IsCreated() && pod.Name != "" {
+		ProbeDuration.HistogramVec.DeletePartialMatch(map[string]string{"pod": pod.Name, "namespace": pod.Namespace})
+	}
 }
 
 // worker probes one container with one kind of probe.
@@ -253,6 +261,11 @@ func (w *worker) probeOnce(p *corev1.Probe) bool {
 		res = Failure
 		out = err.Error()
 	}
+	select {
+	case <-w.stop:
+		return false // stopped while it probed: its container or pod is gone, and so are its series
+	default:
+	}
 	if res == Warning {
 		if m.cfg.Recorder != nil {
 			m.cfg.Recorder.Event(w.pod, corev1.EventTypeWarning, "ProbeWarning", fmt.Sprintf("%s probe warning: %s", w.kind, out))
@@ -290,6 +303,12 @@ func (w *worker) settle(r Result) {
 	m := w.m
 	key := resultKey{w.id, w.kind}
 	m.mu.Lock()
+	if m.workers[workerKey{w.id, w.kind}] != w {
+		// Stopped while it probed: its container or pod is gone, and a
+		// result kept now would never be removed.
+		m.mu.Unlock()
+		return
+	}
 	old, had := m.resultLocked(key)
 	_, settled := m.results[key]
 	m.results[key] = r

@@ -12,6 +12,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
+// registered makes w its manager's worker, as Sync does (a result settles
+// only for a worker still registered).
+func registered(w *worker) *worker {
+	w.m.mu.Lock()
+	w.m.workers[workerKey{w.id, w.kind}] = w
+	w.m.mu.Unlock()
+	return w
+}
+
 func readyProbeContainer() *corev1.Container {
 	return &corev1.Container{Name: "web", ReadinessProbe: &corev1.Probe{
 		ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(1)}},
@@ -93,7 +102,7 @@ func TestFreshResultReplacesPrior(t *testing.T) {
 	m := New(context.Background(), Config{})
 	c := readyProbeContainer()
 	m.SeedFromStatus(podWithStatus(true, "abc"), true)
-	w := &worker{m: m, kind: Readiness, pod: podWithStatus(true, "abc"), c: c, id: "abc"}
+	w := registered(&worker{m: m, kind: Readiness, pod: podWithStatus(true, "abc"), c: c, id: "abc"})
 	w.settle(Failure)
 	if m.Ready(c, "abc") {
 		t.Error("a fresh Failure must replace the prior Success")
@@ -106,7 +115,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	m.LoadCheckpoint(path) // missing: no prior, no error
 	c := readyProbeContainer()
 	for _, id := range []string{"ready", "unready"} {
-		w := &worker{m: m, kind: Readiness, pod: podWithStatus(false, id), c: c, id: id}
+		w := registered(&worker{m: m, kind: Readiness, pod: podWithStatus(false, id), c: c, id: id})
 		if id == "ready" {
 			w.settle(Success)
 		} else {
@@ -200,5 +209,16 @@ func TestPriorExpires(t *testing.T) {
 	}
 	if m.Ready(c, "abc") {
 		t.Error("prior results older than priorTTL must be dropped")
+	}
+}
+
+// A worker stopped while it probed (its container or pod gone) keeps no
+// result: nothing would ever remove it.
+func TestStoppedWorkerKeepsNoResult(t *testing.T) {
+	m := New(context.Background(), Config{})
+	w := &worker{m: m, kind: Readiness, pod: podWithStatus(false, "gone"), c: readyProbeContainer(), id: "gone"}
+	w.settle(Success)
+	if len(m.results) != 0 {
+		t.Errorf("results %v: a stopped worker's result was kept", m.results)
 	}
 }

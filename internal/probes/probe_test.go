@@ -130,9 +130,14 @@ func TestWorkerThresholds(t *testing.T) {
 			t.Errorf("probe metrics lack %q:\n%s", want, text.String())
 		}
 	}
-	m.RemovePod("u")
+	m.RemovePod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", UID: "u"}})
 	if n := len(m.workers); n != 0 {
 		t.Errorf("%d workers left after RemovePod", n)
+	}
+	rec = httptest.NewRecorder()
+	metrics.HandlerFor(Registry, metrics.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); strings.Contains(body, `pod="p"`) {
+		t.Errorf("the removed pod's probe series are still served:\n%s", body)
 	}
 }
 
