@@ -26,9 +26,14 @@ func NewBackoff() *Backoff {
 	return &Backoff{Initial: 10 * time.Second, Max: 5 * time.Minute, Now: time.Now, entries: map[string]*backoffEntry{}}
 }
 
+// stale says whether e was last advanced over twice Max before now.
+func (b *Backoff) stale(e *backoffEntry, now time.Time) bool {
+	return now.Sub(e.last) > 2*b.Max
+}
+
 func (b *Backoff) entry(key string) *backoffEntry {
 	e, ok := b.entries[key]
-	if ok && b.Now().Sub(e.last) > 2*b.Max {
+	if ok && b.stale(e, b.Now()) {
 		delete(b.entries, key)
 		return nil
 	}
@@ -64,7 +69,7 @@ func (b *Backoff) Next(key string) {
 		// (a pod gone before its next retry), which entry alone would keep.
 		now := b.Now()
 		for k, old := range b.entries {
-			if now.Sub(old.last) > 2*b.Max {
+			if b.stale(old, now) {
 				delete(b.entries, k)
 			}
 		}
