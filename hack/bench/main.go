@@ -10,6 +10,9 @@
 // With -window it measures the running cluster's agent over the footprint
 // window after one BIG-pod batch, with the agent's CPU profile of it.
 //
+// With -nodeapi it times the running cluster's node API paths under the
+// bench's load (10 clients, 10 requests each), three times.
+//
 // With -short it measures the agent of the running cluster only, one small
 // batch (make test's slice), and checks that every figure was measured.
 //
@@ -48,9 +51,16 @@ func main() {
 	short := flag.Bool("short", false, "measure the running cluster's agent with one small batch (make test's slice)")
 	exits := flag.Bool("exits", false, "measure only how fast the running cluster's agent sees containers exit (with Bosun: following events, then relisting)")
 	window := flag.Bool("window", false, "measure only the running cluster's agent over the window after a BIG-pod batch, with its CPU profile")
+	nodeapi := flag.Bool("nodeapi", false, "time only the running cluster's node API paths, three times")
 	flag.Parse()
 	ctx := context.Background()
 	root, _ := os.Getwd()
+	if *nodeapi {
+		if err := runNodeAPI(ctx, root); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if *exits {
 		if err := runExits(ctx, root); err != nil {
 			fail(err)

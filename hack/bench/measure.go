@@ -562,6 +562,25 @@ func (c *cluster) scrape() (scrape, error) {
 	return parseScrape(resp.Body), nil
 }
 
+// runNodeAPI times the running cluster's node API paths three times, as a
+// round times them, and prints each path's p50 and p99.
+func runNodeAPI(ctx context.Context, root string) error {
+	c, err := loadCluster(ctx, root)
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		s := sample{}
+		if err := c.nodeAPI(s); err != nil {
+			return err
+		}
+		for _, path := range nodePaths {
+			fmt.Printf("%-18s p50 %7.2f ms  p99 %7.2f ms  %8.0f bytes\n", path, s["node."+path+".p50"], s["node."+path+".p99"], s["node."+path+".bytes"])
+		}
+	}
+	return nil
+}
+
 // nodePaths are the node API endpoints the bench times.
 var nodePaths = []string{"/pods", "/metrics", "/stats/summary", "/metrics/cadvisor", "/metrics/resource"}
 

@@ -67,7 +67,7 @@ func (h *host) Pods() []*corev1.Pod {
 // PodListJSON is /pods: Pods, each pod's JSON reused from the last request
 // while its object (resource version) and its status here (version) are
 // unchanged.
-func (h *host) PodListJSON() ([]byte, error) {
+func (h *host) PodListJSON(gzipped bool) ([]byte, error) {
 	all, _ := h.pods.source.Lister().List(labels.Everything())
 	entries := make([]server.PodEntry, 0, len(all))
 	for _, p := range all {
@@ -91,7 +91,11 @@ func (h *host) PodListJSON() ([]byte, error) {
 			entries = append(entries, server.PodEntry{UID: sp.UID, Pod: func() (*corev1.Pod, string) { return h.withStatus(sp), "" }})
 		}
 	}
-	return h.podList.Encode(entries)
+	data, err := h.podList.Encode(entries)
+	if err != nil || !gzipped {
+		return data, err
+	}
+	return h.podList.Gzip(data)
 }
 
 // podJSONKey names what a pod's JSON for /pods is built from: its object's
