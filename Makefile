@@ -55,9 +55,13 @@ PROFILE ?= seed
 # 250-pod batch); empty keeps the profile's.
 MAX_PODS ?=
 
+# The nodes' containerLogMaxSize (make bench sets it, so that its 256 MiB log
+# is not rotated while written); empty keeps the default, 10Mi.
+LOG_MAX_SIZE ?=
+
 .PHONY: up
-up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1, PROFILE=seed|hardened, MAX_PODS=)
-	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) PROFILE=$(PROFILE) MAX_PODS=$(MAX_PODS) $(BIN)/cluster up
+up: deps build tools harness ## Start the cluster (KUBELET=bosun|upstream|mixed, NODES=n, RUNTIME=containerd2|containerd1, PROFILE=seed|hardened, MAX_PODS=, LOG_MAX_SIZE=)
+	@KUBELET=$(KUBELET) NODES=$(NODES) RUNTIME=$(RUNTIME) PROFILE=$(PROFILE) MAX_PODS=$(MAX_PODS) LOG_MAX_SIZE=$(LOG_MAX_SIZE) $(BIN)/cluster up
 
 .PHONY: down
 down: harness ## Stop the cluster and clean the machine

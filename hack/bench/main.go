@@ -240,7 +240,9 @@ func up(root, agent string, maxPods int) error {
 	down := exec.Command("make", "--no-print-directory", "down")
 	down.Dir = root
 	_ = down.Run()
-	cmd := exec.Command("make", "--no-print-directory", "up", "KUBELET="+agent, "NODES=1", fmt.Sprintf("MAX_PODS=%d", maxPods))
+	// The 256 MiB log is read whole: with the default 10Mi it was rotated
+	// while written, and each agent's read got what its rotation had left.
+	cmd := exec.Command("make", "--no-print-directory", "up", "KUBELET="+agent, "NODES=1", fmt.Sprintf("MAX_PODS=%d", maxPods), "LOG_MAX_SIZE=1Gi")
 	cmd.Dir = root
 	out, err := cmd.CombinedOutput()
 	if err != nil {

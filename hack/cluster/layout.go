@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -58,6 +59,7 @@ type layout struct {
 	agent    string   // the agent of node: bosun or upstream
 	profile  string   // PROFILE: seed (the guide's config) or hardened (deploy/kubelet-config.yaml)
 	maxPods  int      // MAX_PODS: the nodes' maxPods instead of the profile's (0: the profile's)
+	logMax   string   // LOG_MAX_SIZE: the nodes' containerLogMaxSize ("": the default, 10Mi)
 }
 
 func newLayout(root, kubelet string) (*layout, error) {
@@ -92,6 +94,9 @@ func newLayout(root, kubelet string) (*layout, error) {
 	if l.maxPods, err = envInt("MAX_PODS", 0, 1, maxPodsLimit); err != nil {
 		return nil, err
 	}
+	if l.logMax = os.Getenv("LOG_MAX_SIZE"); l.logMax != "" && !logSize.MatchString(l.logMax) {
+		return nil, fmt.Errorf("LOG_MAX_SIZE=%q: want a size such as 512Mi or 1Gi", l.logMax)
+	}
 	index, err := envInt("NODE", 1, 1, maxNodes)
 	if err != nil {
 		return nil, err
@@ -119,11 +124,18 @@ const maxPodsLimit = 500
 // agents: the profile and MAX_PODS, recorded so that make up restarts a
 // cluster started otherwise.
 func (l *layout) settings() string {
+	s := l.profile
 	if l.maxPods > 0 {
-		return fmt.Sprintf("%s maxPods=%d", l.profile, l.maxPods)
+		s += fmt.Sprintf(" maxPods=%d", l.maxPods)
 	}
-	return l.profile
+	if l.logMax != "" {
+		s += " containerLogMaxSize=" + l.logMax
+	}
+	return s
 }
+
+// logSize is a LOG_MAX_SIZE the config takes.
+var logSize = regexp.MustCompile(`^[1-9][0-9]*(Ki|Mi|Gi)$`)
 
 // nodeCIDRMask is the size of each node's pod CIDR: a /24 (253 pod
 // addresses) unless MAX_PODS leaves too few of them for the add-ons' pods.

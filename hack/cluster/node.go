@@ -74,6 +74,9 @@ func (l *layout) kubeletConfig() (string, error) {
 		// The profile's own maxPods line gives way (a key twice is an error).
 		cfg = maxPodsLine.ReplaceAllString(cfg, "") + fmt.Sprintf("maxPods: %d\n", l.maxPods)
 	}
+	if l.logMax != "" {
+		cfg += "containerLogMaxSize: " + l.logMax + "\n"
+	}
 	return cfg, nil
 }
 

@@ -51,6 +51,16 @@ func TestKubeletConfigProfiles(t *testing.T) {
 			if n.nodeCIDRMask() != 23 || n.settings() != profile+" maxPods=260" {
 				t.Errorf("with MAX_PODS=260: mask /%d, settings %q", n.nodeCIDRMask(), n.settings())
 			}
+			n.logMax = "1Gi"
+			if text, err = n.kubeletConfig(); err != nil {
+				t.Fatal(err)
+			}
+			if kc, _, err = config.Decode("kubelet-config.yaml", []byte(text)); err != nil || kc.ContainerLogMaxSize != "1Gi" {
+				t.Fatalf("with LOG_MAX_SIZE=1Gi: containerLogMaxSize %q, %v\n%s", kc.ContainerLogMaxSize, err, text)
+			}
+			if n.settings() != profile+" maxPods=260 containerLogMaxSize=1Gi" {
+				t.Errorf("with LOG_MAX_SIZE=1Gi: settings %q", n.settings())
+			}
 		})
 	}
 	t.Setenv("PROFILE", "seed")
@@ -59,6 +69,11 @@ func TestKubeletConfigProfiles(t *testing.T) {
 		t.Error("MAX_PODS=100000 was accepted")
 	}
 	t.Setenv("MAX_PODS", "")
+	t.Setenv("LOG_MAX_SIZE", "lots")
+	if _, err := newLayout(repoRoot(), "bosun"); err == nil {
+		t.Error("LOG_MAX_SIZE=lots was accepted")
+	}
+	t.Setenv("LOG_MAX_SIZE", "")
 	t.Setenv("PROFILE", "lax")
 	if _, err := newLayout(repoRoot(), "bosun"); err == nil {
 		t.Error("PROFILE=lax was accepted")

@@ -66,7 +66,7 @@ func (h *host) Pods() []*corev1.Pod {
 
 // PodListJSON is /pods: Pods, each pod's JSON reused from the last request
 // while its object (resource version) and its status here (version) are
-// unchanged.
+// unchanged, gzip-compressed when gzipped.
 func (h *host) PodListJSON(gzipped bool) ([]byte, error) {
 	all, _ := h.pods.source.Lister().List(labels.Everything())
 	entries := make([]server.PodEntry, 0, len(all))
